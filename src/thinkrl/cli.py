@@ -1,0 +1,46 @@
+"""`thinkrl` command line: thin entry points that load a config, build the parts and call them.
+
+Each subcommand lives in the module that owns it and exposes two functions:
+``add_arguments(parser)`` and ``run(args) -> int``. They are imported lazily so
+``thinkrl --help`` stays fast and a missing optional dependency only affects
+the command that needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "generate": ("thinkrl.engine.cli", "sample from a model (prints reasoning and answer)"),
+    "data": ("thinkrl.tasks.cli", "write a JSONL dataset of a built-in task"),
+    "sft": ("thinkrl.train.sft_cli", "cold-start supervised fine-tuning on solution traces"),
+    "train": ("thinkrl.train.rl_cli", "RL training (DAPO, GRPO, ...) from a YAML recipe"),
+    "eval": ("thinkrl.eval.cli", "evaluate a model on held-out tasks"),
+    "demo": ("thinkrl.train.demo", "the tiny end-to-end recipe: data, SFT, DAPO, eval, report"),
+    "serve": ("thinkrl.serve.cli", "OpenAI-compatible HTTP server"),
+    "bench": ("thinkrl.bench", "run a benchmark from benchmarks/ and print its JSON"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `thinkrl` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="thinkrl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        sub_parser.set_defaults(_module=module_name)
+        if argv and argv[0] == name:
+            importlib.import_module(module_name).add_arguments(sub_parser)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""thinkrl.model."""
