@@ -1,1 +1,20 @@
-"""thinkrl.model."""
+"""Decoder models (Llama family, optional MoE) and Hugging Face checkpoint I/O. Imports torch only."""
+
+from thinkrl.model.config import SUPPORTED_ARCHITECTURES, ModelConfig
+from thinkrl.model.decoder import CausalLM, DecoderOutput
+from thinkrl.model.hf_io import build_model, load_pretrained, resolve_device, resolve_dtype, save_pretrained
+from thinkrl.model.kv_cache import CachedStep, KVCache
+
+__all__ = [
+    "SUPPORTED_ARCHITECTURES",
+    "CachedStep",
+    "CausalLM",
+    "DecoderOutput",
+    "KVCache",
+    "ModelConfig",
+    "build_model",
+    "load_pretrained",
+    "resolve_device",
+    "resolve_dtype",
+    "save_pretrained",
+]

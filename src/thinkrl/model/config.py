@@ -1,0 +1,205 @@
+"""Model configuration read from (and written to) a Hugging Face ``config.json``.
+
+One `ModelConfig` describes every supported decoder. The four architectures
+differ only in a few switches, which `from_hf_dict` sets from the
+architecture name and the file's own keys:
+
+| architecture         | q/k/v bias | o bias | q/k RMSNorm | residual dropout |
+|----------------------|------------|--------|-------------|------------------|
+| LlamaForCausalLM     | config     | config | no          | no               |
+| Qwen2ForCausalLM     | yes        | no     | no          | no               |
+| Qwen3ForCausalLM     | config     | config | yes         | no               |
+| SeedOssForCausalLM   | config     | config | no          | config           |
+
+An optional mixture-of-experts FFN (``num_experts > 0``) replaces the dense
+SwiGLU in every layer; it is thinkrl's own extension and is saved with the
+architecture name of the dense base plus the MoE keys.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SUPPORTED_ARCHITECTURES = (
+    "LlamaForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+    "SeedOssForCausalLM",
+)
+MODEL_TYPES = {
+    "LlamaForCausalLM": "llama",
+    "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+    "SeedOssForCausalLM": "seed_oss",
+}
+ROPE_TYPES = ("default", "linear", "llama3")
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of a decoder, named as in Hugging Face configs."""
+
+    architecture: str = "SeedOssForCausalLM"
+    vocab_size: int = 512
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    head_dim: int | None = None
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
+    max_position_embeddings: int = 4096
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False  # bias on q/k/v projections
+    attention_out_bias: bool = False  # bias on the output projection
+    mlp_bias: bool = False
+    qk_norm: bool = False  # RMSNorm over head_dim on q and k (Qwen3)
+    residual_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    bos_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 2
+    pad_token_id: int | None = 1
+    # Mixture of experts (0 experts = dense SwiGLU).
+    num_experts: int = 0
+    num_experts_per_tok: int = 2
+    moe_intermediate_size: int = 0
+    shared_expert_intermediate_size: int = 0
+    norm_topk_prob: bool = True
+    router_aux_loss_coef: float = 0.01
+    extra: dict[str, Any] = field(default_factory=dict)  # unknown HF keys, written back unchanged
+
+    def __post_init__(self) -> None:
+        if self.architecture not in SUPPORTED_ARCHITECTURES:
+            raise ValueError(
+                f"architecture {self.architecture!r} is not supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+            )
+        if self.head_dim is None:
+            if self.hidden_size % self.num_attention_heads:
+                raise ValueError(
+                    f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                    f"({self.num_attention_heads}) when head_dim is not given"
+                )
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads ({self.num_attention_heads}) must be divisible by "
+                f"num_key_value_heads ({self.num_key_value_heads})"
+            )
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim ({self.head_dim}) must be even for rotary embeddings")
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.rope_scaling is not None and self.rope_type not in ROPE_TYPES:
+            raise ValueError(f"rope_scaling type {self.rope_type!r} is not supported; supported: {ROPE_TYPES}")
+        if self.num_experts:
+            if not 0 < self.num_experts_per_tok <= self.num_experts:
+                raise ValueError(
+                    f"num_experts_per_tok ({self.num_experts_per_tok}) must be in 1..num_experts ({self.num_experts})"
+                )
+            if self.moe_intermediate_size <= 0:
+                raise ValueError("moe_intermediate_size must be positive when num_experts > 0")
+
+    @property
+    def rope_type(self) -> str:
+        if not self.rope_scaling:
+            return "default"
+        return str(self.rope_scaling.get("rope_type", self.rope_scaling.get("type", "default")))
+
+    @property
+    def model_type(self) -> str:
+        return MODEL_TYPES[self.architecture]
+
+    @classmethod
+    def from_hf_dict(cls, raw: dict[str, Any]) -> ModelConfig:
+        """Build from the contents of a HF ``config.json`` (either the v4 or v5 rope layout)."""
+        raw = dict(raw)
+        archs = raw.pop("architectures", None) or []
+        if not archs:
+            raise ValueError("config.json has no 'architectures' entry; cannot tell which decoder to build")
+        arch = archs[0]
+        if arch not in SUPPORTED_ARCHITECTURES:
+            raise ValueError(
+                f"config.json architecture {arch!r} is not supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+            )
+        # transformers >= 5 nests rope settings in rope_parameters; older files use rope_theta/rope_scaling.
+        rope_params = raw.pop("rope_parameters", None)
+        if rope_params:
+            raw.setdefault("rope_theta", rope_params.get("rope_theta", 10000.0))
+            if rope_params.get("rope_type", "default") != "default":
+                raw["rope_scaling"] = {k: v for k, v in rope_params.items() if k != "rope_theta"}
+        known = {f.name for f in fields(cls)} - {"architecture", "extra"}
+        kwargs: dict[str, Any] = {k: raw.pop(k) for k in list(raw) if k in known}
+        if kwargs.get("rope_scaling") and kwargs["rope_scaling"].get("rope_type", "default") == "default" and (
+            kwargs["rope_scaling"].get("type", "default") == "default"
+        ):
+            kwargs["rope_scaling"] = None
+        if arch == "Qwen2ForCausalLM":
+            kwargs["attention_bias"] = True  # Qwen2 always has q/k/v bias and no o bias
+            kwargs["attention_out_bias"] = False
+        elif arch == "Qwen3ForCausalLM":
+            kwargs["qk_norm"] = True
+            kwargs["attention_out_bias"] = kwargs.get("attention_bias", False)
+        elif arch == "LlamaForCausalLM":
+            kwargs["attention_out_bias"] = kwargs.get("attention_bias", False)
+        if arch != "SeedOssForCausalLM":
+            kwargs.pop("residual_dropout", None)
+        if raw.get("hidden_act", "silu") != "silu":
+            raise ValueError(f"hidden_act {raw['hidden_act']!r} is not supported; only 'silu' (SwiGLU)")
+        if raw.get("use_sliding_window"):
+            raise ValueError("use_sliding_window=true is not supported (sliding-window attention)")
+        return cls(architecture=arch, **kwargs, extra=raw)
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """The ``config.json`` contents; readable by transformers and by `from_hf_dict`."""
+        out = dict(self.extra)
+        data = asdict(self)
+        data.pop("extra")
+        arch = data.pop("architecture")
+        if not self.num_experts:
+            for key in ("num_experts", "num_experts_per_tok", "moe_intermediate_size",
+                        "shared_expert_intermediate_size", "norm_topk_prob", "router_aux_loss_coef"):
+                data.pop(key)
+        if arch != "Qwen3ForCausalLM":
+            data.pop("qk_norm")
+        out.update(data)
+        out["architectures"] = [arch]
+        out["model_type"] = MODEL_TYPES[arch]
+        out.setdefault("hidden_act", "silu")
+        out.setdefault("torch_dtype", "float32")
+        return out
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ModelConfig:
+        """Read ``config.json`` (``path`` may be the file or its folder)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no config.json at {path}") from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from None
+        try:
+            return cls.from_hf_dict(raw)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from None
+
+    def num_parameters(self) -> int:
+        """Parameter count (embeddings included once when tied)."""
+        c, d = self.hidden_size, self.head_dim or 0
+        attn = c * d * (self.num_attention_heads * 2 + self.num_key_value_heads * 2)
+        if self.num_experts:
+            ffn = self.num_experts * 3 * c * self.moe_intermediate_size + c * self.num_experts
+            ffn += 3 * c * self.shared_expert_intermediate_size
+        else:
+            ffn = 3 * c * self.intermediate_size
+        per_layer = attn + ffn + 2 * c
+        embed = self.vocab_size * c * (1 if self.tie_word_embeddings else 2)
+        return self.num_hidden_layers * per_layer + embed + c

@@ -1,0 +1,319 @@
+"""The decoder: one implementation of the Llama family (Llama, Qwen2, Qwen3, Seed-OSS).
+
+Contract:
+- ``forward(input_ids, position_ids, cu_seqlens)`` is the packed training forward:
+  S sequences concatenated into one row of N tokens, positions restarting per
+  sequence; attention never crosses a sequence boundary and the linear layers
+  never see a padding token. Returns final-normed hidden states; call
+  ``lm_head`` (or ``logits``) only on the positions you need.
+- ``forward_cached(input_ids, step, cache)`` is the generation forward: new
+  tokens of S sequences, padded to (S, Q), written into a `KVCache` at their
+  absolute positions, each attending to its own cached prefix.
+Out of scope: tokenization, sampling, scheduling (see ``thinkrl.engine``).
+
+Attention kernels: packed attention uses ``torch.nn.attention.varlen`` (flash)
+on CUDA when available; elsewhere it scatters q/k/v into a (S, T_max) buffer and
+runs causal SDPA, so only the attention core touches padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from thinkrl.model.config import ModelConfig
+from thinkrl.model.kv_cache import CachedStep, KVCache
+from thinkrl.model.layers import MoE, RMSNorm, SwiGLU, apply_rope, rope_cos_sin, rope_inverse_frequencies
+
+
+@dataclass
+class PackedLayout:
+    """Index bookkeeping for packed attention, built once per forward.
+
+    Fields:
+        cu_seqlens: (S+1,) int32 — sequence boundaries in the packed row.
+        max_seqlen: int — longest sequence.
+        pad_index: (N,) long — flat index of each packed token in a (S * max_seqlen) buffer.
+    """
+
+    cu_seqlens: torch.Tensor
+    max_seqlen: int
+    pad_index: torch.Tensor
+
+    @classmethod
+    def build(cls, cu_seqlens: torch.Tensor) -> PackedLayout:
+        lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+        max_seqlen = int(lengths.max()) if lengths.numel() else 0
+        seq_of_token = torch.repeat_interleave(torch.arange(lengths.numel(), device=cu_seqlens.device), lengths)
+        offset = torch.arange(int(cu_seqlens[-1]), device=cu_seqlens.device) - cu_seqlens[:-1].long()[seq_of_token]
+        return cls(cu_seqlens.int(), max_seqlen, seq_of_token * max_seqlen + offset)
+
+    @property
+    def num_seqs(self) -> int:
+        return self.cu_seqlens.numel() - 1
+
+
+def _varlen_flash_available(x: torch.Tensor) -> bool:
+    if not x.is_cuda or x.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: PackedLayout,
+                     dropout_p: float = 0.0) -> torch.Tensor:
+    """Causal attention inside each packed sequence.
+
+    q: (N, H, D); k, v: (N, K, D) -> (N, H, D).
+    """
+    if dropout_p == 0.0 and _varlen_flash_available(q):
+        from torch.nn.attention.varlen import varlen_attn
+
+        cu = layout.cu_seqlens
+        return varlen_attn(q, k, v, cu, cu, layout.max_seqlen, layout.max_seqlen,
+                           window_size=(-1, 0), enable_gqa=q.shape[1] != k.shape[1])
+    s, t = layout.num_seqs, layout.max_seqlen
+
+    def to_padded(x: torch.Tensor) -> torch.Tensor:
+        buf = x.new_zeros(s * t, *x.shape[1:]).index_copy_(0, layout.pad_index, x)  # [S*T, heads, D]
+        return buf.view(s, t, *x.shape[1:]).transpose(1, 2)  # [S, heads, T, D]
+
+    # Right padding + causal mask: a real query never sees a padded key (they come after it).
+    out = F.scaled_dot_product_attention(
+        to_padded(q), to_padded(k), to_padded(v), is_causal=True, dropout_p=dropout_p,
+        enable_gqa=q.shape[1] != k.shape[1],
+    )  # [S, H, T, D]
+    return out.transpose(1, 2).reshape(s * t, *q.shape[1:]).index_select(0, layout.pad_index)  # [N, H, D]
+
+
+class Attention(nn.Module):
+    """Grouped-query attention with rotary embeddings and optional q/k RMSNorm (Qwen3)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c, d = config.hidden_size, config.head_dim
+        assert d is not None
+        self.num_heads, self.num_kv_heads, self.head_dim = config.num_attention_heads, config.num_key_value_heads, d
+        self.q_proj = nn.Linear(c, self.num_heads * d, bias=config.attention_bias)
+        self.k_proj = nn.Linear(c, self.num_kv_heads * d, bias=config.attention_bias)
+        self.v_proj = nn.Linear(c, self.num_kv_heads * d, bias=config.attention_bias)
+        self.o_proj = nn.Linear(self.num_heads * d, c, bias=config.attention_out_bias)
+        self.q_norm = RMSNorm(d, config.rms_norm_eps) if config.qk_norm else None
+        self.k_norm = RMSNorm(d, config.rms_norm_eps) if config.qk_norm else None
+        self.attention_dropout = config.attention_dropout
+
+    def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x: (..., C) -> q (..., H, D), k and v (..., K, D), rotated."""
+        lead = x.shape[:-1]
+        q = self.q_proj(x).view(*lead, self.num_heads, self.head_dim)  # [..., H, D]
+        k = self.k_proj(x).view(*lead, self.num_kv_heads, self.head_dim)  # [..., K, D]
+        v = self.v_proj(x).view(*lead, self.num_kv_heads, self.head_dim)  # [..., K, D]
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
+        """Packed: x (N, C), cos/sin (N, D) -> (N, C)."""
+        q, k, v = self._qkv(x, cos, sin)
+        dropout = self.attention_dropout if self.training else 0.0
+        out = packed_attention(q, k, v, layout, dropout)  # [N, H, D]
+        return self.o_proj(out.reshape(x.shape[0], -1))
+
+    def forward_cached(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        step: CachedStep,
+        write: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        attn_mask: torch.Tensor,
+        cache_k: torch.Tensor,
+        cache_v: torch.Tensor,
+    ) -> torch.Tensor:
+        """Cached: x (S, Q, C) -> (S, Q, C); writes k/v of the valid new tokens into the cache.
+
+        write: (rows, cols, slots) — index of each valid token in (S, Q) and its cache slot;
+        attn_mask: (S, 1, Q, context_len) bool.
+        """
+        s, q_len, _ = x.shape
+        q, k, v = self._qkv(x, cos, sin)
+        rows, cols, slots = write
+        positions = step.start_positions[rows] + cols
+        cache_k[slots, :, positions] = k[rows, cols]  # [M, K, D] into (slots, K, T, D)
+        cache_v[slots, :, positions] = v[rows, cols]
+        ctx = step.context_len
+        if step.slots_are_prefix:
+            keys, values = cache_k[:s, :, :ctx], cache_v[:s, :, :ctx]  # [S, K, ctx, D] views
+        else:
+            keys, values = cache_k[step.slot_ids, :, :ctx], cache_v[step.slot_ids, :, :ctx]
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), keys, values, attn_mask=attn_mask, enable_gqa=self.num_heads != self.num_kv_heads
+        )  # [S, H, Q, D]
+        return self.o_proj(out.transpose(1, 2).reshape(s, q_len, -1))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + ffn(norm(x)); residual dropout for Seed-OSS."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.self_attn = Attention(config)
+        if config.num_experts:
+            self.mlp: nn.Module = MoE(
+                config.hidden_size, config.moe_intermediate_size, config.num_experts,
+                config.num_experts_per_tok, config.shared_expert_intermediate_size, config.norm_topk_prob,
+            )
+        else:
+            self.mlp = SwiGLU(config.hidden_size, config.intermediate_size, config.mlp_bias)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.residual_dropout = config.residual_dropout
+
+    def _ffn(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lead = x.shape[:-1]
+        y, aux = self.mlp(self.post_attention_layernorm(x).reshape(-1, x.shape[-1]))
+        return F.dropout(y.view(*lead, -1), self.residual_dropout, self.training), aux
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                layout: PackedLayout) -> tuple[torch.Tensor, torch.Tensor]:
+        """Packed: x (N, C) -> ((N, C), aux_loss ())."""
+        x = x + F.dropout(self.self_attn(self.input_layernorm(x), cos, sin, layout),
+                          self.residual_dropout, self.training)
+        y, aux = self._ffn(x)
+        return x + y, aux
+
+    def forward_cached(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, step: CachedStep,
+                       write: tuple[torch.Tensor, ...], attn_mask: torch.Tensor,
+                       cache_k: torch.Tensor, cache_v: torch.Tensor) -> torch.Tensor:
+        """Cached: x (S, Q, C) -> (S, Q, C)."""
+        x = x + self.self_attn.forward_cached(
+            self.input_layernorm(x), cos, sin, step, write, attn_mask, cache_k, cache_v  # type: ignore[arg-type]
+        )
+        return x + self._ffn(x)[0]
+
+
+@dataclass
+class DecoderOutput:
+    """Result of the packed forward.
+
+    Fields:
+        hidden: (N, C) final-normed hidden states.
+        aux_loss: () MoE load-balancing loss, already scaled by router_aux_loss_coef (0 when dense).
+    """
+
+    hidden: torch.Tensor
+    aux_loss: torch.Tensor
+
+
+class DecoderModel(nn.Module):
+    """Embeddings, layers and final norm (HF's ``model.*`` submodule)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class CausalLM(nn.Module):
+    """Decoder-only language model; parameter names match HF ``*ForCausalLM`` checkpoints."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = DecoderModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        assert config.head_dim is not None
+        inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.activation_checkpointing = False
+
+    def init_weights(self, std: float = 0.02, seed: int | None = None) -> None:
+        """Fresh init for training from scratch: N(0, std), output projections scaled by 1/sqrt(2L)."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        out_std = std / (2 * self.config.num_hidden_layers) ** 0.5
+        for name, param in self.named_parameters():
+            with torch.no_grad():
+                if name.endswith("norm.weight"):
+                    param.fill_(1.0)
+                elif name.endswith(".bias"):
+                    param.zero_()
+                else:
+                    scale = out_std if name.endswith(("o_proj.weight", "down_proj.weight")) else std
+                    param.copy_(torch.randn(param.shape, generator=gen) * scale)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.embed_tokens.weight.dtype
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
+                cu_seqlens: torch.Tensor) -> DecoderOutput:
+        """Packed forward.
+
+        input_ids: (N,) long; position_ids: (N,) long, restarting at 0 per sequence;
+        cu_seqlens: (S+1,) int, cumulative sequence lengths with cu_seqlens[-1] == N.
+        """
+        if input_ids.dim() != 1 or input_ids.shape != position_ids.shape:
+            raise ValueError(
+                f"input_ids and position_ids must both be (N,), got {tuple(input_ids.shape)} and "
+                f"{tuple(position_ids.shape)}"
+            )
+        if int(cu_seqlens[-1]) != input_ids.shape[0]:
+            raise ValueError(f"cu_seqlens[-1] ({int(cu_seqlens[-1])}) must equal N ({input_ids.shape[0]})")
+        layout = PackedLayout.build(cu_seqlens.to(input_ids.device))
+        x = self.model.embed_tokens(input_ids)  # [N, C]
+        cos, sin = rope_cos_sin(position_ids, self.inv_freq, x.dtype)  # [N, D]
+        aux_total = x.new_zeros((), dtype=torch.float32)
+        for layer in self.model.layers:
+            if self.activation_checkpointing and self.training:
+                x, aux = checkpoint(layer, x, cos, sin, layout, use_reentrant=False)
+            else:
+                x, aux = layer(x, cos, sin, layout)
+            aux_total = aux_total + aux
+        return DecoderOutput(self.model.norm(x), aux_total * self.config.router_aux_loss_coef)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden (..., C) -> logits (..., V)."""
+        return self.lm_head(hidden)
+
+    @torch.no_grad()
+    def forward_cached(self, input_ids: torch.Tensor, step: CachedStep, cache: KVCache) -> torch.Tensor:
+        """Generation forward over the cache.
+
+        input_ids: (S, Q) long, new tokens (padding past ``step.query_lens`` is ignored).
+        Returns final-normed hidden states (S, Q, C); rows past query_lens are garbage.
+        """
+        s, q_len = input_ids.shape
+        device = input_ids.device
+        cols = torch.arange(q_len, device=device)
+        positions = step.start_positions[:, None] + cols  # [S, Q]
+        valid = cols[None, :] < step.query_lens[:, None]  # [S, Q]
+        rows_idx, cols_idx = valid.nonzero(as_tuple=True)
+        write = (rows_idx, cols_idx, step.slot_ids[rows_idx])
+        key_pos = torch.arange(step.context_len, device=device)
+        attn_mask = (key_pos[None, None, :] <= positions[:, :, None]).unsqueeze(1)  # [S, 1, Q, ctx]
+        x = self.model.embed_tokens(input_ids)  # [S, Q, C]
+        cos, sin = rope_cos_sin(positions, self.inv_freq, x.dtype)  # [S, Q, D]
+        for layer, cache_k, cache_v in zip(self.model.layers, cache.keys, cache.values, strict=True):
+            x = layer.forward_cached(x, cos, sin, step, write, attn_mask, cache_k, cache_v)
+        return self.model.norm(x)
+
+    def allocate_cache(self, num_slots: int, max_seq_len: int) -> KVCache:
+        """A KV cache sized for this model, on its device and dtype."""
+        c = self.config
+        assert c.head_dim is not None
+        return KVCache.allocate(c.num_hidden_layers, num_slots, c.num_key_value_heads, max_seq_len, c.head_dim,
+                                self.dtype, self.device)
