@@ -176,27 +176,27 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.residual_dropout = config.residual_dropout
 
-    def _ffn(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _ffn(self, x: torch.Tensor, dropout: bool) -> tuple[torch.Tensor, torch.Tensor]:
         lead = x.shape[:-1]
         y, aux = self.mlp(self.post_attention_layernorm(x).reshape(-1, x.shape[-1]))
-        return F.dropout(y.view(*lead, -1), self.residual_dropout, self.training), aux
+        return F.dropout(y.view(*lead, -1), self.residual_dropout, dropout), aux
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 layout: PackedLayout) -> tuple[torch.Tensor, torch.Tensor]:
         """Packed: x (N, C) -> ((N, C), aux_loss ())."""
         x = x + F.dropout(self.self_attn(self.input_layernorm(x), cos, sin, layout),
                           self.residual_dropout, self.training)
-        y, aux = self._ffn(x)
+        y, aux = self._ffn(x, self.training)
         return x + y, aux
 
     def forward_cached(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, step: CachedStep,
                        write: tuple[torch.Tensor, ...], attn_mask: torch.Tensor,
                        cache_k: torch.Tensor, cache_v: torch.Tensor) -> torch.Tensor:
-        """Cached: x (S, Q, C) -> (S, Q, C)."""
+        """Cached: x (S, Q, C) -> (S, Q, C). Generation never applies dropout, even in train mode."""
         x = x + self.self_attn.forward_cached(
             self.input_layernorm(x), cos, sin, step, write, attn_mask, cache_k, cache_v  # type: ignore[arg-type]
         )
-        return x + self._ffn(x)[0]
+        return x + self._ffn(x, dropout=False)[0]
 
 
 @dataclass

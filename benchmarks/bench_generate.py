@@ -1,0 +1,159 @@
+"""Generation throughput: thinkrl's engine vs transformers' ``generate``, and continuous vs static batching.
+
+Same tiny random weights (Seed-OSS architecture, saved by thinkrl in HF format and
+loaded by both), fp32 on CPU by default. Prints one JSON line.
+
+    thinkrl bench generate [--device cpu] [--prompts 64] [--new-tokens 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import tempfile
+import time
+
+import torch
+
+from thinkrl.engine import LLMEngine, Request, SamplingParams
+from thinkrl.model import ModelConfig, build_model, load_pretrained, save_pretrained
+
+BENCH_MODEL = ModelConfig(
+    architecture="SeedOssForCausalLM", vocab_size=512, hidden_size=256, intermediate_size=768,
+    num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, attention_bias=True,
+    max_position_embeddings=2048, rope_theta=1e7,
+)
+
+
+class _IdTokenizer:
+    """Benchmarks feed token ids; text is not needed."""
+
+    pad_token_id = 1
+    stop_token_ids = ()
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        return ""
+
+
+def _prompts(n: int, seed: int) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(3, BENCH_MODEL.vocab_size) for _ in range(rng.randint(16, 64))] for _ in range(n)]
+
+
+def bench_transformers(folder: str, prompts: list[list[int]], new_tokens: int, device: str, dtype) -> float:
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+    width = max(map(len, prompts))
+    ids = torch.tensor([[1] * (width - len(p)) + p for p in prompts], device=device)  # left padding
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=True, temperature=1.0,
+                  top_k=0, top_p=1.0, pad_token_id=1, eos_token_id=None)
+    model.generate(ids[:2], attention_mask=mask[:2], **{**kwargs, "max_new_tokens": 4, "min_new_tokens": 4})
+    _sync(device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(ids, attention_mask=mask, **kwargs)
+    _sync(device)
+    elapsed = time.perf_counter() - start
+    assert out.shape[1] - width == new_tokens
+    return len(prompts) * new_tokens / elapsed
+
+
+def bench_thinkrl(folder: str, prompts: list[list[int]], new_tokens: int, device: str, dtype) -> float:
+    model = load_pretrained(folder, device=device, dtype=dtype)
+    engine = LLMEngine(model, _IdTokenizer(), num_slots=len(prompts), max_seq_len=max(map(len, prompts)) + new_tokens)
+    params = SamplingParams(max_new_tokens=new_tokens, temperature=1.0, stop_token_ids=())
+    engine.generate_from_ids(prompts[:2], SamplingParams(max_new_tokens=4, stop_token_ids=()))  # warm-up
+    _sync(device)
+    start = time.perf_counter()
+    out = engine.generate_from_ids(prompts, params)
+    _sync(device)
+    elapsed = time.perf_counter() - start
+    assert all(len(t.response_ids) == new_tokens for t in out)
+    return len(prompts) * new_tokens / elapsed
+
+
+def bench_long_tail(folder: str, device: str, dtype, num_requests: int, slots: int, seed: int) -> dict:
+    """Heavy-tailed max_new_tokens in [16, 512]: continuous batching vs static batches, same engine."""
+    rng = random.Random(seed)
+    prompts = _prompts(num_requests, seed + 1)
+    lengths = [min(512, max(16, int(16 * rng.paretovariate(1.0)))) for _ in range(num_requests)]
+    model = load_pretrained(folder, device=device, dtype=dtype)
+    max_len = max(map(len, prompts)) + 512
+
+    def requests(subset: range) -> list[Request]:
+        return [Request(prompts[i], SamplingParams(max_new_tokens=lengths[i], stop_token_ids=(), seed=i))
+                for i in subset]
+
+    results = {}
+    for mode in ("continuous", "static"):
+        engine = LLMEngine(model, _IdTokenizer(), num_slots=slots, max_seq_len=max_len)
+        _sync(device)
+        start = time.perf_counter()
+        if mode == "continuous":
+            out = engine.generate(requests(range(num_requests)))
+        else:  # a batch must finish entirely before the next one starts
+            out = []
+            for b in range(0, num_requests, slots):
+                out += engine.generate(requests(range(b, min(b + slots, num_requests))))
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        tokens = sum(len(t.response_ids) for t in out)
+        assert tokens == sum(lengths)
+        results[f"{mode}_tokens_per_s"] = tokens / elapsed
+    results["ratio"] = results["continuous_tokens_per_s"] / results["static_tokens_per_s"]
+    results.update(num_requests=num_requests, slots=slots, total_tokens=sum(lengths),
+                   max_new_tokens_mean=sum(lengths) / len(lengths), max_new_tokens_max=max(lengths))
+    return results
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 (GPU default)")
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--long-tail-requests", type=int, default=128)
+    parser.add_argument("--long-tail-slots", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-transformers", action="store_true")
+    args = parser.parse_args()
+    dtype_name = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    dtype = getattr(torch, dtype_name)
+    torch.manual_seed(args.seed)
+    with tempfile.TemporaryDirectory() as folder:
+        save_pretrained(build_model(BENCH_MODEL, seed=args.seed), folder)
+        prompts = _prompts(args.prompts, args.seed)
+        ours = bench_thinkrl(folder, prompts, args.new_tokens, args.device, dtype)
+        theirs = None if args.skip_transformers else bench_transformers(
+            folder, prompts, args.new_tokens, args.device, dtype)
+        long_tail = bench_long_tail(folder, args.device, dtype, args.long_tail_requests, args.long_tail_slots,
+                                    args.seed)
+    import transformers
+
+    print(json.dumps({
+        "benchmark": "generate",
+        "model_params": BENCH_MODEL.num_parameters(),
+        "prompts": args.prompts, "new_tokens": args.new_tokens, "device": args.device, "dtype": dtype_name,
+        "thinkrl_tokens_per_s": round(ours, 1),
+        "transformers_tokens_per_s": None if theirs is None else round(theirs, 1),
+        "ratio_vs_transformers": None if theirs is None else round(ours / theirs, 2),
+        "long_tail": {k: round(v, 2) if isinstance(v, float) else v for k, v in long_tail.items()},
+        "torch": torch.__version__, "transformers": transformers.__version__,
+        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "processor": platform.processor() or platform.machine(),
+                    "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None},
+    }))
+
+
+if __name__ == "__main__":
+    main()

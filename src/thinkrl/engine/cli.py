@@ -1,0 +1,54 @@
+"""`thinkrl generate`: sample from a model and print its reasoning and answer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from thinkrl.engine.engine import LLMEngine
+from thinkrl.engine.types import Request, SamplingParams
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="HF-format model folder (config.json + safetensors)")
+    parser.add_argument("--prompt", required=True, action="append", help="user message; repeat for a batch")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model folder if it has "
+                        "tokenizer.json, else the built-in tokenizer)")
+    parser.add_argument("--thinking-budget", type=int, default=-1, help="-1 unlimited, 0 answer at once, N tokens")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per prompt")
+
+
+def run(args: argparse.Namespace) -> int:
+    from thinkrl.model import load_pretrained
+    from thinkrl.tokenizer import load_tokenizer, parse_completion
+
+    model_dir = Path(args.model)
+    tok_dir = args.tokenizer or (model_dir if (model_dir / "tokenizer.json").exists() else "builtin")
+    tokenizer = load_tokenizer(tok_dir)
+    model = load_pretrained(model_dir, device=args.device, dtype=args.dtype)
+    params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                            top_k=args.top_k, seed=args.seed)
+    requests = [
+        Request(tokenizer.encode_chat([{"role": "user", "content": p}], thinking_budget=args.thinking_budget), params)
+        for p in args.prompt
+    ]
+    max_len = max(len(r.prompt_ids) for r in requests) + args.max_new_tokens + 1
+    engine = LLMEngine(model, tokenizer, num_slots=min(len(requests), 64), max_seq_len=max_len)
+    for prompt, traj in zip(args.prompt, engine.generate(requests), strict=True):
+        parsed = parse_completion(traj.text, tokenizer.think_tags)
+        if args.json:
+            print(json.dumps({"prompt": prompt, "reasoning_content": parsed.reasoning_content,
+                              "content": parsed.content, "finish_reason": traj.finish_reason,
+                              "num_tokens": len(traj.response_ids)}))
+            continue
+        print(f"### prompt\n{prompt}\n### reasoning\n{parsed.reasoning_content}\n### answer\n{parsed.content}\n"
+              f"### finish: {traj.finish_reason}, {len(traj.response_ids)} tokens\n")
+    return 0

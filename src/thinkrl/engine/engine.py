@@ -1,0 +1,207 @@
+"""The generation engine: owns the loop, the KV cache and the model runner.
+
+Each ``step()``: admit waiting requests into free slots and prefill their prompts,
+then decode one token for every running sequence, sample, check stops (one host
+sync per forward), and release finished slots so the next request takes them at
+once (continuous batching). The scheduler (`Scheduler`) is pure bookkeeping; the
+sampling maths lives in `sampling.py`. The engine knows nothing about chat
+formats: prompts arrive as token ids.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+
+from thinkrl.engine.sampling import sample_tokens
+from thinkrl.engine.scheduler import Scheduler, SequenceState
+from thinkrl.engine.types import Request, SamplingParams, TokenEvent
+from thinkrl.model import CachedStep, CausalLM
+from thinkrl.records import Trajectory
+
+logger = logging.getLogger(__name__)
+
+
+class LLMEngine:
+    """Batched sampling with a preallocated KV cache and continuous batching.
+
+    Args:
+        model: the decoder (its weights may be updated in place between steps, e.g. by RL).
+        tokenizer: anything with ``decode(ids, skip_special_tokens=...)``, ``stop_token_ids``
+            and ``pad_token_id`` (see ``thinkrl.tokenizer.TextTokenizer``).
+        num_slots: sequences decoded together (KV-cache slots).
+        max_seq_len: prompt + response limit per slot.
+        seed: seed of the generator shared by requests without their own seed.
+    """
+
+    def __init__(self, model: CausalLM, tokenizer: Any, num_slots: int = 64, max_seq_len: int = 1024,
+                 seed: int = 0, max_prefill_tokens: int = 16384) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.scheduler = Scheduler(num_slots, max_seq_len, max_prefill_tokens)
+        self.cache = model.allocate_cache(num_slots, max_seq_len)
+        self.device = model.device
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.policy_version = 0
+        self._generators: dict[int, torch.Generator | None] = {}
+        pad = getattr(tokenizer, "pad_token_id", None)
+        self._pad_id = 0 if pad is None else int(pad)
+        self._default_stop = tuple(getattr(tokenizer, "stop_token_ids", ()) or ())
+
+    # ---- public API -------------------------------------------------------------------
+    def add_request(self, request: Request) -> None:
+        """Queue a request; it starts as soon as a slot is free."""
+        needed = len(request.prompt_ids) + request.params.max_new_tokens
+        if needed > self.scheduler.max_seq_len:
+            logger.debug("request %s may hit max_seq_len (%d > %d)", request.request_id, needed,
+                         self.scheduler.max_seq_len)
+        self.scheduler.add(request)
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_work()
+
+    def step(self) -> list[TokenEvent]:
+        """Run one engine step; returns the tokens each running request gained."""
+        events: list[TokenEvent] = []
+        admitted = self.scheduler.admit()
+        for state in admitted:
+            seed = state.request.params.seed
+            self._generators[state.slot] = (
+                None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
+            )
+        if admitted:
+            events += self._forward_and_sample(admitted, prefix=False)
+        running = self.scheduler.decode_batch(exclude={s.slot for s in admitted})
+        if running:
+            events += self._forward_and_sample(running, prefix=self._use_prefix_path(running))
+        return events
+
+    def stream(self, requests: Iterable[Request] = ()) -> Iterator[TokenEvent]:
+        """Add ``requests`` and yield token events until every queued request has finished."""
+        for request in requests:
+            self.add_request(request)
+        with torch.inference_mode():
+            while self.has_unfinished():
+                yield from self.step()
+
+    def generate(self, requests: list[Request]) -> list[Trajectory]:
+        """Complete every request; results in the order of ``requests``."""
+        order = {r.request_id: i for i, r in enumerate(requests)}
+        if len(order) != len(requests):
+            raise ValueError("request ids must be unique within one generate() call")
+        results: list[Trajectory | None] = [None] * len(requests)
+        for event in self.stream(requests):
+            if event.finished and event.request_id in order:
+                results[order[event.request_id]] = event.trajectory
+        return [r for r in results if r is not None]
+
+    def generate_from_ids(self, prompts: list[list[int]], params: SamplingParams) -> list[Trajectory]:
+        """Shorthand: the same sampling parameters for every prompt."""
+        return self.generate([Request(p, params) for p in prompts])
+
+    # ---- internals --------------------------------------------------------------------
+    def _use_prefix_path(self, states: list[SequenceState]) -> bool:
+        """Read the cache as a view over slots [0, max_slot] when holes waste little compute."""
+        return len(states) * 2 >= states[-1].slot + 1
+
+    def _build_step(self, states: list[SequenceState], prefix: bool) -> tuple[torch.Tensor, CachedStep, list[int]]:
+        """Token ids (S, Q) and the cache step for ``states`` (rows = slots 0..max when ``prefix``)."""
+        rows: list[SequenceState | None]
+        if prefix:
+            rows = [None] * (states[-1].slot + 1)
+            for s in states:
+                rows[s.slot] = s
+        else:
+            rows = list(states)
+        lens = [len(s.pending) if s else 0 for s in rows]
+        q = max(lens)
+        ids = [(s.pending if s else []) + [self._pad_id] * (q - n) for s, n in zip(rows, lens, strict=True)]
+        starts = [s.num_cached if s else 0 for s in rows]
+        slots = [s.slot if s else i for i, s in enumerate(rows)]
+        context = max(a + n for a, n in zip(starts, lens, strict=True))
+        dev = self.device
+        step = CachedStep(torch.tensor(slots, device=dev), torch.tensor(starts, device=dev),
+                          torch.tensor(lens, device=dev), context_len=context, slots_are_prefix=prefix)
+        row_of_state = [s.slot for s in states] if prefix else list(range(len(states)))
+        return torch.tensor(ids, device=dev), step, row_of_state
+
+    def _forward_and_sample(self, states: list[SequenceState], prefix: bool) -> list[TokenEvent]:
+        ids, step, row_of_state = self._build_step(states, prefix)
+        hidden = self.model.forward_cached(ids, step, self.cache)  # [rows, Q, C]
+        rows = torch.tensor(row_of_state, device=self.device)
+        last = hidden[rows, step.query_lens[rows] - 1]  # [S, C]
+        logits = self.model.logits(last).float()  # [S, V]
+        for i, s in enumerate(states):
+            s.num_cached += len(s.pending)
+            controller = s.request.controller
+            if controller is not None:
+                banned = controller.banned_tokens(s.response_ids)
+                if banned:
+                    logits[i, banned] = float("-inf")
+        params = [s.request.params for s in states]
+        dev = self.device
+        tokens, logprobs = sample_tokens(
+            logits,
+            torch.tensor([p.temperature for p in params], device=dev),
+            torch.tensor([p.top_k for p in params], device=dev),
+            torch.tensor([p.top_p for p in params], device=dev),
+            [self._generators.get(s.slot) for s in states],
+            self.generator,
+        )
+        return [self._append(s, t, lp) for s, t, lp in zip(states, tokens.tolist(), logprobs.tolist(), strict=True)]
+
+    def _append(self, s: SequenceState, token: int, logprob: float) -> TokenEvent:
+        """Record a sampled token, apply stop rules and forced tokens; release the slot when done."""
+        params = s.request.params
+        s.response_ids.append(token)
+        s.logprobs.append(logprob)
+        s.response_mask.append(True)
+        new = [token]
+        stop_ids = params.stop_token_ids if params.stop_token_ids is not None else self._default_stop
+        if token in stop_ids or params.stop_strings and self._hit_stop_string(s):
+            s.finish_reason = "stop"
+        elif s.request.controller is not None:
+            forced = s.request.controller.forced_tokens(s.response_ids)
+            room = params.max_new_tokens - len(s.response_ids)
+            forced = forced[:room]
+            s.response_ids += forced
+            s.logprobs += [0.0] * len(forced)
+            s.response_mask += [False] * len(forced)
+            new += forced
+        if s.finish_reason is None and (
+            len(s.response_ids) >= params.max_new_tokens or s.num_cached + len(new) >= self.scheduler.max_seq_len
+        ):
+            s.finish_reason = "length"
+        s.pending = new
+        if s.finish_reason is None:
+            return TokenEvent(s.request.request_id, new)
+        self.scheduler.release(s)
+        self._generators.pop(s.slot, None)
+        return TokenEvent(s.request.request_id, new, finished=True, trajectory=self._to_trajectory(s))
+
+    def _hit_stop_string(self, s: SequenceState) -> bool:
+        text = self.tokenizer.decode(s.response_ids)
+        longest = max(len(x) for x in s.request.params.stop_strings)
+        start = max(0, s.text_checked - longest)
+        s.text_checked = len(text)
+        return any(x in text[start:] for x in s.request.params.stop_strings)
+
+    def _to_trajectory(self, s: SequenceState) -> Trajectory:
+        params = s.request.params
+        ids = s.response_ids
+        stop_ids = params.stop_token_ids if params.stop_token_ids is not None else self._default_stop
+        text = self.tokenizer.decode(ids[:-1] if ids and ids[-1] in stop_ids else ids)
+        for stop in params.stop_strings:
+            cut = text.find(stop)
+            if cut >= 0:
+                text = text[:cut]
+        meta = dict(s.request.metadata)
+        return Trajectory(
+            prompt_ids=list(s.request.prompt_ids), response_ids=list(ids), logprobs=list(s.logprobs),
+            finish_reason=s.finish_reason,  # type: ignore[arg-type]
+            response_mask=list(s.response_mask), policy_version=self.policy_version,
+            group_id=int(meta.get("group_id", 0)), text=text,
+            thinking_budget=int(meta.get("thinking_budget", -1)), metadata=meta,
+        )

@@ -1,0 +1,63 @@
+"""Token sampling as pure tensor functions: temperature, top-k, top-p, greedy, per-row seeds."""
+
+from __future__ import annotations
+
+import torch
+
+
+def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Mask logits outside each row's top-k / nucleus with -inf.
+
+    logits: (B, V) float; top_k: (B,) long (0 = off); top_p: (B,) float (1 = off) -> (B, V).
+    """
+    need_k = bool((top_k > 0).any())
+    need_p = bool((top_p < 1).any())
+    if not (need_k or need_p):
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # [B, V]
+    vocab = logits.shape[-1]
+    ranks = torch.arange(vocab, device=logits.device)
+    remove = torch.zeros_like(sorted_logits, dtype=torch.bool)
+    if need_k:
+        k = torch.where(top_k > 0, top_k, vocab)
+        remove |= ranks[None, :] >= k[:, None]
+    if need_p:
+        probs = sorted_logits.masked_fill(remove, float("-inf")).softmax(-1)
+        mass_before = probs.cumsum(-1) - probs  # probability of strictly more likely tokens
+        remove |= mass_before >= top_p[:, None]
+    remove[:, 0] = False  # always keep the most likely token
+    return logits.scatter(-1, order, sorted_logits.masked_fill(remove, float("-inf")))
+
+
+def sample_tokens(
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    top_k: torch.Tensor,
+    top_p: torch.Tensor,
+    generators: list[torch.Generator | None],
+    default_generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample one token per row.
+
+    logits: (B, V) float32; temperature: (B,) (0 = greedy); top_k: (B,) long; top_p: (B,) float;
+    generators: per row, a seeded generator or None (rows without one share ``default_generator``).
+    Returns (tokens (B,) long, logprobs (B,) float32): the log-probability of each token under
+    softmax(logits / temperature) before top-k/top-p truncation (raw logits for greedy rows),
+    which is the distribution the trainer recomputes.
+    """
+    logits = logits.float()
+    greedy = temperature <= 0
+    scaled = logits / torch.where(greedy, torch.ones_like(temperature), temperature)[:, None]
+    logprobs_all = scaled.log_softmax(-1)  # [B, V]
+    filtered = apply_top_k_top_p(scaled, top_k, top_p)
+    # Gumbel-max: argmax(logits + Gumbel noise) ~ softmax(logits); noise per row keeps seeds independent.
+    uniform = torch.empty_like(filtered)
+    seeded = [i for i, g in enumerate(generators) if g is not None]
+    if len(seeded) < len(generators):
+        uniform.uniform_(generator=default_generator)
+    for i in seeded:
+        uniform[i].uniform_(generator=generators[i])
+    gumbel = -torch.log(-torch.log(uniform.clamp_(1e-20, 1.0 - 1e-7)))
+    sampled = (filtered + gumbel).argmax(-1)
+    tokens = torch.where(greedy, scaled.argmax(-1), sampled)
+    return tokens, logprobs_all.gather(-1, tokens[:, None]).squeeze(-1)

@@ -1,0 +1,98 @@
+"""Continuous-batching bookkeeping: waiting queue, slots, per-sequence state. Pure CPU, no model.
+
+A sequence holds one KV-cache slot from admission until it finishes; the moment it
+finishes, its slot goes back to the free pool and the next waiting request can take
+it on the next step. Free slots are handed out lowest-first so the used slots stay
+packed at the front of the cache (the decode fast path reads ``cache[:num_used]``).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass, field
+
+from thinkrl.engine.types import Request
+
+
+@dataclass
+class SequenceState:
+    """A request while it runs.
+
+    Fields:
+        request: the request.
+        slot: KV-cache slot.
+        num_cached: tokens already written to the cache for this slot.
+        pending: tokens to feed on the next forward (the prompt at first, then the last
+            sampled token plus any forced tokens).
+        response_ids / logprobs / response_mask: the growing response.
+        finish_reason: set when done.
+        text_checked: characters of decoded text already scanned for stop strings.
+    """
+
+    request: Request
+    slot: int
+    num_cached: int = 0
+    pending: list[int] = field(default_factory=list)
+    response_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    response_mask: list[bool] = field(default_factory=list)
+    finish_reason: str | None = None
+    text_checked: int = 0
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.request.prompt_ids)
+
+
+class Scheduler:
+    """Assigns waiting requests to free slots and tracks the running ones."""
+
+    def __init__(self, num_slots: int, max_seq_len: int, max_prefill_tokens: int = 16384) -> None:
+        if num_slots < 1:
+            raise ValueError(f"num_slots must be >= 1, got {num_slots}")
+        self.num_slots, self.max_seq_len, self.max_prefill_tokens = num_slots, max_seq_len, max_prefill_tokens
+        self.waiting: deque[Request] = deque()
+        self.running: dict[int, SequenceState] = {}  # slot -> state
+        self._free: list[int] = list(range(num_slots))
+        heapq.heapify(self._free)
+
+    def add(self, request: Request) -> None:
+        """Queue a request; rejects prompts that cannot fit in a cache slot."""
+        if len(request.prompt_ids) >= self.max_seq_len:
+            raise ValueError(
+                f"request {request.request_id}: prompt has {len(request.prompt_ids)} tokens but the engine's "
+                f"max_seq_len is {self.max_seq_len}"
+            )
+        self.waiting.append(request)
+
+    def admit(self) -> list[SequenceState]:
+        """Move waiting requests into free slots (bounded by the prefill token budget)."""
+        admitted: list[SequenceState] = []
+        budget = self.max_prefill_tokens
+        while self.waiting and self._free:
+            prompt_len = len(self.waiting[0].prompt_ids)
+            if admitted and prompt_len > budget:
+                break
+            request = self.waiting.popleft()
+            state = SequenceState(request, heapq.heappop(self._free), pending=list(request.prompt_ids))
+            self.running[state.slot] = state
+            admitted.append(state)
+            budget -= prompt_len
+        return admitted
+
+    def release(self, state: SequenceState) -> None:
+        """Free the slot of a finished sequence."""
+        del self.running[state.slot]
+        heapq.heappush(self._free, state.slot)
+
+    def decode_batch(self, exclude: set[int]) -> list[SequenceState]:
+        """Running sequences to decode this step, in slot order (excluding just-prefilled slots)."""
+        return [self.running[s] for s in sorted(self.running) if s not in exclude]
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    @property
+    def num_free_slots(self) -> int:
+        return len(self._free)
