@@ -74,6 +74,8 @@ class ModelConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # unknown HF keys, written back unchanged
 
     def __post_init__(self) -> None:
+        if self.architecture == "Qwen3ForCausalLM":
+            self.qk_norm = True  # part of the architecture, not a free switch (config.json has no key for it)
         if self.architecture not in SUPPORTED_ARCHITECTURES:
             raise ValueError(
                 f"architecture {self.architecture!r} is not supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"

@@ -1,0 +1,129 @@
+"""Pieces shared by the SFT and RL loops: building the policy, loading problems, rendering, log-probs."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from thinkrl.model import CausalLM, ModelConfig, build_model, load_pretrained, resolve_device
+from thinkrl.rl import entropy_from_logits, token_logprobs
+from thinkrl.tasks import Problem, Task, get_task
+from thinkrl.tasks.dataset import generate_dataset, read_jsonl
+from thinkrl.tokenizer import BUILTIN_DIR, TextTokenizer, load_tokenizer
+from thinkrl.train.batching import PackedBatch
+from thinkrl.train.config import DataSpec, ModelSpec, TokenizerSpec
+
+
+def build_tokenizer(spec: TokenizerSpec) -> TextTokenizer:
+    return load_tokenizer(spec.path)
+
+
+def build_policy(spec: ModelSpec, tokenizer: TextTokenizer, seed: int) -> CausalLM:
+    """Load ``spec.path`` or build a fresh model from ``spec.init`` (HF config fields)."""
+    device = resolve_device(spec.device)
+    if spec.path is not None:
+        return load_pretrained(spec.path, device=device, dtype=spec.dtype)
+    init: dict[str, Any] = {"architectures": ["SeedOssForCausalLM"], "vocab_size": tokenizer.vocab_size,
+                            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                            "pad_token_id": tokenizer.pad_token_id}
+    init.update(spec.init or {})
+    if isinstance(init.get("architectures"), str):
+        init["architectures"] = [init["architectures"]]
+    if init["vocab_size"] < tokenizer.vocab_size:
+        raise ValueError(f"model.init.vocab_size ({init['vocab_size']}) is smaller than the tokenizer's "
+                         f"vocabulary ({tokenizer.vocab_size})")
+    return build_model(ModelConfig.from_hf_dict(init), device=device, dtype=spec.dtype, seed=seed)
+
+
+def load_problems(spec: DataSpec, split: str) -> list[Problem]:
+    """The train or test problems: from ``train_file``/``test_file`` when set, else generated (disjoint splits)."""
+    path = spec.train_file if split == "train" else spec.test_file
+    if path is not None:
+        return read_jsonl(path)
+    n = spec.num_train if split == "train" else spec.num_test
+    seed = spec.seed if split == "train" else spec.seed + 1_000_003
+    return generate_dataset(spec.task, n, seed, split, spec.difficulty)
+
+
+def encode_sft_example(tokenizer: TextTokenizer, problem: Problem, thinking: str, answer: str,
+                       thinking_budget: int = -1) -> tuple[list[int], list[bool]]:
+    """Token ids of prompt + assistant turn and the loss mask (True on assistant tokens).
+
+    The prompt ids equal ``tokenizer.encode_chat`` of the user turn, which RL and evaluation sample from.
+    """
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": problem.prompt}],
+                                           add_generation_prompt=True, thinking_budget=thinking_budget)
+    messages = [{"role": "user", "content": problem.prompt},
+                {"role": "assistant", "content": answer, "reasoning_content": thinking}]
+    full = tokenizer.apply_chat_template(messages, add_generation_prompt=False, thinking_budget=thinking_budget)
+    if not full.startswith(prompt):
+        raise ValueError("chat template renders the assistant turn inconsistently with the generation prompt")
+    prompt_ids, completion_ids = tokenizer.encode(prompt), tokenizer.encode(full[len(prompt):])
+    return prompt_ids + completion_ids, [False] * len(prompt_ids) + [True] * len(completion_ids)
+
+
+def task_of(problem: Problem) -> Task:
+    return get_task(problem.task)
+
+
+@dataclass
+class ResponseForward:
+    """Per-response-token outputs of one packed forward.
+
+    Fields:
+        logprobs: (S, R) float32 log-probabilities of the response tokens.
+        entropy: (S, R) float32 entropy of the predictive distribution (detached).
+        aux_loss: () MoE load-balancing loss (0 for dense models).
+    """
+
+    logprobs: torch.Tensor
+    entropy: torch.Tensor
+    aux_loss: torch.Tensor
+
+
+def forward_responses(model: CausalLM, batch: PackedBatch, temperature: float = 1.0) -> ResponseForward:
+    """Packed forward; logits are computed only where a response token is predicted."""
+    out = model(batch.input_ids, batch.position_ids, batch.cu_seqlens)
+    hidden = out.hidden[batch.response_index]  # [S, R, C]
+    logits = model.logits(hidden).float()
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
+    with torch.no_grad():
+        entropy = entropy_from_logits(logits)
+    return ResponseForward(token_logprobs(logits, batch.response_ids), entropy, out.aux_loss)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:  # numpy is a dependency, but seeding must not be the reason a run fails
+        pass
+
+
+def save_policy(model: CausalLM, tokenizer: TextTokenizer, folder: str | Path) -> Path:
+    """HF-format weights plus the tokenizer files, so ``thinkrl generate --model folder`` just works."""
+    from thinkrl.model import save_pretrained
+
+    folder = Path(folder)
+    save_pretrained(model, folder)
+    _copy_tokenizer_files(tokenizer, folder)
+    return folder
+
+
+def _copy_tokenizer_files(tokenizer: TextTokenizer, folder: Path) -> None:
+    import shutil
+
+    source = BUILTIN_DIR if tokenizer.name_or_path == "builtin" else Path(tokenizer.name_or_path)
+    if source.is_dir():
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                     "generation_config.json"):
+            if (source / name).exists():
+                shutil.copy(source / name, folder / name)

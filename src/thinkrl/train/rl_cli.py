@@ -1,0 +1,24 @@
+"""`thinkrl train RECIPE.yaml [key=value ...]`: RL training (DAPO by default)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="RL recipe YAML (see docs/configuration.md)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. algorithm.eps_high=0.3")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+
+
+def run(args: argparse.Namespace) -> int:
+    from thinkrl.rl import ALGORITHM_PRESETS
+    from thinkrl.train.config import RLRecipe, load_recipe
+    from thinkrl.train.rl_trainer import run_rl
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = list(args.overrides) + (["trainer.resume=true"] if args.resume else [])
+    recipe = load_recipe(args.recipe, RLRecipe, overrides, presets=ALGORITHM_PRESETS)
+    print(run_rl(recipe))
+    return 0

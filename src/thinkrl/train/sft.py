@@ -1,0 +1,139 @@
+"""Cold-start supervised fine-tuning on solution traces rendered in the chat format.
+
+Loss: token-mean NLL over assistant tokens (thinking block + answer), packed
+sequences, AdamW with warmup + cosine decay, gradient clipping, atomic checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from pathlib import Path
+
+import torch
+
+from thinkrl.tasks import get_task
+from thinkrl.train.batching import pack_sft_examples, split_micro_batches
+from thinkrl.train.checkpoint import latest_checkpoint, load_checkpoint, restore_checkpoint, save_checkpoint
+from thinkrl.train.common import (
+    build_policy,
+    build_tokenizer,
+    encode_sft_example,
+    forward_responses,
+    load_problems,
+    save_policy,
+    seed_everything,
+)
+from thinkrl.train.config import SFTRecipe, save_resolved
+from thinkrl.train.metrics import MetricsLogger, progress
+from thinkrl.train.schedule import build_optimizer, build_scheduler
+
+logger = logging.getLogger(__name__)
+
+
+def build_sft_examples(recipe: SFTRecipe, tokenizer) -> list[tuple[list[int], list[bool]]]:
+    """One traced example per training problem, with ``trace_noise`` mistakes mixed in."""
+    task = get_task(recipe.data.task)
+    rng = random.Random(recipe.data.seed)
+    examples = []
+    for problem in load_problems(recipe.data, "train"):
+        trace = task.write_trace(problem, rng, noise=recipe.trace_noise)
+        examples.append(encode_sft_example(tokenizer, problem, trace.thinking, trace.answer))
+    return examples
+
+
+def _batches(examples: list[tuple[list[int], list[bool]]], max_tokens: int, rng: random.Random) -> list[list[int]]:
+    """Shuffle, then cut into consecutive micro-batches of at most ``max_tokens`` tokens."""
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    batches, current, size = [], [], 0
+    for i in order:
+        n = len(examples[i][0])
+        if current and size + n > max_tokens:
+            batches.append(current)
+            current, size = [], 0
+        current.append(i)
+        size += n
+    if current:
+        batches.append(current)
+    return batches
+
+
+def run_sft(recipe: SFTRecipe) -> Path:
+    """Train; returns the folder of the final HF-format model (``<output_dir>/final``)."""
+    out = Path(recipe.trainer.output_dir or f"runs/{recipe.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(recipe, out / "recipe.yaml")
+    seed_everything(recipe.trainer.seed)
+    tokenizer = build_tokenizer(recipe.tokenizer)
+    model = build_policy(recipe.model, tokenizer, seed=recipe.trainer.seed)
+    examples = build_sft_examples(recipe, tokenizer)
+    rng = random.Random(recipe.trainer.seed)
+    steps_per_epoch = len(_batches(examples, recipe.trainer.micro_batch_tokens, random.Random(0)))
+    total = min(recipe.trainer.steps, steps_per_epoch * recipe.epochs)
+    optimizer = build_optimizer(model.parameters(), recipe.optim)
+    scheduler = build_scheduler(optimizer, recipe.optim, total)
+    step, epoch = 0, 0
+    ckpt_root = out / "checkpoints"
+    if recipe.trainer.resume and latest_checkpoint(ckpt_root) is not None:
+        state = restore_checkpoint(load_checkpoint(ckpt_root), model=model, optimizer=optimizer, scheduler=scheduler)
+        step, epoch = state["step"], state["epoch"]
+        rng.setstate(_decode_rng(state["data_rng"]))
+        logger.info("resumed SFT at step %d (epoch %d)", step, epoch)
+    logger.info("SFT: %d examples, %.2fM parameters, %d steps", len(examples),
+                sum(p.numel() for p in model.parameters()) / 1e6, total)
+    model.train()
+    with MetricsLogger(out) as metrics, progress(total, "sft") as bar:
+        bar.update(step)
+        while step < total:
+            data_rng_state = _encode_rng(rng.getstate())
+            for batch_ids in _batches(examples, recipe.trainer.micro_batch_tokens, rng)[step % steps_per_epoch:]:
+                loss = sft_step(model, optimizer, scheduler, [examples[i] for i in batch_ids], recipe)
+                step += 1
+                bar.update(1, loss=round(loss, 4))
+                if step % recipe.trainer.log_every == 0:
+                    metrics.log(step, {"loss": loss, "lr": scheduler.get_last_lr()[0], "epoch": epoch})
+                if recipe.trainer.save_every and step % recipe.trainer.save_every == 0:
+                    save_checkpoint(ckpt_root, step, model=model, optimizer=optimizer, scheduler=scheduler,
+                                    trainer_state={"step": step, "epoch": epoch, "data_rng": data_rng_state},
+                                    recipe=recipe, keep_last=recipe.trainer.keep_last)
+                if step >= total:
+                    break
+            epoch += 1
+    final = save_policy(model, tokenizer, out / "final")
+    logger.info("SFT done: %s", final)
+    return final
+
+
+def sft_step(model, optimizer, scheduler, examples, recipe: SFTRecipe) -> float:
+    """One optimizer step on ``examples``; micro-batches balanced by Karmarkar-Karp within the token budget."""
+    device = model.device
+    lengths = [len(ids) for ids, _ in examples]
+    total_tokens = sum(sum(mask[1:]) for _, mask in examples)
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum = 0.0
+    for part in split_micro_batches(lengths, recipe.trainer.micro_batch_tokens):
+        batch = pack_sft_examples([examples[i] for i in part]).to(device)
+        fwd = forward_responses(model, batch)
+        loss = -(fwd.logprobs * batch.response_mask).sum() / total_tokens + fwd.aux_loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError("SFT loss is not finite; stopping before the weights are corrupted")
+        loss.backward()
+        loss_sum += float(loss.detach())
+    if recipe.optim.grad_clip:
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.optim.grad_clip)
+        if not math.isfinite(float(norm)):
+            optimizer.zero_grad(set_to_none=True)
+            raise FloatingPointError("SFT gradient norm is not finite; the step was skipped")
+    optimizer.step()
+    scheduler.step()
+    return loss_sum
+
+
+def _encode_rng(state: tuple) -> list:
+    return [state[0], list(state[1]), state[2]]
+
+
+def _decode_rng(state: list) -> tuple:
+    return (state[0], tuple(state[1]), state[2])

@@ -1,0 +1,23 @@
+"""`thinkrl sft RECIPE.yaml [key=value ...]`: cold-start SFT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="SFT recipe YAML (see docs/configuration.md)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=3e-4 trainer.steps=200")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+
+
+def run(args: argparse.Namespace) -> int:
+    from thinkrl.train.config import SFTRecipe, load_recipe
+    from thinkrl.train.sft import run_sft
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = list(args.overrides) + (["trainer.resume=true"] if args.resume else [])
+    recipe = load_recipe(args.recipe, SFTRecipe, overrides)
+    print(run_sft(recipe))
+    return 0

@@ -1,0 +1,252 @@
+"""Recipes: defaults, validation messages naming keys, presets, overrides, resolved round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from thinkrl.train.config import (
+    AlgorithmSpec,
+    ModelSpec,
+    OptimSpec,
+    RLRecipe,
+    SamplingSpec,
+    SFTRecipe,
+    load_recipe,
+    save_resolved,
+    validate_recipe,
+)
+
+MINIMAL = {
+    "name": "tiny",
+    "model": {"init": {"architectures": ["SeedOssForCausalLM"], "hidden_size": 32}},
+    "data": {"task": "countdown"},
+    "sampling": {"max_new_tokens": 128},
+    "algorithm": {"max_response_len": 128, "overlong_cache_len": 32},
+}
+PRESETS = {"dapo": {"eps_high": 0.28, "dynamic_sampling": True},
+           "grpo": {"eps_high": 0.2, "dynamic_sampling": False, "loss_agg_mode": "seq-mean-token-mean"}}
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_defaults_and_output_dir(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, MINIMAL), RLRecipe)
+    assert recipe.algorithm.eps_low == 0.2 and recipe.algorithm.eps_high == 0.28
+    assert recipe.algorithm.dual_clip == 3.0 and recipe.algorithm.group_size == 8
+    assert recipe.sampling.thinking_budgets == [-1]
+    assert recipe.tokenizer.path == "builtin"
+    assert recipe.model.dtype == "float32" and recipe.model.device == "auto"
+    assert recipe.optim.lr == 1e-3 and recipe.optim.schedule == "cosine"
+    assert recipe.trainer.output_dir == str(Path("runs") / "tiny")
+
+
+def test_unknown_key_is_named_with_known_keys(tmp_path: Path) -> None:
+    data = {**MINIMAL, "algorithm": {"eps_hgh": 0.3}}
+    with pytest.raises(ValueError) as info:
+        load_recipe(write(tmp_path, data), RLRecipe)
+    message = str(info.value)
+    assert "algorithm.eps_hgh: unknown key" in message
+    assert "eps_high" in message  # the known keys are listed
+
+
+def test_unknown_top_level_section(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"algorithm: unknown key"):
+        load_recipe(write(tmp_path, {k: v for k, v in MINIMAL.items()} | {"algorithm": {}}), SFTRecipe)
+
+
+def test_all_problems_listed_in_one_error(tmp_path: Path) -> None:
+    data = {
+        **MINIMAL,
+        "model": {"init": {}, "dtype": "float64"},
+        "algorithm": {"eps_low": 1.5, "dual_clip": 0.5, "loss_agg_mode": "mean", "kl_kind": "k4",
+                      "group_size": 1},
+        "optim": {"betas": [0.9, 1.2]},
+    }
+    with pytest.raises(ValueError) as info:
+        load_recipe(write(tmp_path, data), RLRecipe)
+    message = str(info.value)
+    for line in ("model.dtype:", "algorithm.eps_low:", "algorithm.dual_clip:", "algorithm.loss_agg_mode:",
+                 "algorithm.kl_kind:", "algorithm.group_size:", "optim.betas:"):
+        assert line in message, line
+    assert "seq-mean-token-sum-norm" in message  # the allowed aggregation modes are listed
+
+
+def test_model_needs_exactly_one_source() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        ModelSpec()
+    with pytest.raises(ValueError, match="exactly one"):
+        ModelSpec(path="x", init={"hidden_size": 8})
+    assert ModelSpec(path="x").init is None
+    with pytest.raises(ValueError, match="device"):
+        ModelSpec(path="x", device="tpu")
+
+
+def test_algorithm_validators() -> None:
+    with pytest.raises(ValueError, match="overlong_cache_len"):
+        AlgorithmSpec(max_response_len=100, overlong_cache_len=100)
+    with pytest.raises(ValueError, match="eps_high"):
+        AlgorithmSpec(eps_high=-0.1)
+    assert AlgorithmSpec(dual_clip=None).dual_clip is None
+    assert AlgorithmSpec(eps_low=0.0).eps_low == 0.0
+    with pytest.raises(ValueError, match="thinking budgets"):
+        SamplingSpec(thinking_budgets=[-2, 512])
+
+
+def test_registry_names_are_checked(tmp_path: Path) -> None:
+    data = {**MINIMAL, "data": {"task": "chess"}, "algorithm": {**MINIMAL["algorithm"], "advantage_estimator": "x"}}
+    with pytest.raises(ValueError) as info:
+        load_recipe(write(tmp_path, data), RLRecipe)
+    assert "data.task: unknown task 'chess'; registered: " in str(info.value) and "countdown" in str(info.value)
+    assert "algorithm.advantage_estimator: unknown advantage estimator 'x'" in str(info.value)
+
+
+def test_literal_choices_match_the_rl_package() -> None:
+    from typing import get_args
+
+    from thinkrl import rl
+    from thinkrl.train.config import KLKind, LossAggMode
+
+    assert set(get_args(LossAggMode)) == set(rl.AGG_MODES)
+    assert set(get_args(KLKind)) == set(rl.KL_KINDS)
+    for name in rl.presets.ALGORITHM_PRESETS:  # every shipped preset validates
+        assert AlgorithmSpec(preset=name).preset == name
+
+
+def test_response_len_must_fit_sampling(tmp_path: Path) -> None:
+    data = {**MINIMAL, "algorithm": {"max_response_len": 256, "overlong_cache_len": 32}}
+    with pytest.raises(ValueError, match=r"max_response_len \(256\) exceeds sampling.max_new_tokens \(128\)"):
+        load_recipe(write(tmp_path, data), RLRecipe)
+
+
+def test_preset_applied_then_explicit_keys_win(tmp_path: Path) -> None:
+    data = {**MINIMAL, "algorithm": {**MINIMAL["algorithm"], "preset": "grpo", "eps_high": 0.25}}
+    recipe = load_recipe(write(tmp_path, data), RLRecipe, presets=PRESETS)
+    assert recipe.algorithm.eps_high == 0.25  # explicit beats preset
+    assert recipe.algorithm.dynamic_sampling is False  # from the preset (default is True)
+    assert recipe.algorithm.loss_agg_mode == "seq-mean-token-mean"
+    with pytest.raises(ValueError, match=r"unknown preset 'ppo'; known presets: dapo, grpo"):
+        AlgorithmSpec.model_validate({"preset": "ppo"}, context={"presets": PRESETS})
+
+
+def test_builtin_presets_are_used_without_context() -> None:
+    vapo = AlgorithmSpec(preset="vapo", max_response_len=64, overlong_cache_len=8)
+    assert vapo.use_critic is True and vapo.length_adaptive_alpha == 0.05 and vapo.positive_lm_coef == 0.1
+    assert vapo.dynamic_sampling is False  # the preset turns off what the defaults turn on
+    assert vapo.max_response_len == 64  # run settings stay explicit
+    grpo = AlgorithmSpec(preset="grpo", kl_coef=0.0)
+    assert grpo.eps_high == 0.2 and grpo.dual_clip is None and grpo.kl_coef == 0.0
+
+
+def test_overrides_parse_yaml_values(tmp_path: Path) -> None:
+    overrides = ["algorithm.eps_high=0.3", "algorithm.dynamic_sampling=false", "sampling.thinking_budgets=[0,32]",
+                 "algorithm.dual_clip=null", "model.init.num_hidden_layers=3", "trainer.output_dir=out/x",
+                 "data.difficulty.size=4"]
+    recipe = load_recipe(write(tmp_path, MINIMAL), RLRecipe, overrides)
+    assert recipe.algorithm.eps_high == 0.3
+    assert recipe.algorithm.dynamic_sampling is False
+    assert recipe.sampling.thinking_budgets == [0, 32]
+    assert recipe.algorithm.dual_clip is None
+    assert recipe.model.init == {"architectures": ["SeedOssForCausalLM"], "hidden_size": 32, "num_hidden_layers": 3}
+    assert recipe.trainer.output_dir == "out/x"
+    assert recipe.data.difficulty == {"size": 4}
+
+
+def test_override_errors_name_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    with pytest.raises(ValueError, match=r"unknown key 'eps_hi' in algorithm"):
+        load_recipe(path, RLRecipe, ["algorithm.eps_hi=0.3"])
+    with pytest.raises(ValueError, match=r"unknown key 'optimizer' in top level"):
+        load_recipe(path, RLRecipe, ["optimizer.lr=1"])
+    with pytest.raises(ValueError, match="must look like"):
+        load_recipe(path, RLRecipe, ["algorithm.eps_high"])
+    with pytest.raises(ValueError, match="not a section"):
+        load_recipe(path, RLRecipe, ["name.x=1"])
+    with pytest.raises(ValueError, match=r"algorithm.eps_low:"):  # well-formed override, bad value
+        load_recipe(path, RLRecipe, ["algorithm.eps_low=2"])
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_recipe(tmp_path / "missing.yaml", RLRecipe)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_recipe(bad, RLRecipe)
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="mapping"):
+        load_recipe(bad, RLRecipe)
+    bad.write_text("")
+    with pytest.raises(ValueError, match=r"name: required key is missing"):
+        load_recipe(bad, RLRecipe)
+
+
+def test_save_resolved_round_trip(tmp_path: Path) -> None:
+    data = {**MINIMAL, "algorithm": {**MINIMAL["algorithm"], "preset": "dapo", "eps_high": 0.3}}
+    recipe = load_recipe(write(tmp_path, data), RLRecipe, ["optim.betas=[0.8,0.9]"], presets=PRESETS)
+    out = save_resolved(recipe, tmp_path / "run" / "resolved.yaml")
+    raw = yaml.safe_load(out.read_text())
+    assert raw["algorithm"]["kl_kind"] == "k3"  # every default is written out
+    again = load_recipe(out, RLRecipe, presets=PRESETS)
+    assert again == recipe
+    assert again.optim.betas == (0.8, 0.9)
+
+
+def test_sft_recipe() -> None:
+    recipe = validate_recipe({"name": "sft", "model": {"path": "ckpt"}, "data": {"task": "countdown"},
+                              "trace_noise": 0.2, "epochs": 2, "optim": {"schedule": "linear"}}, SFTRecipe)
+    assert recipe.trace_noise == 0.2 and recipe.epochs == 2
+    assert recipe.optim == OptimSpec(schedule="linear")
+    with pytest.raises(ValueError, match="trace_noise"):
+        validate_recipe({"name": "s", "model": {"path": "p"}, "data": {"task": "arithmetic"}, "trace_noise": 2},
+                        SFTRecipe)
+
+
+def test_every_key_is_documented() -> None:
+    """docs/configuration.md has a table row for every key of every section."""
+    docs = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    from thinkrl.train import config
+
+    for cls in (config.ModelSpec, config.TokenizerSpec, config.DataSpec, config.SamplingSpec,
+                config.AlgorithmSpec, config.OptimSpec, config.TrainerSpec, SFTRecipe, RLRecipe):
+        for name in cls.model_fields:
+            documented = f"| `{name}` |" in docs or f"### `{name}` (" in docs  # a key or a section
+            assert documented, f"{cls.__name__}.{name} is not documented"
+
+
+def test_documented_defaults_match_the_code() -> None:
+    """Each `| key | default |` row under a `### ... (ClassName...)` heading shows the real default."""
+    import re
+
+    from pydantic_core import PydanticUndefined
+
+    from thinkrl.train import config
+
+    docs = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    checked = 0
+    for section in re.split(r"^### ", docs, flags=re.M)[1:]:
+        match = re.match(r"`\w+` \((\w+)", section)
+        if not match:
+            continue
+        cls = getattr(config, match.group(1))
+        for key, default in re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", section, flags=re.M):
+            field = cls.model_fields[key]
+            value = field.default_factory() if field.default_factory else field.default
+            assert value is not PydanticUndefined
+            expected = list(value) if isinstance(value, tuple) else value
+            assert yaml.safe_load(default) == expected, f"{cls.__name__}.{key}"
+            checked += 1
+    assert checked >= 60
+
+
+def test_documented_example_recipe_is_valid() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    example = docs.split("## Example RL recipe", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    recipe = validate_recipe(yaml.safe_load(example), RLRecipe)
+    assert recipe.algorithm.preset == "dapo" and recipe.algorithm.overlong_cache_len == 64
