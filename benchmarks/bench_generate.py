@@ -21,11 +21,20 @@ import torch
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.model import ModelConfig, build_model, load_pretrained, save_pretrained
 
-BENCH_MODEL = ModelConfig(
-    architecture="SeedOssForCausalLM", vocab_size=512, hidden_size=256, intermediate_size=768,
-    num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, attention_bias=True,
-    max_position_embeddings=2048, rope_theta=1e7,
-)
+# "demo": the model of recipes/tiny_sft.yaml (what `make demo` trains); "small": ~4x larger.
+MODELS = {
+    "demo": ModelConfig(
+        architecture="SeedOssForCausalLM", vocab_size=512, hidden_size=128, intermediate_size=384,
+        num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, attention_bias=True,
+        max_position_embeddings=2048, tie_word_embeddings=True,
+    ),
+    "small": ModelConfig(
+        architecture="SeedOssForCausalLM", vocab_size=512, hidden_size=256, intermediate_size=768,
+        num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, attention_bias=True,
+        max_position_embeddings=2048, rope_theta=1e7,
+    ),
+}
+BENCH_MODEL = MODELS["demo"]
 
 
 class _IdTokenizer:
@@ -38,9 +47,9 @@ class _IdTokenizer:
         return ""
 
 
-def _prompts(n: int, seed: int) -> list[list[int]]:
+def _prompts(n: int, seed: int, vocab_size: int = 512) -> list[list[int]]:
     rng = random.Random(seed)
-    return [[rng.randrange(3, BENCH_MODEL.vocab_size) for _ in range(rng.randint(16, 64))] for _ in range(n)]
+    return [[rng.randrange(3, vocab_size) for _ in range(rng.randint(16, 64))] for _ in range(n)]
 
 
 def bench_transformers(folder: str, prompts: list[list[int]], new_tokens: int, device: str, dtype) -> float:
@@ -126,28 +135,38 @@ def main() -> None:
     parser.add_argument("--long-tail-slots", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--models", default="demo,small", help=f"comma-separated, from {sorted(MODELS)}")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the best is reported")
     args = parser.parse_args()
     dtype_name = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     dtype = getattr(torch, dtype_name)
     torch.manual_seed(args.seed)
-    with tempfile.TemporaryDirectory() as folder:
-        save_pretrained(build_model(BENCH_MODEL, seed=args.seed), folder)
-        prompts = _prompts(args.prompts, args.seed)
-        ours = bench_thinkrl(folder, prompts, args.new_tokens, args.device, dtype)
-        theirs = None if args.skip_transformers else bench_transformers(
-            folder, prompts, args.new_tokens, args.device, dtype)
-        long_tail = bench_long_tail(folder, args.device, dtype, args.long_tail_requests, args.long_tail_slots,
-                                    args.seed)
+    results = {}
+    for name in args.models.split(","):
+        config = MODELS[name]
+        with tempfile.TemporaryDirectory() as folder:
+            save_pretrained(build_model(config, seed=args.seed), folder)
+            prompts = _prompts(args.prompts, args.seed)
+            ours = max(bench_thinkrl(folder, prompts, args.new_tokens, args.device, dtype)
+                       for _ in range(args.repeats))
+            theirs = None if args.skip_transformers else max(
+                bench_transformers(folder, prompts, args.new_tokens, args.device, dtype)
+                for _ in range(args.repeats))
+            long_tail = bench_long_tail(folder, args.device, dtype, args.long_tail_requests, args.long_tail_slots,
+                                        args.seed)
+        results[name] = {
+            "model_params": config.num_parameters(),
+            "thinkrl_tokens_per_s": round(ours, 1),
+            "transformers_tokens_per_s": None if theirs is None else round(theirs, 1),
+            "ratio_vs_transformers": None if theirs is None else round(ours / theirs, 2),
+            "long_tail": {k: round(v, 2) if isinstance(v, float) else v for k, v in long_tail.items()},
+        }
     import transformers
 
     print(json.dumps({
         "benchmark": "generate",
-        "model_params": BENCH_MODEL.num_parameters(),
         "prompts": args.prompts, "new_tokens": args.new_tokens, "device": args.device, "dtype": dtype_name,
-        "thinkrl_tokens_per_s": round(ours, 1),
-        "transformers_tokens_per_s": None if theirs is None else round(theirs, 1),
-        "ratio_vs_transformers": None if theirs is None else round(ours / theirs, 2),
-        "long_tail": {k: round(v, 2) if isinstance(v, float) else v for k, v in long_tail.items()},
+        "results": results,
         "torch": torch.__version__, "transformers": transformers.__version__,
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "processor": platform.processor() or platform.machine(),

@@ -77,8 +77,10 @@ def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: 
         from torch.nn.attention.varlen import varlen_attn
 
         cu = layout.cu_seqlens
-        return varlen_attn(q, k, v, cu, cu, layout.max_seqlen, layout.max_seqlen,
-                           window_size=(-1, 0), enable_gqa=q.shape[1] != k.shape[1])
+        if q.shape[1] != k.shape[1]:  # older torch's varlen_attn has no enable_gqa: expand K/V heads
+            group = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # [N, H, D]
+        return varlen_attn(q, k, v, cu, cu, layout.max_seqlen, layout.max_seqlen, window_size=(-1, 0))
     s, t = layout.num_seqs, layout.max_seqlen
 
     def to_padded(x: torch.Tensor) -> torch.Tensor:
@@ -91,6 +93,30 @@ def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: 
         enable_gqa=q.shape[1] != k.shape[1],
     )  # [S, H, T, D]
     return out.transpose(1, 2).reshape(s * t, *q.shape[1:]).index_select(0, layout.pad_index)  # [N, H, D]
+
+
+def cached_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Attention of new tokens over their cached prefix.
+
+    q: (S, H, Q, D); keys, values: (S, K, T, D) (views into the cache are fine);
+    bias: (S, 1, Q, T) float, 0 where allowed and -inf where masked -> (S, H, Q, D).
+    Decode on CPU is dominated by per-call overhead, and one batched ``baddbmm``
+    over (S*K) groups beats SDPA's masked CPU kernel by ~2x here; on CUDA,
+    multi-token queries (prefill) go to SDPA.
+    """
+    s, h, q_len, d = q.shape
+    kv = keys.shape[1]
+    if q.is_cuda and q_len > 1:
+        mask = bias > float("-inf")
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=h != kv)
+    group = h // kv
+    ctx = keys.shape[2]
+    qg = (q * d**-0.5).reshape(s * kv, group * q_len, d)  # [S*K, G*Q, D] (heads of a group are adjacent)
+    bias_g = bias.unsqueeze(2).expand(s, kv, group, q_len, ctx)  # [S, K, G, Q, T], rows ordered like qg
+    scores = torch.baddbmm(bias_g.reshape(s * kv, group * q_len, ctx), qg,
+                           keys.reshape(s * kv, ctx, d).transpose(1, 2))  # [S*K, G*Q, T]
+    out = torch.bmm(scores.softmax(-1), values.reshape(s * kv, ctx, d))  # [S*K, G*Q, D]
+    return out.view(s, h, q_len, d)
 
 
 class Attention(nn.Module):
@@ -140,7 +166,7 @@ class Attention(nn.Module):
         """Cached: x (S, Q, C) -> (S, Q, C); writes k/v of the valid new tokens into the cache.
 
         write: (rows, cols, slots) — index of each valid token in (S, Q) and its cache slot;
-        attn_mask: (S, 1, Q, context_len) bool.
+        attn_mask: (S, 1, Q, context_len) float additive bias (0 allowed, -inf masked).
         """
         s, q_len, _ = x.shape
         q, k, v = self._qkv(x, cos, sin)
@@ -153,9 +179,7 @@ class Attention(nn.Module):
             keys, values = cache_k[:s, :, :ctx], cache_v[:s, :, :ctx]  # [S, K, ctx, D] views
         else:
             keys, values = cache_k[step.slot_ids, :, :ctx], cache_v[step.slot_ids, :, :ctx]
-        out = F.scaled_dot_product_attention(
-            q.transpose(1, 2), keys, values, attn_mask=attn_mask, enable_gqa=self.num_heads != self.num_kv_heads
-        )  # [S, H, Q, D]
+        out = cached_attention(q.transpose(1, 2), keys, values, attn_mask)  # [S, H, Q, D]
         return self.o_proj(out.transpose(1, 2).reshape(s, q_len, -1))
 
 
@@ -304,8 +328,9 @@ class CausalLM(nn.Module):
         rows_idx, cols_idx = valid.nonzero(as_tuple=True)
         write = (rows_idx, cols_idx, step.slot_ids[rows_idx])
         key_pos = torch.arange(step.context_len, device=device)
-        attn_mask = (key_pos[None, None, :] <= positions[:, :, None]).unsqueeze(1)  # [S, 1, Q, ctx]
         x = self.model.embed_tokens(input_ids)  # [S, Q, C]
+        allowed = (key_pos[None, None, :] <= positions[:, :, None]).unsqueeze(1)  # [S, 1, Q, ctx]
+        attn_mask = torch.zeros(allowed.shape, dtype=x.dtype, device=device).masked_fill_(~allowed, float("-inf"))
         cos, sin = rope_cos_sin(positions, self.inv_freq, x.dtype)  # [S, Q, D]
         for layer, cache_k, cache_v in zip(self.model.layers, cache.keys, cache.values, strict=True):
             x = layer.forward_cached(x, cos, sin, step, write, attn_mask, cache_k, cache_v)
