@@ -172,12 +172,10 @@ def run_rl(recipe: RLRecipe) -> Path:
     engine = LLMEngine(model, tokenizer, num_slots=sampling.num_slots,
                        max_seq_len=max_prompt + 16 + sampling.max_new_tokens, seed=recipe.trainer.seed)
     ckpt_root, start = out / "checkpoints", 0
-    update_rng = random.Random(recipe.trainer.seed)
     if recipe.trainer.resume and latest_checkpoint(ckpt_root) is not None:
         state = restore_checkpoint(load_checkpoint(ckpt_root), model=model, optimizer=optimizer, scheduler=scheduler)
         start = state["step"]
         cursor = PromptCursor(train_problems, recipe.data.seed, **state["cursor"])
-        update_rng.seed(recipe.trainer.seed + start)
         logger.info("resumed RL at step %d", start)
     engine.policy_version = start
 
@@ -210,7 +208,7 @@ def run_rl(recipe: RLRecipe) -> Path:
                     stats = update_policy(model, optimizer, batch, algo,
                                           micro_batch_tokens=recipe.trainer.micro_batch_tokens,
                                           grad_clip=recipe.optim.grad_clip, temperature=sampling.temperature,
-                                          rng=update_rng)
+                                          rng=random.Random(recipe.trainer.seed * 1_000_003 + step))
                 row.update(loss=stats.loss, clip_frac=stats.clip_frac, approx_kl=stats.approx_kl,
                            entropy=stats.entropy, grad_norm=stats.grad_norm)
             scheduler.step()

@@ -1,0 +1,109 @@
+"""End-to-end RL: a few DAPO steps from a briefly SFT-ed micro model; resume; non-finite guard; CLI errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from thinkrl.model import load_pretrained
+from thinkrl.rl import ALGORITHM_PRESETS
+from thinkrl.train.config import RLRecipe, SFTRecipe, validate_recipe
+
+MICRO = {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 2, "tie_word_embeddings": True}
+DATA = {"task": "arithmetic", "num_train": 150, "num_test": 8, "seed": 0,
+        "difficulty": {"num_terms": 2, "max_number": 9}}
+
+
+@pytest.fixture(scope="module")
+def sft_model(tmp_path_factory) -> Path:
+    """A micro model that learned the answer format (and some answers) in ~10 s of SFT."""
+    from thinkrl.train.sft import run_sft
+
+    out = tmp_path_factory.mktemp("sft")
+    recipe = validate_recipe({
+        "name": "micro-sft", "model": {"init": MICRO, "device": "cpu"}, "data": DATA, "epochs": 12,
+        "optim": {"lr": 3e-3, "warmup_steps": 5}, "trainer": {"micro_batch_tokens": 384, "save_every": 0,
+                                                              "output_dir": str(out), "log_every": 5},
+    }, SFTRecipe)
+    return run_sft(recipe)
+
+
+def _rl_recipe(model: Path, out: Path, steps: int, **trainer) -> RLRecipe:
+    return validate_recipe({
+        "name": "micro-rl", "model": {"path": str(model), "device": "cpu"}, "data": DATA,
+        "sampling": {"max_new_tokens": 24, "num_slots": 32},
+        "algorithm": {"preset": "dapo", "group_size": 4, "prompts_per_step": 4, "max_response_len": 24,
+                      "overlong_cache_len": 8, "max_sampling_rounds": 2, "num_mini_batches": 2},
+        "optim": {"lr": 1e-3, "schedule": "constant"},
+        "trainer": {"steps": steps, "micro_batch_tokens": 1024, "save_every": 1, "log_every": 1,
+                    "output_dir": str(out), "eval_every": 0, **trainer},
+    }, RLRecipe, presets=ALGORITHM_PRESETS)
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_pretrained(folder).state_dict()
+
+
+def test_dapo_steps_train_and_log(sft_model, tmp_path):
+    from thinkrl.train.rl_trainer import run_rl
+
+    final = run_rl(_rl_recipe(sft_model, tmp_path, steps=3))
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for key in ("reward", "accuracy", "response_length_mean", "response_length_max", "groups_dropped",
+                "time/rollout", "tokens_per_s", "lr"):
+        assert all(key in r for r in rows), key
+    trained = [r for r in rows if "loss" in r]
+    assert trained, "no step found a group with mixed outcomes"
+    assert all(torch.isfinite(torch.tensor([r["loss"], r["grad_norm"], r["entropy"]])).all() for r in trained)
+    assert any(r["grad_norm"] > 0 for r in trained)
+    before, after = _weights(sft_model), _weights(final)
+    assert any(not torch.equal(before[k], after[k]) for k in before), "weights did not change"
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert (tmp_path / "checkpoints" / "latest").read_text().strip().endswith("step-00000003")
+
+
+def test_resume_reproduces_uninterrupted_run(sft_model, tmp_path):
+    from thinkrl.train.rl_trainer import run_rl
+
+    straight = run_rl(_rl_recipe(sft_model, tmp_path / "a", steps=3))
+    run_rl(_rl_recipe(sft_model, tmp_path / "b", steps=2))
+    resumed = run_rl(_rl_recipe(sft_model, tmp_path / "b", steps=3, resume=True))
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    rows = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [1, 2, 3]
+
+
+def test_non_finite_loss_stops_before_the_weights_change(sft_model):
+    from thinkrl.records import Trajectory
+    from thinkrl.train.batching import pack_trajectories
+    from thinkrl.train.rl_trainer import NonFiniteError, compute_advantages, update_policy
+
+    model = load_pretrained(sft_model)
+    trajs = [Trajectory([5, 6, 7], [8, 9], [float("nan"), -1.0], group_id=0, reward=r) for r in (1.0, -1.0)]
+    recipe = _rl_recipe(sft_model, Path("unused"), steps=1)
+    batch = compute_advantages(pack_trajectories(trajs), trajs, recipe.algorithm)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(NonFiniteError, match="not finite"):
+        update_policy(model, optimizer, batch, recipe.algorithm, micro_batch_tokens=512, grad_clip=1.0,
+                      temperature=1.0, rng=__import__("random").Random(0))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_bad_recipe_key_is_named_before_any_work(tmp_path):
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "tiny_dapo.yaml"
+    proc = subprocess.run([sys.executable, "-m", "thinkrl.cli", "train", str(recipe), "algorithm.eps_hihg=0.3"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "eps_hihg" in proc.stderr and not (tmp_path / "runs").exists()
+    proc = subprocess.run([sys.executable, "-m", "thinkrl.cli", "train", str(recipe), "algorithm.eps_low=2"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode != 0 and "algorithm.eps_low" in proc.stderr
