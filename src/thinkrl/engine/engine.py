@@ -6,6 +6,11 @@ sync per forward), and release finished slots so the next request takes them at
 once (continuous batching). The scheduler (`Scheduler`) is pure bookkeeping; the
 sampling maths lives in `sampling.py`. The engine knows nothing about chat
 formats: prompts arrive as token ids.
+
+On CUDA the decode forward of a step where every sequence feeds one token is a
+CUDA-graph replay (`cuda_graph.DecodeGraphs`); prefill, steps that feed forced
+tokens, sampling and stop checks run eagerly. On CPU everything is eager.
+See docs/engine.md.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 import torch
 
+from thinkrl.engine.cuda_graph import DecodeGraphs, graphs_unsupported_reason
 from thinkrl.engine.sampling import sample_tokens
 from thinkrl.engine.scheduler import Scheduler, SequenceState
 from thinkrl.engine.types import Request, SamplingParams, TokenEvent
@@ -35,10 +41,16 @@ class LLMEngine:
         num_slots: sequences decoded together (KV-cache slots).
         max_seq_len: prompt + response limit per slot.
         seed: seed of the generator shared by requests without their own seed.
+        max_prefill_tokens: prompt tokens admitted (prefilled) in one step, at least one prompt.
+        cuda_graphs: replay the decode step from CUDA graphs when the model is on CUDA and dense
+            (captured here, once per bucket); False keeps every step eager. Ignored on CPU.
+
+    Attributes:
+        decode_graphs: the CUDA-graph decode runner, or None when every step is eager.
     """
 
     def __init__(self, model: CausalLM, tokenizer: Any, num_slots: int = 64, max_seq_len: int = 1024,
-                 seed: int = 0, max_prefill_tokens: int = 16384) -> None:
+                 seed: int = 0, max_prefill_tokens: int = 16384, cuda_graphs: bool = True) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.scheduler = Scheduler(num_slots, max_seq_len, max_prefill_tokens)
         self.cache = model.allocate_cache(num_slots, max_seq_len)
@@ -49,6 +61,13 @@ class LLMEngine:
         pad = getattr(tokenizer, "pad_token_id", None)
         self._pad_id = 0 if pad is None else int(pad)
         self._default_stop = tuple(getattr(tokenizer, "stop_token_ids", ()) or ())
+        self.decode_graphs: DecodeGraphs | None = None
+        reason = graphs_unsupported_reason(model)
+        if cuda_graphs and reason is None:
+            self.decode_graphs = DecodeGraphs(model, self.cache)
+            self.decode_graphs.capture_all()
+        elif cuda_graphs and self.device.type == "cuda":
+            logger.warning("decoding without CUDA graphs: %s", reason)
 
     # ---- public API -------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
@@ -72,10 +91,10 @@ class LLMEngine:
                 None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
             )
         if admitted:
-            events += self._forward_and_sample(admitted, prefix=False)
+            events += self._sample_and_append(admitted, self._eager_logits(admitted, prefix=False))
         running = self.scheduler.decode_batch(exclude={s.slot for s in admitted})
         if running:
-            events += self._forward_and_sample(running, prefix=self._use_prefix_path(running))
+            events += self._sample_and_append(running, self._decode_logits(running))
         return events
 
     def stream(self, requests: Iterable[Request] = ()) -> Iterator[TokenEvent]:
@@ -127,12 +146,40 @@ class LLMEngine:
         row_of_state = [s.slot for s in states] if prefix else list(range(len(states)))
         return torch.tensor(ids, device=dev), step, row_of_state
 
-    def _forward_and_sample(self, states: list[SequenceState], prefix: bool) -> list[TokenEvent]:
+    def _eager_logits(self, states: list[SequenceState], prefix: bool) -> torch.Tensor:
+        """fp32 logits (S, V) after the pending tokens of ``states``, from the eager cached forward."""
         ids, step, row_of_state = self._build_step(states, prefix)
         hidden = self.model.forward_cached(ids, step, self.cache)  # [rows, Q, C]
         rows = torch.tensor(row_of_state, device=self.device)
         last = hidden[rows, step.query_lens[rows] - 1]  # [S, C]
-        logits = self.model.logits(last).float()  # [S, V]
+        return self.model.logits(last).float()  # [S, V]
+
+    def _decode_logits(self, states: list[SequenceState]) -> torch.Tensor:
+        """fp32 logits (S, V) of a decode step: a graph replay when every state feeds one token."""
+        graphs = self.decode_graphs
+        if graphs is None:
+            return self._eager_logits(states, prefix=self._use_prefix_path(states))
+        if any(len(s.pending) != 1 for s in states):  # forced tokens: a multi-token step
+            graphs.stats.eager_steps += 1
+            return self._eager_logits(states, prefix=self._use_prefix_path(states))
+        num_rows = graphs.num_rows(states[-1].slot + 1)
+        input_ids, positions = [self._pad_id] * num_rows, [0] * num_rows
+        for slot, state in self.scheduler.running.items():  # padding rows write where they write next
+            if slot < num_rows:
+                positions[slot] = state.num_cached
+        for s in states:
+            input_ids[s.slot] = s.pending[0]
+        context = max(s.num_cached for s in states) + 1
+        return graphs.logits(input_ids, positions, [s.slot for s in states], context)
+
+    def _upload(self, values: list[Any]) -> torch.Tensor:
+        """A small host list as a device tensor; on CUDA through pinned memory, without a host sync."""
+        if self.device.type != "cuda":
+            return torch.tensor(values, device=self.device)
+        return torch.tensor(values, pin_memory=True).to(self.device, non_blocking=True)
+
+    def _sample_and_append(self, states: list[SequenceState], logits: torch.Tensor) -> list[TokenEvent]:
+        """Sample from ``logits`` (S, V) fp32 (one row per state, modified in place by banned tokens)."""
         for i, s in enumerate(states):
             s.num_cached += len(s.pending)
             controller = s.request.controller
@@ -141,16 +188,16 @@ class LLMEngine:
                 if banned:
                     logits[i, banned] = float("-inf")
         params = [s.request.params for s in states]
-        dev = self.device
         tokens, logprobs = sample_tokens(
             logits,
-            torch.tensor([p.temperature for p in params], device=dev),
-            torch.tensor([p.top_k for p in params], device=dev),
-            torch.tensor([p.top_p for p in params], device=dev),
+            self._upload([p.temperature for p in params]),
+            self._upload([p.top_k for p in params]),
+            self._upload([p.top_p for p in params]),
             [self._generators.get(s.slot) for s in states],
             self.generator,
         )
-        return [self._append(s, t, lp) for s, t, lp in zip(states, tokens.tolist(), logprobs.tolist(), strict=True)]
+        token_list, logprob_list = torch.stack((tokens.double(), logprobs.double())).tolist()  # one host sync
+        return [self._append(s, int(t), lp) for s, t, lp in zip(states, token_list, logprob_list, strict=True)]
 
     def _append(self, s: SequenceState, token: int, logprob: float) -> TokenEvent:
         """Record a sampled token, apply stop rules and forced tokens; release the slot when done."""

@@ -9,6 +9,9 @@ Contract:
 - ``forward_cached(input_ids, step, cache)`` is the generation forward: new
   tokens of S sequences, padded to (S, Q), written into a `KVCache` at their
   absolute positions, each attending to its own cached prefix.
+- ``forward_decode(input_ids, positions, cache, context_len)`` is the same for one
+  token per cache slot 0..S-1 with shapes fixed by (S, context_len) and no host
+  sync, so the engine can capture it in a CUDA graph (``thinkrl.engine.cuda_graph``).
 Out of scope: tokenization, sampling, scheduling (see ``thinkrl.engine``).
 
 Attention kernels: packed attention uses ``torch.nn.attention.varlen`` (flash)
@@ -320,17 +323,37 @@ class CausalLM(nn.Module):
         input_ids: (S, Q) long, new tokens (padding past ``step.query_lens`` is ignored).
         Returns final-normed hidden states (S, Q, C); rows past query_lens are garbage.
         """
-        s, q_len = input_ids.shape
-        device = input_ids.device
-        cols = torch.arange(q_len, device=device)
+        q_len = input_ids.shape[1]
+        cols = torch.arange(q_len, device=input_ids.device)
         positions = step.start_positions[:, None] + cols  # [S, Q]
         valid = cols[None, :] < step.query_lens[:, None]  # [S, Q]
         rows_idx, cols_idx = valid.nonzero(as_tuple=True)
-        write = (rows_idx, cols_idx, step.slot_ids[rows_idx])
-        key_pos = torch.arange(step.context_len, device=device)
+        return self._run_cached(input_ids, positions, step, (rows_idx, cols_idx, step.slot_ids[rows_idx]), cache)
+
+    @torch.no_grad()
+    def forward_decode(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: KVCache,
+                       context_len: int) -> torch.Tensor:
+        """Fixed-shape decode of one token in each of the cache slots 0..S-1 (CUDA-graph capturable).
+
+        input_ids: (S,) long, the new token of slot i in row i; positions: (S,) long, its absolute
+        position (the tokens already cached in slot i). Every row writes its key/value at
+        (slot i, positions[i]) and attends to keys [0, context_len) of slot i up to its own position;
+        shapes depend only on (S, context_len) and nothing syncs with the host. A row whose output is
+        not used must still get a position that nothing reads before it is rewritten (the slot's next
+        write position, or 0 for a free slot). Returns final-normed hidden states (S, C).
+        """
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        step = CachedStep(rows, positions, torch.ones_like(rows), context_len, slots_are_prefix=True)
+        write = (rows, torch.zeros_like(rows), rows)
+        return self._run_cached(input_ids[:, None], positions[:, None], step, write, cache)[:, 0]
+
+    def _run_cached(self, input_ids: torch.Tensor, positions: torch.Tensor, step: CachedStep,
+                    write: tuple[torch.Tensor, ...], cache: KVCache) -> torch.Tensor:
+        """Layers over the cache: input_ids and positions (S, Q) long -> hidden (S, Q, C)."""
+        key_pos = torch.arange(step.context_len, device=input_ids.device)
         x = self.model.embed_tokens(input_ids)  # [S, Q, C]
         allowed = (key_pos[None, None, :] <= positions[:, :, None]).unsqueeze(1)  # [S, 1, Q, ctx]
-        attn_mask = torch.zeros(allowed.shape, dtype=x.dtype, device=device).masked_fill_(~allowed, float("-inf"))
+        attn_mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill_(~allowed, float("-inf"))
         cos, sin = rope_cos_sin(positions, self.inv_freq, x.dtype)  # [S, Q, D]
         for layer, cache_k, cache_v in zip(self.model.layers, cache.keys, cache.values, strict=True):
             x = layer.forward_cached(x, cos, sin, step, write, attn_mask, cache_k, cache_v)
