@@ -4,14 +4,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo demo3 test test-all lint bench clean
 
 $(STAMP): pyproject.toml
+	# The code sandbox uses bubblewrap; without it, it falls back to rlimits only (with a loud warning).
+	command -v bwrap >/dev/null || (apt-get update -qq && apt-get install -y -qq bubblewrap) \
+		|| echo "warning: bubblewrap missing: the code sandbox falls back to rlimits only"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# GPU users: install your own torch into .venv first; we only add the CPU build when none is present.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	# Pin whatever torch is installed, so no dependency swaps it for another build.
+	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
+	$(PY) -m pip install -q -e '.[dev]' -c $(VENV)/torch-pin.txt
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -29,8 +34,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
 bench: $(STAMP)
-	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m pip install -q -e '.[bench]' -c $(VENV)/torch-pin.txt
 	$(PY) -m thinkrl.cli bench generate
+	$(PY) -m thinkrl.cli bench rl-step --threads 1
+	$(PY) -m thinkrl.cli bench math-verify
+	$(PY) -m thinkrl.cli bench sandbox
+
+demo3: $(STAMP)
+	$(PY) -m thinkrl.cli demo --seeds 0,1,2
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -144,7 +144,7 @@ def test_cli_stdout_and_list() -> None:
         (["countdown", "--difficulty", "bogus=1"], "'bogus'"),
         (["countdown", "--difficulty", "num_numbers=9"], "num_numbers"),
         (["countdown", "--difficulty", "num_numbers"], "key=value"),
-        (["sudoku"], "unknown task 'sudoku'"),
+        (["no_such_task"], "unknown task 'no_such_task'"),
         ([], "give a task name"),
     ],
 )

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
 from thinkrl.model.config import ModelConfig
@@ -98,6 +99,9 @@ def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: 
     return out.transpose(1, 2).reshape(s * t, *q.shape[1:]).index_select(0, layout.pad_index)  # [N, H, D]
 
 
+_PREFILL_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
 def cached_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """Attention of new tokens over their cached prefix.
 
@@ -111,7 +115,9 @@ def cached_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
     kv = keys.shape[1]
     if q.is_cuda and q_len > 1:
         mask = bias > float("-inf")
-        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=h != kv)
+        # Not cuDNN: it builds a plan per new (prompt, context) shape, which continuous batching keeps producing.
+        with sdpa_kernel(_PREFILL_BACKENDS):
+            return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=h != kv)
     group = h // kv
     ctx = keys.shape[2]
     qg = (q * d**-0.5).reshape(s * kv, group * q_len, d)  # [S*K, G*Q, D] (heads of a group are adjacent)

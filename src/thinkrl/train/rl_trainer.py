@@ -211,7 +211,7 @@ def run_rl(recipe: RLRecipe) -> Path:
                                           rng=random.Random(recipe.trainer.seed * 1_000_003 + step))
                 row.update(loss=stats.loss, clip_frac=stats.clip_frac, approx_kl=stats.approx_kl,
                            entropy=stats.entropy, grad_norm=stats.grad_norm)
-            scheduler.step()
+                scheduler.step()  # only after an optimizer step (a step with no kept group trains nothing)
             engine.policy_version = step  # weights are shared in memory: syncing is a version bump
             row.update(timer.metrics(), lr=scheduler.get_last_lr()[0])
             elapsed = sum(timer.metrics().values())

@@ -1,0 +1,334 @@
+"""One DAPO RL step: thinkrl (engine rollout + packed update) vs TRL's ``GRPOTrainer`` (loss_type "dapo").
+
+Both sides start from the same tiny random weights (the "demo" model of bench_generate.py,
+saved by thinkrl in HF format with the built-in tokenizer files), sample the same prompts
+(identical prompt token ids, checked), G completions each of exactly ``--max-new-tokens``
+tokens (EOS is ignored on both sides: thinkrl's engine gets no stop tokens, TRL gets
+``min_new_tokens`` = ``max_completion_length``), score them with thinkrl's rule verifier
+(+1 / -1), and take one AdamW step (same lr, betas, eps, no weight decay, grad clip 1.0,
+constant lr) of the token-level clip-higher loss (eps_low 0.2, eps_high 0.28, no KL),
+fp32 on CPU. thinkrl runs the trainer's own pieces (``sample_groups`` →
+``score_trajectories`` → ``compute_advantages`` → ``update_policy``) with dynamic sampling,
+soft overlong punishment and dual-clip off, so both sides do exactly one generation round
+and the same loss. The two sides alternate in one process (TRL step i, then thinkrl step i),
+so on a shared machine both see the same load; several steps are timed after one warm-up
+step and the medians are reported, with the split generation (+ scoring) vs update. On a
+busy machine pass ``--threads 1``: oversubscribed OpenMP threads make timings erratic.
+Prints one JSON line.
+
+    thinkrl bench rl-step [--steps 3] [--prompts 16] [--group-size 8] [--max-new-tokens 64] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from thinkrl.engine import LLMEngine
+from thinkrl.model import ModelConfig, build_model, load_pretrained, save_pretrained
+from thinkrl.rewards import score_response
+from thinkrl.tasks import Problem, get_task
+from thinkrl.tasks.dataset import generate_dataset
+from thinkrl.tokenizer import BUILTIN_DIR, TextTokenizer, load_tokenizer
+from thinkrl.train.batching import pack_trajectories
+from thinkrl.train.config import AlgorithmSpec, OptimSpec, SamplingSpec
+from thinkrl.train.rl_rollout import sample_groups, score_trajectories
+from thinkrl.train.rl_trainer import compute_advantages, update_policy
+from thinkrl.train.schedule import build_optimizer
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+TASK, DIFFICULTY = "arithmetic", {"num_terms": 3, "max_number": 9}
+LR, BETAS, ADAM_EPS, GRAD_CLIP, EPS_LOW, EPS_HIGH = 1e-5, (0.9, 0.95), 1e-8, 1.0, 0.2, 0.28
+
+
+def _demo_model_config() -> ModelConfig:
+    """``MODELS["demo"]`` of bench_generate.py (one definition of the benchmark model)."""
+    spec = importlib.util.spec_from_file_location("bench_generate", Path(__file__).with_name("bench_generate.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.MODELS["demo"]
+
+
+class _NoStopTokenizer:
+    """The engine's view of the tokenizer with no stop tokens, so every response runs to max length."""
+
+    stop_token_ids: tuple[int, ...] = ()
+
+    def __init__(self, tokenizer: TextTokenizer) -> None:
+        self.pad_token_id = tokenizer.pad_token_id
+        self.decode = tokenizer.decode
+
+
+def _is_correct(tokenizer: TextTokenizer, problem: Problem, response_ids: list[int]) -> bool:
+    """thinkrl's rule reward on the decoded response; finished = it ends with a stop token."""
+    finished = bool(response_ids) and response_ids[-1] in tokenizer.stop_token_ids
+    score = score_response(get_task(problem.task), problem, tokenizer.decode(response_ids), tokenizer.think_tags,
+                           finished=finished)
+    return score.correct
+
+
+def _write_model(folder: Path, seed: int) -> int:
+    """Random-init demo model + built-in tokenizer files in ``folder``; returns the parameter count."""
+    config = _demo_model_config()
+    model = build_model(config, seed=seed)
+    save_pretrained(model, folder)
+    for name in TOKENIZER_FILES:
+        (folder / name).write_bytes((BUILTIN_DIR / name).read_bytes())
+    return config.num_parameters()
+
+
+def _check_same_prompt_ids(folder: Path, tokenizer: TextTokenizer, problems: list[Problem]) -> int:
+    """Raise unless transformers' chat template (what TRL uses) gives our prompt ids; returns the max length."""
+    import transformers
+
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    longest = 0
+    for problem in problems:
+        messages = [{"role": "user", "content": problem.prompt}]
+        ours = tokenizer.encode_chat(messages, thinking_budget=-1)
+        theirs = hf_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                  return_dict=True)["input_ids"]
+        if list(theirs) != ours:
+            raise ValueError(f"prompt ids differ for problem {problem.id!r}: thinkrl {ours} vs transformers {theirs}")
+        longest = max(longest, len(ours))
+    return longest
+
+
+class ThinkrlStepper:
+    """thinkrl's DAPO step, as `run_rl` does it, on a fixed prompt set; each call runs and times one step."""
+
+    def __init__(self, folder: Path, problems: list[Problem], args: argparse.Namespace, max_prompt: int) -> None:
+        self.problems, self.args = problems, args
+        self.tokenizer = load_tokenizer(str(folder))
+        self.model = load_pretrained(str(folder), device="cpu", dtype=torch.float32)
+        self.optimizer = build_optimizer(self.model.parameters(),
+                                         OptimSpec(lr=LR, betas=BETAS, eps=ADAM_EPS, weight_decay=0.0))
+        self.sampling = SamplingSpec(temperature=1.0, max_new_tokens=args.max_new_tokens,
+                                     num_slots=args.prompts * args.group_size)
+        self.algo = AlgorithmSpec(preset="dapo", dynamic_sampling=False, overlong_penalty=False, dual_clip=None,
+                                  eps_low=EPS_LOW, eps_high=EPS_HIGH, group_size=args.group_size,
+                                  prompts_per_step=args.prompts, max_response_len=args.max_new_tokens,
+                                  overlong_cache_len=0)
+        self.engine = LLMEngine(self.model, _NoStopTokenizer(self.tokenizer), num_slots=self.sampling.num_slots,
+                                max_seq_len=max_prompt + args.max_new_tokens, seed=args.seed)
+        self.rng = random.Random(args.seed)
+        self.steps: list[dict[str, float]] = []
+
+    def __call__(self) -> None:
+        """Rollout → score → advantages → update, appending seconds and token counts to ``steps``."""
+        step = len(self.steps)
+        start = time.perf_counter()
+        trajs = sample_groups(self.engine, self.tokenizer, self.problems, self.algo.group_size, self.sampling,
+                              seed=self.args.seed * 7919 + step, first_group_id=0)
+        score_trajectories(trajs, self.tokenizer, self.algo)
+        generated = time.perf_counter()
+        batch = compute_advantages(pack_trajectories(trajs), trajs, self.algo)
+        update_policy(self.model, self.optimizer, batch, self.algo, micro_batch_tokens=self.args.micro_batch_tokens,
+                      grad_clip=GRAD_CLIP, temperature=self.sampling.temperature, rng=self.rng)
+        done = time.perf_counter()
+        self.engine.policy_version = step + 1  # weights are shared in memory: syncing is a version bump
+        self.steps.append({"total": done - start, "generation": generated - start, "update": done - generated,
+                           "tokens": sum(len(t.response_ids) for t in trajs),
+                           "accuracy": sum(bool(t.metadata["correct"]) for t in trajs) / len(trajs)})
+
+
+def _trl_config(args: argparse.Namespace, output_dir: str) -> Any:
+    from trl import GRPOConfig
+
+    return GRPOConfig(
+        output_dir=output_dir, report_to="none", save_strategy="no", logging_steps=10_000, disable_tqdm=True,
+        use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, seed=args.seed,
+        max_steps=1 + args.steps, per_device_train_batch_size=args.prompts * args.group_size,
+        gradient_accumulation_steps=1, num_generations=args.group_size, num_iterations=1,
+        max_completion_length=args.max_new_tokens, temperature=1.0, top_p=1.0, top_k=0,
+        generation_kwargs={"min_new_tokens": args.max_new_tokens},  # ignore EOS, as thinkrl's side does
+        loss_type="dapo", epsilon=EPS_LOW, epsilon_high=EPS_HIGH, beta=0.0, scale_rewards="group",
+        use_vllm=False, mask_truncated_completions=False,
+        learning_rate=LR, adam_beta1=BETAS[0], adam_beta2=BETAS[1], adam_epsilon=ADAM_EPS, weight_decay=0.0,
+        lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=GRAD_CLIP,
+    )
+
+
+def bench_trl(folder: Path, problems: list[Problem], args: argparse.Namespace,
+              after_step: Callable[[], None] | None = None) -> list[dict[str, float]]:
+    """Time ``1 + args.steps`` optimizer steps of TRL's ``GRPOTrainer`` (the first is the warm-up).
+
+    ``after_step`` runs (untimed) after each TRL step, so the two sides can alternate and see the
+    same load on a shared machine.
+    """
+    import datasets
+    import transformers
+    from trl import GRPOTrainer
+
+    tokenizer = load_tokenizer(str(folder))
+    dataset = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": p.prompt}], "problem_index": i}
+                                          for i, p in enumerate(problems)])
+    step_tokens: list[int] = []
+    step_correct: list[float] = []
+
+    def rule_reward(prompts: list, completions: list, completion_ids: list[list[int]], problem_index: list[int],
+                    **kwargs: Any) -> list[float]:
+        correct = [_is_correct(tokenizer, problems[i], ids) for i, ids in zip(problem_index, completion_ids,
+                                                                               strict=True)]
+        step_tokens.append(sum(map(len, completion_ids)))
+        step_correct.append(sum(correct) / len(correct))
+        return [1.0 if c else -1.0 for c in correct]
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    with tempfile.TemporaryDirectory() as output_dir:
+        trainer = GRPOTrainer(model=model, reward_funcs=rule_reward, args=_trl_config(args, output_dir),
+                              train_dataset=dataset, processing_class=hf_tokenizer)
+        timer = _trl_step_timer(trainer, after_step)
+        trainer.add_callback(timer)
+        trainer.train()
+    if len(timer.steps) != 1 + args.steps or len(step_tokens) != 1 + args.steps:
+        raise RuntimeError(f"expected {1 + args.steps} TRL steps with one generation each, got "
+                           f"{len(timer.steps)} steps and {len(step_tokens)} generations")
+    for row, tokens, accuracy in zip(timer.steps, step_tokens, step_correct, strict=True):
+        row.update(tokens=tokens, accuracy=accuracy)
+    return timer.steps
+
+
+def _trl_step_timer(trainer: Any, after_step: Callable[[], None] | None) -> Any:
+    """A trainer callback timing each optimizer step, and the generation (+ scoring) inside it.
+
+    ``trainer._generate_and_score_completions`` is wrapped (as an instance attribute) to time generation;
+    ``after_step`` runs once the step's time is taken.
+    """
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.steps: list[dict[str, float]] = []
+            self.start = self.generation = 0.0
+
+        def on_step_begin(self, *a: Any, **k: Any) -> None:
+            self.start, self.generation = time.perf_counter(), 0.0
+
+        def on_step_end(self, *a: Any, **k: Any) -> None:
+            total = time.perf_counter() - self.start
+            self.steps.append({"total": total, "generation": self.generation, "update": total - self.generation})
+            if after_step is not None:
+                after_step()
+
+    timer = StepTimer()
+    generate = trainer._generate_and_score_completions
+
+    def timed_generate(*a: Any, **k: Any) -> Any:
+        start = time.perf_counter()
+        out = generate(*a, **k)
+        timer.generation += time.perf_counter() - start
+        return out
+
+    trainer._generate_and_score_completions = timed_generate
+    return timer
+
+
+def _summarise(steps: list[dict[str, float]]) -> dict:
+    """Medians of the timed steps (seconds), tokens per step, and the raw per-step totals."""
+    median = {key: statistics.median(s[key] for s in steps) for key in ("total", "generation", "update")}
+    return {
+        "seconds_per_step": round(median["total"], 3),
+        "generation_s": round(median["generation"], 3),
+        "update_s": round(median["update"], 3),
+        "tokens_generated_per_step": sorted({int(s["tokens"]) for s in steps}),
+        "step_seconds": [round(s["total"], 3) for s in steps],
+        "sampled_accuracy": [round(s["accuracy"], 3) for s in steps],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
+    parser.add_argument("--prompts", type=int, default=16, help="prompts per step")
+    parser.add_argument("--group-size", type=int, default=8, help="completions per prompt (G)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="completion length (EOS ignored)")
+    parser.add_argument("--micro-batch-tokens", type=int, default=32768, help="thinkrl packed micro-batch size")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--skip-trl", action="store_true")
+    args = parser.parse_args()
+    for name in ("steps", "prompts", "max_new_tokens", "micro_batch_tokens"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.group_size < 2:
+        raise SystemExit(f"--group-size must be >= 2, got {args.group_size}")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    problems = generate_dataset(TASK, args.prompts, args.seed, "train", DIFFICULTY)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        num_params = _write_model(folder, args.seed)
+        max_prompt = _check_same_prompt_ids(folder, load_tokenizer(str(folder)), problems)
+        ours = ThinkrlStepper(folder, problems, args, max_prompt)
+        if args.skip_trl:
+            for _ in range(1 + args.steps):
+                ours()
+            theirs = None
+        else:  # alternate: TRL step i, then thinkrl step i
+            theirs = bench_trl(folder, problems, args, after_step=ours)
+    print(json.dumps(_report(args, num_params, max_prompt, ours.steps[1:], theirs and theirs[1:], load_before)))
+
+
+def _report(args: argparse.Namespace, num_params: int, max_prompt: int, ours: list[dict[str, float]],
+            theirs: list[dict[str, float]] | None, load_before: tuple[float, float, float]) -> dict:
+    """The JSON record: per-side medians, the speed-up (ratio of medians and median of paired ratios), settings."""
+    import transformers
+
+    try:
+        import trl
+
+        trl_version = trl.__version__
+    except ImportError:
+        trl_version = None
+    speedup = None
+    if theirs is not None:
+        paired = [t["total"] / o["total"] for o, t in zip(ours, theirs, strict=True)]
+        speedup = {"ratio_of_medians": round(statistics.median(t["total"] for t in theirs)
+                                             / statistics.median(o["total"] for o in ours), 2),
+                   "median_paired_ratio": round(statistics.median(paired), 2),
+                   "paired_ratios": [round(r, 2) for r in paired]}
+    return {
+        "benchmark": "rl-step",
+        "thinkrl": _summarise(ours), "trl": theirs and _summarise(theirs), "speedup_thinkrl_vs_trl": speedup,
+        "settings": {
+            "model": "demo (SeedOssForCausalLM, random init)", "model_params": num_params,
+            "task": TASK, "difficulty": DIFFICULTY, "prompts": args.prompts, "group_size": args.group_size,
+            "completions_per_step": args.prompts * args.group_size, "max_prompt_tokens": max_prompt,
+            "max_completion_tokens": args.max_new_tokens, "eos": "ignored on both sides (fixed-length completions)",
+            "timed_steps": args.steps, "warmup_steps": 1, "statistic": "median",
+            "schedule": "interleaved: TRL step i then thinkrl step i, same process",
+            "algorithm": {"loss": "token-level PPO clip (DAPO)", "eps_low": EPS_LOW, "eps_high": EPS_HIGH,
+                          "kl_beta": 0.0, "advantage": "group-normalised", "reward": "rule verifier +1/-1",
+                          "thinkrl": "dynamic sampling, soft overlong punishment and dual-clip disabled; "
+                                     "1 epoch, 1 mini-batch",
+                          "trl": "GRPOTrainer loss_type=dapo, num_iterations=1, no vLLM, "
+                                 "gradient_checkpointing=False"},
+            "optimizer": {"name": "AdamW", "lr": LR, "betas": list(BETAS), "eps": ADAM_EPS, "weight_decay": 0.0,
+                          "grad_clip": GRAD_CLIP, "schedule": "constant"},
+            "thinkrl_micro_batch_tokens": args.micro_batch_tokens, "device": "cpu", "dtype": "float32",
+        },
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl_version},
+        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "processor": platform.processor() or platform.machine(),
+                    "load_avg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""In-sandbox runner: applies the rlimits, then runs the untrusted solution. Not imported by thinkrl.
+
+Started as ``python -I _runner.py CONFIG_PATH RESULT_FD`` inside the sandbox (stdlib only, Python 3.8+).
+The config is a `marshal` dump written by the parent (trusted data; marshal keeps start-up free of
+imports): ``{"mode": "stdio" | "script" | "call", "rlimits": {...}}`` plus, for ``call``, ``fn_name``,
+``inputs`` (argument lists) and ``start``. The runner reports on the result channel ``RESULT_FD``, one
+JSON object per line:
+
+- ``{"event": "loaded"}``: the solution module loaded (function-call mode);
+- ``{"event": "result", "i": i, "value": v, "wall_s": t}``: call ``i`` returned ``v`` (JSON; tuples as lists);
+- ``{"event": "error", "i": i, "error": "Type: message", "memory": bool}``: call ``i`` raised, or, with
+  ``i`` null, the program or the module load did;
+- ``{"event": "done", "nonce": n}``: a stdin/stdout or script program ran to its end (``n`` from the
+  config, so that a program must at least read the config to forge it).
+
+The parent compares values with the expected outputs, which never enter the sandbox, and parses the
+channel as JSON only. The runner shares its process with the untrusted code, so the channel is evidence,
+not proof: a program can write to it, but it can only claim outputs it could have returned anyway.
+"""
+
+import marshal
+import os
+import resource
+import sys
+import time
+from importlib.util import module_from_spec, spec_from_file_location
+
+SOLUTION_NAME = "solution.py"
+
+
+def _send(fd, record):
+    import json  # lazily: a plain stdin/stdout run never needs it
+
+    _write(fd, (json.dumps(record, default=_jsonable) + "\n").encode())
+
+
+def _write(fd, data):
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:  # the program closed or broke the channel: its own loss
+        pass
+
+
+def _jsonable(value):
+    if isinstance(value, (set, frozenset)):
+        try:
+            return sorted(value)
+        except TypeError:
+            return list(value)
+    return repr(value)
+
+
+def _describe(exc):
+    message = str(exc)
+    return (f"{type(exc).__name__}: {message}" if message else type(exc).__name__)[:500]
+
+
+def _report_error(fd, exc, i=None, **extra):
+    _send(fd, {"event": "error", "i": i, "error": _describe(exc), "memory": isinstance(exc, MemoryError), **extra})
+
+
+def _print_solution_traceback(exc):
+    """Print the traceback from the solution's first frame on (the runner's frames are noise)."""
+    import traceback
+
+    tb = exc.__traceback__
+    while tb is not None and not tb.tb_frame.f_code.co_filename.endswith(SOLUTION_NAME):
+        tb = tb.tb_next
+    # At most 30 frames: formatting a million-frame RecursionError would take seconds and memory.
+    traceback.print_exception(type(exc), exc, tb if tb is not None else exc.__traceback__, limit=30)
+    sys.stderr.flush()
+
+
+def _apply_rlimits(limits):
+    for name, value in limits.items():
+        hard = value + 1 if name == "RLIMIT_CPU" else value
+        resource.setrlimit(getattr(resource, name), (value, hard))
+
+
+def _load(path, name):
+    """Run the solution file as module ``name`` (what ``python solution.py`` does for ``__main__``)."""
+    spec = spec_from_file_location(name, path)
+    module = module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_program(path, fd, nonce):
+    sys.argv = [path]
+    try:
+        _load(path, "__main__")
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - report every failure of untrusted code
+        _report_error(fd, exc)
+        _print_solution_traceback(exc)
+        sys.exit(1)
+    try:  # noqa: SIM105 - contextlib would cost every run an import
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    _write(fd, b'{"event": "done", "nonce": "' + nonce.encode() + b'"}\n')
+
+
+def _find_callable(module, fn_name):
+    cls = getattr(module, "Solution", None)
+    if isinstance(cls, type) and hasattr(cls, fn_name):
+        return lambda *args: getattr(cls(), fn_name)(*args)
+    fn = getattr(module, fn_name, None)
+    if callable(fn):
+        return fn
+    raise NameError(f"function {fn_name!r} not found (neither a top-level function nor a method of class Solution)")
+
+
+def _run_calls(path, config, fd):
+    sys.argv = [path]
+    try:
+        target = _find_callable(_load(path, "solution"), config["fn_name"])
+    except BaseException as exc:  # noqa: BLE001
+        _report_error(fd, exc)
+        _print_solution_traceback(exc)
+        sys.exit(1)
+    _send(fd, {"event": "loaded"})
+    inputs = config["inputs"]
+    for i in range(config["start"], len(inputs)):
+        start = time.perf_counter()
+        try:
+            value = target(*inputs[i])
+        except BaseException as exc:  # noqa: BLE001
+            _report_error(fd, exc, i, wall_s=time.perf_counter() - start)
+            continue
+        wall_s = time.perf_counter() - start
+        try:
+            _send(fd, {"event": "result", "i": i, "value": value, "wall_s": wall_s})
+        except (TypeError, ValueError, RecursionError) as exc:
+            _send(fd, {"event": "error", "i": i, "error": "unserializable return value: " + _describe(exc),
+                       "memory": False, "wall_s": wall_s})
+
+
+def main():
+    with open(sys.argv[1], "rb") as f:
+        config = marshal.load(f)
+    fd = int(sys.argv[2])
+    _apply_rlimits(config["rlimits"])
+    path = os.path.join(os.path.dirname(os.path.abspath(sys.argv[1])), SOLUTION_NAME)
+    if config["mode"] == "call":
+        _run_calls(path, config, fd)
+    else:
+        _run_program(path, fd, config.get("nonce", ""))
+
+
+if __name__ == "__main__":
+    main()
