@@ -54,16 +54,39 @@ def encode_sft_example(tokenizer: TextTokenizer, problem: Problem, thinking: str
     """Token ids of prompt + assistant turn and the loss mask (True on assistant tokens).
 
     The prompt ids equal ``tokenizer.encode_chat`` of the user turn, which RL and evaluation sample from.
+    With budget 0 the generation prompt already closes the thinking block, so the target is just the answer.
     """
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": problem.prompt}],
                                            add_generation_prompt=True, thinking_budget=thinking_budget)
-    messages = [{"role": "user", "content": problem.prompt},
-                {"role": "assistant", "content": answer, "reasoning_content": thinking}]
-    full = tokenizer.apply_chat_template(messages, add_generation_prompt=False, thinking_budget=thinking_budget)
-    if not full.startswith(prompt):
-        raise ValueError("chat template renders the assistant turn inconsistently with the generation prompt")
-    prompt_ids, completion_ids = tokenizer.encode(prompt), tokenizer.encode(full[len(prompt):])
+    if thinking_budget == 0:
+        eos = tokenizer.id_to_token(tokenizer.eos_token_id) if tokenizer.eos_token_id is not None else ""
+        completion = "\n" + answer + (eos or "")
+    else:
+        messages = [{"role": "user", "content": problem.prompt},
+                    {"role": "assistant", "content": answer, "reasoning_content": thinking}]
+        full = tokenizer.apply_chat_template(messages, add_generation_prompt=False, thinking_budget=thinking_budget)
+        if not full.startswith(prompt):
+            raise ValueError("chat template renders the assistant turn inconsistently with the generation prompt")
+        completion = full[len(prompt):]
+    prompt_ids, completion_ids = tokenizer.encode(prompt), tokenizer.encode(completion)
     return prompt_ids + completion_ids, [False] * len(prompt_ids) + [True] * len(completion_ids)
+
+
+def fit_thinking_to_budget(tokenizer: TextTokenizer, thinking: str, budget: int) -> str:
+    """The longest prefix of whole reasoning lines that fits in ``budget`` tokens (-1: all; 0: none).
+
+    Budget-aware SFT: a model told to think at most B tokens sees traces that stop thinking in time and then
+    answer — from partial reasoning when the full trace is longer (so accuracy can depend on the budget).
+    """
+    if budget < 0 or len(tokenizer.encode(thinking)) <= budget:
+        return thinking
+    kept: list[str] = []
+    for line in thinking.split("\n"):
+        candidate = "\n".join([*kept, line])
+        if len(tokenizer.encode(candidate)) > budget:
+            break
+        kept.append(line)
+    return "\n".join(kept)
 
 
 def task_of(problem: Problem) -> Task:

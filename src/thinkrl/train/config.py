@@ -307,9 +307,18 @@ class SFTRecipe(_Recipe):
     """Supervised fine-tuning (cold start) on task solution traces."""
 
     trace_noise: float = Field(0.0, ge=0.0, le=1.0)
-    """Fraction of traces given a corrupted-then-corrected step, so the model learns to self-correct."""
+    """Fraction of traces that carry a realistic mistake and a wrong final answer (good-but-imperfect cold start)."""
     epochs: int = Field(1, ge=1)
     """Passes over the training set; trainer.steps caps the total."""
+    thinking_budgets: list[int] = Field(default_factory=lambda: [-1])
+    """Budgets sampled per example and rendered in its prompt (-1 unlimited, 0 answer at once); traces cut to fit."""
+
+    @field_validator("thinking_budgets")
+    @classmethod
+    def _valid_sft_budgets(cls, value: list[int]) -> list[int]:
+        if not value or any(b < -1 for b in value):
+            raise ValueError("thinking_budgets must be a non-empty list of -1, 0 or positive token counts")
+        return value
 
 
 class RLRecipe(_Recipe):

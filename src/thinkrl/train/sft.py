@@ -20,6 +20,7 @@ from thinkrl.train.common import (
     build_policy,
     build_tokenizer,
     encode_sft_example,
+    fit_thinking_to_budget,
     forward_responses,
     load_problems,
     save_policy,
@@ -33,13 +34,18 @@ logger = logging.getLogger(__name__)
 
 
 def build_sft_examples(recipe: SFTRecipe, tokenizer) -> list[tuple[list[int], list[bool]]]:
-    """One traced example per training problem, with ``trace_noise`` mistakes mixed in."""
+    """One traced example per training problem, with ``trace_noise`` mistakes mixed in.
+
+    Each example gets a budget from ``thinking_budgets`` (rendered in its prompt) and a trace that fits it.
+    """
     task = get_task(recipe.data.task)
     rng = random.Random(recipe.data.seed)
     examples = []
     for problem in load_problems(recipe.data, "train"):
         trace = task.write_trace(problem, rng, noise=recipe.trace_noise)
-        examples.append(encode_sft_example(tokenizer, problem, trace.thinking, trace.answer))
+        budget = rng.choice(recipe.thinking_budgets) if len(recipe.thinking_budgets) > 1 else recipe.thinking_budgets[0]
+        thinking = fit_thinking_to_budget(tokenizer, trace.thinking, budget)
+        examples.append(encode_sft_example(tokenizer, problem, thinking, trace.answer, budget))
     return examples
 
 
