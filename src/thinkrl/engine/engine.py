@@ -158,6 +158,9 @@ class LLMEngine:
         """fp32 logits (S, V) of a decode step: a graph replay when every state feeds one token."""
         graphs = self.decode_graphs
         if graphs is None:
+            multi = [i for i, s in enumerate(states) if len(s.pending) != 1]
+            if multi and len(multi) < len(states):
+                return self._split_eager_logits(states, multi)
             return self._eager_logits(states, prefix=self._use_prefix_path(states))
         if any(len(s.pending) != 1 for s in states):  # forced tokens: a multi-token step
             graphs.stats.eager_steps += 1
@@ -172,6 +175,17 @@ class LLMEngine:
         context = max(s.num_cached for s in states) + 1
         return graphs.logits(input_ids, positions, [s.slot for s in states], context)
 
+    def _split_eager_logits(self, states: list[SequenceState], multi: list[int]) -> torch.Tensor:
+        """Eager logits (S, V) when the states at indices ``multi`` feed forced tokens: those run in a step of their
+        own, so the one-token rows are not padded to the forced tokens' length (S x Q work)."""
+        single = [i for i in range(len(states)) if len(states[i].pending) == 1]
+        one_states = [states[i] for i in single]
+        one = self._eager_logits(one_states, prefix=self._use_prefix_path(one_states))  # [S1, V]
+        many = self._eager_logits([states[i] for i in multi], prefix=False)  # [S2, V]
+        logits = one.new_empty((len(states), one.shape[-1]))
+        logits[single], logits[multi] = one, many
+        return logits
+
     def _upload(self, values: list[Any]) -> torch.Tensor:
         """A small host list as a device tensor; on CUDA through pinned memory, without a host sync."""
         if self.device.type != "cuda":
@@ -180,13 +194,17 @@ class LLMEngine:
 
     def _sample_and_append(self, states: list[SequenceState], logits: torch.Tensor) -> list[TokenEvent]:
         """Sample from ``logits`` (S, V) fp32 (one row per state, modified in place by banned tokens)."""
+        ban_rows: list[int] = []
+        ban_ids: list[int] = []
         for i, s in enumerate(states):
             s.num_cached += len(s.pending)
             controller = s.request.controller
             if controller is not None:
                 banned = controller.banned_tokens(s.response_ids)
-                if banned:
-                    logits[i, banned] = float("-inf")
+                ban_rows += [i] * len(banned)
+                ban_ids += banned
+        if ban_ids:  # one upload for the whole batch (a per-row list index costs a host sync on CUDA)
+            logits[self._upload(ban_rows), self._upload(ban_ids)] = float("-inf")
         params = [s.request.params for s in states]
         tokens, logprobs = sample_tokens(
             logits,
@@ -202,21 +220,21 @@ class LLMEngine:
     def _append(self, s: SequenceState, token: int, logprob: float) -> TokenEvent:
         """Record a sampled token, apply stop rules and forced tokens; release the slot when done."""
         params = s.request.params
-        s.response_ids.append(token)
-        s.logprobs.append(logprob)
-        s.response_mask.append(True)
-        new = [token]
+        controller = s.request.controller
         stop_ids = params.stop_token_ids if params.stop_token_ids is not None else self._default_stop
-        if token in stop_ids or params.stop_strings and self._hit_stop_string(s):
-            s.finish_reason = "stop"
-        elif s.request.controller is not None:
-            forced = s.request.controller.forced_tokens(s.response_ids)
-            room = params.max_new_tokens - len(s.response_ids)
-            forced = forced[:room]
-            s.response_ids += forced
-            s.logprobs += [0.0] * len(forced)
-            s.response_mask += [False] * len(forced)
-            new += forced
+        replace = getattr(controller, "replacement_tokens", None)  # optional hook, see types.SequenceController
+        replacement = replace(s.response_ids, token) if replace is not None else None
+        if replacement:  # the sampled token is dropped and these are forced instead
+            new = self._force(s, replacement, stop_ids)
+        else:
+            s.response_ids.append(token)
+            s.logprobs.append(logprob)
+            s.response_mask.append(True)
+            new = [token]
+            if token in stop_ids or params.stop_strings and self._hit_stop_string(s):
+                s.finish_reason = "stop"
+            elif controller is not None:
+                new += self._force(s, controller.forced_tokens(s.response_ids), stop_ids)
         if s.finish_reason is None and (
             len(s.response_ids) >= params.max_new_tokens or s.num_cached + len(new) >= self.scheduler.max_seq_len
         ):
@@ -227,6 +245,19 @@ class LLMEngine:
         self.scheduler.release(s)
         self._generators.pop(s.slot, None)
         return TokenEvent(s.request.request_id, new, finished=True, trajectory=self._to_trajectory(s))
+
+    def _force(self, s: SequenceState, forced: list[int], stop_ids: tuple[int, ...]) -> list[int]:
+        """Append controller-forced tokens (mask False, log-prob 0) up to max_new_tokens; a forced stop token
+        ends the sequence ("stop"). Returns the tokens appended."""
+        forced = forced[: s.request.params.max_new_tokens - len(s.response_ids)]
+        stop_at = next((i for i, t in enumerate(forced) if t in stop_ids), None)
+        if stop_at is not None:
+            forced = forced[: stop_at + 1]
+            s.finish_reason = "stop"
+        s.response_ids += forced
+        s.logprobs += [0.0] * len(forced)
+        s.response_mask += [False] * len(forced)
+        return forced
 
     def _hit_stop_string(self, s: SequenceState) -> bool:
         text = self.tokenizer.decode(s.response_ids)

@@ -48,6 +48,9 @@ class SequenceController(Protocol):
     ``banned_tokens`` is asked before each sampling step; ``forced_tokens`` after each
     sampled token: the tokens it returns are appended to the response unsampled
     (``response_mask`` False, log-prob 0) and fed to the model on the next step.
+    Optional hook ``replacement_tokens(response_ids, token) -> list[int]``: when it returns
+    tokens, the sampled ``token`` is dropped and those are forced instead (s1-style "Wait").
+    A forced stop token ends the sequence (finish reason "stop").
     """
 
     def banned_tokens(self, response_ids: list[int]) -> list[int]: ...

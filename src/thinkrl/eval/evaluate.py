@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.rewards import score_response
-from thinkrl.tasks import Problem, get_task
+from thinkrl.rewards.external import task_for
+from thinkrl.tasks import Problem
 from thinkrl.tokenizer import TextTokenizer
 
 
@@ -51,7 +52,7 @@ def evaluate(engine: LLMEngine, tokenizer: TextTokenizer, problems: list[Problem
     reasons: Counter[str] = Counter()
     for k, traj in enumerate(trajs):
         problem = problems[traj.metadata["problem"]]
-        s = score_response(get_task(problem.task), problem, traj.text, tokenizer.think_tags,
+        s = score_response(task_for(problem.task), problem, traj.text, tokenizer.think_tags,
                            traj.finish_reason == "stop")
         correct[k] = s.correct
         reasons[s.reason] += 1

@@ -36,6 +36,7 @@ from thinkrl.registry import Registry
 from thinkrl.rl import ADVANTAGE_ESTIMATORS
 from thinkrl.rl.presets import ALGORITHM_PRESETS
 from thinkrl.tasks import TASKS
+from thinkrl.tasks.external import DATASET_TASKS
 
 LossAggMode = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
 KLKind = Literal["k1", "k2", "k3"]
@@ -88,6 +89,61 @@ class TokenizerSpec(_Section):
     """"builtin" (the offline tokenizer shipped with thinkrl) or a tokenizer folder/file."""
 
 
+class PrefilterSpec(_Section):
+    """Offline data filter: drop training prompts by their pass rate under the initial policy."""
+
+    k: int = Field(8, ge=2)
+    """Samples per prompt used to estimate its pass rate."""
+    low: float = Field(0.0, ge=0.0, le=1.0)
+    """Keep a prompt only if its pass rate is > low (0 drops the never-solved prompts)."""
+    high: float = Field(1.0, ge=0.0, le=1.0)
+    """Keep a prompt only if its pass rate is < high (1 drops the always-solved prompts)."""
+    min_variance: float = Field(0.0, ge=0.0, le=0.25)
+    """Drop prompts whose score variance p(1 - p) is below this."""
+
+    @model_validator(mode="after")
+    def _band(self) -> PrefilterSpec:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be < high ({self.high})")
+        return self
+
+
+class OnlineFilterSpec(_Section):
+    """Online data filter: skip prompts whose recent groups were all solved or all failed."""
+
+    window: int = Field(2, ge=1)
+    """Skip a prompt when its last this-many groups were all solved (or all failed)."""
+    retry_after: int = Field(4, ge=1)
+    """A skipped prompt is sampled again after it has been skipped this many times."""
+    skip_solved: bool = True
+    """Skip prompts recently always solved."""
+    skip_unsolved: bool = True
+    """Skip prompts recently never solved."""
+
+
+class CurriculumSpec(_Section):
+    """Adaptive difficulty: fresh problems of data.task at a difficulty kept in a target pass-rate band."""
+
+    knobs: dict[str, int]
+    """Integer difficulty knobs to move, each with its step: +1 if larger is harder, -1 if smaller is."""
+    target_low: float = Field(0.3, ge=0.0, le=1.0)
+    """Make problems easier when the window's pass rate is below this."""
+    target_high: float = Field(0.7, ge=0.0, le=1.0)
+    """Make problems harder when the window's pass rate is above this."""
+    window: int = Field(32, ge=1)
+    """Groups of the task sampled between two adjustments."""
+
+    @model_validator(mode="after")
+    def _valid(self) -> CurriculumSpec:
+        if not self.knobs:
+            raise ValueError("knobs must name at least one integer difficulty knob")
+        if any(step == 0 for step in self.knobs.values()):
+            raise ValueError(f"knob steps must be non-zero, got {self.knobs}")
+        if self.target_low >= self.target_high:
+            raise ValueError(f"target_low ({self.target_low}) must be < target_high ({self.target_high})")
+        return self
+
+
 class DataSpec(_Section):
     """Where prompts come from: a registered task generator or files."""
 
@@ -105,11 +161,36 @@ class DataSpec(_Section):
     """Seed of the task generator."""
     difficulty: dict[str, Any] = Field(default_factory=dict)
     """Task-specific difficulty knobs, passed to the generator as keyword arguments."""
+    prefilter: PrefilterSpec | None = None
+    """Drop training prompts by pass rate under the initial policy before training; None is off."""
+    online_filter: OnlineFilterSpec | None = None
+    """Skip prompts recently always/never solved during training; None is off."""
+    curriculum: CurriculumSpec | None = None
+    """Generate training problems at an adaptive difficulty instead of a fixed set; None is off."""
 
     @field_validator("task")
     @classmethod
     def _known_task(cls, value: str) -> str:
-        return _registered(TASKS, value)
+        if value in TASKS or value in DATASET_TASKS:  # dataset tasks (math, code) read train_file/test_file
+            return value
+        known = ", ".join(TASKS.names() + DATASET_TASKS.names())
+        raise ValueError(f"unknown task {value!r}; registered: {known}")
+
+    @model_validator(mode="after")
+    def _curriculum_knobs(self) -> DataSpec:
+        if self.curriculum is None:
+            return self
+        if self.prefilter is not None or self.online_filter is not None:
+            raise ValueError("curriculum generates fresh problems; prefilter and online_filter apply to a fixed "
+                             "problem set: set one or the other")
+        if self.task not in TASKS:
+            raise ValueError(f"curriculum needs a procedural task; {self.task!r} has no generator")
+        task = TASKS.get(self.task)()
+        for name in self.curriculum.knobs:
+            knob = task.knob(name)  # ValueError listing the known knobs
+            if knob.kind is not int:
+                raise ValueError(f"curriculum knob {name!r} of task {self.task!r} is {knob.kind.__name__}, not int")
+        return self
 
 
 class SamplingSpec(_Section):
@@ -189,8 +270,20 @@ class AlgorithmSpec(_Section):
     """VAPO weight of the NLL loss on correct samples; 0 is off."""
     use_critic: bool = False
     """Train a value model (PPO/VAPO)."""
-    group_size: int = Field(8, ge=2)
-    """Responses sampled per prompt (G)."""
+    critic_path: str | None = None
+    """Folder to initialise the critic from (a saved value model or a policy); None copies the policy."""
+    value_clip: float | None = Field(0.5, gt=0.0)
+    """Clip range of the PPO value loss around the values at sampling time; None is off."""
+    value_pretrain_steps: int = Field(0, ge=0)
+    """VAPO value pretraining: most batches the critic is fitted on before RL starts; 0 is off."""
+    value_pretrain_target_ev: float = Field(0.5, le=1.0)
+    """Value pretraining stops once the critic's explained variance on a fresh batch reaches this."""
+    whiten_advantages: bool = False
+    """Normalise the advantages over all valid tokens of the batch (GAE only; verl does this for PPO)."""
+    value_pretrain_updates: int = Field(4, ge=1)
+    """Critic optimizer steps per value-pretraining batch, on mini-batches drawn from all batches so far."""
+    group_size: int = Field(8, ge=1)
+    """Responses sampled per prompt (G); 1 only with a critic (no group baseline, no dynamic sampling)."""
     prompts_per_step: int = Field(16, ge=1)
     """Prompts (groups) per optimisation step."""
     ppo_epochs: int = Field(1, ge=1)
@@ -217,6 +310,23 @@ class AlgorithmSpec(_Section):
     @classmethod
     def _known_estimator(cls, value: str) -> str:
         return _registered(ADVANTAGE_ESTIMATORS, value)
+
+    @field_validator("group_size")
+    @classmethod
+    def _group_of_one_needs_a_critic(cls, value: int, info: ValidationInfo) -> int:
+        estimator, dynamic = info.data.get("advantage_estimator"), info.data.get("dynamic_sampling")
+        if value < 2 and (estimator != "gae" or dynamic):
+            raise ValueError(f"group_size {value} needs advantage_estimator 'gae' (a critic baseline) and "
+                             f"dynamic_sampling false; group baselines ({estimator!r}) need at least 2")
+        return value
+
+    @model_validator(mode="after")
+    def _critic_for_gae(self) -> AlgorithmSpec:
+        if self.advantage_estimator == "gae" and not self.use_critic:
+            raise ValueError("advantage_estimator 'gae' needs critic values: set use_critic true")
+        if self.value_pretrain_steps and not self.use_critic:
+            raise ValueError(f"value_pretrain_steps ({self.value_pretrain_steps}) needs use_critic true")
+        return self
 
     @model_validator(mode="after")
     def _overlong_window(self) -> AlgorithmSpec:

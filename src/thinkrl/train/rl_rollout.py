@@ -2,11 +2,19 @@
 
 (The asynchronous streaming rollout with partial rollouts lives in ``thinkrl.rollout``;
 this is the simple on-policy path the DAPO recipe uses by default.)
+
+Prompts come from a `thinkrl.train.curriculum.PromptSource` (a fixed `PromptCursor`, an
+`OnlineFilter` or a `Curriculum`); every sampled group's correctness is reported back to it with
+``observe``, including the groups dynamic sampling drops. `estimate_pass_rates` and
+`prefilter_problems` are the offline side: k samples per prompt with the current policy, then
+`filter_by_pass_rate`.
 """
 
 from __future__ import annotations
 
+import logging
 import random
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
@@ -14,38 +22,17 @@ import torch
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.records import Trajectory
 from thinkrl.rewards import score_response
+from thinkrl.rewards.external import task_for
 from thinkrl.rl import group_has_variance, soft_overlong_penalty
-from thinkrl.tasks import Problem, get_task
+from thinkrl.tasks import Problem
 from thinkrl.tokenizer import TextTokenizer
-from thinkrl.train.config import AlgorithmSpec, SamplingSpec
+from thinkrl.train.config import AlgorithmSpec, PrefilterSpec, SamplingSpec
+from thinkrl.train.curriculum import SKIPPED_TOTAL, FilterResult, PromptCursor, PromptSource, filter_by_pass_rate
 
+__all__ = ["PromptCursor", "RolloutBatch", "collect_rollout_batch", "estimate_pass_rates", "prefilter_problems",
+           "sample_groups", "score_trajectories"]
 
-class PromptCursor:
-    """Walks the training problems in a fresh seeded shuffle each epoch; its state is two ints."""
-
-    def __init__(self, problems: list[Problem], seed: int, epoch: int = 0, index: int = 0) -> None:
-        if not problems:
-            raise ValueError("no training problems")
-        self.problems, self.seed, self.epoch, self.index = problems, seed, epoch, index
-        self._order = self._shuffled(epoch)
-
-    def _shuffled(self, epoch: int) -> list[int]:
-        order = list(range(len(self.problems)))
-        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
-        return order
-
-    def take(self, n: int) -> list[Problem]:
-        out = []
-        for _ in range(n):
-            if self.index == len(self._order):
-                self.epoch, self.index = self.epoch + 1, 0
-                self._order = self._shuffled(self.epoch)
-            out.append(self.problems[self._order[self.index]])
-            self.index += 1
-        return out
-
-    def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "index": self.index}
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,6 +46,9 @@ class RolloutBatch:
         sampled_correct: correctness of every sampled response (kept or not), for accuracy metrics.
         sampled_lengths: response lengths of every sampled response.
         reasons: verifier reasons over every sampled response.
+        num_prompts_skipped: prompts the source skipped while filling this batch (online filter).
+        data_metrics: the prompt source's `metrics()` after this batch (``data/...``,
+            ``curriculum/<task>/...``), to log as they are.
     """
 
     trajectories: list[Trajectory]
@@ -68,6 +58,8 @@ class RolloutBatch:
     sampled_correct: list[bool] = field(default_factory=list)
     sampled_lengths: list[int] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
+    num_prompts_skipped: int = 0
+    data_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def sample_groups(engine: LLMEngine, tokenizer: TextTokenizer, problems: list[Problem], group_size: int,
@@ -86,15 +78,21 @@ def sample_groups(engine: LLMEngine, tokenizer: TextTokenizer, problems: list[Pr
     return engine.generate(requests)
 
 
-def score_trajectories(trajs: list[Trajectory], tokenizer: TextTokenizer, algo: AlgorithmSpec) -> None:
-    """Set ``reward`` (rule reward +1/-1 plus DAPO soft overlong punishment) and ``reward_reason``."""
+def judge_trajectories(trajs: list[Trajectory], tokenizer: TextTokenizer) -> None:
+    """Set ``metadata["correct"]`` and ``reward_reason`` of each trajectory with its task's verifier."""
     for traj in trajs:
         problem: Problem = traj.metadata["problem"]
-        score = score_response(get_task(problem.task), problem, traj.text, tokenizer.think_tags,
+        score = score_response(task_for(problem.task), problem, traj.text, tokenizer.think_tags,
                                finished=traj.finish_reason == "stop")
         traj.metadata["correct"] = score.correct
         traj.reward_reason = score.reason
-        traj.reward = algo.correct_reward if score.correct else algo.wrong_reward
+
+
+def score_trajectories(trajs: list[Trajectory], tokenizer: TextTokenizer, algo: AlgorithmSpec) -> None:
+    """Set ``reward`` (rule reward +1/-1 plus DAPO soft overlong punishment) and ``reward_reason``."""
+    judge_trajectories(trajs, tokenizer)
+    for traj in trajs:
+        traj.reward = algo.correct_reward if traj.metadata["correct"] else algo.wrong_reward
     if algo.overlong_penalty and trajs:
         lengths = torch.tensor([len(t.response_ids) for t in trajs])
         penalty = soft_overlong_penalty(lengths, algo.max_response_len, algo.overlong_cache_len).tolist()
@@ -102,15 +100,62 @@ def score_trajectories(trajs: list[Trajectory], tokenizer: TextTokenizer, algo: 
             traj.reward = float(traj.reward) + p
 
 
-def collect_rollout_batch(engine: LLMEngine, tokenizer: TextTokenizer, cursor: PromptCursor,
+def _group_outcomes(trajs: list[Trajectory]) -> list[tuple[Problem, list[bool]]]:
+    """(problem, correctness of each response) per group, in first-seen order."""
+    groups: dict[int, tuple[Problem, list[bool]]] = {}
+    for t in trajs:
+        groups.setdefault(t.group_id, (t.metadata["problem"], []))[1].append(bool(t.metadata["correct"]))
+    return list(groups.values())
+
+
+def estimate_pass_rates(engine: LLMEngine, tokenizer: TextTokenizer, problems: list[Problem], k: int,
+                        sampling: SamplingSpec, seed: int = 0) -> dict[str, float]:
+    """Pass rate of each problem under the engine's current policy: the fraction of ``k`` seeded samples
+    (at ``sampling``'s temperature, length and thinking budgets) its verifier judges correct.
+
+    Returns problem id -> rate in [0, 1] (a problem listed twice gets the mean over its 2k samples).
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    trajs = sample_groups(engine, tokenizer, problems, k, sampling, seed=seed, first_group_id=0)
+    judge_trajectories(trajs, tokenizer)
+    solved: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for t in trajs:
+        counts = solved[t.metadata["problem"].id]
+        counts[0] += int(t.metadata["correct"])
+        counts[1] += 1
+    return {pid: right / total for pid, (right, total) in solved.items()}
+
+
+def prefilter_problems(engine: LLMEngine, tokenizer: TextTokenizer, problems: list[Problem], spec: PrefilterSpec,
+                       sampling: SamplingSpec, seed: int = 0) -> FilterResult:
+    """`estimate_pass_rates` with ``spec.k`` samples, then `filter_by_pass_rate` with ``spec``'s band.
+
+    Call it before training (and before restoring a checkpoint: the same initial policy and seed
+    give the same kept set). Raises ValueError when no problem is kept.
+    """
+    rates = estimate_pass_rates(engine, tokenizer, problems, spec.k, sampling, seed)
+    result = filter_by_pass_rate(problems, rates, spec.low, spec.high, spec.min_variance)
+    logger.info("prefilter kept %d of %d prompts (too hard %d, too easy %d, low variance %d; mean pass rate %.3f)",
+                len(result.kept), len(problems), result.num_too_hard, result.num_too_easy, result.num_low_variance,
+                result.mean_pass_rate)
+    if not result.kept:
+        raise ValueError(f"the prefilter kept none of {len(problems)} prompts (mean pass rate "
+                         f"{result.mean_pass_rate:.3f}); widen data.prefilter low/high or lower min_variance")
+    return result
+
+
+def collect_rollout_batch(engine: LLMEngine, tokenizer: TextTokenizer, cursor: PromptSource,
                           algo: AlgorithmSpec, sampling: SamplingSpec, seed: int) -> RolloutBatch:
     """Sample and score until ``prompts_per_step`` groups are kept (DAPO dynamic sampling).
 
     With dynamic sampling, groups whose responses are all correct or all wrong carry no
     gradient under group-normalised advantages and are dropped; more prompts are sampled,
     for at most ``max_sampling_rounds`` rounds (then the step trains on what it has).
+    ``cursor`` (any `PromptSource`) hears the outcome of every sampled group.
     """
     batch = RolloutBatch(trajectories=[])
+    skipped_before = cursor.metrics().get(SKIPPED_TOTAL, 0)
     kept_groups = 0
     rounds = algo.max_sampling_rounds if algo.dynamic_sampling else 1
     for round_index in range(rounds):
@@ -121,6 +166,8 @@ def collect_rollout_batch(engine: LLMEngine, tokenizer: TextTokenizer, cursor: P
         trajs = sample_groups(engine, tokenizer, problems, algo.group_size, sampling,
                               seed=seed * 7919 + round_index, first_group_id=batch.num_groups_sampled)
         score_trajectories(trajs, tokenizer, algo)
+        for problem, correct in _group_outcomes(trajs):
+            cursor.observe(problem, correct)
         batch.num_rounds += 1
         batch.num_groups_sampled += len(problems)
         for t in trajs:
@@ -137,4 +184,6 @@ def collect_rollout_batch(engine: LLMEngine, tokenizer: TextTokenizer, cursor: P
         else:
             kept_groups += len(problems)
         batch.trajectories += trajs
+    batch.data_metrics = cursor.metrics()
+    batch.num_prompts_skipped = int(batch.data_metrics.get(SKIPPED_TOTAL, 0) - skipped_before)
     return batch

@@ -237,7 +237,7 @@ def tests_from_livecodebench(row: Mapping[str, Any], private: bool = True) -> Co
         raise ValueError("LiveCodeBench row needs 'public_test_cases'")
     raw = _lcb_cases(row["public_test_cases"], "public_test_cases")
     if private and row.get("private_test_cases"):
-        raw += _lcb_cases(row["private_test_cases"], "private_test_cases")
+        raw = [*raw, *_lcb_cases(row["private_test_cases"], "private_test_cases")]  # never extend the caller's list
     if not raw:
         raise ValueError("LiveCodeBench row has no tests")
     types = {t.get("testtype") if isinstance(t, Mapping) else None for t in raw}
