@@ -10,7 +10,6 @@ from thinkrl.model import ModelConfig, build_model
 from thinkrl.tasks.dataset import generate_dataset
 from thinkrl.tokenizer import load_tokenizer
 
-
 OPENING_TEMPLATE = (
     "{%- for m in messages %}<seed:bos>{{ m.role }}\n{{ m.content }}<seed:eos>{% endfor %}"
     "{%- if add_generation_prompt %}<seed:bos>assistant\n<seed:think>{% endif %}"
