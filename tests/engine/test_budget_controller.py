@@ -141,6 +141,40 @@ def test_budget_zero_with_an_open_prompt_replaces_the_first_token_by_the_end():
     assert mask == [False] * (len(ids) - 2) + [True, True] and c.thinking_tokens == 0 and c.forced_end
 
 
+def test_unenforced_counting_includes_thinking_reopened_in_the_answer():
+    open_id, close = SEED_TOK.token_to_id("<seed:think>"), SEED_TOK.token_to_id("</seed:think>")
+    # Budget 0 (the prompt closed thinking), not enforced: a model that thinks anyway is counted.
+    c = ThinkingBudgetController(budget_vocab(SEED_TOK), 0, enforce=False)
+    _simulate(c, [X, open_id, X, Y, X, close, Y, EOS])
+    assert c.thinking_tokens == 3 and c.answer_tokens == 2 and c.phase == "answer"
+    # Two blocks under budget 8: 2 + 3 thinking tokens; left open at the end -> still thinking.
+    c = ThinkingBudgetController(budget_vocab(SEED_TOK), 8, enforce=False)
+    _simulate(c, [open_id, X, X, close, Y, open_id, X, X, X])
+    assert c.thinking_tokens == 5 and c.phase == "thinking"
+
+
+def test_a_reflection_the_model_writes_itself_counts_like_any_sampled_token():
+    open_id = SEED_TOK.token_to_id("<seed:think>")
+    ro, rc = SEED_TOK.token_to_id("<seed:cot_budget_reflect>"), SEED_TOK.token_to_id("</seed:cot_budget_reflect>")
+    c = ThinkingBudgetController(budget_vocab(SEED_TOK), 8, enforce=True, exhausted_sentence=False)
+    ids, mask = _simulate(c, [open_id, X, X, ro, X, Y, X, rc, Y, Y, Y])
+    # 8 sampled tokens after the open tag (the reflection's tags and words included), then the forced end.
+    assert SEED_TOK.decode(ids).endswith("</seed:cot_budget_reflect>y\n</seed:think>yy")
+    assert c.thinking_tokens == 8 and c.forced_end
+
+
+def test_enforced_thinking_turns_a_stop_token_into_the_end_of_thinking():
+    open_id = SEED_TOK.token_to_id("<seed:think>")
+    c = make_budget_controller(SEED_TOK, 16)
+    ids, mask = _simulate(c, [open_id, X, X, EOS, Y, Y, EOS])
+    assert SEED_TOK.decode(ids) == "<seed:think>xx\n</seed:think>yy<seed:eos>"
+    assert c.thinking_tokens == 2 and c.phase == "answer" and not c.forced_end and c.closed_at_stop
+    # Not enforced: the stop token ends the response inside thinking (adherence counts it as not closed).
+    c = ThinkingBudgetController(budget_vocab(SEED_TOK), 16, enforce=False)
+    ids, _ = _simulate(c, [open_id, X, X, EOS, Y])
+    assert ids == [open_id, X, X, EOS] and c.phase == "thinking"
+
+
 def test_unlimited_budget_controls_nothing_unless_asked():
     assert make_budget_controller(SEED_TOK, -1) is None
     assert make_budget_controller(SEED_TOK, -1, reflect=True) is None
@@ -228,7 +262,8 @@ def test_enforcement_holds_for_every_request_of_a_random_model(tok):
             assert out.response_ids[end + 1 - len(end_ids): end + 1] == list(end_ids)
             assert not any(out.response_mask[end + 1 - len(end_ids): end + 1])
         assert parse_completion(out.text, tags, thinking_open=True).thinking_finished
-    assert sum(c.forced_end for c in ctrls) >= 6  # the random model rarely closes by itself
+    # The random model rarely closes by itself: the budget or a stop token it samples (replaced by the end) does.
+    assert sum(c.forced_end or c.closed_at_stop for c in ctrls) >= 6
 
 
 def test_model_opening_thinking_itself_and_budget_zero_never_reopens():

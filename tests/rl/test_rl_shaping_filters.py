@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from thinkrl.rl import budget_penalty, group_has_variance, group_stats, soft_overlong_penalty
+from thinkrl.rl import budget_overlong_penalty, budget_penalty, group_has_variance, group_stats, soft_overlong_penalty
 
 
 def test_soft_overlong_penalty_boundaries() -> None:
@@ -40,6 +40,23 @@ def test_budget_penalty() -> None:
     torch.testing.assert_close(budget_penalty(lengths, budgets, 0.001), torch.tensor([-0.05, 0.0, -0.8]))
     with pytest.raises(TypeError, match="budget"):
         budget_penalty(lengths, 2.5, 0.001)  # type: ignore[arg-type]
+
+
+def test_budget_overlong_penalty_uses_each_budget_as_the_limit() -> None:
+    # Budget 16, frac 0.25 -> L_cache 4, free up to 12: 12 -> 0, 13 -> -0.25, 14 -> -0.5, 16 -> -1, 17 -> -1.
+    # Budget 10, frac 0.25 -> L_cache ceil(2.5) = 3, free up to 7: 8 -> -1/3.
+    # Budget 1 -> L_cache 1, free 0: 0 -> 0, 1 -> -1.  Budget 0: any thinking -> -1.  Budget -1: never.
+    used = torch.tensor([12, 13, 14, 16, 17, 8, 0, 1, 0, 3, 500])
+    budgets = torch.tensor([16, 16, 16, 16, 16, 10, 1, 1, 0, 0, -1])
+    expected = torch.tensor([0.0, -0.25, -0.5, -1.0, -1.0, -1 / 3, 0.0, -1.0, 0.0, -1.0, 0.0])
+    torch.testing.assert_close(budget_overlong_penalty(used, budgets, 0.25), expected)
+    # cache_frac 1: the ramp spans the whole budget (8 of 16 used -> -0.5).
+    torch.testing.assert_close(budget_overlong_penalty(torch.tensor([8]), torch.tensor([16]), 1.0),
+                               torch.tensor([-0.5]))
+    with pytest.raises(ValueError, match="cache_frac"):
+        budget_overlong_penalty(used, budgets, 0.0)
+    with pytest.raises(ValueError, match="budgets"):
+        budget_overlong_penalty(used, budgets[:3], 0.25)
 
 
 def test_group_has_variance() -> None:

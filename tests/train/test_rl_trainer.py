@@ -107,3 +107,116 @@ def test_bad_recipe_key_is_named_before_any_work(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "thinkrl.cli", "train", str(recipe), "algorithm.eps_low=2"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode != 0 and "algorithm.eps_low" in proc.stderr
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_prefilter_and_online_filter_shape_the_prompts_and_are_logged(sft_model, tmp_path):
+    from thinkrl.train.rl_trainer import run_rl
+
+    recipe = _rl_recipe(sft_model, tmp_path, steps=3)
+    # 40 prompts: the prefilter keeps a handful, so 3 steps revisit them and the online filter has to skip.
+    data = {**DATA, "num_train": 40, "prefilter": {"k": 4, "low": 0.0, "high": 1.0},
+            "online_filter": {"window": 1, "retry_after": 2}}
+    recipe = recipe.model_copy(update={"data": type(recipe.data).model_validate(data)})
+    run_rl(recipe)
+    rows = _rows(tmp_path)
+    head = rows[0]
+    assert head["step"] == 0
+    # The micro model solves some 2-term sums always and some never: the band (0, 1) drops both kinds.
+    assert 0 < head["prefilter/kept"] < 40
+    assert head["prefilter/too_hard"] + head["prefilter/too_easy"] + head["prefilter/kept"] == 40
+    steps = [r for r in rows if r["step"] >= 1]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    for key in ("data/prompts_skipped_total", "data/tracked_prompts", "data/epoch", "prompts_skipped"):
+        assert all(key in r for r in steps), key
+    assert 0 < steps[-1]["data/tracked_prompts"] <= head["prefilter/kept"]
+    assert steps[-1]["data/prompts_skipped_total"] > 0
+    assert sum(r["prompts_skipped"] for r in steps) == steps[-1]["data/prompts_skipped_total"]
+
+
+def test_resume_with_prefilter_and_online_filter_reproduces_the_run(sft_model, tmp_path):
+    from thinkrl.train.rl_trainer import run_rl
+
+    def recipe(out: Path, steps: int, **trainer) -> RLRecipe:
+        base = _rl_recipe(sft_model, out, steps=steps, **trainer)
+        data = {**DATA, "prefilter": {"k": 4}, "online_filter": {"window": 1, "retry_after": 2}}
+        return base.model_copy(update={"data": type(base.data).model_validate(data)})
+
+    straight = run_rl(recipe(tmp_path / "a", 3))
+    run_rl(recipe(tmp_path / "b", 2))
+    resumed = run_rl(recipe(tmp_path / "b", 3, resume=True))
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    last_a, last_b = _rows(tmp_path / "a")[-1], _rows(tmp_path / "b")[-1]
+    assert last_a["data/prompts_skipped_total"] == last_b["data/prompts_skipped_total"]
+
+
+def test_curriculum_moves_the_difficulty_during_training(sft_model, tmp_path):
+    from thinkrl.train.rl_trainer import run_rl
+
+    base = _rl_recipe(sft_model, tmp_path, steps=4)
+    # Window 4 groups = one step; target band (0, 0.05): any solved problem makes the next ones harder.
+    data = {**DATA, "curriculum": {"knobs": {"max_number": 3}, "target_low": 0.0, "target_high": 0.05,
+                                   "window": 4}}
+    recipe = base.model_copy(update={"data": type(base.data).model_validate(data)})
+    run_rl(recipe)
+    steps = [r for r in _rows(tmp_path) if r["step"] >= 1]
+    levels = [r["curriculum/arithmetic/max_number"] for r in steps]
+    assert levels[0] >= DATA["difficulty"]["max_number"]
+    assert levels[-1] > DATA["difficulty"]["max_number"], levels
+    assert steps[-1]["curriculum/arithmetic/changes"] >= 1
+
+
+def test_sampled_thinking_tokens_match_a_count_of_the_response_ids(sft_model):
+    from thinkrl.engine import LLMEngine
+    from thinkrl.tokenizer import load_tokenizer
+    from thinkrl.train.common import load_problems
+    from thinkrl.train.config import SamplingSpec
+    from thinkrl.train.rl_rollout import sample_groups
+
+    tokenizer = load_tokenizer(sft_model)
+    model = load_pretrained(sft_model)
+    problems = load_problems(_rl_recipe(sft_model, Path("unused"), steps=1).data, "train")[:6]
+    engine = LLMEngine(model, tokenizer, num_slots=16, max_seq_len=256, seed=0)
+    sampling = SamplingSpec(max_new_tokens=24, thinking_budgets=[0, 4, -1])
+    trajs = sample_groups(engine, tokenizer, problems, 3, sampling, seed=5, first_group_id=0)
+    open_id = tokenizer.token_to_id(tokenizer.think_tags.open)
+    close_id = tokenizer.token_to_id(tokenizer.think_tags.close)
+    budgets = set()
+    for t in trajs:
+        ids = t.response_ids
+        # Thinking = the tokens inside any open...close block; a budget-0 prompt starts in the answer; the stop
+        # token that ends a response is not a thinking token.
+        state, count = ("answer" if t.metadata["thinking_budget"] == 0 else "before"), 0
+        body = ids[:-1] if t.finish_reason == "stop" else ids
+        for token in body:
+            if state != "thinking" and token == open_id:
+                state = "thinking"
+            elif state == "thinking" and token == close_id:
+                state = "answer"
+            elif state == "thinking":
+                count += 1
+        assert t.metadata["thinking_tokens"] == count, (t.text, t.metadata["thinking_budget"])
+        assert t.metadata["thinking_ended"] == (state != "thinking")
+        budgets.add(t.metadata["thinking_budget"])
+    assert budgets == {0, 4, -1}
+    assert any(t.metadata["thinking_tokens"] > 0 for t in trajs)
+
+
+def test_budget_aware_rl_logs_thinking_and_adherence(sft_model, tmp_path):
+    from thinkrl.train.rl_trainer import run_rl
+
+    base = _rl_recipe(sft_model, tmp_path, steps=2)
+    recipe = base.model_copy(update={
+        "sampling": base.sampling.model_copy(update={"thinking_budgets": [0, 4, 8, -1]}),
+        "algorithm": base.algorithm.model_copy(update={"budget_reward": "overlong"}),
+    })
+    run_rl(recipe)
+    steps = [r for r in _rows(tmp_path) if r["step"] >= 1]
+    assert len(steps) == 2
+    for r in steps:
+        assert 0.0 <= r["budget_adherence"] <= 1.0
+        assert r["thinking_tokens_mean"] >= 0.0

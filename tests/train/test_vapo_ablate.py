@@ -29,11 +29,11 @@ GRIDS = [ROOT / "recipes" / "ablations" / "dapo_grid.yaml", ROOT / "recipes" / "
 
 def test_shipped_grids_validate_for_every_cell():
     grids = [load_grid(path) for path in GRIDS]
-    assert [len(g.variants) for g in grids] == [5, 8]
+    assert [len(g.variants) for g in grids] == [5, 9]  # VAPO: the full recipe, 7 parts removed, paper alpha
     assert grids[0].sft == grids[1].sft  # one cold-start model per seed for both grids
     cells = build_cells(grids, [0, 1, 2], {s: "runs/x/final" for s in range(3)}, Path("runs/t"), [], False)
-    assert len(cells) == 39 and [c.seed for c in cells[:13]] == [0] * 13  # seed-major
-    assert len({c.folder for c in cells}) == 39
+    assert len(cells) == 42 and [c.seed for c in cells[:14]] == [0] * 14  # seed-major
+    assert len({c.folder for c in cells}) == 42
     check_recipes([c for c in cells if c.seed == 0])
 
 

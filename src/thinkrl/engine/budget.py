@@ -9,9 +9,11 @@ once per tokenizer (`budget_vocab`), each sampled token costs a few integer comp
 ever decoded. Requests without a controller pay nothing.
 
 Counting rule: ``thinking_tokens`` counts the **sampled** tokens strictly between the
-thinking open tag and close tag. Forced tokens (reflections, "Wait", the exhausted
-sentence, the close tag) do not count toward the budget; they do count toward the
-request's ``max_new_tokens`` (the engine's rule), so leave room for them.
+thinking open tag and close tag (of every thinking block: without enforcement a model that
+reopens thinking in its answer, even after a budget-0 prompt, keeps counting). Forced tokens
+(reflections, "Wait", the exhausted sentence, the close tag) do not count toward the budget; every sampled one
+does, a reflection the model writes itself included (so enforcement can never be dodged by opening a reflection).
+Forced tokens do count toward the request's ``max_new_tokens`` (the engine's rule), so leave room for them.
 
 Per request (see `make_budget_controller` and docs/thinking_budget.md):
 
@@ -155,7 +157,8 @@ class ThinkingBudgetController:
     Attributes (read them after generation, e.g. for evaluation):
         thinking_tokens: sampled tokens inside the thinking block so far.
         answer_tokens: sampled tokens after the thinking block.
-        forced_end: True once enforcement forced the end of thinking.
+        forced_end: True once enforcement forced the end of thinking at the budget.
+        closed_at_stop: True when enforcement turned a stop token sampled inside thinking into the end of it.
         num_reflections: budget reflections forced.
         num_waits: close tags / stop tokens replaced by "Wait" below the floor.
         phase: "before" (waiting for the model to open thinking), "thinking" or "answer".
@@ -195,6 +198,7 @@ class ThinkingBudgetController:
         self.thinking_tokens = 0
         self.answer_tokens = 0
         self.forced_end = False
+        self.closed_at_stop = False
         self.num_reflections = 0
         self.num_waits = 0
         self.phase: Phase = "thinking" if thinking_open else ("answer" if budget == 0 else "before")
@@ -219,7 +223,8 @@ class ThinkingBudgetController:
         """Tokens to force instead of the sampled ``token`` (which is then dropped); [] keeps it.
 
         Below the floor a close tag or stop token becomes "Wait"; a thinking token past an
-        enforced budget of 0 (``thinking_open``) becomes the end of thinking.
+        enforced budget of 0 (``thinking_open``) becomes the end of thinking; with enforcement a stop
+        token inside thinking becomes the end of thinking too (so enforced thinking always closes).
         """
         if self.phase != "thinking":
             return []
@@ -230,11 +235,20 @@ class ThinkingBudgetController:
             self.num_waits += 1
             self._run = 0
             return list(self.vocab.wait_ids)
+        if self._limit is not None and token in self.vocab.stop_ids:
+            # Enforced thinking ends with the close tag: a stop token sampled inside it becomes the end of
+            # thinking (no "exhausted" sentence: the budget was not used up), and the model answers.
+            self.phase = "answer"
+            self.closed_at_stop = True
+            return list(self.vocab.end_ids)
         return []
 
     def forced_tokens(self, response_ids: list[int]) -> list[int]:
         """Update the counts with the last (sampled) token of ``response_ids``; return the tokens to force."""
         if self.phase == "answer":
+            if self._limit is None and _ends_with(response_ids, self.vocab.open_ids):
+                self.phase = "thinking"  # unenforced, the model reopened thinking: it counts toward the budget
+                return []
             self.answer_tokens += 1
             if self.answer_tokens == self.max_answer_tokens:  # once: the eos must be a stop token of the request
                 return list(self._eos)

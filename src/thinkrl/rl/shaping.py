@@ -67,3 +67,33 @@ def budget_penalty(lengths: Tensor, budget: int | Tensor, alpha: float) -> Tenso
         raise TypeError(f"budget must be an int or a (B,) int tensor, got {type(budget).__name__}")
     penalty = -alpha * (budgets - lengths).abs().float()
     return torch.where(budgets < 0, torch.zeros_like(penalty), penalty)
+
+
+def budget_overlong_penalty(thinking_tokens: Tensor, budgets: Tensor, cache_frac: float) -> Tensor:
+    """DAPO's soft overlong punishment with each response's thinking budget as the limit.
+
+    Budget-aware RL (Seed-OSS thinking budget): a response rendered with budget ``B > 0`` is
+    punished like `soft_overlong_penalty` with ``L_max = B`` and ``L_cache = max(1, ceil(cache_frac·B))``,
+    applied to its *thinking* tokens: 0 up to ``B - L_cache``, a linear ramp to -1 at ``B``, -1 beyond.
+    Budget 0 (answer at once): -1 for any thinking token. Budget -1 (unlimited): 0.
+
+    Args:
+        thinking_tokens: (B,) int — thinking tokens each response used.
+        budgets: (B,) int — each response's budget (-1 unlimited, 0, or a positive count).
+        cache_frac: in (0, 1] — the ramp's share of the budget (DAPO's paper values give 0.2).
+
+    Returns:
+        (B,) float32 penalty in [-1, 0].
+    """
+    check_tensor("thinking_tokens", thinking_tokens, kind="int", ndim=1)
+    check_tensor("budgets", budgets, kind="int", shape=thinking_tokens.shape)
+    check_range("cache_frac", cache_frac, low=0.0, high=1.0, low_inclusive=False)
+    used = thinking_tokens.float()
+    limit = budgets.float()
+    cache = torch.ceil(cache_frac * limit).clamp_min(1.0)
+    free = limit - cache
+    ramp = (free - used) / cache
+    penalty = torch.where(used <= free, torch.zeros_like(ramp), ramp)
+    penalty = torch.where(used > limit, torch.full_like(ramp, -1.0), penalty)
+    penalty = torch.where((budgets == 0) & (used == 0), torch.zeros_like(penalty), penalty)  # no ramp at 0
+    return torch.where(budgets < 0, torch.zeros_like(penalty), penalty)

@@ -14,8 +14,9 @@ from thinkrl.rl import entropy_from_logits, token_logprobs
 from thinkrl.tasks import Problem, Task, get_task
 from thinkrl.tasks.dataset import generate_dataset, read_jsonl
 from thinkrl.tokenizer import BUILTIN_DIR, TextTokenizer, load_tokenizer
+from thinkrl.tokenizer.budget import reflection_interval, reflection_text
 from thinkrl.train.batching import PackedBatch
-from thinkrl.train.config import DataSpec, ModelSpec, TokenizerSpec
+from thinkrl.train.config import DataSpec, ModelSpec, TokenizerSpec, save_resolved
 
 
 def build_tokenizer(spec: TokenizerSpec) -> TextTokenizer:
@@ -72,21 +73,55 @@ def encode_sft_example(tokenizer: TextTokenizer, problem: Problem, thinking: str
     return prompt_ids + completion_ids, [False] * len(prompt_ids) + [True] * len(completion_ids)
 
 
-def fit_thinking_to_budget(tokenizer: TextTokenizer, thinking: str, budget: int) -> str:
+def add_budget_reflections(tokenizer: TextTokenizer, thinking: str, budget: int, interval: int | None = None) -> str:
+    """``thinking`` with a Seed-OSS budget reflection after every ``interval`` trace tokens, below ``budget``.
+
+    Each reflection, on a line of its own between the format's reflect tags, reads "I have used k tokens, and there
+    are budget - k tokens remaining for use.", k being the thinking tokens before its tag as the engine counts a
+    model's sampled tokens (earlier reflections included). ``interval`` None takes the Seed-OSS table
+    (`reflection_interval`: 128 up to a 512 budget, ...). Budgets 0 and -1 get none.
+    """
+    if budget <= 0:
+        return thinking
+    interval = reflection_interval(budget) if interval is None else interval
+    if interval < 1:
+        raise ValueError(f"reflection interval must be >= 1, got {interval}")
+    tags = tokenizer.think_tags
+    ids = tokenizer.encode(thinking)
+    text, last = "", 0
+    for cut in range(interval, len(ids), interval):
+        text += tokenizer.decode(ids[last:cut])
+        last = cut
+        # What the engine counts when the model writes the tag: everything before it (the tag is one special token
+        # or at least tokenised apart).
+        used = len(tokenizer.encode(text + "\n" + tags.reflect_open)) - len(tokenizer.encode(tags.reflect_open))
+        if used >= budget:
+            break
+        text += f"\n{tags.reflect_open}{reflection_text(used, budget - used)}{tags.reflect_close}\n"
+    return text + tokenizer.decode(ids[last:])
+
+
+def fit_thinking_to_budget(tokenizer: TextTokenizer, thinking: str, budget: int, reflect: bool = False,
+                           reflect_interval: int | None = None) -> str:
     """The longest prefix of whole reasoning lines that fits in ``budget`` tokens (-1: all; 0: none).
 
     Budget-aware SFT: a model told to think at most B tokens sees traces that stop thinking in time and then
     answer — from partial reasoning when the full trace is longer (so accuracy can depend on the budget).
+    With ``reflect`` the trace gets `add_budget_reflections`, and the reflections count toward the budget (the
+    model writes them, and the engine counts every sampled thinking token).
     """
-    if budget < 0 or len(tokenizer.encode(thinking)) <= budget:
-        return thinking
+    def render(text: str) -> str:
+        return add_budget_reflections(tokenizer, text, budget, reflect_interval) if reflect else text
+
+    if budget < 0:
+        return render(thinking)
     kept: list[str] = []
     for line in thinking.split("\n"):
         candidate = "\n".join([*kept, line])
-        if len(tokenizer.encode(candidate)) > budget:
+        if len(tokenizer.encode(render(candidate))) > budget:
             break
         kept.append(line)
-    return "\n".join(kept)
+    return render("\n".join(kept))
 
 
 def task_of(problem: Problem) -> Task:
@@ -150,3 +185,17 @@ def _copy_tokenizer_files(tokenizer: TextTokenizer, folder: Path) -> None:
                      "generation_config.json"):
             if (source / name).exists():
                 shutil.copy(source / name, folder / name)
+
+
+def prepare_run(recipe: Any) -> tuple[Path, TextTokenizer, CausalLM]:
+    """What every training recipe does first: create the output folder (``trainer.output_dir`` or
+    ``runs/<name>``), save the resolved recipe there, seed everything, build the tokenizer and the model.
+
+    Returns (output folder, tokenizer, model).
+    """
+    out = Path(recipe.trainer.output_dir or f"runs/{recipe.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(recipe, out / "recipe.yaml")
+    seed_everything(recipe.trainer.seed)
+    tokenizer = build_tokenizer(recipe.tokenizer)
+    return out, tokenizer, build_policy(recipe.model, tokenizer, seed=recipe.trainer.seed)

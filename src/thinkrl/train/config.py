@@ -256,6 +256,14 @@ class AlgorithmSpec(_Section):
     """L_max of the overlong penalty; must not exceed sampling.max_new_tokens."""
     overlong_cache_len: int = Field(256, ge=0)
     """L_cache of the overlong penalty: the penalty ramps over the last this-many tokens."""
+    budget_reward: Literal["none", "overlong", "l1"] = "none"
+    """Reward shaping relative to each prompt's sampled thinking budget (``sampling.thinking_budgets``), on the
+    thinking tokens used: "overlong" is DAPO's soft overlong punishment with the budget as the limit, "l1" is
+    L1/LCPO's ``-budget_alpha * |budget - used|``; budget -1 is never shaped."""
+    budget_cache_frac: float = Field(0.25, gt=0.0, le=1.0)
+    """"overlong": the ramp to -1 spans the last this share of the budget (L_cache = ceil(frac * budget))."""
+    budget_alpha: float = Field(0.01, ge=0.0)
+    """"l1": penalty per token between the budget and the thinking tokens used."""
     kl_coef: float = Field(0.0, ge=0.0)
     """Weight of the KL penalty to the reference policy; 0 is off (no reference model)."""
     kl_kind: KLKind = "k3"
@@ -422,6 +430,10 @@ class SFTRecipe(_Recipe):
     """Passes over the training set; trainer.steps caps the total."""
     thinking_budgets: list[int] = Field(default_factory=lambda: [-1])
     """Budgets sampled per example and rendered in its prompt (-1 unlimited, 0 answer at once); traces cut to fit."""
+    budget_reflections: bool = True
+    """Write Seed-OSS budget reflections into traces with a finite budget, at the reflection interval."""
+    reflect_interval: int | None = Field(None, ge=1)
+    """Tokens between reflections in SFT traces; None is the Seed-OSS table (128 up to a 512 budget, ...)."""
 
     @field_validator("thinking_budgets")
     @classmethod
@@ -444,6 +456,12 @@ class RLRecipe(_Recipe):
                 f"algorithm.max_response_len ({self.algorithm.max_response_len}) exceeds "
                 f"sampling.max_new_tokens ({self.sampling.max_new_tokens}); the overlong penalty "
                 "would never reach its end"
+            )
+        if self.algorithm.budget_reward != "none" and all(b < 0 for b in self.sampling.thinking_budgets):
+            raise ValueError(
+                f"algorithm.budget_reward {self.algorithm.budget_reward!r} shapes the reward relative to the "
+                f"thinking budget, but sampling.thinking_budgets {self.sampling.thinking_budgets} has no finite "
+                "budget (e.g. [0, 16, 32, -1])"
             )
         return self
 

@@ -20,17 +20,18 @@ from dataclasses import dataclass, field
 import torch
 
 from thinkrl.engine import LLMEngine, Request, SamplingParams
+from thinkrl.engine.budget import ThinkingBudgetController, budget_vocab
 from thinkrl.records import Trajectory
 from thinkrl.rewards import score_response
 from thinkrl.rewards.external import task_for
-from thinkrl.rl import group_has_variance, soft_overlong_penalty
+from thinkrl.rl import budget_overlong_penalty, budget_penalty, group_has_variance, soft_overlong_penalty
 from thinkrl.tasks import Problem
 from thinkrl.tokenizer import TextTokenizer
 from thinkrl.train.config import AlgorithmSpec, PrefilterSpec, SamplingSpec
 from thinkrl.train.curriculum import SKIPPED_TOTAL, FilterResult, PromptCursor, PromptSource, filter_by_pass_rate
 
 __all__ = ["PromptCursor", "RolloutBatch", "collect_rollout_batch", "estimate_pass_rates", "prefilter_problems",
-           "sample_groups", "score_trajectories"]
+           "sample_groups", "score_trajectories", "within_budget"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ class RolloutBatch:
         num_rounds: sampling rounds used.
         sampled_correct: correctness of every sampled response (kept or not), for accuracy metrics.
         sampled_lengths: response lengths of every sampled response.
+        sampled_within_budget: `within_budget` of every sampled response with a finite budget.
+        sampled_thinking_tokens: thinking tokens of every sampled response that was counted.
         reasons: verifier reasons over every sampled response.
         num_prompts_skipped: prompts the source skipped while filling this batch (online filter).
         data_metrics: the prompt source's `metrics()` after this batch (``data/...``,
@@ -57,6 +60,8 @@ class RolloutBatch:
     num_rounds: int = 0
     sampled_correct: list[bool] = field(default_factory=list)
     sampled_lengths: list[int] = field(default_factory=list)
+    sampled_within_budget: list[bool] = field(default_factory=list)
+    sampled_thinking_tokens: list[int] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
     num_prompts_skipped: int = 0
     data_metrics: dict[str, float] = field(default_factory=dict)
@@ -66,16 +71,43 @@ def sample_groups(engine: LLMEngine, tokenizer: TextTokenizer, problems: list[Pr
                   sampling: SamplingSpec, seed: int, first_group_id: int) -> list[Trajectory]:
     """G seeded samples for each problem; ``metadata`` carries the problem and its thinking budget."""
     rng = random.Random(seed)
+    # With finite budgets in play, a counting controller (no enforcement) rides along with every request:
+    # it counts thinking tokens by the engine's rule for budget shaping and adherence metrics.
+    count = any(b >= 0 for b in sampling.thinking_budgets)
+    vocab = budget_vocab(tokenizer) if count else None
     requests = []
     for g, problem in enumerate(problems):
         budget = rng.choice(sampling.thinking_budgets)
-        prompt_ids = tokenizer.encode_chat([{"role": "user", "content": problem.prompt}], thinking_budget=budget)
+        text = tokenizer.apply_chat_template([{"role": "user", "content": problem.prompt}],
+                                             add_generation_prompt=True, thinking_budget=budget)
+        prompt_ids = tokenizer.encode(text)
+        opened = budget != 0 and text.rstrip().endswith(tokenizer.think_tags.open)  # e.g. Qwen3-style prompts
         for k in range(group_size):
             params = SamplingParams(max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
                                     top_p=sampling.top_p, top_k=sampling.top_k, seed=rng.getrandbits(62))
             meta = {"problem": problem, "group_id": first_group_id + g, "thinking_budget": budget}
-            requests.append(Request(prompt_ids, params, request_id=(first_group_id + g, k), metadata=meta))
-    return engine.generate(requests)
+            controller = None
+            if vocab is not None:
+                controller = ThinkingBudgetController(vocab, budget, enforce=False, thinking_open=opened)
+                meta["budget_counter"] = controller
+            requests.append(Request(prompt_ids, params, request_id=(first_group_id + g, k), metadata=meta,
+                                    controller=controller))
+    trajs = engine.generate(requests)
+    for traj in trajs:
+        counter = traj.metadata.pop("budget_counter", None)
+        if counter is not None:
+            traj.metadata["thinking_tokens"] = counter.thinking_tokens
+            traj.metadata["thinking_ended"] = counter.phase != "thinking"
+    return trajs
+
+
+def within_budget(traj: Trajectory) -> bool | None:
+    """Whether a response kept its thinking budget: thinking ended, using at most the budget
+    (None when the budget is unlimited or the thinking tokens were not counted)."""
+    budget = traj.metadata.get("thinking_budget", -1)
+    if budget < 0 or "thinking_tokens" not in traj.metadata:
+        return None
+    return bool(traj.metadata["thinking_ended"]) and traj.metadata["thinking_tokens"] <= budget
 
 
 def judge_trajectories(trajs: list[Trajectory], tokenizer: TextTokenizer) -> None:
@@ -89,7 +121,8 @@ def judge_trajectories(trajs: list[Trajectory], tokenizer: TextTokenizer) -> Non
 
 
 def score_trajectories(trajs: list[Trajectory], tokenizer: TextTokenizer, algo: AlgorithmSpec) -> None:
-    """Set ``reward`` (rule reward +1/-1 plus DAPO soft overlong punishment) and ``reward_reason``."""
+    """Set ``reward`` and ``reward_reason``: the rule reward (+1/-1), plus DAPO's soft overlong punishment, plus
+    the budget shaping of ``algo.budget_reward`` (relative to each response's ``thinking_budget``)."""
     judge_trajectories(trajs, tokenizer)
     for traj in trajs:
         traj.reward = algo.correct_reward if traj.metadata["correct"] else algo.wrong_reward
@@ -98,6 +131,18 @@ def score_trajectories(trajs: list[Trajectory], tokenizer: TextTokenizer, algo: 
         penalty = soft_overlong_penalty(lengths, algo.max_response_len, algo.overlong_cache_len).tolist()
         for traj, p in zip(trajs, penalty, strict=True):
             traj.reward = float(traj.reward) + p
+    if algo.budget_reward != "none" and trajs:
+        if any("thinking_tokens" not in t.metadata for t in trajs):
+            raise ValueError("budget_reward needs thinking-token counts: sample with finite thinking budgets")
+        used = torch.tensor([int(t.metadata["thinking_tokens"]) for t in trajs])
+        budgets = torch.tensor([int(t.metadata["thinking_budget"]) for t in trajs])
+        if algo.budget_reward == "overlong":
+            shaped = budget_overlong_penalty(used, budgets, algo.budget_cache_frac)
+        else:
+            shaped = budget_penalty(used, budgets, algo.budget_alpha)
+        for traj, p in zip(trajs, shaped.tolist(), strict=True):
+            traj.reward = float(traj.reward) + p
+            traj.metadata["budget_penalty"] = p
 
 
 def _group_outcomes(trajs: list[Trajectory]) -> list[tuple[Problem, list[bool]]]:
@@ -173,6 +218,11 @@ def collect_rollout_batch(engine: LLMEngine, tokenizer: TextTokenizer, cursor: P
         for t in trajs:
             batch.sampled_correct.append(bool(t.metadata["correct"]))
             batch.sampled_lengths.append(len(t.response_ids))
+            kept_budget = within_budget(t)
+            if kept_budget is not None:
+                batch.sampled_within_budget.append(kept_budget)
+            if "thinking_tokens" in t.metadata:
+                batch.sampled_thinking_tokens.append(int(t.metadata["thinking_tokens"]))
             batch.reasons[t.reward_reason] = batch.reasons.get(t.reward_reason, 0) + 1
         if algo.dynamic_sampling:
             correct = torch.tensor([float(t.metadata["correct"]) for t in trajs])

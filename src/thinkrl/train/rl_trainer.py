@@ -46,19 +46,18 @@ from thinkrl.train.batching import PackedBatch, pack_trajectories, split_micro_b
 from thinkrl.train.checkpoint import latest_checkpoint, load_checkpoint, restore_checkpoint, save_checkpoint
 from thinkrl.train.common import (
     ResponseForward,
-    build_policy,
-    build_tokenizer,
     forward_responses,
     load_problems,
+    prepare_run,
     save_policy,
-    seed_everything,
 )
-from thinkrl.train.config import AlgorithmSpec, RLRecipe, save_resolved
+from thinkrl.train.config import AlgorithmSpec, RLRecipe
 from thinkrl.train.critic import build_critic, compute_values, explained_variance, update_critic
+from thinkrl.train.curriculum import Curriculum, PromptCursor, build_prompt_source
 from thinkrl.train.metrics import MetricsLogger, Timer, plot_metrics, progress
-from thinkrl.train.rl_rollout import PromptCursor, RolloutBatch, collect_rollout_batch
+from thinkrl.train.rl_rollout import RolloutBatch, collect_rollout_batch, prefilter_problems
 from thinkrl.train.schedule import build_optimizer, build_scheduler
-from thinkrl.train.value_pretrain import pretrain_value
+from thinkrl.train.value_pretrain import EV_WINDOW, pretrain_value
 
 logger = logging.getLogger(__name__)
 
@@ -266,30 +265,39 @@ def train_on_rollout(rollout: RolloutBatch, model: CausalLM, optimizer: torch.op
 
 def run_rl(recipe: RLRecipe) -> Path:
     """Train with RL; returns the folder of the final HF-format policy."""
-    out = Path(recipe.trainer.output_dir or f"runs/{recipe.name}")
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved(recipe, out / "recipe.yaml")
-    seed_everything(recipe.trainer.seed)
-    tokenizer = build_tokenizer(recipe.tokenizer)
-    model = build_policy(recipe.model, tokenizer, seed=recipe.trainer.seed)
+    out, tokenizer, model = prepare_run(recipe)
     ref_model = copy.deepcopy(model).eval().requires_grad_(False) if recipe.algorithm.kl_coef > 0 else None
     critic = make_critic(recipe, model)
     optimizer = build_optimizer(model.parameters(), recipe.optim)
     scheduler = build_scheduler(optimizer, recipe.optim, recipe.trainer.steps)
     train_problems = load_problems(recipe.data, "train")
     test_problems = load_problems(recipe.data, "test")
-    cursor = PromptCursor(train_problems, recipe.data.seed)
     sampling, algo, trainer = recipe.sampling, recipe.algorithm, recipe.trainer
+    exclude = {p.id for p in test_problems}
+    source = build_prompt_source(recipe.data, train_problems, exclude_ids=exclude)
+    sized = train_problems[:200] + test_problems[:200]
+    if isinstance(source, Curriculum):  # the longest prompts come at the hardest difficulty it may reach
+        sized += source.hardest_problems(20, seed=recipe.data.seed)
     max_prompt = max(len(tokenizer.encode_chat([{"role": "user", "content": p.prompt}], thinking_budget=b))
-                     for p in train_problems[:200] + test_problems[:200] for b in sampling.thinking_budgets)
+                     for p in sized for b in sampling.thinking_budgets)
     engine = LLMEngine(model, tokenizer, num_slots=sampling.num_slots,
                        max_seq_len=max_prompt + 16 + sampling.max_new_tokens, seed=trainer.seed)
+    data_log: dict[str, float] = {}
+    if recipe.data.prefilter is not None:
+        # Before any checkpoint is restored: the initial policy and the seed fix the kept set, so a resumed
+        # run filters exactly as the original did.
+        timer = Timer()
+        with timer.phase("prefilter"):
+            kept = prefilter_problems(engine, tokenizer, train_problems, recipe.data.prefilter, sampling,
+                                      seed=trainer.seed)
+        train_problems, data_log = kept.kept, {**kept.metrics(), **timer.metrics()}
+        source = build_prompt_source(recipe.data, train_problems, exclude_ids=exclude)
     ckpt_root, start = out / "checkpoints", 0
     if trainer.resume and latest_checkpoint(ckpt_root) is not None:
         state = restore_checkpoint(load_checkpoint(ckpt_root), model=model, optimizer=optimizer, scheduler=scheduler,
                                    extra=critic.state() if critic else None)
         start = state["step"]
-        cursor = PromptCursor(train_problems, recipe.data.seed, **state["cursor"])
+        source = build_prompt_source(recipe.data, train_problems, exclude_ids=exclude, state=state["cursor"])
         logger.info("resumed RL at step %d", start)
     engine.policy_version = start
 
@@ -305,6 +313,8 @@ def run_rl(recipe: RLRecipe) -> Path:
 
     with MetricsLogger(out) as metrics, progress(trainer.steps, "rl") as bar:
         bar.update(start)
+        if data_log and start == 0:
+            metrics.log(0, data_log)
         if trainer.eval_every and start == 0:
             run_eval(0, metrics)
         if critic is not None and algo.value_pretrain_steps and start == 0:
@@ -312,9 +322,9 @@ def run_rl(recipe: RLRecipe) -> Path:
         for step in range(start + 1, trainer.steps + 1):
             timer = Timer()
             with timer.phase("rollout"):
-                rollout = collect_rollout_batch(engine, tokenizer, cursor, algo, sampling,
+                rollout = collect_rollout_batch(engine, tokenizer, source, algo, sampling,
                                                 seed=trainer.seed * 100_003 + step)
-            row = _rollout_metrics(rollout)
+            row = {**_rollout_metrics(rollout), **rollout.data_metrics, "prompts_skipped": rollout.num_prompts_skipped}
             if rollout.trajectories:
                 row.update(train_on_rollout(rollout, model, optimizer, critic, ref_model, recipe, step, timer))
                 scheduler.step()  # only after an optimizer step (a step with no kept group trains nothing)
@@ -326,7 +336,7 @@ def run_rl(recipe: RLRecipe) -> Path:
             bar.update(1, reward=round(row["reward"], 3), acc=round(row["accuracy"], 3))
             if trainer.save_every and step % trainer.save_every == 0:
                 save_checkpoint(ckpt_root, step, model=model, optimizer=optimizer, scheduler=scheduler,
-                                trainer_state={"step": step, "cursor": cursor.state()}, recipe=recipe,
+                                trainer_state={"step": step, "cursor": source.state()}, recipe=recipe,
                                 extra=critic.state() if critic else None, keep_last=trainer.keep_last)
             if trainer.eval_every and (step % trainer.eval_every == 0 or step == trainer.steps):
                 run_eval(step, metrics)
@@ -350,16 +360,19 @@ def run_value_pretraining(critic: Critic, engine: LLMEngine, tokenizer: TextToke
                                 micro_batch_tokens=trainer.micro_batch_tokens, grad_clip=recipe.optim.grad_clip,
                                 seed=trainer.seed, metrics=log)
     evs = result.explained_variance
+    recent = sum(evs[-EV_WINDOW:]) / len(evs[-EV_WINDOW:])
     metrics.log(0, {"value_pretrain/steps": result.steps, "value_pretrain/explained_variance_first": evs[0],
                     "value_pretrain/explained_variance_last": evs[-1],
+                    "value_pretrain/explained_variance_recent": recent,
                     "value_pretrain/reached_target": result.reached_target, **timer.metrics()})
-    logger.info("value pretraining: %d steps, explained variance %.3f -> %.3f", result.steps, evs[0], evs[-1])
+    logger.info("value pretraining: %d steps, explained variance %.3f -> %.3f (mean of the last %d: %.3f)",
+                result.steps, evs[0], evs[-1], EV_WINDOW, recent)
 
 
 def _rollout_metrics(rollout) -> dict[str, float]:
     trajs = rollout.trajectories
     n = max(1, len(rollout.sampled_correct))
-    return {
+    row = {
         "reward": sum(float(t.reward) for t in trajs) / max(1, len(trajs)),
         "accuracy": sum(rollout.sampled_correct) / n,
         "response_length_mean": sum(rollout.sampled_lengths) / n,
@@ -370,3 +383,8 @@ def _rollout_metrics(rollout) -> dict[str, float]:
         "sampling_rounds": rollout.num_rounds,
         "truncated_frac": rollout.reasons.get("truncated", 0) / n,
     }
+    if rollout.sampled_thinking_tokens:
+        row["thinking_tokens_mean"] = sum(rollout.sampled_thinking_tokens) / len(rollout.sampled_thinking_tokens)
+    if rollout.sampled_within_budget:
+        row["budget_adherence"] = sum(rollout.sampled_within_budget) / len(rollout.sampled_within_budget)
+    return row

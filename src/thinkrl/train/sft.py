@@ -17,16 +17,14 @@ from thinkrl.tasks import get_task
 from thinkrl.train.batching import pack_sft_examples, split_micro_batches
 from thinkrl.train.checkpoint import latest_checkpoint, load_checkpoint, restore_checkpoint, save_checkpoint
 from thinkrl.train.common import (
-    build_policy,
-    build_tokenizer,
     encode_sft_example,
     fit_thinking_to_budget,
     forward_responses,
     load_problems,
+    prepare_run,
     save_policy,
-    seed_everything,
 )
-from thinkrl.train.config import SFTRecipe, save_resolved
+from thinkrl.train.config import SFTRecipe
 from thinkrl.train.metrics import MetricsLogger, progress
 from thinkrl.train.schedule import build_optimizer, build_scheduler
 
@@ -44,7 +42,8 @@ def build_sft_examples(recipe: SFTRecipe, tokenizer) -> list[tuple[list[int], li
     for problem in load_problems(recipe.data, "train"):
         trace = task.write_trace(problem, rng, noise=recipe.trace_noise)
         budget = rng.choice(recipe.thinking_budgets) if len(recipe.thinking_budgets) > 1 else recipe.thinking_budgets[0]
-        thinking = fit_thinking_to_budget(tokenizer, trace.thinking, budget)
+        thinking = fit_thinking_to_budget(tokenizer, trace.thinking, budget, reflect=recipe.budget_reflections,
+                                          reflect_interval=recipe.reflect_interval)
         examples.append(encode_sft_example(tokenizer, problem, thinking, trace.answer, budget))
     return examples
 
@@ -68,12 +67,7 @@ def _batches(examples: list[tuple[list[int], list[bool]]], max_tokens: int, rng:
 
 def run_sft(recipe: SFTRecipe) -> Path:
     """Train; returns the folder of the final HF-format model (``<output_dir>/final``)."""
-    out = Path(recipe.trainer.output_dir or f"runs/{recipe.name}")
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved(recipe, out / "recipe.yaml")
-    seed_everything(recipe.trainer.seed)
-    tokenizer = build_tokenizer(recipe.tokenizer)
-    model = build_policy(recipe.model, tokenizer, seed=recipe.trainer.seed)
+    out, tokenizer, model = prepare_run(recipe)
     examples = build_sft_examples(recipe, tokenizer)
     rng = random.Random(recipe.trainer.seed)
     steps_per_epoch = len(_batches(examples, recipe.trainer.micro_batch_tokens, random.Random(0)))

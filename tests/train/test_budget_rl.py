@@ -1,0 +1,66 @@
+"""Budget-aware RL: the reward is shaped relative to each prompt's sampled thinking budget."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from thinkrl.records import Trajectory
+from thinkrl.rl import ALGORITHM_PRESETS
+from thinkrl.tasks import get_task
+from thinkrl.tokenizer import load_tokenizer
+from thinkrl.train.config import AlgorithmSpec, RLRecipe, validate_recipe
+from thinkrl.train.rl_rollout import score_trajectories, within_budget
+
+
+def _correct_response(tokenizer, problem, thinking: str) -> str:
+    """The assistant turn as the chat template renders it (what a well-trained model writes)."""
+    answer = str(problem.ground_truth["answer"])
+    messages = [{"role": "user", "content": problem.prompt},
+                {"role": "assistant", "content": answer, "reasoning_content": thinking}]
+    prompt = tokenizer.apply_chat_template(messages[:1], add_generation_prompt=True, thinking_budget=16)
+    full = tokenizer.apply_chat_template(messages, add_generation_prompt=False, thinking_budget=16)
+    return full[len(prompt):]
+
+
+def _trajectory(text: str, problem, budget: int, used: int, ended: bool = True) -> Trajectory:
+    meta = {"problem": problem, "thinking_budget": budget, "thinking_tokens": used, "thinking_ended": ended}
+    return Trajectory([1], [5, 6], [0.0, 0.0], text=text, metadata=meta)
+
+
+@pytest.mark.parametrize("mode", ["overlong", "l1"])
+def test_score_trajectories_shapes_correct_answers_by_budget(mode):
+    tokenizer = load_tokenizer("builtin")
+    problem = get_task("arithmetic").generate(random.Random(3), num_terms=2, max_number=9)
+    text = _correct_response(tokenizer, problem, "a short thought")
+    algo = AlgorithmSpec(advantage_estimator="grpo", overlong_penalty=False, budget_reward=mode,
+                         budget_cache_frac=0.25, budget_alpha=0.01)
+    cases = [(16, 10), (16, 14), (16, 20), (0, 0), (-1, 50)]  # (budget, thinking tokens used)
+    trajs = [_trajectory(text, problem, b, u) for b, u in cases]
+    score_trajectories(trajs, tokenizer, algo)
+    assert all(t.metadata["correct"] for t in trajs)
+    expected = {
+        # budget 16, L_cache 4 -> free to 12: 10 -> 0; 14 -> -0.5; 20 -> -1. Budget 0 with 0 used: 0. -1: 0.
+        "overlong": [1.0, 0.5, 0.0, 1.0, 1.0],
+        # 1 - 0.01 |16 - used|: 6, 2, 4 tokens off; budget 0 exactly kept; -1 never shaped.
+        "l1": [0.94, 0.98, 0.96, 1.0, 1.0],
+    }[mode]
+    assert [round(t.reward, 6) for t in trajs] == pytest.approx(expected)
+    assert [within_budget(t) for t in trajs] == [True, True, False, True, None]
+
+
+def test_score_trajectories_without_counts_is_a_clear_error():
+    tokenizer = load_tokenizer("builtin")
+    problem = get_task("arithmetic").generate(random.Random(3), num_terms=2, max_number=9)
+    traj = Trajectory([1], [5], [0.0], text="7", metadata={"problem": problem, "thinking_budget": 8})
+    algo = AlgorithmSpec(advantage_estimator="grpo", budget_reward="overlong")
+    with pytest.raises(ValueError, match="thinking-token counts"):
+        score_trajectories([traj], tokenizer, algo)
+
+
+def test_recipe_rejects_budget_reward_without_a_finite_budget():
+    raw = {"name": "x", "model": {"path": "unused"}, "data": {"task": "arithmetic"},
+           "sampling": {"thinking_budgets": [-1]}, "algorithm": {"preset": "dapo", "budget_reward": "l1"}}
+    with pytest.raises(ValueError, match="no finite budget"):
+        validate_recipe(raw, RLRecipe, presets=ALGORITHM_PRESETS)
