@@ -35,7 +35,7 @@ def test_score_trajectories_shapes_correct_answers_by_budget(mode):
     problem = get_task("arithmetic").generate(random.Random(3), num_terms=2, max_number=9)
     text = _correct_response(tokenizer, problem, "a short thought")
     algo = AlgorithmSpec(advantage_estimator="grpo", overlong_penalty=False, budget_reward=mode,
-                         budget_cache_frac=0.25, budget_alpha=0.01)
+                         budget_cache_frac=0.25, budget_alpha=0.01, budget_overlong_coef=1.0)
     cases = [(16, 10), (16, 14), (16, 20), (0, 0), (-1, 50)]  # (budget, thinking tokens used)
     trajs = [_trajectory(text, problem, b, u) for b, u in cases]
     score_trajectories(trajs, tokenizer, algo)
@@ -48,6 +48,18 @@ def test_score_trajectories_shapes_correct_answers_by_budget(mode):
     }[mode]
     assert [round(t.reward, 6) for t in trajs] == pytest.approx(expected)
     assert [within_budget(t) for t in trajs] == [True, True, False, True, None]
+
+
+def test_budget_overlong_coef_scales_the_punishment():
+    tokenizer = load_tokenizer("builtin")
+    problem = get_task("arithmetic").generate(random.Random(3), num_terms=2, max_number=9)
+    text = _correct_response(tokenizer, problem, "a short thought")
+    algo = AlgorithmSpec(advantage_estimator="grpo", overlong_penalty=False, budget_reward="overlong")
+    assert algo.budget_overlong_coef == 2.0  # the default: an overrun correct answer is no better than a wrong one
+    trajs = [_trajectory(text, problem, 16, used) for used in (10, 14, 20)]
+    score_trajectories(trajs, tokenizer, algo)
+    # 1 + 2 * [0, -0.5, -1]
+    assert [t.reward for t in trajs] == pytest.approx([1.0, 0.0, -1.0])
 
 
 def test_score_trajectories_without_counts_is_a_clear_error():

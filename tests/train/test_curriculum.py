@@ -342,3 +342,16 @@ def test_rollout_drives_the_curriculum_harder_until_the_policy_fails() -> None:
     problems = curriculum.take(50)
     share = sum(p.ground_truth["answer"] == 2 for p in problems) / 50
     assert share < rates[0] and all(p.difficulty == level.difficulty for p in problems)
+
+
+def test_hardest_problems_survive_a_generator_that_gives_up_on_some_draws():
+    from thinkrl.train.config import CurriculumSpec
+    from thinkrl.train.curriculum import Curriculum
+
+    # At 8 terms up to 1000 with results capped at 1000, arithmetic's generator gives up on some draws (raising
+    # ValueError); sizing the engine must draw again, not crash (it did, on this seed).
+    rule = CurriculumSpec(knobs={"max_number": 2, "num_terms": 1}, target_low=0.25, target_high=0.6, window=32)
+    curriculum = Curriculum({"arithmetic": rule}, {"arithmetic": {"num_terms": 3, "max_number": 6}})
+    problems = curriculum.hardest_problems(20, seed=0)
+    assert len(problems) == 20
+    assert all(p.difficulty["num_terms"] == 8 and p.difficulty["max_number"] == 1000 for p in problems)

@@ -260,6 +260,10 @@ class AlgorithmSpec(_Section):
     """Reward shaping relative to each prompt's sampled thinking budget (``sampling.thinking_budgets``), on the
     thinking tokens used: "overlong" is DAPO's soft overlong punishment with the budget as the limit, "l1" is
     L1/LCPO's ``-budget_alpha * |budget - used|``; budget -1 is never shaped."""
+    budget_overlong_coef: float = Field(2.0, ge=0.0)
+    """"overlong": weight of the budget punishment. At 2 (= correct - wrong reward) a correct answer that overran
+    its budget scores no better than a wrong one within it; at 1 (DAPO's weight) overrunning still pays when it
+    turns wrong answers right, and RL learns to overrun."""
     budget_cache_frac: float = Field(0.25, gt=0.0, le=1.0)
     """"overlong": the ramp to -1 spans the last this share of the budget (L_cache = ceil(frac * budget))."""
     budget_alpha: float = Field(0.01, ge=0.0)

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from thinkrl.tasks import Problem, get_task
+from thinkrl.tasks import Problem, Task, get_task
 from thinkrl.tasks.dataset import split_of
 from thinkrl.train.config import CurriculumSpec, DataSpec
 
@@ -250,6 +250,18 @@ class TaskLevel:
     changes: int = 0
 
 
+def _can_generate(task: Task, difficulty: Mapping[str, Any], draws: int = 8) -> bool:
+    """Whether ``task`` makes a problem at ``difficulty`` in at most ``draws`` seeded tries."""
+    rng = random.Random(0)
+    for _ in range(draws):
+        try:
+            task.generate(rng, **difficulty)
+            return True
+        except ValueError:
+            continue
+    return False
+
+
 class Curriculum:
     """Fresh problems per task at a difficulty that keeps each task's pass rate inside a target band.
 
@@ -291,7 +303,10 @@ class Curriculum:
     def _generate(self, name: str, rng: random.Random, max_draws: int = 1000) -> Problem:
         difficulty = self.levels[name].difficulty
         for _ in range(max_draws):
-            problem = self.tasks[name].generate(rng, **difficulty)
+            try:
+                problem = self.tasks[name].generate(rng, **difficulty)
+            except ValueError:  # a generator may give up on one draw at extreme difficulties (e.g. a result cap)
+                continue
             if problem.id not in self.exclude_ids and split_of(problem.id, self.test_percent) == "train":
                 return problem
         raise ValueError(f"no train-split problem of {name!r} outside the held-out set in {max_draws} draws "
@@ -325,6 +340,8 @@ class Curriculum:
                 resolved = task.resolve_difficulty(candidate)
             except ValueError:  # out of the knob's range, or breaks a constraint between knobs
                 continue
+            if not _can_generate(task, resolved):  # valid knobs, but the generator cannot make such problems
+                continue
             level.difficulty, level.pointer = resolved, (j + 1) % len(knobs) if harder else j
             level.changes += 1
             return True
@@ -340,17 +357,31 @@ class Curriculum:
             target = knob.high if step > 0 else knob.low
             for value in range(int(target), int(difficulty[name]), -1 if step > 0 else 1):
                 try:
-                    difficulty = spec.resolve_difficulty({**difficulty, name: value})
-                    break
+                    candidate = spec.resolve_difficulty({**difficulty, name: value})
                 except ValueError:
                     continue
+                if _can_generate(spec, candidate):
+                    difficulty = candidate
+                    break
         return difficulty
 
     def hardest_problems(self, n: int, seed: int = 0) -> list[Problem]:
         """``n`` problems per task at `hardest_difficulty` (e.g. to size the engine for the longest prompts)."""
         rng = random.Random(seed)
-        return [self.tasks[name].generate(rng, **self.hardest_difficulty(name)) for name in self.tasks
-                for _ in range(n)]
+        out = []
+        for name in self.tasks:
+            hardest, made = self.hardest_difficulty(name), 0
+            for _ in range(100 * n):
+                if made == n:
+                    break
+                try:
+                    out.append(self.tasks[name].generate(rng, **hardest))
+                    made += 1
+                except ValueError:  # the generator gave up on one draw (e.g. a result cap): draw again
+                    continue
+            if made < n:
+                raise ValueError(f"could make only {made} of {n} {name!r} problems at difficulty {hardest}")
+        return out
 
     def state(self) -> dict[str, Any]:
         """The take counter and every task's `TaskLevel` as a dict."""

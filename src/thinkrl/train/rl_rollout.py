@@ -137,7 +137,7 @@ def score_trajectories(trajs: list[Trajectory], tokenizer: TextTokenizer, algo: 
         used = torch.tensor([int(t.metadata["thinking_tokens"]) for t in trajs])
         budgets = torch.tensor([int(t.metadata["thinking_budget"]) for t in trajs])
         if algo.budget_reward == "overlong":
-            shaped = budget_overlong_penalty(used, budgets, algo.budget_cache_frac)
+            shaped = algo.budget_overlong_coef * budget_overlong_penalty(used, budgets, algo.budget_cache_frac)
         else:
             shaped = budget_penalty(used, budgets, algo.budget_alpha)
         for traj, p in zip(trajs, shaped.tolist(), strict=True):

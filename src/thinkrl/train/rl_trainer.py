@@ -54,7 +54,7 @@ from thinkrl.train.common import (
 from thinkrl.train.config import AlgorithmSpec, RLRecipe
 from thinkrl.train.critic import build_critic, compute_values, explained_variance, update_critic
 from thinkrl.train.curriculum import Curriculum, PromptCursor, build_prompt_source
-from thinkrl.train.metrics import MetricsLogger, Timer, plot_metrics, progress
+from thinkrl.train.metrics import MetricsLogger, Timer, plot_metrics, progress, read_metrics
 from thinkrl.train.rl_rollout import RolloutBatch, collect_rollout_batch, prefilter_problems
 from thinkrl.train.schedule import build_optimizer, build_scheduler
 from thinkrl.train.value_pretrain import EV_WINDOW, pretrain_value
@@ -342,6 +342,8 @@ def run_rl(recipe: RLRecipe) -> Path:
                 run_eval(step, metrics)
     final = save_policy(model, tokenizer, out / "final")
     keys = ["reward", "accuracy", "response_length_mean"] + (["explained_variance"] if critic else [])
+    logged = {k for r in read_metrics(out / "metrics.jsonl") for k in r}
+    keys += [k for k in ("thinking_tokens_mean", "budget_adherence") if k in logged]
     plot_metrics(out / "metrics.jsonl", keys, out / "curves.png")
     return final
 
