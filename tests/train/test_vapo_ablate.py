@@ -37,6 +37,20 @@ def test_shipped_grids_validate_for_every_cell():
     check_recipes([c for c in cells if c.seed == 0])
 
 
+def test_vapo_sampling_grid_is_vapo_with_dynamic_sampling_and_shares_the_cold_start():
+    from thinkrl.rl import ALGORITHM_PRESETS
+    from thinkrl.train.config import load_recipe
+
+    grid = load_grid(ROOT / "recipes" / "ablations" / "vapo_sampling_grid.yaml")
+    vapo = load_grid(GRIDS[1])
+    assert grid.sft == vapo.sft and grid.rl == vapo.rl and grid.name != vapo.name
+    (variant,) = grid.variants
+    algo = load_recipe(grid.rl, RLRecipe, as_overrides(variant.overrides), presets=ALGORITHM_PRESETS).algorithm
+    base = load_recipe(vapo.rl, RLRecipe, [], presets=ALGORITHM_PRESETS).algorithm
+    assert algo.dynamic_sampling and not base.dynamic_sampling
+    assert algo.model_copy(update={"dynamic_sampling": False}) == base
+
+
 def test_dapo_grid_adds_one_component_per_row_and_ends_at_the_dapo_preset():
     from thinkrl.rl import ALGORITHM_PRESETS
     from thinkrl.train.config import load_recipe
