@@ -340,7 +340,7 @@ def plot_curves(grids: list[AblationGrid], results: list[dict[str, Any]], png: P
             ax.fill_between(steps, [m - s for m, s in zip(means, stds, strict=True)],
                             [m + s for m, s in zip(means, stds, strict=True)], color=line.get_color(), alpha=0.12)
         ax.axhline(grid.target_accuracy, color="grey", linestyle="--", linewidth=0.8)
-        ax.set_title(grid.title or grid.name)
+        ax.set_title(grid.title or grid.name, fontsize=9)
         ax.set_xlabel("RL step")
         ax.set_ylabel("held-out accuracy")
         ax.grid(alpha=0.3)
