@@ -121,6 +121,28 @@ def test_continuous_batching_reuses_slots_immediately(model, tokenizer):
     assert order == ["short", "third", "long"]
 
 
+def test_abort_frees_the_slot_and_leaves_the_others_untouched(model, tokenizer):
+    greedy = SamplingParams(max_new_tokens=20, temperature=0, stop_token_ids=())
+    want = {t.metadata["name"]: t.response_ids for t in LLMEngine(model, tokenizer, num_slots=2, max_seq_len=64)
+            .generate([Request(PROMPTS[i], greedy, name, metadata={"name": name})
+                       for i, name in ((1, "b"), (2, "c"))])}
+    engine = LLMEngine(model, tokenizer, num_slots=2, max_seq_len=64)
+    for i, name in ((0, "a"), (1, "b"), (2, "c"), (3, "d")):
+        engine.add_request(Request(PROMPTS[i], greedy, name, metadata={"name": name}))
+    for _ in range(5):
+        engine.step()  # a and b run, c and d wait
+    running = engine.abort("a")
+    assert running.finish_reason == "abort" and len(running.response_ids) == 5
+    queued = engine.abort("d")
+    assert queued.finish_reason == "abort" and queued.response_ids == [] and queued.prompt_ids == PROMPTS[3]
+    assert engine.abort("a") is None and engine.abort("nobody") is None
+    assert engine.scheduler.num_free_slots == 1
+    done = {e.request_id: e.trajectory for e in engine.stream() if e.finished}
+    assert set(done) == {"b", "c"}  # no event for the aborted ones
+    assert done["b"].response_ids == want["b"] and done["c"].response_ids == want["c"]
+    assert not engine.has_unfinished()
+
+
 def test_prompt_too_long_is_rejected(model, tokenizer):
     engine = LLMEngine(model, tokenizer, num_slots=1, max_seq_len=8)
     with pytest.raises(ValueError, match="prompt has 9 tokens but the engine's max_seq_len is 8"):

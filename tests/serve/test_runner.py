@@ -63,3 +63,22 @@ def test_refused_request_raises_and_dropped_stream_frees_the_runner() -> None:
     assert not runner.is_running
     with pytest.raises(EngineError, match="not running"):
         runner.submit(Request([5], PARAMS), lambda item: None)
+
+
+def test_a_dropped_stream_is_aborted_in_the_engine() -> None:
+    engine = LLMEngine(build_model(CFG, seed=0).eval(), TOK, num_slots=1, max_seq_len=4096)
+    runner = EngineRunner(engine)
+    runner.start()
+    long = SamplingParams(max_new_tokens=4000, temperature=0, stop_token_ids=())
+    try:
+        async def first_event_only() -> None:
+            async for _ in stream_events(runner, [Request([5, 6], long, request_id="gone")]):
+                break  # the client leaves after one token; 3999 are left
+
+        asyncio.run(first_event_only())
+        # The one slot is free again long before 4000 steps: the next request runs right away.
+        got = asyncio.run(_collect(runner, [Request([5, 6], PARAMS, request_id="next")]))
+        assert len(got["next"]) == 10
+        assert runner.num_aborted == 1 and runner.num_steps < 4000
+    finally:
+        runner.stop()

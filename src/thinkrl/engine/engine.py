@@ -78,6 +78,25 @@ class LLMEngine:
                          self.scheduler.max_seq_len)
         self.scheduler.add(request)
 
+    def abort(self, request_id: Any) -> Trajectory | None:
+        """Stop a queued or running request now; its slot is free for the next step.
+
+        Call it between steps, from the thread that steps the engine. Returns the request's
+        trajectory so far with ``finish_reason`` "abort" (an empty response if it was still
+        queued), or None when no unfinished request has this id. No event is emitted for it.
+        """
+        for request in self.scheduler.waiting:
+            if request.request_id == request_id:
+                self.scheduler.waiting.remove(request)
+                return self._to_trajectory(SequenceState(request, slot=-1, finish_reason="abort"))
+        for state in list(self.scheduler.running.values()):
+            if state.request.request_id == request_id:
+                state.finish_reason = "abort"
+                self.scheduler.release(state)
+                self._generators.pop(state.slot, None)
+                return self._to_trajectory(state)
+        return None
+
     def has_unfinished(self) -> bool:
         return self.scheduler.has_work()
 

@@ -9,8 +9,8 @@ wraps this for asyncio: the sink hands events to an `asyncio.Queue` through
 ``loop.call_soon_threadsafe``. Every request in flight shares the engine's
 continuous batching, whichever HTTP request it came from.
 
-Out of scope: the engine has no abort, so a request whose client went away keeps
-running until it finishes; its events are dropped.
+A request whose client went away (`drop`) is aborted in the engine before the next
+step, so its slot goes to the next request instead of generating unread tokens.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class EngineRunner:
 
     Attributes:
         num_steps: engine steps run so far.
+        num_aborted: requests aborted in the engine because their client went away.
         error: the exception that stopped the engine, or None.
     """
 
@@ -56,6 +57,8 @@ class EngineRunner:
         self._sinks: dict[Any, Sink] = {}  # admitted requests
         self._queued: set[Any] = set()  # submitted, not yet admitted
         self._dropped: set[Any] = set()  # dropped while queued
+        self._to_abort: set[Any] = set()  # dropped while in the engine: aborted before the next step
+        self.num_aborted = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -99,8 +102,8 @@ class EngineRunner:
         with self._lock:
             if request_id in self._queued:
                 self._dropped.add(request_id)
-            else:
-                self._sinks.pop(request_id, None)
+            elif self._sinks.pop(request_id, None) is not None:
+                self._to_abort.add(request_id)
 
     # ---- runner thread ----------------------------------------------------------------
     def _loop(self) -> None:
@@ -108,6 +111,7 @@ class EngineRunner:
             while not self._stopping.is_set():
                 if not self._admit(block=not self.engine.has_unfinished()):
                     continue
+                self._abort_dropped()
                 if not self.engine.has_unfinished():
                     continue
                 try:
@@ -131,23 +135,28 @@ class EngineRunner:
             request, sink = item
             with self._lock:
                 self._queued.discard(request.request_id)
-                if request.request_id in self._dropped:
-                    self._dropped.discard(request.request_id)
-                    sink = None
-            try:
-                self.engine.add_request(request)
-            except Exception as error:  # refused (e.g. too long): the requester gets the error
-                if sink is not None:
+                dropped = request.request_id in self._dropped
+                self._dropped.discard(request.request_id)
+            if not dropped:  # a request dropped before admission never reaches the engine
+                try:
+                    self.engine.add_request(request)
+                except Exception as error:  # refused (e.g. too long): the requester gets the error
                     self._call(sink, error)
-                sink = None
-            if sink is not None:
-                with self._lock:
-                    self._sinks[request.request_id] = sink
+                else:
+                    with self._lock:
+                        self._sinks[request.request_id] = sink
             try:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 return True
         return False
+
+    def _abort_dropped(self) -> None:
+        with self._lock:
+            doomed, self._to_abort = self._to_abort, set()
+        for request_id in doomed:
+            if self.engine.abort(request_id) is not None:
+                self.num_aborted += 1
 
     def _deliver(self, event: TokenEvent) -> None:
         with self._lock:
