@@ -46,11 +46,20 @@ from thinkrl.model import CausalLM, ModelConfig, build_model
 from thinkrl.tokenizer import TextTokenizer, load_tokenizer
 
 
-def _demo_config() -> ModelConfig:
+def _load_bench_generate() -> Any:
+    """The sibling benchmark module (its model configs and CUDA sync), loaded by path: benchmarks/ is no package."""
     spec = importlib.util.spec_from_file_location("bench_generate", Path(__file__).with_name("bench_generate.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.MODELS["demo"]
+    return module
+
+
+_GEN = _load_bench_generate()
+_sync = _GEN._sync
+
+
+def _demo_config() -> ModelConfig:
+    return _GEN.MODELS["demo"]
 
 
 def _prompts(tok: TextTokenizer, n: int, seed: int) -> list[list[int]]:
@@ -166,11 +175,6 @@ def controller_cost(tok: TextTokenizer, budget: int, tokens: int) -> float:
             ids.append(x)
             ids += controller.forced_tokens(ids)
     return (time.perf_counter() - start) / tokens * 1e6
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def main() -> None:
