@@ -175,6 +175,24 @@ def test_enforced_thinking_turns_a_stop_token_into_the_end_of_thinking():
     assert ids == [open_id, X, X, EOS] and c.phase == "thinking"
 
 
+def test_kept_budget_needs_thinking_closed_within_the_budget():
+    open_id, close = SEED_TOK.token_to_id("<seed:think>"), SEED_TOK.token_to_id("</seed:think>")
+    vocab = budget_vocab(SEED_TOK)
+
+    def kept(budget: int, samples: list[int]) -> bool:
+        c = ThinkingBudgetController(vocab, budget, enforce=False)
+        _simulate(c, samples)
+        return c.kept_budget
+
+    assert kept(4, [open_id, X, X, X, X, close, Y])  # 4 of 4, closed
+    assert not kept(4, [open_id, X, X, X, X, X, close, Y])  # 5 of 4
+    assert not kept(4, [open_id, X, X])  # never closed
+    assert kept(4, [Y, Y, EOS])  # never opened: 0 tokens
+    assert kept(-1, [open_id, *[X] * 50, close])  # unlimited, closed
+    assert not kept(-1, [open_id, X, X])  # unlimited, but left open
+    assert not kept(0, [Y, open_id, X, close])  # budget 0, thinking reopened in the answer
+
+
 def test_unlimited_budget_controls_nothing_unless_asked():
     assert make_budget_controller(SEED_TOK, -1) is None
     assert make_budget_controller(SEED_TOK, -1, reflect=True) is None

@@ -24,8 +24,10 @@ def _correct_response(tokenizer, problem, thinking: str) -> str:
     return full[len(prompt):]
 
 
-def _trajectory(text: str, problem, budget: int, used: int, ended: bool = True) -> Trajectory:
-    meta = {"problem": problem, "thinking_budget": budget, "thinking_tokens": used, "thinking_ended": ended}
+def _trajectory(text: str, problem, budget: int, used: int) -> Trajectory:
+    """What `sample_groups` records for a response whose thinking closed after ``used`` tokens."""
+    meta = {"problem": problem, "thinking_budget": budget, "thinking_tokens": used,
+            "kept_budget": budget < 0 or used <= budget}
     return Trajectory([1], [5, 6], [0.0, 0.0], text=text, metadata=meta)
 
 

@@ -200,7 +200,8 @@ def test_sampled_thinking_tokens_match_a_count_of_the_response_ids(sft_model):
             elif state == "thinking":
                 count += 1
         assert t.metadata["thinking_tokens"] == count, (t.text, t.metadata["thinking_budget"])
-        assert t.metadata["thinking_ended"] == (state != "thinking")
+        budget = t.metadata["thinking_budget"]
+        assert t.metadata["kept_budget"] == (state != "thinking" and (budget < 0 or count <= budget))
         budgets.add(t.metadata["thinking_budget"])
     assert budgets == {0, 4, -1}
     assert any(t.metadata["thinking_tokens"] > 0 for t in trajs)

@@ -209,6 +209,12 @@ class ThinkingBudgetController:
         return self.phase == "answer"
 
     @property
+    def kept_budget(self) -> bool:
+        """The adherence rule: not left inside a thinking block, and at most ``thinking_budget`` thinking tokens
+        (any count for an unlimited budget; a response that never opened thinking thought 0 tokens)."""
+        return self.phase != "thinking" and (self.thinking_budget < 0 or self.thinking_tokens <= self.thinking_budget)
+
+    @property
     def active(self) -> bool:
         """False when this controller can never ban, replace or force anything."""
         return bool(self._limit is not None or self._next_reflection is not None or self.min_thinking_tokens

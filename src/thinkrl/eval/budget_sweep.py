@@ -56,7 +56,7 @@ def sweep_budgets(engine: LLMEngine, tokenizer: TextTokenizer, problems: list[Pr
             text = tokenizer.apply_chat_template([{"role": "user", "content": problem.prompt}],
                                                  thinking_budget=budget)
             prompt = tokenizer.encode(text)
-            opened = budget != 0 and text.rstrip().endswith(tokenizer.think_tags.open)  # e.g. Qwen3-style prompts
+            opened = tokenizer.think_tags.ends_inside_thinking(text)
             for j in range(samples):
                 ctl = ThinkingBudgetController(vocab, budget, enforce=enforce and budget >= 0, thinking_open=opened)
                 controllers.append(ctl)
@@ -71,9 +71,7 @@ def sweep_budgets(engine: LLMEngine, tokenizer: TextTokenizer, problems: list[Pr
             score = score_response(task_for(problem.task), problem, traj.text, tokenizer.think_tags,
                                    traj.finish_reason == "stop")
             correct += score.correct
-            # Adherent: not left inside an open thinking block, and within the budget (a response that never
-            # opened a thinking block thought 0 tokens).
-            ok = ctl.phase != "thinking" and (budget < 0 or ctl.thinking_tokens <= budget)
+            ok = ctl.kept_budget
             within += ok
             if not ok and budget >= 0:
                 overshoots.append(max(0, ctl.thinking_tokens - budget))

@@ -157,7 +157,7 @@ def generate_with_budget(
     finally:
         if own_client:
             http.close()
-    opened = prompt.rfind(think_tags.open) > prompt.rfind(think_tags.close)
+    opened = think_tags.ends_inside_thinking(prompt)
     reasoning = parse_completion(thinking, think_tags, thinking_open=opened).reasoning_content if thinking else ""
     return BudgetedCompletion(reasoning=reasoning, answer=answer.strip(), thinking_tokens=thinking_tokens,
                               forced=forced, raw_text=thinking + answer, answer_tokens=answer_tokens,
@@ -170,7 +170,7 @@ def _think(http: httpx.Client, base_url: str, prompt: str, budget: int, max_thin
     if budget == 0:
         if prompt.rstrip().endswith(tags.close):  # the template closed an empty block already
             return "", 0, False
-        opened = prompt.rfind(tags.open) > prompt.rfind(tags.close)
+        opened = tags.ends_inside_thinking(prompt)
         return ("" if opened else tags.open) + f"\n{tags.close}", 0, False
     limit = max_thinking_tokens if budget == -1 else budget
     text, tokens, finish = _complete(http, base_url, {**common, "prompt": prompt, "max_tokens": limit,

@@ -65,7 +65,7 @@ def prompt_thinking_state(prompt_text: str, tags: ThinkTags) -> str:
     after one (budget 0), else ``"none"`` (the model opens thinking itself, or does not think)."""
     if prompt_text.rstrip().endswith(tags.close):
         return "closed"
-    return "open" if prompt_text.rfind(tags.open) > prompt_text.rfind(tags.close) else "none"
+    return "open" if tags.ends_inside_thinking(prompt_text) else "none"
 
 
 class ChatSplitter:

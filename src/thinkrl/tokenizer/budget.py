@@ -125,6 +125,11 @@ class ThinkTags:
     tool_open: str = "<seed:tool_call>"
     tool_close: str = "</seed:tool_call>"
 
+    def ends_inside_thinking(self, prompt_text: str) -> bool:
+        """Whether ``prompt_text`` leaves a thinking block open (its last open tag comes after its last close
+        tag, e.g. a Qwen3-style generation prompt ending in ``<think>``), so generation starts inside it."""
+        return prompt_text.rfind(self.open) > prompt_text.rfind(self.close)
+
     def wrap_reflection(self, text: str) -> str:
         """``text`` between the reflection tags, e.g. ``wrap_reflection(reflection_text(128, 384))``."""
         return f"{self.reflect_open}{text}{self.reflect_close}"

@@ -81,7 +81,7 @@ def sample_groups(engine: LLMEngine, tokenizer: TextTokenizer, problems: list[Pr
         text = tokenizer.apply_chat_template([{"role": "user", "content": problem.prompt}],
                                              add_generation_prompt=True, thinking_budget=budget)
         prompt_ids = tokenizer.encode(text)
-        opened = budget != 0 and text.rstrip().endswith(tokenizer.think_tags.open)  # e.g. Qwen3-style prompts
+        opened = tokenizer.think_tags.ends_inside_thinking(text)
         for k in range(group_size):
             params = SamplingParams(max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
                                     top_p=sampling.top_p, top_k=sampling.top_k, seed=rng.getrandbits(62))
@@ -97,17 +97,16 @@ def sample_groups(engine: LLMEngine, tokenizer: TextTokenizer, problems: list[Pr
         counter = traj.metadata.pop("budget_counter", None)
         if counter is not None:
             traj.metadata["thinking_tokens"] = counter.thinking_tokens
-            traj.metadata["thinking_ended"] = counter.phase != "thinking"
+            traj.metadata["kept_budget"] = counter.kept_budget
     return trajs
 
 
 def within_budget(traj: Trajectory) -> bool | None:
-    """Whether a response kept its thinking budget: thinking ended, using at most the budget
+    """`ThinkingBudgetController.kept_budget` of a sampled response, recorded by `sample_groups`
     (None when the budget is unlimited or the thinking tokens were not counted)."""
-    budget = traj.metadata.get("thinking_budget", -1)
-    if budget < 0 or "thinking_tokens" not in traj.metadata:
+    if traj.metadata.get("thinking_budget", -1) < 0 or "kept_budget" not in traj.metadata:
         return None
-    return bool(traj.metadata["thinking_ended"]) and traj.metadata["thinking_tokens"] <= budget
+    return bool(traj.metadata["kept_budget"])
 
 
 def judge_trajectories(trajs: list[Trajectory], tokenizer: TextTokenizer) -> None:
