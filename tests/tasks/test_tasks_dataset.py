@@ -94,7 +94,7 @@ def test_malformed_lines_name_file_line_and_field(tmp_path: Path, line: str, mes
     path.write_text(f"{good}\n\n{line}\n")
     with pytest.raises(ValueError, match=message) as error:
         read_jsonl(path)
-    assert f"{path}:3:" in str(error.value)
+    assert f"{path}:line 3:" in str(error.value)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

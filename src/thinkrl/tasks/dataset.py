@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -98,7 +98,7 @@ def write_jsonl(problems: Iterable[Problem], out: str | Path | IO[str]) -> int:
 def problem_from_dict(data: Any, where: str = "problem") -> Problem:
     """Build a `Problem` from a decoded JSON object, checking every field.
 
-    ``where`` prefixes error messages (e.g. ``"data.jsonl:3"``).
+    ``where`` prefixes error messages (e.g. ``"data.jsonl:line 3"``).
     """
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(data).__name__}")
@@ -113,17 +113,26 @@ def problem_from_dict(data: Any, where: str = "problem") -> Problem:
     return Problem(**{name: data[name] for name in _FIELDS})
 
 
-def read_jsonl(path: str | Path) -> list[Problem]:
-    """Read problems written by `write_jsonl`; malformed lines raise ValueError naming file:line and field."""
-    problems = []
+def jsonl_objects(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, object)`` for each non-blank line of a JSONL file, ``where`` being ``"<path>:line <n>"``.
+
+    Raises:
+        ValueError: a line is not valid JSON or not a JSON object (the message names file and line).
+    """
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            where = f"{path}:{number}"
+            where = f"{path}:line {number}"
             try:
-                data = json.loads(line)
+                row = json.loads(line)
             except json.JSONDecodeError as error:
                 raise ValueError(f"{where}: invalid JSON ({error.msg} at column {error.colno})") from None
-            problems.append(problem_from_dict(data, where))
-    return problems
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            yield where, row
+
+
+def read_jsonl(path: str | Path) -> list[Problem]:
+    """Read problems written by `write_jsonl`; malformed lines raise ValueError naming file:line and field."""
+    return [problem_from_dict(row, where) for where, row in jsonl_objects(path)]

@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 
 from thinkrl.registry import Registry
 from thinkrl.tasks.base import Problem, Task, Trace, Verdict, problem_id
+from thinkrl.tasks.dataset import jsonl_objects
 
 logger = logging.getLogger(__name__)
 
@@ -123,26 +124,11 @@ def read_rows(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
         raise FileNotFoundError(f"dataset file {path} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        yield from _jsonl_rows(path)
+        yield from jsonl_objects(path)
     elif suffix == ".parquet":
         yield from _parquet_rows(path)
     else:
         raise ValueError(f"dataset file {path} must end in one of {', '.join(FILE_SUFFIXES)}, got {suffix!r}")
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: invalid JSON ({error.msg} at column {error.colno})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            yield where, row
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
