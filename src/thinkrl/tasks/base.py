@@ -265,6 +265,14 @@ class Task(ABC):
         key = self.canonical_key(ground_truth)
         return Problem(self.name, problem_id(self.name, key), prompt, ground_truth, resolved)
 
+    def ground_truth_of(self, problem_or_ground_truth: Problem | Mapping[str, Any]) -> Mapping[str, Any]:
+        """The ground truth of a problem of this task (ValueError for another task's), or the mapping as given."""
+        if isinstance(problem_or_ground_truth, Problem):
+            if problem_or_ground_truth.task != self.name:
+                raise ValueError(f"problem of task {problem_or_ground_truth.task!r} given to {self.name!r}")
+            return problem_or_ground_truth.ground_truth
+        return problem_or_ground_truth
+
     def verify(self, problem_or_ground_truth: Problem | Mapping[str, Any], answer_text: str) -> Verdict:
         """Score a model's final answer (the text after its thinking block).
 
@@ -272,12 +280,7 @@ class Task(ABC):
         Raises ValueError only if the problem belongs to another task or its
         ground truth is malformed.
         """
-        if isinstance(problem_or_ground_truth, Problem):
-            if problem_or_ground_truth.task != self.name:
-                raise ValueError(f"problem of task {problem_or_ground_truth.task!r} given to {self.name!r}")
-            ground_truth = problem_or_ground_truth.ground_truth
-        else:
-            ground_truth = problem_or_ground_truth
+        ground_truth = self.ground_truth_of(problem_or_ground_truth)
         answer = extract_answer(answer_text)
         if answer is None:
             return Verdict.wrong("no answer", "the answer text is empty")

@@ -72,12 +72,7 @@ class ReferenceTask(Task):
 
     def verify(self, problem_or_ground_truth: Problem | Mapping[str, Any], answer_text: str) -> Verdict:
         """Judge ``answer_text`` (the whole answer part: the checker does its own extraction)."""
-        if isinstance(problem_or_ground_truth, Problem):
-            if problem_or_ground_truth.task != self.name:
-                raise ValueError(f"problem of task {problem_or_ground_truth.task!r} given to {self.name!r}")
-            ground_truth = problem_or_ground_truth.ground_truth
-        else:
-            ground_truth = problem_or_ground_truth
+        ground_truth = self.ground_truth_of(problem_or_ground_truth)
         if not isinstance(answer_text, str):
             raise TypeError(f"answer text must be a str, got {type(answer_text).__name__}")
         if not answer_text.strip():
