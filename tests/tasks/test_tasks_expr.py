@@ -175,7 +175,9 @@ def test_adversarial_input_is_rejected_fast(text: str) -> None:
     start = time.perf_counter()
     with pytest.raises(ParseError):
         parse(text)
-    assert time.perf_counter() - start < 0.05
+    # Rejected before any real work: ~1 ms quiet. The bound only has to catch a blow-up (a parser that builds
+    # the 200k-character input would take far longer), not scheduling noise on a loaded 2-core machine.
+    assert time.perf_counter() - start < 1.0
 
 
 def test_limits_are_not_too_tight() -> None:
@@ -189,7 +191,7 @@ def test_largest_expression_that_parses_stays_cheap() -> None:
     text = "*".join(["999999999999"] * 15)  # 194 characters, about 10**180
     start = time.perf_counter()
     assert parse_and_evaluate(text).value == 999999999999**15
-    assert time.perf_counter() - start < 0.05
+    assert time.perf_counter() - start < 1.0  # ~1 ms quiet; the bound catches a blow-up, not load
 
 
 def test_values_beyond_the_bit_limit_are_an_evaluation_error() -> None:
