@@ -93,3 +93,21 @@ def test_build_optimizer_uses_spec_and_skips_frozen() -> None:
     assert (group["lr"], group["betas"], group["weight_decay"], group["eps"]) == (0.5, (0.8, 0.9), 0.1, 1e-6)
     with pytest.raises(ValueError, match="requires_grad"):
         build_optimizer([frozen], spec)
+
+
+def test_clipped_step_clips_and_steps_or_refuses_a_non_finite_gradient():
+    import pytest
+    import torch
+
+    from thinkrl.train.common import clipped_step
+
+    weight = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    weight.grad = torch.tensor([3.0, 4.0])  # norm 5, clipped to 1 -> step of (0.6, 0.8)
+    assert clipped_step(optimizer, [weight], 1.0, FloatingPointError) == pytest.approx(5.0)
+    torch.testing.assert_close(weight.detach(), torch.tensor([0.4, 0.2]))
+    weight.grad = torch.tensor([float("nan"), 1.0])
+    with pytest.raises(FloatingPointError, match="critic gradient norm is nan; the step was not applied"):
+        clipped_step(optimizer, [weight], None, FloatingPointError, "critic gradient")
+    torch.testing.assert_close(weight.detach(), torch.tensor([0.4, 0.2]))  # unchanged
+    assert weight.grad is None  # cleared, so the next step does not inherit the NaN

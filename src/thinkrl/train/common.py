@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,3 +200,18 @@ def prepare_run(recipe: Any) -> tuple[Path, TextTokenizer, CausalLM]:
     seed_everything(recipe.trainer.seed)
     tokenizer = build_tokenizer(recipe.tokenizer)
     return out, tokenizer, build_policy(recipe.model, tokenizer, seed=recipe.trainer.seed)
+
+
+def clipped_step(optimizer: torch.optim.Optimizer, parameters: Any, grad_clip: float | None,
+                 error: type[Exception], what: str = "gradient") -> float:
+    """Clip the gradients to ``grad_clip`` (None: no clipping) and step, unless their norm is NaN/inf.
+
+    A non-finite norm clears the gradients and raises ``error`` before ``optimizer.step()``, so the weights
+    (and the last checkpoint) stay good. Returns the norm before clipping.
+    """
+    norm = float(torch.nn.utils.clip_grad_norm_(parameters, grad_clip or float("inf")))
+    if not math.isfinite(norm):
+        optimizer.zero_grad(set_to_none=True)
+        raise error(f"{what} norm is {norm}; the step was not applied")
+    optimizer.step()
+    return norm

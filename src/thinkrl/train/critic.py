@@ -11,7 +11,6 @@ value loss (`thinkrl.rl.value_loss`) against the targets of the advantage estima
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ from thinkrl.model import CausalLM
 from thinkrl.model.value_head import ValueModel, load_value_model
 from thinkrl.rl import masked_var, value_loss
 from thinkrl.train.batching import PackedBatch, split_micro_batches
+from thinkrl.train.common import clipped_step
 
 _MIN_VARIANCE = 1e-8
 
@@ -139,12 +139,8 @@ def update_critic(critic: ValueModel, optimizer: torch.optim.Optimizer, batch: P
                 sums["clip"] += float(metrics.clip_frac) * n
                 sums["mse"] += float(metrics.mse) * n
                 stats.num_tokens += n
-            norm = float(torch.nn.utils.clip_grad_norm_(critic.parameters(), grad_clip or float("inf")))
-            if not math.isfinite(norm):
-                optimizer.zero_grad(set_to_none=True)
-                raise CriticNonFiniteError(f"critic gradient norm is {norm}; the step was not applied")
-            norms.append(norm)
-            optimizer.step()
+            norms.append(clipped_step(optimizer, critic.parameters(), grad_clip, CriticNonFiniteError,
+                                      "critic gradient"))
     tokens = max(1, stats.num_tokens)
     stats.value_loss = sums["loss"] / max(1, len(norms))
     stats.value_clip_frac, stats.value_mse = sums["clip"] / tokens, sums["mse"] / tokens

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import random
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,6 +45,7 @@ from thinkrl.train.batching import PackedBatch, pack_trajectories, split_micro_b
 from thinkrl.train.checkpoint import latest_checkpoint, load_checkpoint, restore_checkpoint, save_checkpoint
 from thinkrl.train.common import (
     ResponseForward,
+    clipped_step,
     forward_responses,
     load_problems,
     prepare_run,
@@ -204,12 +204,7 @@ def update_policy(model: CausalLM, optimizer: torch.optim.Optimizer, batch: Pack
                 sums["nll"] += float(micro.positive_nll_sum)
                 stats.num_tokens += n
             sums["correct_tokens"] += correct_tokens
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or float("inf")))
-            if not math.isfinite(grad_norm):
-                optimizer.zero_grad(set_to_none=True)
-                raise NonFiniteError(f"gradient norm is {grad_norm}; the step was not applied")
-            grad_norms.append(grad_norm)
-            optimizer.step()
+            grad_norms.append(clipped_step(optimizer, model.parameters(), grad_clip, NonFiniteError))
     tokens = max(1, stats.num_tokens)
     stats.loss = sums["loss"] / max(1, algo.ppo_epochs * algo.num_mini_batches)
     stats.clip_frac, stats.approx_kl, stats.entropy = sums["clip"] / tokens, sums["kl"] / tokens, sums["ent"] / tokens

@@ -7,7 +7,6 @@ sequences, AdamW with warmup + cosine decay, gradient clipping, atomic checkpoin
 from __future__ import annotations
 
 import logging
-import math
 import random
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from thinkrl.tasks import get_task
 from thinkrl.train.batching import pack_sft_examples, split_micro_batches
 from thinkrl.train.checkpoint import latest_checkpoint, load_checkpoint, restore_checkpoint, save_checkpoint
 from thinkrl.train.common import (
+    clipped_step,
     encode_sft_example,
     fit_thinking_to_budget,
     forward_responses,
@@ -121,12 +121,7 @@ def sft_step(model, optimizer, scheduler, examples, recipe: SFTRecipe) -> float:
             raise FloatingPointError("SFT loss is not finite; stopping before the weights are corrupted")
         loss.backward()
         loss_sum += float(loss.detach())
-    if recipe.optim.grad_clip:
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.optim.grad_clip)
-        if not math.isfinite(float(norm)):
-            optimizer.zero_grad(set_to_none=True)
-            raise FloatingPointError("SFT gradient norm is not finite; the step was skipped")
-    optimizer.step()
+    clipped_step(optimizer, model.parameters(), recipe.optim.grad_clip, FloatingPointError, "SFT gradient")
     scheduler.step()
     return loss_sum
 
