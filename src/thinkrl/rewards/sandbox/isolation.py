@@ -52,6 +52,7 @@ class Isolation:
     Fields:
         mode: ``"bwrap"`` or ``"rlimits"``.
         python: interpreter path that starts inside this sandbox.
+        bwrap: the bubblewrap executable (``bwrap`` mode).
         drop_uid: the parent is root, so programs run under dedicated uids.
         unshare_net: (``rlimits`` mode, root) ``unshare --net`` wraps the program.
     """
@@ -60,6 +61,7 @@ class Isolation:
     python: str
     drop_uid: bool
     unshare_net: bool = False
+    bwrap: str = "bwrap"
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,10 @@ def _hidden_dirs() -> list[str]:
 
 
 @functools.cache
-def _no_nested_userns() -> tuple[str, ...]:
+def _no_nested_userns(bwrap: str) -> tuple[str, ...]:
     """``--disable-userns`` where bubblewrap has it (0.8+): else a program could create a nested user
     namespace and mount a tmpfs with no size limit inside it."""
-    help_text = subprocess.run(["bwrap", "--help"], capture_output=True, text=True, check=False).stdout
+    help_text = subprocess.run([bwrap, "--help"], capture_output=True, text=True, check=False).stdout
     if "--disable-userns" in help_text:
         return ("--disable-userns",)
     logger.warning("bwrap has no --disable-userns (needs bubblewrap 0.8+): sandboxed programs can nest "
@@ -119,7 +121,8 @@ def _no_nested_userns() -> tuple[str, ...]:
 def bwrap_argv(iso: Isolation, limits: SandboxLimits, src_dir: str, result_fd: int) -> list[str]:
     """The bubblewrap command line that runs ``src_dir/_runner.py`` (mounted at ``/run/thinkrl``)."""
     tmpfs = str(limits.tmpfs_mb << 20)
-    argv = ["bwrap", "--unshare-all", "--unshare-user", *_no_nested_userns(), "--die-with-parent", "--new-session",
+    argv = [iso.bwrap, "--unshare-all", "--unshare-user", *_no_nested_userns(iso.bwrap),
+            "--die-with-parent", "--new-session",
             "--ro-bind", "/", "/",
             "--dev", "/dev", "--size", tmpfs, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
             "--proc", "/proc",

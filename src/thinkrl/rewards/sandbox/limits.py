@@ -39,8 +39,14 @@ class SandboxLimits(BaseModel):
         max_processes: RLIMIT_NPROC; under bubblewrap it counts the processes of the sandbox's user
             namespace, in the fallback those of the sandbox's dedicated uid (when run as root).
         tmpfs_mb: size of the private writable ``/tmp`` (and ``/dev/shm``) under bubblewrap.
-        isolation: ``"bwrap"`` (bubblewrap; error if unusable), ``"rlimits"`` (the weaker fallback) or
-            ``"auto"`` (bubblewrap when it works here, else the fallback with a warning).
+        isolation: ``"bwrap"`` (bubblewrap; error if unusable), ``"rlimits"`` (the weaker fallback, chosen
+            explicitly) or ``"auto"`` (bubblewrap when it works here; else an error, or the fallback with a
+            warning when ``allow_unisolated`` is set).
+        allow_unisolated: opt in to running untrusted code with rlimits only (network, files and secrets
+            reachable; see docs/sandbox.md) when ``isolation="auto"`` finds no working bubblewrap. Off by
+            default: without it, a missing bubblewrap is a RuntimeError naming this option. The environment
+            variable ``THINKRL_SANDBOX_ALLOW_UNISOLATED=1`` opts in as well (for CLI runs).
+        bwrap: the bubblewrap executable (a name looked up on PATH, or a path).
         python: interpreter that runs the program; None picks the first of this interpreter,
             ``python3`` on PATH and ``/usr/bin/python3`` that starts inside the sandbox.
         uid_base: when the parent runs as root, programs run under dedicated uids
@@ -59,6 +65,8 @@ class SandboxLimits(BaseModel):
     max_processes: int = Field(32, ge=4)
     tmpfs_mb: int = Field(64, ge=1)
     isolation: Literal["auto", "bwrap", "rlimits"] = "auto"
+    allow_unisolated: bool = False
+    bwrap: str = Field("bwrap", min_length=1)
     python: str | None = None
     uid_base: int = Field(2_000_000_000, ge=1000, le=4_000_000_000)
     num_uids: int = Field(64, ge=1, le=4096)

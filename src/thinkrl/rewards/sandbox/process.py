@@ -30,7 +30,9 @@ from thinkrl.rewards.sandbox.limits import SandboxLimits, Status
 logger = logging.getLogger(__name__)
 
 RUNNER_SOURCE_PATH = Path(__file__).with_name("_runner.py")
-_CACHE: dict[tuple[str, str | None, int], Isolation] = {}
+_CACHE: dict[tuple[str, str | None, int, str, bool], Isolation] = {}
+#: Set to 1 to opt in to the rlimits-only fallback without touching code (see `SandboxLimits.allow_unisolated`).
+ALLOW_UNISOLATED_ENV = "THINKRL_SANDBOX_ALLOW_UNISOLATED"
 _CACHE_LOCK = threading.Lock()
 _WARNED: set[str] = set()
 
@@ -82,10 +84,11 @@ def _probe(iso: Isolation, limits: SandboxLimits) -> str | None:
     return f"{result.status}: {result.reason} {result.stderr.strip()[-300:]}".strip()
 
 
-def _first_working(mode: str, limits: SandboxLimits, unshare_net: bool = False) -> tuple[Isolation | None, str]:
+def _first_working(mode: str, limits: SandboxLimits, unshare_net: bool = False,
+                   bwrap: str = "bwrap") -> tuple[Isolation | None, str]:
     reasons = []
     for python in iso_mod.python_candidates(limits):
-        iso = Isolation(mode, python, iso_mod.is_root(), unshare_net)  # type: ignore[arg-type]
+        iso = Isolation(mode, python, iso_mod.is_root(), unshare_net, bwrap)  # type: ignore[arg-type]
         why = _probe(iso, limits)
         if why is None:
             return iso, ""
@@ -94,9 +97,15 @@ def _first_working(mode: str, limits: SandboxLimits, unshare_net: bool = False) 
 
 
 def _resolve_bwrap(limits: SandboxLimits) -> tuple[Isolation | None, str]:
-    if shutil.which("bwrap") is None:
-        return None, "bwrap is not installed (Debian: apt-get install bubblewrap)"
-    return _first_working("bwrap", limits)
+    bwrap = shutil.which(limits.bwrap)
+    if bwrap is None:
+        return None, f"{limits.bwrap!r} is not installed (Debian: apt-get install bubblewrap)"
+    return _first_working("bwrap", limits, bwrap=bwrap)
+
+
+def unisolated_allowed(limits: SandboxLimits) -> bool:
+    """True if the user opted in to the rlimits-only fallback (the setting, or the environment variable)."""
+    return limits.allow_unisolated or os.environ.get(ALLOW_UNISOLATED_ENV, "") == "1"
 
 
 def _resolve_rlimits(limits: SandboxLimits) -> Isolation:
@@ -121,10 +130,13 @@ def _resolve_rlimits(limits: SandboxLimits) -> Isolation:
 def resolve_isolation(limits: SandboxLimits) -> Isolation:
     """Decide, once per process and setting, how programs are isolated (probing by running one).
 
-    ``auto`` uses bubblewrap when it runs here and otherwise falls back to rlimits with a warning
-    (`RuntimeWarning` and a log line, once). ``bwrap`` raises RuntimeError saying why when it cannot run.
+    ``auto`` uses bubblewrap when it runs here; otherwise it raises RuntimeError naming the opt-in, or,
+    with ``allow_unisolated`` (or ``THINKRL_SANDBOX_ALLOW_UNISOLATED=1``), falls back to rlimits with a
+    warning (`RuntimeWarning` and a log line, once). ``bwrap`` raises RuntimeError saying why when it
+    cannot run; ``rlimits`` is the explicit choice of the weaker mode.
     """
-    key = (limits.isolation, limits.python, limits.uid_base)
+    allowed = unisolated_allowed(limits)
+    key = (limits.isolation, limits.python, limits.uid_base, limits.bwrap, allowed)
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
@@ -132,6 +144,11 @@ def resolve_isolation(limits: SandboxLimits) -> Isolation:
             iso, why = _resolve_bwrap(limits)
             if iso is None and limits.isolation == "bwrap":
                 raise RuntimeError(f"bubblewrap sandbox unavailable: {why}")
+            if iso is None and not allowed:
+                raise RuntimeError(
+                    f"bubblewrap sandbox unavailable ({why}); refusing to run untrusted code with rlimits only "
+                    "(network, files and secrets would be reachable). Install bubblewrap, or opt in to the weaker "
+                    f"isolation with SandboxLimits(allow_unisolated=True) or {ALLOW_UNISOLATED_ENV}=1")
             if iso is None:
                 _warn_once("auto-fallback", f"sandbox: bubblewrap unavailable ({why}); FALLING BACK to rlimits only")
                 iso = _resolve_rlimits(limits)
