@@ -10,6 +10,11 @@ formats: prompts arrive as token ids.
 On CUDA the decode forward of a step where every sequence feeds one token is a
 CUDA-graph replay (`cuda_graph.DecodeGraphs`); prefill, steps that feed forced
 tokens, sampling and stop checks run eagerly. On CPU everything is eager.
+
+The engine owns its model's weights: they change only through `update_weights` (named
+tensors copied in place, between steps), which also sets the version that every token
+sampled afterwards records. A request that fails on its own (a seed out of range, a
+controller that raises) ends with finish reason "error"; the other requests go on.
 See docs/engine.md.
 """
 
@@ -22,9 +27,10 @@ from typing import Any
 import torch
 
 from thinkrl.engine.cuda_graph import DecodeGraphs, graphs_unsupported_reason
-from thinkrl.engine.sampling import sample_tokens
+from thinkrl.engine.sampling import sample_tokens, top_logprobs, unpack_top_logprobs
 from thinkrl.engine.scheduler import Scheduler, SequenceState
 from thinkrl.engine.types import Request, SamplingParams, TokenEvent
+from thinkrl.engine.weights import copy_weights_into
 from thinkrl.model import CachedStep, CausalLM
 from thinkrl.records import Trajectory
 
@@ -35,7 +41,8 @@ class LLMEngine:
     """Batched sampling with a preallocated KV cache and continuous batching.
 
     Args:
-        model: the decoder (its weights may be updated in place between steps, e.g. by RL).
+        model: the decoder. The engine treats it as its own: give it a copy when a trainer keeps training the
+            original, and change its weights only through `update_weights`.
         tokenizer: anything with ``decode(ids, skip_special_tokens=...)``, ``stop_token_ids``
             and ``pad_token_id`` (see ``thinkrl.tokenizer.TextTokenizer``).
         num_slots: sequences decoded together (KV-cache slots).
@@ -47,6 +54,8 @@ class LLMEngine:
 
     Attributes:
         decode_graphs: the CUDA-graph decode runner, or None when every step is eager.
+        version: version of the current weights (0 until the first `update_weights`); every token records the
+            version it was produced with (`Trajectory.token_versions`).
     """
 
     def __init__(self, model: CausalLM, tokenizer: Any, num_slots: int = 64, max_seq_len: int = 1024,
@@ -56,7 +65,7 @@ class LLMEngine:
         self.cache = model.allocate_cache(num_slots, max_seq_len)
         self.device = model.device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.policy_version = 0
+        self.version = 0
         self._generators: dict[int, torch.Generator | None] = {}
         pad = getattr(tokenizer, "pad_token_id", None)
         self._pad_id = 0 if pad is None else int(pad)
@@ -97,18 +106,38 @@ class LLMEngine:
                 return self._to_trajectory(state)
         return None
 
+    def update_weights(self, weights: Any, version: int) -> int:
+        """Copy ``(name, tensor)`` pairs (or a name -> tensor mapping) into the engine's weights in place and set
+        ``version``; tokens sampled from the next step on record it. Call it between steps. Returns how many
+        tensors were copied.
+
+        Raises:
+            ValueError: a name, shape or count does not match the engine's model (nothing is copied), or
+                ``version`` is older than the current one.
+        """
+        if version < self.version:
+            raise ValueError(f"update_weights: version {version} is older than the engine's {self.version}")
+        count = copy_weights_into(self.model, weights)
+        self.version = int(version)
+        return count
+
     def has_unfinished(self) -> bool:
         return self.scheduler.has_work()
 
     def step(self) -> list[TokenEvent]:
         """Run one engine step; returns the tokens each running request gained."""
         events: list[TokenEvent] = []
-        admitted = self.scheduler.admit()
-        for state in admitted:
+        admitted = []
+        for state in self.scheduler.admit():
             seed = state.request.params.seed
-            self._generators[state.slot] = (
-                None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
-            )
+            try:
+                self._generators[state.slot] = (
+                    None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
+                )
+            except Exception as error:  # e.g. a seed outside the generator's range: only this request fails
+                events.append(self._fail(state, error))
+            else:
+                admitted.append(state)
         if admitted:
             events += self._sample_and_append(admitted, self._eager_logits(admitted, prefix=False))
         running = self.scheduler.decode_batch(exclude={s.slot for s in admitted})
@@ -133,7 +162,10 @@ class LLMEngine:
         for event in self.stream(requests):
             if event.finished and event.request_id in order:
                 results[order[event.request_id]] = event.trajectory
-        return [r for r in results if r is not None]
+        missing = [requests[i].request_id for i, r in enumerate(results) if r is None]
+        if missing:  # e.g. aborted from a controller: never hand back fewer results than requests silently
+            raise RuntimeError(f"generate: {len(missing)} requests ended without a result, e.g. {missing[:3]}")
+        return results  # type: ignore[return-value]
 
     def generate_from_ids(self, prompts: list[list[int]], params: SamplingParams) -> list[Trajectory]:
         """Shorthand: the same sampling parameters for every prompt."""
@@ -215,28 +247,63 @@ class LLMEngine:
         """Sample from ``logits`` (S, V) fp32 (one row per state, modified in place by banned tokens)."""
         ban_rows: list[int] = []
         ban_ids: list[int] = []
+        failed: dict[int, BaseException] = {}
         for i, s in enumerate(states):
             s.num_cached += len(s.pending)
             controller = s.request.controller
             if controller is not None:
-                banned = controller.banned_tokens(s.response_ids)
+                try:
+                    banned = [int(t) for t in controller.banned_tokens(s.response_ids)]
+                except Exception as error:  # this request fails; its row is sampled and ignored
+                    failed[i] = error
+                    continue
                 ban_rows += [i] * len(banned)
                 ban_ids += banned
         if ban_ids:  # one upload for the whole batch (a per-row list index costs a host sync on CUDA)
             logits[self._upload(ban_rows), self._upload(ban_ids)] = float("-inf")
         params = [s.request.params for s in states]
+        temperature = self._upload([p.temperature for p in params])
         tokens, logprobs = sample_tokens(
             logits,
-            self._upload([p.temperature for p in params]),
+            temperature,
             self._upload([p.top_k for p in params]),
             self._upload([p.top_p for p in params]),
             [self._generators.get(s.slot) for s in states],
             self.generator,
         )
-        token_list, logprob_list = torch.stack((tokens.double(), logprobs.double())).tolist()  # one host sync
-        return [self._append(s, int(t), lp) for s, t, lp in zip(states, token_list, logprob_list, strict=True)]
+        packed = [tokens.double(), logprobs.double()]
+        num_top = min(max(p.top_logprobs for p in params), logits.shape[-1])
+        if num_top:  # only when a row asks; rides along in the same host transfer
+            packed += [t.double().flatten() for t in top_logprobs(logits, temperature, num_top)]
+        flat = torch.cat(packed).tolist()  # one host sync
+        n = len(states)
+        tops = unpack_top_logprobs(flat[2 * n :], num_top, [p.top_logprobs for p in params])
+        events = []
+        for i, (s, t, lp, top) in enumerate(zip(states, flat[:n], flat[n : 2 * n], tops, strict=True)):
+            if i in failed:
+                events.append(self._fail(s, failed[i]))
+                continue
+            try:
+                events.append(self._append(s, int(t), lp, top))
+            except Exception as error:  # a controller hook or stop check raised: only this request fails
+                events.append(self._fail(s, error))
+        return events
 
-    def _append(self, s: SequenceState, token: int, logprob: float) -> TokenEvent:
+    def _fail(self, s: SequenceState, error: BaseException) -> TokenEvent:
+        """End ``s`` with finish reason "error" (its slot is freed); the other requests are unaffected."""
+        logger.warning("request %s failed: %r", s.request.request_id, error)
+        s.finish_reason = "error"
+        if self.scheduler.running.get(s.slot) is s:
+            self.scheduler.release(s)
+        self._generators.pop(s.slot, None)
+        traj = Trajectory(prompt_ids=list(s.request.prompt_ids), response_ids=list(s.response_ids),
+                          logprobs=list(s.logprobs), finish_reason="error", response_mask=list(s.response_mask),
+                          token_versions=list(s.token_versions), error=f"{type(error).__name__}: {error}",
+                          metadata=dict(s.request.metadata))
+        return TokenEvent(s.request.request_id, [], finished=True, trajectory=traj)
+
+    def _append(self, s: SequenceState, token: int, logprob: float,
+                top: list[tuple[int, float]] | None = None) -> TokenEvent:
         """Record a sampled token, apply stop rules and forced tokens; release the slot when done."""
         params = s.request.params
         controller = s.request.controller
@@ -245,10 +312,12 @@ class LLMEngine:
         replacement = replace(s.response_ids, token) if replace is not None else None
         if replacement:  # the sampled token is dropped and these are forced instead
             new = self._force(s, replacement, stop_ids)
+            top = None if top is None else []
         else:
             s.response_ids.append(token)
             s.logprobs.append(logprob)
             s.response_mask.append(True)
+            s.token_versions.append(self.version)
             new = [token]
             if token in stop_ids or params.stop_strings and self._hit_stop_string(s):
                 s.finish_reason = "stop"
@@ -259,11 +328,14 @@ class LLMEngine:
         ):
             s.finish_reason = "length"
         s.pending = new
+        logprobs = s.logprobs[len(s.logprobs) - len(new) :]
+        tops = None if top is None else ([top] if top else []) + [[] for _ in new[1 if top else 0 :]]
         if s.finish_reason is None:
-            return TokenEvent(s.request.request_id, new)
+            return TokenEvent(s.request.request_id, new, logprobs=logprobs, top_logprobs=tops)
         self.scheduler.release(s)
         self._generators.pop(s.slot, None)
-        return TokenEvent(s.request.request_id, new, finished=True, trajectory=self._to_trajectory(s))
+        return TokenEvent(s.request.request_id, new, finished=True, trajectory=self._to_trajectory(s),
+                          logprobs=logprobs, top_logprobs=tops)
 
     def _force(self, s: SequenceState, forced: list[int], stop_ids: tuple[int, ...]) -> list[int]:
         """Append controller-forced tokens (mask False, log-prob 0) up to max_new_tokens; a forced stop token
@@ -276,6 +348,7 @@ class LLMEngine:
         s.response_ids += forced
         s.logprobs += [0.0] * len(forced)
         s.response_mask += [False] * len(forced)
+        s.token_versions += [self.version] * len(forced)
         return forced
 
     def _hit_stop_string(self, s: SequenceState) -> bool:
@@ -294,11 +367,9 @@ class LLMEngine:
             cut = text.find(stop)
             if cut >= 0:
                 text = text[:cut]
-        meta = dict(s.request.metadata)
         return Trajectory(
             prompt_ids=list(s.request.prompt_ids), response_ids=list(ids), logprobs=list(s.logprobs),
             finish_reason=s.finish_reason,  # type: ignore[arg-type]
-            response_mask=list(s.response_mask), policy_version=self.policy_version,
-            group_id=int(meta.get("group_id", 0)), text=text,
-            thinking_budget=int(meta.get("thinking_budget", -1)), metadata=meta,
+            response_mask=list(s.response_mask), token_versions=list(s.token_versions), text=text,
+            metadata=dict(s.request.metadata),
         )

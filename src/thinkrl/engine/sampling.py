@@ -29,6 +29,36 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Te
     return logits.scatter(-1, order, sorted_logits.masked_fill(remove, float("-inf")))
 
 
+def scaled_logprobs(logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits / temperature) per row; greedy rows (temperature 0) use the raw logits.
+
+    logits: (B, V) float; temperature: (B,) -> (B, V) float32. The distribution whose log-probs
+    `sample_tokens` reports (before top-k/top-p truncation).
+    """
+    greedy = temperature <= 0
+    scaled = logits.float() / torch.where(greedy, torch.ones_like(temperature), temperature)[:, None]
+    return scaled.log_softmax(-1)
+
+
+def top_logprobs(logits: torch.Tensor, temperature: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k most likely tokens of each row of `scaled_logprobs` (the distribution tokens are sampled from).
+
+    logits: (B, V) float; temperature: (B,); k in [1, V].
+    Returns (ids (B, k) long, logprobs (B, k) float32), most likely first.
+    """
+    values, ids = scaled_logprobs(logits, temperature).topk(k, dim=-1)  # [B, k]
+    return ids, values
+
+
+def unpack_top_logprobs(flat: list[float], k: int, wants: list[int]) -> list[list[tuple[int, float]] | None]:
+    """Host lists of `top_logprobs`: ``flat`` is ids (B*k) then log-probs (B*k) as floats; row i keeps its
+    first ``wants[i]`` pairs (None when it asked for none)."""
+    rows = len(wants)
+    ids, values = flat[: rows * k], flat[rows * k :]
+    return [[(int(ids[i * k + j]), values[i * k + j]) for j in range(min(want, k))] if want else None
+            for i, want in enumerate(wants)]
+
+
 def sample_tokens(
     logits: torch.Tensor,
     temperature: torch.Tensor,

@@ -21,6 +21,8 @@ class SamplingParams:
         seed: per-request seed; the same seed gives the same output whatever else is in the batch.
         stop_token_ids: tokens that end generation (kept in the output); None = the tokenizer's stop tokens.
         stop_strings: strings that end generation; the text is cut before the stop string.
+        top_logprobs: per sampled token, also return the k most likely tokens and their log-probs
+            (`TokenEvent.top_logprobs`); 0 returns none.
     """
 
     max_new_tokens: int = 256
@@ -30,6 +32,7 @@ class SamplingParams:
     seed: int | None = None
     stop_token_ids: tuple[int, ...] | None = None
     stop_strings: tuple[str, ...] = ()
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -40,6 +43,8 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.top_logprobs < 0:
+            raise ValueError(f"top_logprobs must be >= 0, got {self.top_logprobs}")
 
 
 class SequenceController(Protocol):
@@ -91,9 +96,16 @@ class TokenEvent:
         request_id: the request.
         token_ids: new tokens (sampled first, then any forced ones).
         finished: True on the request's last event; then ``trajectory`` is set.
+        trajectory: the finished request's `Trajectory` (last event only).
+        logprobs: one per token of ``token_ids``: the sampled token's log-prob, 0.0 for forced tokens.
+        top_logprobs: when the request asks for ``top_logprobs`` k > 0, one list per token of
+            ``token_ids``: the k most likely ``(token_id, logprob)`` pairs of the distribution the
+            token was sampled from, most likely first (empty for forced tokens); else None.
     """
 
     request_id: Any
     token_ids: list[int]
     finished: bool = False
     trajectory: Any = None
+    logprobs: list[float] | None = None
+    top_logprobs: list[list[tuple[int, float]]] | None = None
