@@ -25,7 +25,8 @@ class SequenceState:
         num_cached: tokens already written to the cache for this slot.
         pending: tokens to feed on the next forward (the prompt at first, then the last
             sampled token plus any forced tokens).
-        response_ids / logprobs / response_mask: the growing response.
+        response_ids / logprobs / response_mask / token_versions: the growing response (token_versions: the
+            engine's weight version when each token was appended).
         finish_reason: set when done.
         text_checked: characters of decoded text already scanned for stop strings.
     """
@@ -37,6 +38,7 @@ class SequenceState:
     response_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     response_mask: list[bool] = field(default_factory=list)
+    token_versions: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     text_checked: int = 0
 

@@ -2,7 +2,7 @@
 
 Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/completions``,
 ``POST /v1/chat/completions`` (both streamed as server-sent events with
-``"stream": true``). The engine runs in an `EngineRunner` thread started and
+``"stream": true``). The engine runs in an `EngineLoop` thread started and
 stopped with the app's lifespan; handlers only render prompts, submit requests
 and format events. Every error is an OpenAI error body
 ``{"error": {"message", "type", "param", "code"}}``; bad requests are 400 and
@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 
 from thinkrl.engine.budget import make_budget_controller
 from thinkrl.engine.engine import LLMEngine
+from thinkrl.engine.loop import EngineError, EngineLoop
 from thinkrl.engine.types import SequenceController
 from thinkrl.serve.generation import (
     ControllerFactory,
@@ -45,7 +46,6 @@ from thinkrl.serve.protocol import (
     ModelCard,
     ModelList,
 )
-from thinkrl.serve.runner import EngineError, EngineRunner
 from thinkrl.serve.text import prompt_thinking_state
 from thinkrl.tokenizer import TextTokenizer
 
@@ -84,14 +84,14 @@ def create_app(engine: LLMEngine, tokenizer: TextTokenizer, *, model_name: str,
     """An app serving ``engine`` as ``model_name``.
 
     Args:
-        engine: the engine; the app's `EngineRunner` thread owns it from startup to shutdown.
+        engine: the engine; the app's `EngineLoop` thread owns it from startup to shutdown.
         tokenizer: renders chat prompts, encodes string prompts, decodes responses.
         model_name: the id listed by ``/v1/models``; requests must name it.
         make_controller: (thinking budget, prompt opened thinking) -> engine-side controller;
             default `budget_controller_factory(tokenizer)` (enforced, no reflections).
     """
     ctx = ServeContext(
-        runner=EngineRunner(engine), tokenizer=tokenizer, model_name=model_name,
+        runner=EngineLoop(engine), tokenizer=tokenizer, model_name=model_name,
         max_seq_len=engine.scheduler.max_seq_len, vocab_size=engine.model.config.vocab_size,
         make_controller=make_controller or budget_controller_factory(tokenizer),
     )

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from thinkrl.engine.loop import EngineError, EngineLoop, stream_events
 from thinkrl.engine.types import Request, SamplingParams, SequenceController, TokenEvent
 from thinkrl.records import Trajectory
 from thinkrl.serve.protocol import (
@@ -35,7 +36,6 @@ from thinkrl.serve.protocol import (
     TokenLogprob,
     Usage,
 )
-from thinkrl.serve.runner import EngineError, EngineRunner, stream_events
 from thinkrl.serve.text import ChatSplitter, StreamedChat, StreamedText
 from thinkrl.tokenizer import TextTokenizer
 
@@ -72,7 +72,7 @@ class ServeContext:
         make_controller: the engine-side thinking-budget controller factory.
     """
 
-    runner: EngineRunner
+    runner: EngineLoop
     tokenizer: TextTokenizer
     model_name: str
     max_seq_len: int

@@ -1,4 +1,4 @@
-"""`EngineRunner`: events from the engine thread reach asyncio consumers; refusals and shutdown are errors."""
+"""`EngineLoop`: events from the engine thread reach asyncio consumers; refusals and shutdown are errors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from thinkrl.engine import LLMEngine, Request, SamplingParams
+from thinkrl.engine.loop import EngineError, EngineLoop, stream_events
 from thinkrl.model import ModelConfig, build_model
-from thinkrl.serve.runner import EngineError, EngineRunner, stream_events
 from thinkrl.tokenizer import load_tokenizer
 
 CFG = ModelConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -21,7 +21,7 @@ def _engine() -> LLMEngine:
     return LLMEngine(build_model(CFG, seed=0).eval(), TOK, num_slots=2, max_seq_len=32)
 
 
-async def _collect(runner: EngineRunner, requests: list[Request]) -> dict[str, list[int]]:
+async def _collect(runner: EngineLoop, requests: list[Request]) -> dict[str, list[int]]:
     tokens: dict[str, list[int]] = {r.request_id: [] for r in requests}
     async for event in stream_events(runner, requests):
         tokens[event.request_id] += event.token_ids
@@ -33,7 +33,7 @@ async def _collect(runner: EngineRunner, requests: list[Request]) -> dict[str, l
 def test_runner_streams_the_same_tokens_as_generate() -> None:
     prompts = [[5, 6], [7, 8, 9], [10], [11, 12]]  # more prompts than slots
     want = [t.response_ids for t in _engine().generate_from_ids(prompts, PARAMS)]
-    runner = EngineRunner(_engine())
+    runner = EngineLoop(_engine())
     runner.start()
     try:
         requests = [Request(p, PARAMS, request_id=f"r{i}") for i, p in enumerate(prompts)]
@@ -45,7 +45,7 @@ def test_runner_streams_the_same_tokens_as_generate() -> None:
 
 
 def test_refused_request_raises_and_dropped_stream_frees_the_runner() -> None:
-    runner = EngineRunner(_engine())
+    runner = EngineLoop(_engine())
     runner.start()
     try:
         with pytest.raises(ValueError, match="max_seq_len"):
@@ -67,7 +67,7 @@ def test_refused_request_raises_and_dropped_stream_frees_the_runner() -> None:
 
 def test_a_dropped_stream_is_aborted_in_the_engine() -> None:
     engine = LLMEngine(build_model(CFG, seed=0).eval(), TOK, num_slots=1, max_seq_len=4096)
-    runner = EngineRunner(engine)
+    runner = EngineLoop(engine)
     runner.start()
     long = SamplingParams(max_new_tokens=4000, temperature=0, stop_token_ids=())
     try:
