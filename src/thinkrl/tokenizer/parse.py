@@ -15,41 +15,21 @@ Rules (tags of `ThinkTags`, Seed-OSS by default):
     * tool calls ``<tool>...</tool>`` are removed from content; inside is JSON
       (``{"name": ..., "arguments": {...}}`` or a list of them) or the Seed-OSS
       form ``<function=NAME><parameter=KEY>VALUE</parameter>...</function>``,
-      whose values stay strings.
+      whose values stay strings (read by `thinkrl.tokenizer.tool_calls`).
     * a trailing end-of-turn token (``<seed:eos>``, ``<|im_end|>``...) is dropped;
       reasoning and content are stripped of surrounding whitespace.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from thinkrl.tokenizer.budget import SEED_TAGS, ThinkTags
+from thinkrl.tokenizer.tool_calls import ToolCall, parse_tool_call
 
 DEFAULT_STOP_STRINGS = ("<seed:eos>", "<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>")
-_FUNCTION = re.compile(r"<function=([^>\n]+)>(.*?)(?:</function>|$)", re.DOTALL)
-_PARAMETER = re.compile(r"<parameter=([^>\n]+)>(.*?)(?:</parameter>|$)", re.DOTALL)
-
-
-@dataclass
-class ToolCall:
-    """One tool call found in a completion.
-
-    Fields:
-        name: function name ("" when it could not be read).
-        arguments: keyword arguments (JSON values, or strings for the ``<parameter=...>`` form).
-        raw: the text between the tool-call tags.
-        error: why the call could not be read, None when it was.
-    """
-
-    name: str
-    arguments: dict[str, Any] = field(default_factory=dict)
-    raw: str = ""
-    error: str | None = None
+__all__ = ["DEFAULT_STOP_STRINGS", "ParsedCompletion", "ToolCall", "parse_completion", "parse_tool_call"]
 
 
 @dataclass
@@ -115,40 +95,6 @@ def _extract_blocks(text: str, open_tag: str, close_tag: str) -> tuple[str, list
             position += 1
     kept.append(text[position:])
     return "".join(kept), bodies, False
-
-
-def _strip_one_newline(value: str) -> str:
-    return value.removeprefix("\n").removesuffix("\n")
-
-
-def parse_tool_call(raw: str) -> list[ToolCall]:
-    """Read the text between tool-call tags (JSON or ``<function=...>`` form); never raises."""
-    body = raw.strip()
-    if body.startswith("<function="):
-        calls = []
-        for match in _FUNCTION.finditer(body):
-            arguments = {key.strip(): _strip_one_newline(value) for key, value in _PARAMETER.findall(match[2])}
-            calls.append(ToolCall(name=match[1].strip(), arguments=arguments, raw=raw))
-        return calls or [ToolCall(name="", raw=raw, error="tool call has no complete <function=NAME> tag")]
-    try:
-        decoded = json.loads(body)
-    except json.JSONDecodeError as error:
-        return [ToolCall(name="", raw=raw, error=f"tool call is not valid JSON: {error}")]
-    return [_json_tool_call(item, raw) for item in (decoded if isinstance(decoded, list) else [decoded])]
-
-
-def _json_tool_call(item: Any, raw: str) -> ToolCall:
-    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-        return ToolCall(name="", raw=raw, error=f"tool call needs an object with a string 'name', got {item!r}")
-    arguments = item.get("arguments", item.get("parameters", {}))
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError as error:
-            return ToolCall(name=item["name"], raw=raw, error=f"arguments are not valid JSON: {error}")
-    if not isinstance(arguments, dict):
-        return ToolCall(name=item["name"], raw=raw, error=f"arguments must be an object, got {arguments!r}")
-    return ToolCall(name=item["name"], arguments=arguments, raw=raw)
 
 
 def parse_completion(
