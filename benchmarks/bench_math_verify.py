@@ -1,19 +1,26 @@
-r"""Math answer verification: thinkrl's verifier vs the ``math-verify`` package (throughput and agreement).
+r"""Math answer verification: thinkrl's verifier vs the ``math-verify`` package (throughput, FP/FN vs labels).
 
-Corpus: ``benchmarks/data/math_pairs.jsonl``, (reference, response, label) triples built by
-`build_corpus` from hand-written cases (each reference with equivalent and non-equivalent
-answers in many formats) wrapped in varied response templates (``\boxed{}``, ``<answer>``,
-"The final answer is $...$", "Answer:", last number). ``label`` is the intended verdict.
+Corpora (``--corpus``):
 
-Throughput: both verifiers use the same number of worker processes (``--workers``, default 2 =
-this machine's cores); each timed pass runs on freshly started and warmed pools, so no cache
-carries over from a previous pass. thinkrl: ``MathVerifier.verify_batch`` (per-pair hard
-timeout). math-verify: its documented ``verify(parse(gold), parse(answer))`` with its own
-signal-based timeouts, in a ``multiprocessing.Pool`` (``imap``, chunks of 16). Prints one JSON
-line; ``--markdown FILE`` also writes the disagreement list.
+- ``outside`` (default): ``benchmarks/data/math_verify_tests.jsonl``, the labelled ``(gold, pred,
+  expected)`` pairs of math-verify 0.9.0's own test-suite (shipped in its PyPI sdist, Apache-2.0),
+  plus shuffled unequal pairs of its model outputs; built by ``benchmarks/math_verify_corpus.py``.
+  Nobody on thinkrl wrote or labelled them.
+- ``own``: ``benchmarks/data/math_pairs.jsonl``, built by `build_corpus` from hand-written cases
+  wrapped in response templates; thinkrl was developed against it, so it measures little.
 
-    thinkrl bench math-verify [--workers 2] [--repeats 3] [--markdown docs/results/math_verify.md]
-    python benchmarks/bench_math_verify.py --write-corpus   # rebuild the corpus file
+Errors are counted against the labels, false positives (accepted, label unequal) and false negatives
+(rejected, label equal) apart. Timing on equal terms, two ways:
+
+- *warm pooled*: both verifiers in ``--workers`` processes, freshly started and warmed on the same
+  pairs for every pass, each with a parse cache of 4,096 entries (thinkrl's own ``parse_answer``
+  cache; math-verify's ``parse`` results memoised the same way), so repeated references help both;
+  thinkrl through ``MathVerifier.verify_batch`` (per-pair hard timeout), math-verify through
+  ``verify(parse(gold), parse(pred))`` in a ``multiprocessing.Pool`` (its own signal timeouts);
+- *cold in-process*: one process, no cache on either side (thinkrl's is cleared before every pair).
+
+    thinkrl bench math-verify [--corpus outside|own] [--workers 2] [--repeats 3] [--markdown FILE]
+    python benchmarks/bench_math_verify.py --write-corpus   # rebuild the own corpus file
 """
 
 from __future__ import annotations
@@ -248,6 +255,7 @@ def word_problem_rows(seed: int) -> list[tuple[str, str, bool]]:
 
 
 CORPUS = Path(__file__).resolve().parent / "data" / "math_pairs.jsonl"
+OUTSIDE_CORPUS = Path(__file__).resolve().parent / "data" / "math_verify_tests.jsonl"
 WARMUP = [(f"so \\boxed{{{i}/7}}", f"\\frac{{{i}}}{{7}}") for i in range(1, 25)]
 
 
@@ -275,17 +283,37 @@ def _is_plain_number(text: str) -> bool:
     return text.replace("-", "", 1).replace(".", "", 1).isdigit()
 
 
-def load_corpus() -> list[dict]:
-    """The committed corpus (one JSON object per line)."""
-    return [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
+def load_corpus(path: Path = CORPUS) -> list[dict]:
+    """A committed corpus (one JSON object per line); rows without a category are grouped by source."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for row in rows:
+        row.setdefault("category", row.get("source", "").split("::")[-1])
+    return rows
 
 
 # -- math-verify side (module-level functions so pool workers can import them) -------------------
-def _mv_verify(pair: tuple[str, str]) -> bool:
-    from math_verify import parse, verify
+# math-verify's own tests parse both sides with these targets (tests/test_all.py::compare_strings).
+_MV_CACHE: dict[str, object] = {}
 
-    reference, response = pair
-    return bool(verify(parse(f"${reference}$"), parse(response)))
+
+def _mv_parse(text: str, cached: bool) -> object:
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    if cached and text in _MV_CACHE:
+        return _MV_CACHE[text]
+    parsed = parse(text, [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()])
+    if cached:
+        if len(_MV_CACHE) >= CACHE_SIZE:
+            _MV_CACHE.pop(next(iter(_MV_CACHE)))
+        _MV_CACHE[text] = parsed
+    return parsed
+
+
+def _mv_verify(item: tuple[str, str, bool]) -> bool:
+    from math_verify import verify
+
+    reference, response, cached = item
+    return bool(verify(_mv_parse(reference, cached), _mv_parse(response, cached)))
 
 
 def _mv_init() -> None:
@@ -294,19 +322,22 @@ def _mv_init() -> None:
     logging.disable(logging.WARNING)  # math-verify logs every timeout and parse failure
 
 
+CACHE_SIZE = 4096  # thinkrl's parse cache (score.parse_answer); math-verify gets the same in the warm runs
+
+
 def run_math_verify(pairs: list[tuple[str, str]], workers: int) -> tuple[list[bool], float, float]:
-    """Verdicts, seconds for the pass, seconds to start + warm the pool."""
+    """Warm pooled pass (parse cache on both sides): verdicts, seconds for the pass, seconds to start the pool."""
     start = time.perf_counter()
     with multiprocessing.get_context("fork").Pool(workers, initializer=_mv_init) as pool:
-        pool.map(_mv_verify, [(r, a) for a, r in WARMUP], chunksize=1)
+        pool.map(_mv_verify, [(r, a, True) for a, r in WARMUP], chunksize=1)
         ready = time.perf_counter()
-        verdicts = list(pool.imap(_mv_verify, pairs, chunksize=16))
+        verdicts = list(pool.imap(_mv_verify, [(r, a, True) for r, a in pairs], chunksize=16))
         elapsed = time.perf_counter() - ready
     return verdicts, elapsed, ready - start
 
 
 def run_thinkrl(pairs: list[tuple[str, str]], workers: int) -> tuple[list, float, float]:
-    """Verdicts, seconds for the pass, seconds to start + warm the pool."""
+    """Warm pooled pass (thinkrl's own parse cache): verdicts, seconds for the pass, seconds to start the pool."""
     start = time.perf_counter()
     with MathVerifier(num_workers=workers, timeout_s=5.0) as verifier:
         verifier.verify_batch(WARMUP)
@@ -316,70 +347,56 @@ def run_thinkrl(pairs: list[tuple[str, str]], workers: int) -> tuple[list, float
     return verdicts, elapsed, ready - start
 
 
-def _in_process(rows: list[dict]) -> dict[str, float]:
-    """Single-process answers/s of both (no pool, no worker timeouts), for reference."""
-    from math_verify import parse, verify
+def cold_in_process(pairs: list[tuple[str, str]], mv_pairs: list[tuple[str, str]]) -> dict[str, float]:
+    """Answers/s of both in this process with no cache at all (thinkrl's is cleared before every pair)."""
+    from thinkrl.rewards.math.score import parse_answer
 
     _mv_init()
-    sample = rows[::4]
     start = time.perf_counter()
-    for row in sample:
-        score_answer(row["response"], row["reference"])
-    ours = len(sample) / (time.perf_counter() - start)
+    for reference, response in pairs:
+        parse_answer.cache_clear()
+        score_answer(response, reference)
+    ours = len(pairs) / (time.perf_counter() - start)
     start = time.perf_counter()
-    for row in sample:
-        verify(parse(f"${row['reference']}$"), parse(row["response"]))
-    theirs = len(sample) / (time.perf_counter() - start)
-    return {"thinkrl_in_process": round(ours, 1), "math_verify_in_process": round(theirs, 1)}
+    for reference, response in mv_pairs:
+        _mv_verify((reference, response, False))
+    theirs = len(pairs) / (time.perf_counter() - start)
+    return {"thinkrl_cold_per_s": round(ours, 1), "math_verify_cold_per_s": round(theirs, 1),
+            "cold_speedup": round(ours / theirs, 2)}
 
 
-# Why the two verifiers part ways, by corpus category (the per-row "right" column follows the label).
-WHY = {
-    "constants and functions": "math-verify is wrong: it reads `\\sin 60^\\circ` as sin(60 radians).",
-    "degrees": "`°` / `\\degree` (math-verify cannot parse them): math-verify is wrong. 30° vs pi/6: a policy "
-               "choice; the values are equal, math-verify never converts degrees to radians, thinkrl does.",
-    "percent": "A policy choice: thinkrl reads a percent both ways for every number (12.5% = 12.5 = 0.125); "
-               "math-verify does so for integers only (9% = 9) but not for decimals.",
-    "units": "math-verify is wrong: it parses 'dollars' as a product of symbols.",
-    "large numbers": "math-verify is wrong: it reads `1\\,000\\,000` as 1*0*0 and compares 6.02e23 in "
-                     "15-digit floats.",
-    "tuples": "math-verify is wrong: it does not know `\\langle ... \\rangle` (it takes the first number, "
-              "so it even accepts a swapped vector).",
-    "sets and lists": "math-verify is wrong: it parses `\\varnothing` as a symbol.",
-    "intervals": "A policy choice: math-verify compares an inequality with an interval only when the gold is "
-                 "the inequality (allow_set_relation_comp=False); thinkrl accepts both directions.",
-    "complex": "math-verify is wrong: it treats `i` as a plain symbol here, so i = sqrt(-1) and |3+4i| = 5 fail.",
-}
+def error_counts(verdicts: list[bool], labels: list[bool]) -> dict[str, int]:
+    """False positives (accepted, label unequal) and false negatives (rejected, label equal)."""
+    return {"false_positives": sum(v and not lb for v, lb in zip(verdicts, labels, strict=True)),
+            "false_negatives": sum(lb and not v for v, lb in zip(verdicts, labels, strict=True))}
 
 
 def write_markdown(path: Path, rows: list[dict], ours: list, theirs: list[bool], result: dict) -> None:
-    """Results, agreement by category and the disagreement list (``right``: the side that matches the label)."""
+    """Results, agreement by category and every pair that either verifier gets wrong against its label."""
     lines = [
-        "# Math verification: thinkrl vs math-verify", "",
-        f"Corpus: `benchmarks/data/math_pairs.jsonl`, {len(rows)} pairs. Command: `thinkrl bench math-verify "
-        f"--workers {result['workers']} --markdown {path}`.", "",
+        f"# thinkrl vs math-verify on `{result['corpus']}` (generated)", "",
+        f"{len(rows)} pairs. Command: `thinkrl bench math-verify --corpus "
+        f"{'own' if result['corpus'] == CORPUS.name else 'outside'} --workers {result['workers']} "
+        f"--markdown {path}`.", "",
         "```json", json.dumps(result, indent=2), "```", "",
-        "## Agreement by category", "",
+        "## By category", "",
         "| category | pairs | agreement % | thinkrl = label % | math-verify = label % |",
         "|---|---|---|---|---|",
     ]
     for category in dict.fromkeys(r["category"] for r in rows):
         idx = [i for i, r in enumerate(rows) if r["category"] == category]
-        pct = lambda hits: f"{100 * sum(hits) / len(idx):.1f}"  # noqa: B023 (used at once)
+        pct = lambda hits: f"{100 * sum(hits) / len(idx):.1f}"  # noqa: B023, E731 (used at once)
         lines.append(f"| {category} | {len(idx)} | {pct(ours[i].correct == theirs[i] for i in idx)} | "
                      f"{pct(ours[i].correct == rows[i]['label'] for i in idx)} | "
                      f"{pct(theirs[i] == rows[i]['label'] for i in idx)} |")
-    lines += ["", "## Disagreements", "",
-              "| id | category | reference | answer | thinkrl | math-verify | label | right |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Pairs either verifier gets wrong against the label", "",
+              "| id | category | reference | thinkrl extracted | thinkrl | math-verify | label |",
+              "|---|---|---|---|---|---|---|"]
     for row, mine, other in zip(rows, ours, theirs, strict=True):
-        if mine.correct != other:
-            right = "thinkrl" if mine.correct == row["label"] else "math-verify"
-            cells = [str(row["id"]), row["category"], _md(row["reference"]),
-                     _md(mine.extracted or row["response"][-60:]), mine.reason, str(other), str(row["label"]), right]
+        if mine.correct != row["label"] or other != row["label"]:
+            cells = [str(row["id"]), row["category"], _md(row["reference"][-90:]),
+                     _md((mine.extracted or row["response"][-60:])[:90]), mine.reason, str(other), str(row["label"])]
             lines.append("| " + " | ".join(cells) + " |")
-    causes = sorted({row["category"] for row, m, t in zip(rows, ours, theirs, strict=True) if m.correct != t})
-    lines += ["", "## Why", ""] + [f"- **{c}**: {WHY.get(c, '(not yet analysed)')}" for c in causes]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 
@@ -388,8 +405,13 @@ def _md(text: str) -> str:
     return "`" + text.replace("|", "\\|").replace("\n", " ").replace("`", "'") + "`"
 
 
+CORPORA = {"outside": OUTSIDE_CORPUS, "own": CORPUS}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", choices=sorted(CORPORA), default="outside",
+                        help="outside: math-verify's labelled test pairs (not written here); own: ours")
     parser.add_argument("--workers", type=int, default=2, help="worker processes for each verifier")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes (median reported)")
     parser.add_argument("--markdown", type=Path, default=None, help="write the disagreement list here")
@@ -405,33 +427,38 @@ def main() -> None:
         import math_verify  # noqa: F401
     except ImportError:
         raise SystemExit("this benchmark needs math-verify: pip install 'math-verify[antlr4_13_2]'") from None
-    rows = load_corpus()
+    rows = load_corpus(CORPORA[args.corpus])
     pairs = [(r["reference"], r["response"]) for r in rows]
+    # math-verify finds LaTeX only between delimiters: our corpus's bare references get them (its tests' have them)
+    mv_pairs = [(f"${r}$" if args.corpus == "own" else r, a) for r, a in pairs]
     ours_s, theirs_s, ours_start, theirs_start = [], [], [], []
     for _ in range(args.repeats):
         ours, seconds, startup = run_thinkrl(pairs, args.workers)
         ours_s.append(seconds)
         ours_start.append(startup)
-        theirs, seconds, startup = run_math_verify(pairs, args.workers)
+        theirs, seconds, startup = run_math_verify(mv_pairs, args.workers)
         theirs_s.append(seconds)
         theirs_start.append(startup)
-    agree = sum(o.correct == t for o, t in zip(ours, theirs, strict=True))
+    ours_ok = [o.correct for o in ours]
     labels = [r["label"] for r in rows]
+    agree = sum(o == t for o, t in zip(ours_ok, theirs, strict=True))
     ours_rate = len(pairs) / statistics.median(ours_s)
     theirs_rate = len(pairs) / statistics.median(theirs_s)
+    accuracy = lambda verdicts: round(100 * sum(v == lb for v, lb in zip(verdicts, labels, strict=True))  # noqa: E731
+                                      / len(pairs), 2)
     result = {
-        "bench": "math-verify", "pairs": len(pairs), "equal_pairs": sum(labels), "workers": args.workers,
-        "repeats": args.repeats,
+        "bench": "math-verify", "corpus": CORPORA[args.corpus].name, "pairs": len(pairs),
+        "equal_pairs": sum(labels), "workers": args.workers, "repeats": args.repeats,
         "thinkrl_answers_per_s": round(ours_rate, 1), "math_verify_answers_per_s": round(theirs_rate, 1),
         "speedup": round(ours_rate / theirs_rate, 2),
-        "agreement_pct": round(100 * agree / len(pairs), 2), "disagreements": len(pairs) - agree,
-        "thinkrl_label_accuracy_pct": round(100 * sum(o.correct == lb for o, lb in zip(ours, labels, strict=True))
-                                            / len(pairs), 2),
-        "math_verify_label_accuracy_pct": round(100 * sum(t == lb for t, lb in zip(theirs, labels, strict=True))
-                                                / len(pairs), 2),
+        **cold_in_process(pairs, mv_pairs),
+        "thinkrl_label_accuracy_pct": accuracy(ours_ok),
+        "thinkrl": error_counts(ours_ok, labels),
+        "math_verify_label_accuracy_pct": accuracy(theirs),
+        "math_verify": error_counts(theirs, labels),
+        "agreement_with_math_verify_pct": round(100 * agree / len(pairs), 2),
         "thinkrl_pool_start_s": round(statistics.median(ours_start), 2),
         "math_verify_pool_start_s": round(statistics.median(theirs_start), 2),
-        **_in_process(rows),
         "python": platform.python_version(), "cpus": multiprocessing.cpu_count(),
         "load_average_1min": round(os.getloadavg()[0], 2),  # the machine may be shared: timings are noisy
     }

@@ -7,7 +7,9 @@ import pytest
 from thinkrl.rewards.math import MathVerdict, MathVerifier, math_reward, verify_math
 
 TIMEOUT_S = 1.0
-SLACK_S = 1.0  # scheduling noise on a loaded 2-core machine (a respawn included)
+# The verifier's own limit is what these tests bound; the slack is generous (a loaded 2-core machine,
+# a respawn included) and still far below the minutes the adversarial answers take without the limit.
+SLACK_S = 10.0
 SLOW = r"\boxed{e^{10^{99999}}}"  # sympy/mpmath grind on this for many seconds (pure Python: the soft alarm works)
 
 
@@ -53,7 +55,7 @@ def test_soft_limit_interrupts_without_killing(verifier: MathVerifier) -> None:
     killed = verifier.num_killed
     (verdict,), elapsed = _timed(verifier, [(SLOW, "5")])
     assert verdict.reason == "wrong: timeout"
-    assert TIMEOUT_S * 0.7 < elapsed < TIMEOUT_S + SLACK_S
+    assert TIMEOUT_S * 0.7 < elapsed < TIMEOUT_S + SLACK_S  # stopped by the soft alarm at 0.8 * limit
     assert verifier.num_killed == killed  # the alarm stopped it; the worker lives on
 
 
@@ -64,8 +66,7 @@ def test_hung_item_is_killed_and_does_not_block_the_others() -> None:
         verdicts, elapsed = _timed(pool, pairs)
         assert pool.num_killed == 2  # no alarm: the parent killed both hung workers
         assert [v.reason for v in verdicts] == ["wrong: timeout"] + ["correct"] * 200 + ["wrong: timeout"]
-        # the two hangs run at most one limit each, and the other worker keeps scoring meanwhile
-        assert elapsed < 2 * TIMEOUT_S + 2 * SLACK_S
+        assert elapsed < 2 * TIMEOUT_S + SLACK_S  # each hang cost one limit, not the minutes SLOW takes
         assert pool.verify(r"\boxed{2}", "2").correct  # replaced workers serve later calls
         (late,), late_s = _timed(pool, [(SLOW, "5")], timeout_s=0.5)
         assert late.reason == "wrong: timeout" and late_s < 0.5 + SLACK_S

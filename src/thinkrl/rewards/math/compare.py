@@ -19,7 +19,9 @@ matrices by shape and entries; an answer equation ``x = 5`` against a plain ``5`
 side, a reference equation only when it is an assignment (symbols on the left); equations by
 proportional sides (``y = 2x+1`` equals ``2x - y + 1 = 0``); inequalities by positively
 proportional sides, and a one-variable inequality (``x \\ge 2``) against an interval
-(``[2, \\infty)``); a singleton set against its element; text by `text_key`.
+(``[2, \\infty)``), a list of disjoint ones (``x < -1 \\text{ or } x > 2``) against a union of
+intervals; a singleton set against its element; text by `text_key`. Undefined values (``1:0``,
+``3/0``) equal nothing.
 """
 
 from __future__ import annotations
@@ -117,8 +119,17 @@ def _exact_equal(a: sympy.Expr, b: sympy.Expr, rel_tol: float) -> bool:
     return False
 
 
+_UNDEFINED = (sympy.zoo, sympy.nan)
+
+
 def expressions_equal(a: sympy.Expr, b: sympy.Expr, rel_tol: float) -> bool:
-    """True if two parsed expressions are equal (see the module docstring)."""
+    """True if two parsed expressions are equal (see the module docstring).
+
+    An undefined value (a division by zero such as ``1:0`` or ``3/0``, which sympy makes complex
+    infinity, or ``0/0``) equals nothing: two of them would otherwise compare equal whatever they are.
+    """
+    if a.has(*_UNDEFINED) or b.has(*_UNDEFINED):
+        return False
     if a == b:
         return True
     return any(_exact_equal(x, y, rel_tol) for x, y in itertools.product(_variants(a), _variants(b)))
@@ -187,6 +198,35 @@ def _relation_as_interval(rel: Relation) -> Value | None:
     return Bracket("(" if low_open else "[", ")" if high_open else "]", (low, high))
 
 
+def _disjoint(intervals: list[Bracket]) -> bool:
+    """True if the intervals share no point (ends compared exactly; an unknown order counts as overlap)."""
+    try:
+        ordered = sorted(intervals, key=lambda b: b.items[0])
+        for left, right in zip(ordered, ordered[1:], strict=False):
+            gap = right.items[0] - left.items[1]
+            if not (gap > 0 or (gap == 0 and (left.close == ")" or right.open == "("))):
+                return False
+    except TypeError:
+        return False
+    return True
+
+
+def _relations_as_set(value: Value) -> Value | None:
+    """One-variable inequalities as the set they describe: one as its interval (``x >= 2`` -> ``[2, oo)``),
+    a list of them in the same variable (``x < -1 or x > 2``) as the union of their intervals when those
+    are disjoint (overlapping ones could mean "and"; "and"/"or" both read as a list separator)."""
+    if isinstance(value, Relation):
+        return _relation_as_interval(value)
+    if not (isinstance(value, Bracket) and value.open == "" and len(value.items) > 1
+            and all(isinstance(item, Relation) for item in value.items)):
+        return None
+    symbols = set().union(*(e.free_symbols for item in value.items for e in item.exprs))  # type: ignore[union-attr]
+    intervals = [_relation_as_interval(item) for item in value.items]  # type: ignore[arg-type]
+    if len(symbols) != 1 or any(i is None for i in intervals) or not _disjoint(intervals):  # type: ignore[arg-type]
+        return None
+    return SetUnion(tuple(intervals))  # type: ignore[arg-type]
+
+
 def _unordered_equal(a: tuple[Value, ...], b: tuple[Value, ...], rel_tol: float) -> bool:
     """Set equality: every item of ``a`` equals some item of ``b`` and vice versa (repeats do not count)."""
     if not a or not b:
@@ -231,6 +271,13 @@ def _unwrap_reference(ref: Value, answer: Value) -> Value:
     return ref
 
 
+def _as_set_against(value: Value, other: Value) -> Value:
+    """``value`` read as an interval or union when it is a list of inequalities and ``other`` is a set."""
+    if isinstance(other, (Bracket, SetUnion)) and isinstance(value, Bracket):
+        return _relations_as_set(value) or value
+    return value
+
+
 def _unwrap_answer(answer: Value, ref: Value) -> Value:
     """An equation answer (``x = 5``, ``2 + 3 = 5``) read as its last side when the reference is no relation."""
     if not isinstance(answer, Relation) or isinstance(ref, Relation):
@@ -249,6 +296,11 @@ def values_equal(a: Value, b: Value, rel_tol: float = 1e-6) -> bool:
     reference, but a reference equation only when it is an assignment (``2x + z = 1`` is not ``1``).
     """
     a, b = _unwrap_reference(a, b), _unwrap_answer(b, a)
+    a, b = _as_set_against(a, b), _as_set_against(b, a)
+    if isinstance(a, SetUnion) and isinstance(b, Bracket) and len(a.parts) == 1:
+        a = a.parts[0]
+    if isinstance(b, SetUnion) and isinstance(a, Bracket) and len(b.parts) == 1:
+        b = b.parts[0]
     if isinstance(a, Text) or isinstance(b, Text):
         return isinstance(a, Text) and isinstance(b, Text) and a.text == b.text
     if isinstance(a, Relation) and isinstance(b, Relation):

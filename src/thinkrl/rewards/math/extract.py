@@ -43,9 +43,27 @@ _WORDY_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{4,}")
 _BOX_GAP_RE = re.compile(
     r"(?:\s|[,;&$.]|\\quad|\\qquad|\\[,;!]|\\[()\[\]]|\band\b|\bor\b|\\text\{\s*(?:and|or|,)?\s*\})*"
 )
+# A number not glued to letters ("AZYUK2A" has none): a leading-zero decimal comma (0,5), thousands
+# groups (1,000 / 1{,}000 / 1\,000 / 1 000), a decimal comma (2,74), a/b, a decimal, \frac{a}{b}.
 _NUMBER_RE = re.compile(
-    r"-?\\frac\{\d+\}\{\d+\}|-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?|-?\.\d+"
+    r"(?<![A-Za-z\d.,])(?:-?\\frac\{\d+\}\{\d+\}|-?0,\d+"
+    r"|-?[1-9]\d{0,2}(?:(?:,|\{,\}|\\,|[ \u00a0\u2009\u202f])\d{3})+(?:\.\d+)?(?!\d)"
+    r"|-?\d+,(?!\d{3}(?!\d))\d+|-?\d+(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?|-?\.\d+)"
 )
+# A bare number found by the last fallback counts only when stated as a result: after a cue word or
+# sign ("= 15", "gives 4.2", "#### 18", "costs \$5"), before "in total" / "left", or alone on its line.
+_PRE_CUE_RE = re.compile(
+    r"(?:[=:]|####|\b(?:is|it's|are|was|were|be|equals?|gives?|get|gets|got|makes?|has|have|had|costs?|totals?|"
+    r"leaves?|remains?|thus|therefore|hence|so|yields?|obtain|obtains|obtained|needs?|needed|takes?|took|"
+    r"earns?|earned|pays?|paid|spends?|spent|sells?|sold|buys?|bought|answer|result|sum|comes? to)\b)"
+    r"(?:\s|\\\$|\$|\*|\b(?:of|about|only|exactly|approximately|just|now|then|a total of)\b)*$",
+    re.IGNORECASE,
+)
+_POST_CUE_RE = re.compile(r"\s*(?:[A-Za-z]+\s+)?(?:in total|in all|altogether|total|left|remaining)\b", re.IGNORECASE)
+_LINE_START_RE = re.compile(r"(?:^|\n)[\s$*>#-]*$")
+_CUE_WINDOW = 80
+_REFERENCE_BOX_WORDS = 3  # boxes of a reference parted by at most this many words form one list
+_SOLUTION_WORDS = 5  # a reference with this many words is a worked solution, not an answer
 
 
 def _braced(text: str, start: int) -> int:
@@ -96,15 +114,26 @@ def last_boxed(text: str) -> str | None:
     return boxes[-1][2] if boxes else None
 
 
-def final_boxed(text: str) -> str | None:
-    r"""The last box, joined with the boxes just before it that only separators part (``1, 2``)."""
+def final_boxed(text: str, max_words: int = 0) -> str | None:
+    r"""The last box, joined with the boxes just before it that only separators part (``1, 2``).
+
+    With ``max_words``, boxes parted by at most that many words (``oxed{1} papers and oxed{2}``)
+    join too; a box repeated with the same content counts once.
+    """
     boxes = _boxes(text)
     if not boxes:
         return None
     first = len(boxes) - 1
-    while first > 0 and _BOX_GAP_RE.fullmatch(text, boxes[first - 1][1], boxes[first][0]):
+    while first > 0 and _joins(text[boxes[first - 1][1]:boxes[first][0]], max_words):
         first -= 1
-    return ", ".join(strip_delimiters(content) for _, _, content in boxes[first:])
+    contents = dict.fromkeys(strip_delimiters(content) for _, _, content in boxes[first:])
+    return ", ".join(contents)
+
+
+def _joins(gap: str, max_words: int) -> bool:
+    if _BOX_GAP_RE.fullmatch(gap):
+        return True
+    return max_words > 0 and len(gap) < 80 and "\n" not in gap and len(gap.split()) <= max_words
 
 
 def _answer_tag(text: str) -> str | None:
@@ -145,12 +174,21 @@ def _last_math_span(text: str) -> tuple[int, str] | None:
 
 
 def _last_math(text: str) -> str | None:
-    """Whichever of the last math span and the last number ends later in the text."""
+    """Whichever of the last math span and the last number stated as a result ends later in the text."""
     span = _last_math_span(text)
     number = _last_number_match(text)
+    if number is not None and not _stated_as_result(text, number[0] - len(number[1]), number[0]):
+        number = None
     if span is None or (number is not None and number[0] > span[0]):
         return number[1] if number else None
     return span[1]
+
+
+def _stated_as_result(text: str, start: int, end: int) -> bool:
+    """True if the number at ``text[start:end]`` follows a cue, precedes "in total"/"left", or starts its line."""
+    before = text[max(0, start - _CUE_WINDOW):start]
+    return bool(_PRE_CUE_RE.search(before) or _LINE_START_RE.search(before)
+                or _POST_CUE_RE.match(text, end, min(len(text), end + _CUE_WINDOW)))
 
 
 def _last_number_match(text: str) -> tuple[int, str] | None:
@@ -165,14 +203,35 @@ def _last_number(text: str) -> str | None:
     return found[1] if found else None
 
 
+def last_boxes(text: str, count: int) -> str | None:
+    """The last ``count`` top-level boxes after the thinking block joined as a list (None if there are fewer)."""
+    boxes = _boxes(_after_thinking(text))
+    if count < 1 or len(boxes) < count:
+        return None
+    return ", ".join(strip_delimiters(content) for _, _, content in boxes[-count:])
+
+
+def _after_thinking(text: str) -> str:
+    closes = list(_THINK_CLOSE_RE.finditer(text))
+    return text[closes[-1].end():] if closes else text
+
+
+def _answer_after_last_box(text: str) -> str | None:
+    """What an "answer is" statement after the last box says, if it states a number or maths (else None)."""
+    boxes = _boxes(text)
+    matches = list(_ANSWER_WORD_RE.finditer(text, boxes[-1][1])) if boxes else []
+    if not matches:
+        return None
+    found = _after_answer_word(text[matches[0].start():])
+    return found if found and re.search(r"[\d\\]", found) else None
+
+
 def extract_answer(text: str) -> str | None:
     """The final answer of a response (see the module docstring), stripped of delimiters; None if none."""
     if not isinstance(text, str):
         raise TypeError(f"response must be a str, got {type(text).__name__}")
-    closes = list(_THINK_CLOSE_RE.finditer(text))
-    if closes:
-        text = text[closes[-1].end():]
-    for rule in (final_boxed, _answer_tag, _after_answer_word, _last_math):
+    text = _after_thinking(text)
+    for rule in (_answer_after_last_box, final_boxed, _answer_tag, _after_answer_word, _last_math):
         found = rule(text)
         if found is not None:
             inner = final_boxed(found) if rule is not final_boxed else None
@@ -183,8 +242,17 @@ def extract_answer(text: str) -> str | None:
 
 
 def extract_reference(reference: str) -> str:
-    r"""The reference answer itself: the content of its final ``\boxed{}`` (see `final_boxed`) if it has one."""
+    r"""The reference answer itself: the content of its final ``\boxed{}`` if it has one.
+
+    Boxes parted by at most three words join into one list (``\boxed{1} papers and \boxed{2} bins``
+    is ``1, 2``: a reference is written by a person, and such boxes are parts of one answer); a
+    response's boxes join only across separators (`final_boxed`), since its earlier boxes may be
+    drafts. A reference without a box that reads as a worked solution (five or more words) is
+    reduced to its final answer by the rules of `extract_answer`.
+    """
     if not isinstance(reference, str):
         raise TypeError(f"reference must be a str, got {type(reference).__name__}")
-    boxed = final_boxed(reference)
+    boxed = final_boxed(reference, max_words=_REFERENCE_BOX_WORDS)
+    if boxed is None and len(_WORDY_RE.findall(reference)) >= _SOLUTION_WORDS:
+        boxed = extract_answer(reference)  # a worked solution given as the reference: its final answer
     return strip_delimiters(boxed if boxed is not None else reference)

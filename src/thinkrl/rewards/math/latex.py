@@ -10,6 +10,7 @@ Grammar (lowest precedence first)::
 
     answer   := item ((',' | ';' | 'and' | 'or') item)*         several items: a bare list
     item     := union (relop union)*          relop: = != < <= > >= \approx; "x \in S" and "(x, y) = T" give S, T
+                                              (a chain is cut at its first \approx: `_drop_approximation`)
     union    := sum (('\cup' | 'U') sum)*
     sum      := ['+'|'-'|'\pm'] term (('+' | '-' | '\pm') term)*
     term     := signed (('*' | '\cdot' | '\times' | '/' | '\div' | ':') signed | implicit product)*
@@ -108,7 +109,8 @@ class _Parser:
             exprs.append(as_expr(self.union()))
         if not ops:
             return first
-        return Relation(tuple(as_expr(e) for e in exprs), tuple(ops))
+        exprs, ops = _drop_approximation([as_expr(e) for e in exprs], ops)
+        return Relation(tuple(exprs), tuple(ops)) if ops else exprs[0]
 
     def union(self) -> Value:
         first = self.sum()
@@ -387,6 +389,21 @@ class _Parser:
                 raise NotMath("determinant of a non-square or large matrix")
             return sympy.Matrix(rows).det()
         return MatrixValue(tuple(rows))
+
+
+def _drop_approximation(exprs: list[sympy.Expr], ops: list[str]) -> tuple[list[sympy.Expr], list[str]]:
+    r"""Cut a chain at its first ``\approx`` (op ``~``): ``x = 1/3 \approx 0.33`` is ``x = 1/3``.
+
+    When only names precede it (``x \approx 0.33``) the approximation is the answer given: ``x = 0.33``.
+    """
+    if "~" not in ops:
+        return exprs, ops
+    first = ops.index("~")
+    names_only = first == 0 and bool(exprs[0].free_symbols) and all(
+        atom.is_Symbol or atom in (sympy.Integer(1), sympy.Integer(-1)) for atom in exprs[0].atoms())
+    if names_only:
+        return exprs, ["=" if op == "~" else op for op in ops]
+    return exprs[:first + 1], ops[:first]
 
 
 def _number(text: str) -> sympy.Expr:

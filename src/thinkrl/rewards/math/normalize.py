@@ -26,7 +26,7 @@ _UNICODE = {
     "\u2212": "-", "\u2013": "-", "\u00d7": r"\times ", "\u22c5": r"\cdot ", "\u00b7": r"\cdot ",
     "\u00f7": r"\div ", "\u03c0": r"\pi ", "\u221a": r"\sqrt", "\u221e": r"\infty ", "\u2264": r"\le ",
     "\u2265": r"\ge ", "\u2260": r"\ne ", "\u00b0": r"\degree ", "\u222a": r"\cup ", "\u2208": r"\in ",
-    "\u00a0": " ", "\u2009": " ", "\u202f": " ",
+    "\u00a0": " ", "\u2009": " ", "\u202f": " ", "\u2248": r"\approx ",
 }
 _UNICODE_RE = re.compile("|".join(map(re.escape, _UNICODE)))
 
@@ -61,7 +61,7 @@ _DEGREE_RE = re.compile(
     r"(?<![A-Za-z\\])degrees?(?![A-Za-z]))"
 )
 _PERCENT_RE = re.compile(r"\s*(?:\\?%|(?<![A-Za-z\\])percent(?:age)?(?![A-Za-z]))")
-_THOUSANDS_RE = re.compile(r"-?\d{1,3}(?:(?:,|\{,\}| )\d{3})+(?:\.\d+)?")
+_THOUSANDS_RE = re.compile(r"-?[1-9]\d{0,2}(?:(?:,|\{,\}| )\d{3})+(?:\.\d+)?")  # 0,111 is a decimal comma
 # "12 apples", "5 square units": words after a final number (unambiguous, so matching stays linear)
 _TRAILING_WORDS_RE = re.compile(r"(.*\d\}?)\s+[a-z]+(?:\s+[a-z]+){0,2}")
 _KEEP_WORDS = frozenset({"and", "or", "i", "e", "x", "y", "z", "n", "k", "pi"})
@@ -125,6 +125,9 @@ def normalize_answer(text: str) -> str:
     text = text.replace("\\$", " ").replace("$", " ")
     text = _unwrap(text)
     text = re.sub(r"(?<=\d),\s*\\[!,]\s*(?=\d)", ",", text)  # 12,\!000 is a thousands separator
+    text = re.sub(r"(?<=\d)\s*\{\s*,\s*\}\s*(?=\d)", "{,}", text)  # 14 {, }916 is 14{,}916
+    if "\\begin" not in text:  # \\left( written with a doubled backslash (escaped twice) is \left(
+        text = re.sub(r"\\\\(?=[A-Za-z])", r"\\", text)
     text = _SPACING_RE.sub(lambda m: m.group() if m.group() == "\\\\" else " ", text)
     text = re.sub(r"\\[dtc]frac(?![A-Za-z])", r"\\frac", text)
     text = re.sub(r"\\[dt]binom(?![A-Za-z])", r"\\binom", text)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from dataclasses import dataclass
 
+import sympy
+
 from thinkrl.rewards.math.compare import values_equal
-from thinkrl.rewards.math.extract import extract_answer, extract_reference
+from thinkrl.rewards.math.extract import extract_answer, extract_reference, last_boxes
 from thinkrl.rewards.math.latex import parse_value
 from thinkrl.rewards.math.normalize import normalize_answer, text_key
-from thinkrl.rewards.math.values import NotMath, Text, TooLarge, Value
+from thinkrl.rewards.math.values import Bracket, NotMath, Text, TooLarge, Value
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +68,35 @@ def parse_answer(normalized: str) -> Value:
         return Text(text_key(normalized))
 
 
+_DECIMAL_COMMA_RE = re.compile(r"-?\d+,\d+")
+
+
+def _decimal_comma(normalized: str, other: Value) -> Value | None:
+    """``2,74`` read as 2.74 when the other side is one number (thousands groups are gone by now)."""
+    if isinstance(other, sympy.Expr) and _DECIMAL_COMMA_RE.fullmatch(normalized):
+        return parse_answer(normalized.replace(",", "."))
+    return None
+
+
 def compare_answers(extracted: str, reference: str, rel_tol: float = 1e-6) -> bool:
-    """True if an extracted answer equals a reference answer (both raw strings; no time limit)."""
+    """True if an extracted answer equals a reference answer (both raw strings; no time limit).
+
+    A lone ``digits,digits`` (``2,74``, ``0,111``; ``1,000`` is a thousands group) is a decimal comma
+    when the other side is a single number, else a list of two numbers.
+    """
     answer_norm, reference_norm = normalize_answer(extracted), normalize_answer(reference)
     if answer_norm == reference_norm and answer_norm:
         return True
-    return values_equal(parse_answer(reference_norm), parse_answer(answer_norm), rel_tol)
+    ref, answer = parse_answer(reference_norm), parse_answer(answer_norm)
+    ref = _decimal_comma(reference_norm, answer) or ref
+    answer = _decimal_comma(answer_norm, ref) or answer
+    return values_equal(ref, answer, rel_tol)
+
+
+def _list_length(reference: str) -> int:
+    """Items in a reference that is a list or set of two or more (0 otherwise)."""
+    value = parse_answer(normalize_answer(reference))
+    return len(value.items) if isinstance(value, Bracket) and value.open in ("", "{") else 0
 
 
 def score_answer(response: str, reference: str, rel_tol: float = 1e-6) -> MathVerdict:
@@ -83,6 +109,10 @@ def score_answer(response: str, reference: str, rel_tol: float = 1e-6) -> MathVe
         return MathVerdict(False, TOO_LARGE, extracted[:MAX_ANSWER_CHARS])
     try:
         same = compare_answers(extracted, reference, rel_tol)
+        if not same and (count := _list_length(reference)) > 1:  # a list answer split across boxes with words
+            joined = last_boxes(response, count)
+            if joined is not None and joined != extracted and compare_answers(joined, reference, rel_tol):
+                return MathVerdict(True, CORRECT, joined)
     except (TooLarge, MemoryError, OverflowError):
         return MathVerdict(False, TOO_LARGE, extracted)
     except RecursionError:
