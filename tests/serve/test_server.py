@@ -24,7 +24,9 @@ def reference(served: Any) -> LLMEngine:
 
 
 def _post(served: Any, path: str, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(f"{served.url}{path}", json={"model": served.model_name, **body}, timeout=60)
+    """POST ``body`` as JSON (ASCII-escaped, so lone surrogates travel as \\ud800 escapes)."""
+    return httpx.post(f"{served.url}{path}", content=json.dumps({"model": served.model_name, **body}),
+                      headers={"Content-Type": "application/json"}, timeout=60)
 
 
 def _stream(served: Any, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -62,7 +64,7 @@ def test_completion_greedy_equals_engine(served: Any, reference: LLMEngine) -> N
     assert choice["text"] == want.text
     assert choice["finish_reason"] == want.finish_reason
     assert got["usage"] == {"prompt_tokens": 5, "completion_tokens": len(want.response_ids),
-                            "total_tokens": 5 + len(want.response_ids)}
+                            "total_tokens": 5 + len(want.response_ids), "completion_tokens_details": None}
     assert choice["logprobs"]["token_logprobs"] == pytest.approx(want.logprobs, abs=1e-5)
     assert "".join(choice["logprobs"]["tokens"]) == TOK.decode(want.response_ids)
     # A string prompt is encoded with the tokenizer (special tokens included).
@@ -157,13 +159,26 @@ def test_concurrent_requests_share_the_batch(served: Any, reference: LLMEngine) 
     ("/chat/completions", {"messages": MESSAGES, "max_tokenz": 4}, "max_tokenz"),
     ("/chat/completions", {"messages": [{"role": "robot", "content": "hi"}]}, "messages.0.role"),
     ("/chat/completions", {"messages": MESSAGES, "thinking_budget": -2}, "thinking_budget"),
-    ("/chat/completions", {"messages": MESSAGES, "stream": True, "logprobs": True}, "logprobs"),
+    ("/chat/completions", {"messages": MESSAGES, "top_logprobs": 2}, "top_logprobs"),
+    ("/chat/completions", {"messages": MESSAGES, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+    ("/chat/completions", {"messages": MESSAGES, "seed": 2**64}, "seed"),
+    ("/chat/completions", {"messages": MESSAGES, "seed": 2**63}, "seed"),
+    ("/chat/completions", {"messages": MESSAGES, "top_k": 2**63}, "top_k"),
+    ("/chat/completions", {"messages": MESSAGES, "chat_template_kwargs": {"thinking_budget": -5}},
+     "chat_template_kwargs"),
+    ("/chat/completions", {"messages": MESSAGES, "chat_template_kwargs": {"messages": []}}, "chat_template_kwargs"),
+    ("/chat/completions", {"messages": MESSAGES, "thinking_budget": 0, "chat_template_kwargs": {
+        "enable_thinking": True, "thinking_budget": 64}}, "thinking_budget"),
+    ("/chat/completions", {"messages": MESSAGES, "tool_choice": "required"}, "tool_choice"),
+    ("/chat/completions", {"messages": [{"role": "user", "content": "\ud800"}]}, "messages"),
     ("/completions", {"prompt": [1] * 300}, "prompt"),  # max_seq_len is 256
     ("/completions", {"prompt": [1, 2], "max_tokens": 255}, "max_tokens"),
     ("/completions", {"prompt": [1, 99999]}, "prompt"),
     ("/completions", {"prompt": "hi", "top_p": 0}, "top_p"),
-    ("/completions", {"prompt": "hi", "stream": True, "logprobs": 0}, "logprobs"),
-    ("/completions", {"prompt": "hi", "logprobs": 5}, "logprobs"),
+    ("/completions", {"prompt": "hi", "logprobs": 21}, "logprobs"),
+    ("/completions", {"prompt": "hi", "logprobs": -1}, "logprobs"),
+    ("/completions", {"prompt": [[1, 2]] * 5, "n": 64}, "n"),
+    ("/completions", {"prompt": "\udc00x"}, "prompt"),
     ("/completions", {"prompt": "hi", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
 ])
 def test_bad_requests_are_400_naming_the_field(served: Any, path: str, body: dict, param: str) -> None:

@@ -72,10 +72,46 @@ def test_streamed_chat_deltas_add_up_to_the_final_split(text: str, state: str, r
     assert TOK.decode(ids) == text
     final = ChatSplitter(SEED_TAGS, state).split(text, final=True)
     assert final is not None and (final.reasoning_content, final.content) == (reasoning, content)
-    streamed = StreamedChat(TOK, SEED_TAGS, state)
+    streamed = StreamedChat(TOK, ChatSplitter(SEED_TAGS, state))
     deltas = [streamed.push([i]) for i in ids] + [streamed.finish(text)]
-    assert "".join(r for r, _ in deltas) == reasoning
-    assert "".join(c for _, c in deltas) == content
+    assert "".join(d.reasoning for d in deltas) == reasoning
+    assert "".join(d.content for d in deltas) == content
     if content and reasoning:  # reasoning streams before the answer starts
-        first_content = next(k for k, (_, c) in enumerate(deltas) if c)
-        assert all(not r for r, _ in deltas[first_content:])
+        first_content = next(k for k, d in enumerate(deltas) if d.content)
+        assert all(not d.reasoning for d in deltas[first_content:])
+
+
+SEED_CALL = "<seed:tool_call>\n<function=calc>\n<parameter=expr>2+3</parameter>\n</function>\n</seed:tool_call>"
+JSON_CALL = '<tool_call>\n{"name": "calc", "arguments": {"expr": "2+3"}}\n</tool_call>'
+
+
+@pytest.mark.parametrize(("tags", "text", "forced", "content", "num_calls"), [
+    (SEED_TAGS, f"<seed:think>use the tool</seed:think>Let me compute.\n{SEED_CALL}\n{SEED_CALL}", "",
+     "Let me compute.", 2),
+    (SEED_TAGS, "\n<function=calc>\n<parameter=expr>2+3</parameter>\n</function>\n</seed:tool_call>after",
+     "<seed:tool_call>", "after", 1),
+    (THINK_TAGS, f"<think>plan</think>Sure: {JSON_CALL}\nDone.", "", "Sure: Done.", 1),
+    (THINK_TAGS, f"<think>plan</think>a <tool_cal b {JSON_CALL}", "", "a <tool_cal b", 1),
+])
+def test_streamed_tool_calls_arrive_when_their_block_closes(tags, text: str, forced: str, content: str,
+                                                            num_calls: int) -> None:
+    final = ChatSplitter(tags, "none", forced).split(text, final=True)
+    assert final is not None and final.content == content and len(final.tool_calls) == num_calls
+    streamed = StreamedChat(TOK, ChatSplitter(tags, "none", forced))
+    ids = TOK.encode(text)
+    deltas = []
+    for k, token in enumerate(ids):
+        piece = streamed.push([token])
+        deltas.append(piece)
+        for call in piece.tool_calls:  # a call is announced only once its closing tag is in the text
+            assert call.ok and TOK.decode(ids[: k + 1]).count(tags.tool_close) >= 1
+    deltas.append(streamed.finish(text))
+    assert "".join(d.content for d in deltas) == content
+    calls = [c for d in deltas for c in d.tool_calls]
+    assert [(c.name, c.arguments) for c in calls] == [("calc", {"expr": "2+3"})] * num_calls
+
+
+def test_tool_blocks_stay_content_when_tools_are_off() -> None:
+    text = f"Here: {SEED_CALL}"
+    split = ChatSplitter(SEED_TAGS, "none", parse_tools=False).split(text, final=True)
+    assert split is not None and split.content == text and split.tool_calls == []

@@ -7,6 +7,12 @@ stopped with the app's lifespan; handlers only render prompts, submit requests
 and format events. Every error is an OpenAI error body
 ``{"error": {"message", "type", "param", "code"}}``; bad requests are 400 and
 name the field. See docs/serving.md.
+
+No request can take the server down: every field is bounded when the body is
+validated; bodies over ``max_request_bytes`` are refused (413) before they are read
+in full; prompt rendering and tokenisation run in worker threads, so ``/health``
+and other clients' streams never wait for them; a request that fails inside the
+engine ends with an error for that request only.
 """
 
 from __future__ import annotations
@@ -20,33 +26,27 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from thinkrl.engine.budget import make_budget_controller
 from thinkrl.engine.engine import LLMEngine
 from thinkrl.engine.loop import EngineError, EngineLoop
 from thinkrl.engine.types import SequenceController
+from thinkrl.serve.chat import chat_events, chat_response, encode_text, render_chat
 from thinkrl.serve.generation import (
     ControllerFactory,
-    RequestError,
+    RequestFailed,
     ServeContext,
-    chat_events,
-    chat_response,
     check_length,
     complete,
     completion_events,
     completion_response,
     plan_choices,
 )
-from thinkrl.serve.protocol import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    ErrorInfo,
-    ErrorResponse,
-    ModelCard,
-    ModelList,
-)
-from thinkrl.serve.text import prompt_thinking_state
+from thinkrl.serve.protocol import ChatCompletionRequest, CompletionRequest, RequestError
+from thinkrl.serve.responses import ErrorResponse, ModelCard, ModelList
 from thinkrl.tokenizer import TextTokenizer
 
 logger = logging.getLogger(__name__)
@@ -54,8 +54,19 @@ logger = logging.getLogger(__name__)
 DEFAULT_COMPLETION_TOKENS = 16
 """``max_tokens`` of a completion request that leaves it out (the OpenAI default); chat uses the context."""
 
+MIN_REQUEST_BYTES = 1 << 20
+"""The smallest default body limit (1 MiB); the default grows with the context (64 bytes per token)."""
+
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none"})
-_ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error", 503: "service_unavailable"}
+
+
+def error_type(status: int) -> str:
+    """OpenAI's error type for an HTTP status."""
+    if status == 404:
+        return "not_found_error"
+    if status == 503:
+        return "service_unavailable"
+    return "invalid_request_error" if 400 <= status < 500 else "server_error"
 
 
 def budget_controller_factory(tokenizer: TextTokenizer, enforce: bool = True, reflect: bool = False
@@ -79,8 +90,47 @@ def budget_controller_factory(tokenizer: TextTokenizer, enforce: bool = True, re
     return factory
 
 
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` is answered 413 before it is read in full."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return await self._refuse(send, declared.decode("latin-1"))
+        chunks, size, more = [], 0, True
+        while more:  # chunked bodies: read up to the limit, then replay them to the app
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                return await self._refuse(send, f"more than {size}")
+        replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replayed() -> Message:
+            return replay.pop() if replay else await receive()
+
+        await self.app(scope, replayed, send)
+
+    async def _refuse(self, send: Send, size: str) -> None:
+        response = _error(413, f"the request body ({size} bytes) is larger than the limit of {self.max_bytes} "
+                               "bytes (thinkrl serve --max-request-bytes)")
+        await response({"type": "http"}, _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}
+
+
 def create_app(engine: LLMEngine, tokenizer: TextTokenizer, *, model_name: str,
-               make_controller: ControllerFactory | None = None) -> FastAPI:
+               make_controller: ControllerFactory | None = None, max_request_bytes: int | None = None) -> FastAPI:
     """An app serving ``engine`` as ``model_name``.
 
     Args:
@@ -89,10 +139,12 @@ def create_app(engine: LLMEngine, tokenizer: TextTokenizer, *, model_name: str,
         model_name: the id listed by ``/v1/models``; requests must name it.
         make_controller: (thinking budget, prompt opened thinking) -> engine-side controller;
             default `budget_controller_factory(tokenizer)` (enforced, no reflections).
+        max_request_bytes: larger bodies are refused (413); default max(1 MiB, 64 bytes x max_seq_len).
     """
+    max_seq_len = engine.scheduler.max_seq_len
     ctx = ServeContext(
         runner=EngineLoop(engine), tokenizer=tokenizer, model_name=model_name,
-        max_seq_len=engine.scheduler.max_seq_len, vocab_size=engine.model.config.vocab_size,
+        max_seq_len=max_seq_len, vocab_size=engine.model.config.vocab_size,
         make_controller=make_controller or budget_controller_factory(tokenizer),
     )
 
@@ -106,6 +158,7 @@ def create_app(engine: LLMEngine, tokenizer: TextTokenizer, *, model_name: str,
 
     app = FastAPI(title="thinkrl", lifespan=lifespan)
     app.state.ctx = ctx
+    app.add_middleware(BodyLimit, max_bytes=max_request_bytes or max(MIN_REQUEST_BYTES, 64 * max_seq_len))
     _add_error_handlers(app)
 
     @app.get("/health")
@@ -121,36 +174,31 @@ def create_app(engine: LLMEngine, tokenizer: TextTokenizer, *, model_name: str,
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest) -> Any:
         _check_model(ctx, body.model)
+        body.check()
         response_id = f"cmpl-{uuid.uuid4().hex}"
+        prompt_ids = await run_in_threadpool(lambda: [_prompt_ids(ctx, p) for p in body.prompts()])
         choices = []
-        for k, prompt in enumerate(body.prompts()):
-            ids = _prompt_ids(ctx, prompt)
+        for k, ids in enumerate(prompt_ids):
             max_tokens = check_length(ctx, len(ids), body.max_tokens, DEFAULT_COMPLETION_TOKENS)
-            choices += plan_choices(body, ids, max_tokens, prompt_index=k, request_prefix=response_id)
+            choices += plan_choices(body, ids, max_tokens, prompt_index=k, request_prefix=response_id,
+                                    vocab_size=ctx.vocab_size)
         if body.stream:
             return _sse(completion_events(ctx, response_id, choices, body.include_usage))
-        trajectories = await complete(ctx, choices)
-        return completion_response(ctx, response_id, choices, trajectories, body.logprobs is not None)
+        return completion_response(ctx, response_id, choices, await complete(ctx, choices))
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatCompletionRequest) -> Any:
         _check_model(ctx, body.model)
-        messages = [m.to_template() for m in body.messages]
-        budget = body.thinking_budget
-        try:
-            prompt_text = tokenizer.apply_chat_template(messages, thinking_budget=None if budget == -1 else budget)
-        except ValueError as error:
-            raise RequestError(f"messages could not be rendered with the chat template: {error}", "messages") from None
-        ids = tokenizer.encode(prompt_text)
-        max_tokens = check_length(ctx, len(ids), body.token_limit, None)
+        body.check()
+        plan = await run_in_threadpool(render_chat, ctx, body)
+        max_tokens = check_length(ctx, len(plan.prompt_ids), body.token_limit, None)
         rid = f"chatcmpl-{uuid.uuid4().hex}"
-        state = prompt_thinking_state(prompt_text, tokenizer.think_tags)
-        choices = plan_choices(body, ids, max_tokens, prompt_index=0, request_prefix=rid,
-                               controller=lambda: ctx.make_controller(budget, state == "open"))
+        choices = plan_choices(body, plan.prompt_ids, max_tokens, prompt_index=0, request_prefix=rid,
+                               vocab_size=ctx.vocab_size,
+                               controller=lambda: ctx.make_controller(plan.budget, plan.thinking_open))
         if body.stream:
-            return _sse(chat_events(ctx, rid, choices, state, body.include_usage))
-        trajectories = await complete(ctx, choices)
-        return chat_response(ctx, rid, choices, trajectories, state, body.logprobs)
+            return _sse(chat_events(ctx, rid, plan, choices, body.include_usage))
+        return chat_response(ctx, rid, plan, choices, await complete(ctx, choices))
 
     return app
 
@@ -163,10 +211,7 @@ def _check_model(ctx: ServeContext, name: str) -> None:
 
 def _prompt_ids(ctx: ServeContext, prompt: str | list[int]) -> list[int]:
     if isinstance(prompt, str):
-        ids = ctx.tokenizer.encode(prompt)
-        if not ids:
-            raise RequestError("prompt encodes to no tokens", "prompt")
-        return ids
+        return encode_text(ctx.tokenizer, prompt, "prompt")
     bad = [i for i in prompt if not 0 <= i < ctx.vocab_size]
     if bad:
         raise RequestError(f"prompt token id {bad[0]} is outside the vocabulary [0, {ctx.vocab_size})", "prompt")
@@ -178,21 +223,31 @@ def _sse(events: AsyncIterator[str]) -> StreamingResponse:
 
 
 def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
-    info = ErrorInfo(message=message, type=_ERROR_TYPES.get(status, "server_error"), param=param)
-    return JSONResponse(ErrorResponse(error=info).model_dump(), status_code=status)
+    return JSONResponse(ErrorResponse.of(message, error_type(status), param), status_code=status)
+
+
+def _validation_error(error: RequestValidationError) -> JSONResponse:
+    """A 400 naming the first invalid field (or what is wrong with the body as a whole)."""
+    first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
+    kind = first.get("type")
+    if kind == "json_invalid":
+        reason = (first.get("ctx") or {}).get("error", first.get("msg"))
+        return _error(400, f"the request body is not valid JSON: {reason}")
+    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    # Union members add their type name to the location (prompt.str, prompt.list[int]...).
+    param = ".".join(p for p in loc if p not in _TYPE_TAGS and "[" not in p and "-" not in p) or None
+    if param is None and kind == "missing":
+        return _error(400, "the request body is required: a JSON object")
+    if param is None:
+        return _error(400, f"the request body must be a JSON object: {first.get('msg')}")
+    message = f"{param} is required" if kind == "missing" else f"{param}: {first.get('msg')}"
+    return _error(400, message, param)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, error: RequestValidationError) -> JSONResponse:
-        first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-        # Union members add their type name to the location (prompt.str, prompt.list[int]...).
-        param = ".".join(p for p in loc if p not in _TYPE_TAGS and "[" not in p) or None
-        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
-        if first.get("type") == "missing":
-            message = f"{param} is required"
-        return _error(400, message, param)
+        return _validation_error(error)
 
     @app.exception_handler(RequestError)
     async def on_request_error(request: Request, error: RequestError) -> JSONResponse:
@@ -202,6 +257,15 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def on_engine_error(request: Request, error: EngineError) -> JSONResponse:
         return _error(503, str(error))
 
+    @app.exception_handler(RequestFailed)
+    async def on_request_failed(request: Request, error: RequestFailed) -> JSONResponse:
+        return _error(500, str(error))
+
     @app.exception_handler(HTTPException)
     async def on_http_error(request: Request, error: HTTPException) -> JSONResponse:
         return _error(error.status_code, str(error.detail))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("unexpected error in %s %s", request.method, request.url.path)
+        return _error(500, f"internal error: {type(error).__name__}")

@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="render thinking_budget in the prompt only; do not force the end of thinking")
     parser.add_argument("--budget-reflect", action="store_true",
                         help="engine-side budget control also inserts the periodic budget reflections")
+    parser.add_argument("--max-request-bytes", type=int, default=None,
+                        help="larger request bodies are refused with 413 (default: max(1 MiB, 64 x max-seq-len))")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -45,7 +47,7 @@ def build_app(args: argparse.Namespace) -> FastAPI:
     engine = LLMEngine(model, tokenizer, num_slots=args.num_slots, max_seq_len=args.max_seq_len, seed=args.seed)
     controllers = budget_controller_factory(tokenizer, enforce=not args.no_budget_enforce, reflect=args.budget_reflect)
     return create_app(engine, tokenizer, model_name=args.served_model_name or model_dir.resolve().name,
-                      make_controller=controllers)
+                      make_controller=controllers, max_request_bytes=args.max_request_bytes)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,18 +1,20 @@
-"""Pydantic models of the OpenAI-compatible API served by `thinkrl serve`.
+"""Pydantic models of the requests `thinkrl serve` accepts (responses: `serve.responses`).
 
 Requests forbid unknown fields, so a typo (``max_token``) is a 400 naming the field
-instead of being silently ignored. Parameters thinkrl does not implement
-(penalties, ``logit_bias``, ``top_logprobs`` > 0, tools) are either absent (400
-"extra inputs are not permitted") or accepted only at their neutral value.
-thinkrl extensions: ``top_k`` (as in vLLM; -1 or 0 disables) and, on chat
-requests, ``thinking_budget`` (-1 unlimited, 0 answer at once, N tokens).
-Responses follow the OpenAI shapes; chat messages carry ``reasoning_content``
-beside ``content`` as vLLM and DeepSeek do.
+instead of being silently ignored. Every field is bounded here, at the edge, so no
+value can fail later inside the engine (a seed beyond 64 bits, a ``top_k`` beyond
+int64...). Parameters thinkrl does not implement (penalties, ``logit_bias``, ``echo``)
+are either absent (400 "extra inputs are not permitted") or accepted only at their
+neutral value. Extensions, as in vLLM: ``top_k`` (-1 or 0 disables) and, on chat
+requests, ``thinking_budget`` (-1 unlimited, 0 answer at once, N tokens) and
+``chat_template_kwargs`` (``{"thinking_budget": N}``, ``{"enable_thinking": false}``, other
+template variables).
 """
 
 from __future__ import annotations
 
-import time
+import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -20,22 +22,47 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 MAX_CHOICES = 64
 """Largest ``n`` accepted per request."""
 
+MAX_TOTAL_CHOICES = 256
+"""Largest number of engine requests one HTTP request makes (``n`` x prompts of a completions batch)."""
+
 MAX_STOP_STRINGS = 4
 """Largest number of ``stop`` strings (the OpenAI limit)."""
 
+MAX_TOP_LOGPROBS = 20
+"""Largest ``top_logprobs`` (chat) / ``logprobs`` (completions), as OpenAI and vLLM by default."""
 
-def _only_zero(value: int | None) -> int | None:
-    """``logprobs`` / ``top_logprobs``: thinkrl returns the sampled token's log-prob only."""
-    if value not in (None, 0):
-        raise ValueError(f"only 0 is supported (the sampled token's log-prob; alternatives are not computed), "
-                         f"got {value}")
-    return value
+MAX_SEED = 2**63 - 1
+"""Largest ``seed``; choice k of ``n`` uses ``seed + k``, which stays within the generator's 64 bits."""
+
+MAX_TOP_K = 2**31 - 1
+"""Largest ``top_k`` (values past the vocabulary keep every token)."""
+
+MIN_TEMPERATURE = 1e-5
+"""Temperatures below this are greedy (as in vLLM): dividing logits by less overflows float32."""
+
+RESERVED_TEMPLATE_VARIABLES = frozenset({"messages", "tools", "add_generation_prompt"})
+"""Template variables the server sets itself; ``chat_template_kwargs`` may not override them."""
+
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
-def _no_stream(value: Any, info: ValidationInfo) -> Any:
-    """``logprobs`` are not streamed (``stream`` is validated first: it is declared earlier)."""
-    if value is not None and info.data.get("stream"):
-        raise ValueError("logprobs are not supported with stream=true")
+class RequestError(ValueError):
+    """A request the server refuses; becomes an OpenAI error body.
+
+    Args:
+        message: what is wrong and what is allowed.
+        param: the request field at fault.
+        status: HTTP status (400 bad request, 404 unknown model, 413 too large, 503 engine down).
+    """
+
+    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.param, self.status = param, status
+
+
+def _no_nan(value: float) -> float:
+    if value != value:  # NaN compares unequal to itself
+        raise ValueError("NaN is not allowed")
     return value
 
 
@@ -47,6 +74,7 @@ class StreamOptions(_Strict):
     """``stream_options``: ``include_usage`` adds a last chunk with the token usage."""
 
     include_usage: bool = False
+    continuous_usage_stats: bool = False
 
 
 class SamplingFields(_Strict):
@@ -54,10 +82,10 @@ class SamplingFields(_Strict):
 
     model: str
     max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=1.0, ge=0.0, le=100.0)
+    temperature: float = Field(default=1.0, ge=0.0, le=100.0, description="below 1e-5: greedy")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=-1, description="thinkrl/vLLM extension; -1 or 0 disables")
-    seed: int | None = Field(default=None, ge=0)
+    top_k: int = Field(default=0, ge=-1, le=MAX_TOP_K, description="thinkrl/vLLM extension; -1 or 0 disables")
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1, le=MAX_CHOICES)
     stream: bool = False
@@ -83,6 +111,11 @@ class SamplingFields(_Strict):
             raise ValueError("penalties are not supported by thinkrl; only 0 is accepted")
         return value
 
+    @field_validator("temperature", "top_p")
+    @classmethod
+    def _check_number(cls, value: float) -> float:
+        return _no_nan(value)
+
     @property
     def stop_strings(self) -> tuple[str, ...]:
         """``stop`` as a tuple (empty when unset)."""
@@ -93,18 +126,19 @@ class SamplingFields(_Strict):
         """Whether a streamed response ends with a usage chunk."""
         return self.stream_options is not None and self.stream_options.include_usage
 
+    @property
+    def num_top_logprobs(self) -> int | None:
+        """How many alternatives per token to return; None: no log-probs at all."""
+        return None
+
 
 class CompletionRequest(SamplingFields):
     """``POST /v1/completions``: ``prompt`` is a string, a list of token ids, or a list of either."""
 
     prompt: str | list[int] | list[str] | list[list[int]]
-    logprobs: int | None = Field(default=None, description="0: the sampled token's log-prob")
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS,
+                                 description="k: the sampled token's log-prob and the k most likely tokens'")
     echo: Literal[False] = False
-
-    @field_validator("logprobs")
-    @classmethod
-    def _check_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
-        return _no_stream(_only_zero(value), info)
 
     @field_validator("prompt")
     @classmethod
@@ -115,12 +149,23 @@ class CompletionRequest(SamplingFields):
             raise ValueError("prompt token-id lists must not be empty")
         return value
 
+    def check(self) -> None:
+        """Cross-field checks; a `RequestError` naming the field."""
+        total = self.n * len(self.prompts())
+        if total > MAX_TOTAL_CHOICES:
+            raise RequestError(f"n ({self.n}) x prompts ({len(self.prompts())}) = {total} choices; at most "
+                               f"{MAX_TOTAL_CHOICES} per request", "n")
+
     def prompts(self) -> list[str | list[int]]:
         """The prompts of this request (one, or several for a batch)."""
         value = self.prompt
         if isinstance(value, str) or (value and isinstance(value[0], int)):
             return [value]  # type: ignore[list-item]
         return list(value)  # type: ignore[arg-type]
+
+    @property
+    def num_top_logprobs(self) -> int | None:
+        return self.logprobs
 
 
 class TextPart(_Strict):
@@ -130,166 +175,171 @@ class TextPart(_Strict):
     text: str
 
 
-class ChatMessage(_Strict):
-    """One message of a conversation."""
+class FunctionCall(_Strict):
+    """``{"name", "arguments"}`` of an assistant's tool call; ``arguments`` is a JSON object as a string."""
 
-    role: Literal["system", "user", "assistant", "tool"]
+    name: str = Field(pattern=_TOOL_NAME.pattern)
+    arguments: str
+
+    @field_validator("arguments")
+    @classmethod
+    def _check_arguments(cls, value: str) -> str:
+        try:
+            decoded = json.loads(value) if value.strip() else {}
+        except (json.JSONDecodeError, RecursionError) as error:
+            raise ValueError(f"arguments must be a JSON object as a string: {error}") from None
+        if not isinstance(decoded, dict):
+            raise ValueError(f"arguments must be a JSON object, got {type(decoded).__name__}")
+        return value
+
+
+class MessageToolCall(_Strict):
+    """One ``tool_calls`` entry of an assistant message in the history."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(_Strict):
+    """One message of a conversation (roles system, developer, user, assistant, tool)."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     reasoning_content: str | None = None
     name: str | None = None
     tool_call_id: str | None = None
+    tool_calls: list[MessageToolCall] | None = None
 
     @model_validator(mode="after")
     def _check_content(self) -> ChatMessage:
         if self.content is None and self.role != "assistant":
             raise ValueError(f"a {self.role} message needs content")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages have tool_calls")
         return self
 
     def to_template(self) -> dict[str, Any]:
-        """The message as the chat template reads it (content parts joined)."""
+        """The message as the chat template reads it (content parts joined; developer is system)."""
         content = self.content
         if isinstance(content, list):
             content = "".join(part.text for part in content)
-        message: dict[str, Any] = {"role": self.role, "content": content or ""}
+        role = "system" if self.role == "developer" else self.role
+        message: dict[str, Any] = {"role": role, "content": content or ""}
         if self.reasoning_content is not None:
             message["reasoning_content"] = self.reasoning_content
+        if self.tool_calls:
+            message["tool_calls"] = [call.model_dump() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            message["name"] = self.name
         return message
 
 
+class FunctionDefinition(_Strict):
+    """A function the model may call: its name, description and JSON-schema parameters."""
+
+    name: str = Field(pattern=_TOOL_NAME.pattern)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDefinition(_Strict):
+    """One entry of ``tools``."""
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    """``tool_choice`` naming one function: the model must call it."""
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ChatCompletionRequest(SamplingFields):
-    """``POST /v1/chat/completions``, with the thinkrl extension ``thinking_budget``."""
+    """``POST /v1/chat/completions``, with the extensions ``thinking_budget`` and ``chat_template_kwargs``."""
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool = False
-
-    @field_validator("logprobs")
-    @classmethod
-    def _check_logprobs(cls, value: bool, info: ValidationInfo) -> bool:
-        return _no_stream(value, info) if value else value
-    top_logprobs: int | None = None
-    thinking_budget: int = Field(default=-1, ge=-1, description="-1 unlimited, 0 answer at once, N tokens")
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    thinking_budget: int | None = Field(default=None, ge=-1, description="-1 unlimited, 0 answer at once, N tokens")
+    chat_template_kwargs: dict[str, Any] | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
     @field_validator("top_logprobs")
     @classmethod
-    def _check_top_logprobs(cls, value: int | None) -> int | None:
-        return _only_zero(value)
+    def _check_top_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs=true")
+        return value
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _check_template_kwargs(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if not value:
+            return value
+        reserved = sorted(RESERVED_TEMPLATE_VARIABLES & value.keys())
+        if reserved:
+            raise ValueError(f"{reserved[0]!r} is set by the server and cannot be a template variable")
+        budget = value.get("thinking_budget")
+        if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < -1):
+            raise ValueError(f"thinking_budget must be an integer >= -1, got {budget!r}")
+        if "enable_thinking" in value and not isinstance(value["enable_thinking"], bool):
+            raise ValueError(f"enable_thinking must be true or false, got {value['enable_thinking']!r}")
+        return value
+
+    def check(self) -> None:
+        """Cross-field checks (tools, tool_choice, budgets); a `RequestError` naming the field."""
+        names = [tool.function.name for tool in self.tools or []]
+        if len(set(names)) != len(names):
+            raise RequestError("tools: function names must be unique", "tools")
+        choice = self.tool_choice
+        if choice not in (None, "none", "auto") and not names:
+            raise RequestError("tool_choice: 'required' or a named function needs tools", "tool_choice")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise RequestError(f"tool_choice: function {choice.function.name!r} is not in tools "
+                               f"({', '.join(names)})", "tool_choice")
+        self.resolved_budget()
+
+    def resolved_budget(self) -> int:
+        """The thinking budget from ``thinking_budget`` and ``chat_template_kwargs`` (-1 unlimited).
+
+        ``enable_thinking: false`` is budget 0. Two different values are a `RequestError`.
+        """
+        kwargs = self.chat_template_kwargs or {}
+        given = {"thinking_budget": self.thinking_budget, "chat_template_kwargs.thinking_budget":
+                 kwargs.get("thinking_budget"), "chat_template_kwargs.enable_thinking":
+                 0 if kwargs.get("enable_thinking") is False else None}
+        values = {name: v for name, v in given.items() if v is not None}
+        if len(set(values.values())) > 1:
+            raise RequestError(f"thinking budgets disagree: {values}", "thinking_budget")
+        return next(iter(values.values()), -1)
 
     @property
     def token_limit(self) -> int | None:
         """``max_completion_tokens`` when given, else ``max_tokens``."""
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
+    @property
+    def num_top_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
-# ---- responses --------------------------------------------------------------------------------
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class CompletionLogprobs(BaseModel):
-    """Legacy completions log-probs: one entry per generated token (forced tokens get 0)."""
-
-    tokens: list[str]
-    token_logprobs: list[float]
-    text_offset: list[int]
-    top_logprobs: None = None
-
-
-class CompletionChoice(BaseModel):
-    index: int
-    text: str
-    finish_reason: Literal["stop", "length"] | None = None
-    logprobs: CompletionLogprobs | None = None
-
-
-class CompletionResponse(BaseModel):
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
-    choices: list[CompletionChoice]
-    usage: Usage | None = None
-
-
-class TokenLogprob(BaseModel):
-    token: str
-    logprob: float
-    bytes: list[int]
-    top_logprobs: list[Any] = Field(default_factory=list)
-
-
-class ChatLogprobs(BaseModel):
-    content: list[TokenLogprob]
-
-
-class AssistantMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-    reasoning_content: str | None = None
-
-
-class ChatChoice(BaseModel):
-    index: int
-    message: AssistantMessage
-    finish_reason: Literal["stop", "length"]
-    logprobs: ChatLogprobs | None = None
-
-
-class ChatCompletionResponse(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
-    choices: list[ChatChoice]
-    usage: Usage
-
-
-class ChatDelta(BaseModel):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-    reasoning_content: str | None = None
-
-
-class ChatChunkChoice(BaseModel):
-    index: int
-    delta: ChatDelta
-    finish_reason: Literal["stop", "length"] | None = None
-
-
-class ChatCompletionChunk(BaseModel):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
-    choices: list[ChatChunkChoice]
-    usage: Usage | None = None
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    owned_by: str = "thinkrl"
-    max_model_len: int | None = None
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
-
-
-class ErrorInfo(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    """OpenAI's error body: ``{"error": {"message", "type", "param", "code"}}``."""
-
-    error: ErrorInfo
+    @property
+    def tool_mode(self) -> str:
+        """"none" (no tools, or tool_choice none), "auto", "required" or "named"."""
+        if not self.tools or self.tool_choice == "none":
+            return "none"
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return "named"
+        return self.tool_choice or "auto"

@@ -16,11 +16,14 @@ that, and each is held back until it is safe:
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from thinkrl.tokenizer import ParsedCompletion, ThinkTags, parse_completion
+from thinkrl.tokenizer import ParsedCompletion, ThinkTags, ToolCall, parse_completion
 
 logger = logging.getLogger(__name__)
+
+_NEVER = "\x00<no tool calls>\x00"  # tool-call tags when tool calls are not parsed (tool_choice "none")
 
 
 class IncrementalText:
@@ -69,19 +72,24 @@ def prompt_thinking_state(prompt_text: str, tags: ThinkTags) -> str:
 
 
 class ChatSplitter:
-    """Splits (partial) chat responses into reasoning and content, consistently across prefixes.
+    """Splits (partial) chat responses into reasoning, content and tool calls, consistently across prefixes.
 
     Args:
         tags: the thinking tags of the tokenizer.
         prompt_state: `prompt_thinking_state` of the rendered prompt.
+        forced: text the prompt forced at the start of the response (a tool-call opening); it is
+            read as if the model had written it.
+        parse_tools: read tool-call blocks into ``tool_calls``; False leaves them in the content.
     """
 
-    def __init__(self, tags: ThinkTags, prompt_state: str) -> None:
-        self.tags = tags
+    def __init__(self, tags: ThinkTags, prompt_state: str, forced: str = "", parse_tools: bool = True) -> None:
+        self.tags = tags if parse_tools else replace(tags, tool_open=_NEVER, tool_close=_NEVER)
+        self.forced = forced
         self._prefix: str | None = tags.open if prompt_state == "open" else None
 
     def split(self, text: str, final: bool) -> ParsedCompletion | None:
-        """``text`` split into reasoning and content; None while it is too short to decide (not ``final``)."""
+        """``text`` split into its parts; None while it is too short to decide (not ``final``)."""
+        text = self.forced + text
         if self._prefix is None:
             head = text.lstrip()
             if not final and (not head or self.tags.open.startswith(head)):
@@ -90,6 +98,19 @@ class ChatSplitter:
             # (or it does not think): a later close tag is content, not the end of reasoning.
             self._prefix = "" if head.startswith(self.tags.open) else self.tags.open + self.tags.close
         return parse_completion(self._prefix + text, self.tags)
+
+    @property
+    def thinking(self) -> bool:
+        """The response starts with thinking (the model opened it, or the prompt did and nothing closed it)."""
+        return self._prefix == "" or (self._prefix == self.tags.open and not self.forced)
+
+    def complete_tool_calls(self, text: str) -> list[ToolCall]:
+        """The tool calls of ``text`` whose closing tag has arrived (call after `split` decided)."""
+        full = self.forced + text
+        end = full.rfind(self.tags.tool_close)
+        if end == -1 or self._prefix is None:
+            return []
+        return parse_completion(self._prefix + full[: end + len(self.tags.tool_close)], self.tags).tool_calls
 
 
 def new_suffix(sent: str, current: str, final: bool = False) -> str:
@@ -130,35 +151,69 @@ class StreamedText:
         return delta
 
 
+def _without_partial_tag(text: str, tag: str) -> str:
+    """``text`` without a tail that may be the start of ``tag`` (held back until the next token decides)."""
+    for size in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:size]):
+            return text[:-size]
+    return text
+
+
+@dataclass
+class ChatPiece:
+    """What one step adds to a streamed chat choice.
+
+    Fields:
+        reasoning: new reasoning text.
+        content: new content text.
+        tool_calls: tool calls completed since the last piece (malformed ones have ``error`` set).
+    """
+
+    reasoning: str = ""
+    content: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.reasoning or self.content or self.tool_calls)
+
+
 class StreamedChat:
-    """Reasoning and content deltas of one streamed chat choice.
+    """Reasoning, content and tool-call deltas of one streamed chat choice.
 
     Args:
         tokenizer: decodes the tokens.
-        tags: the thinking tags.
-        prompt_state: `prompt_thinking_state` of the prompt.
+        splitter: a fresh `ChatSplitter` for this choice.
         stop_strings: the request's stop strings.
     """
 
-    def __init__(self, tokenizer: Any, tags: ThinkTags, prompt_state: str, stop_strings: tuple[str, ...] = ()) -> None:
+    def __init__(self, tokenizer: Any, splitter: ChatSplitter, stop_strings: tuple[str, ...] = ()) -> None:
         self._text = IncrementalText(tokenizer, stop_strings)
-        self.splitter = ChatSplitter(tags, prompt_state)
+        self.splitter = splitter
         self._sent = ["", ""]
+        self._num_calls = 0
 
-    def push(self, token_ids: list[int]) -> tuple[str, str]:
-        """New (reasoning, content) text after these tokens (either may be empty)."""
+    @property
+    def content(self) -> str:
+        """The content sent so far."""
+        return self._sent[1]
+
+    def push(self, token_ids: list[int]) -> ChatPiece:
+        """What these tokens add (possibly nothing yet)."""
         return self._advance(self._text.push(token_ids), final=False)
 
-    def finish(self, final_text: str) -> tuple[str, str]:
-        """The rest of (reasoning, content), given the final response text (``Trajectory.text``)."""
+    def finish(self, final_text: str) -> ChatPiece:
+        """The rest, given the final response text (``Trajectory.text``)."""
         return self._advance(final_text, final=True)
 
-    def _advance(self, text: str, final: bool) -> tuple[str, str]:
+    def _advance(self, text: str, final: bool) -> ChatPiece:
         split = self.splitter.split(text, final)
         if split is None:
-            return "", ""
+            return ChatPiece()
         reasoning = new_suffix(self._sent[0], split.reasoning_content, final)
-        content = new_suffix(self._sent[1], split.content, final)
+        visible = split.content if final else _without_partial_tag(split.content, self.splitter.tags.tool_open).rstrip()
+        content = new_suffix(self._sent[1], visible, final)
         self._sent[0] += reasoning
         self._sent[1] += content
-        return reasoning, content
+        calls = split.tool_calls if final else self.splitter.complete_tool_calls(text)
+        new_calls, self._num_calls = calls[self._num_calls :], max(self._num_calls, len(calls))
+        return ChatPiece(reasoning, content, new_calls)
