@@ -19,8 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("thinkrl.train.sft_cli", "cold-start supervised fine-tuning on solution traces"),
     "train": ("thinkrl.train.rl_cli", "RL training (DAPO, GRPO, ...) from a YAML recipe"),
     "eval": ("thinkrl.eval.cli", "evaluate a model on held-out tasks"),
-    "demo": ("thinkrl.train.demo", "the tiny end-to-end recipe: data, SFT, DAPO, eval, report"),
-    "ablate": ("thinkrl.train.ablate", "recipes x seeds on a built-in task: accuracy table and curves"),
+    "demo": ("thinkrl.experiments.demo", "the tiny end-to-end recipe: data, SFT, DAPO, eval, report"),
+    "ablate": ("thinkrl.experiments.ablate", "recipes x seeds on a built-in task: accuracy table and curves"),
     "serve": ("thinkrl.serve.cli", "OpenAI-compatible HTTP server"),
     "bench": ("thinkrl.bench", "run a benchmark from benchmarks/ and print its JSON"),
 }

@@ -38,8 +38,9 @@ def _rl_recipe(model: Path, out: Path, steps: int, **trainer) -> RLRecipe:
     return validate_recipe({
         "name": "micro-rl", "model": {"path": str(model), "device": "cpu"}, "data": DATA,
         "sampling": {"max_new_tokens": 24, "num_slots": 32},
-        "algorithm": {"preset": "dapo", "group_size": 4, "prompts_per_step": 4, "max_response_len": 24,
-                      "overlong_cache_len": 8, "max_sampling_rounds": 2, "num_mini_batches": 2},
+        "rollout": {"group_size": 4, "prompts_per_step": 4, "max_sampling_rounds": 2},
+        "reward": {"max_response_len": 24, "overlong_cache_len": 8},
+        "algorithm": {"preset": "dapo", "num_mini_batches": 2},
         "optim": {"lr": 1e-3, "schedule": "constant"},
         "trainer": {"steps": steps, "micro_batch_tokens": 1024, "save_every": 1, "log_every": 1,
                     "output_dir": str(out), "eval_every": 0, **trainer},
@@ -51,7 +52,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def test_dapo_steps_train_and_log(sft_model, tmp_path):
-    from thinkrl.train.rl_trainer import run_rl
+    from thinkrl.train.rl_loop import run_rl
 
     final = run_rl(_rl_recipe(sft_model, tmp_path, steps=3))
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -70,7 +71,7 @@ def test_dapo_steps_train_and_log(sft_model, tmp_path):
 
 
 def test_resume_reproduces_uninterrupted_run(sft_model, tmp_path):
-    from thinkrl.train.rl_trainer import run_rl
+    from thinkrl.train.rl_loop import run_rl
 
     straight = run_rl(_rl_recipe(sft_model, tmp_path / "a", steps=3))
     run_rl(_rl_recipe(sft_model, tmp_path / "b", steps=2))
@@ -83,18 +84,20 @@ def test_resume_reproduces_uninterrupted_run(sft_model, tmp_path):
 
 def test_non_finite_loss_stops_before_the_weights_change(sft_model):
     from thinkrl.records import Trajectory
+    from thinkrl.train.actor import Actor, NonFiniteError
     from thinkrl.train.batching import pack_trajectories
-    from thinkrl.train.rl_trainer import NonFiniteError, compute_advantages, update_policy
+    from thinkrl.train.rl_step import compute_advantages
 
     model = load_pretrained(sft_model)
     trajs = [Trajectory([5, 6, 7], [8, 9], [float("nan"), -1.0], group_id=0, reward=r) for r in (1.0, -1.0)]
     recipe = _rl_recipe(sft_model, Path("unused"), steps=1)
-    batch = compute_advantages(pack_trajectories(trajs), trajs, recipe.algorithm)
+    batch = compute_advantages(pack_trajectories(trajs), torch.tensor([0, 0]), recipe.algorithm)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    actor = Actor(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0), recipe.algorithm,
+                  micro_batch_tokens=512, grad_clip=1.0, temperature=1.0, max_response_len=24)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(NonFiniteError, match="not finite"):
-        update_policy(model, optimizer, batch, recipe.algorithm, micro_batch_tokens=512, grad_clip=1.0,
-                      temperature=1.0, rng=__import__("random").Random(0))
+        actor.update(batch, __import__("random").Random(0))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -114,7 +117,7 @@ def _rows(out: Path) -> list[dict]:
 
 
 def test_prefilter_and_online_filter_shape_the_prompts_and_are_logged(sft_model, tmp_path):
-    from thinkrl.train.rl_trainer import run_rl
+    from thinkrl.train.rl_loop import run_rl
 
     recipe = _rl_recipe(sft_model, tmp_path, steps=3)
     # 40 prompts: the prefilter keeps a handful, so 3 steps revisit them and the online filter has to skip.
@@ -138,7 +141,7 @@ def test_prefilter_and_online_filter_shape_the_prompts_and_are_logged(sft_model,
 
 
 def test_resume_with_prefilter_and_online_filter_reproduces_the_run(sft_model, tmp_path):
-    from thinkrl.train.rl_trainer import run_rl
+    from thinkrl.train.rl_loop import run_rl
 
     def recipe(out: Path, steps: int, **trainer) -> RLRecipe:
         base = _rl_recipe(sft_model, out, steps=steps, **trainer)
@@ -155,7 +158,7 @@ def test_resume_with_prefilter_and_online_filter_reproduces_the_run(sft_model, t
 
 
 def test_curriculum_moves_the_difficulty_during_training(sft_model, tmp_path):
-    from thinkrl.train.rl_trainer import run_rl
+    from thinkrl.train.rl_loop import run_rl
 
     base = _rl_recipe(sft_model, tmp_path, steps=4)
     # Window 4 groups = one step; target band (0, 0.05): any solved problem makes the next ones harder.
@@ -172,10 +175,8 @@ def test_curriculum_moves_the_difficulty_during_training(sft_model, tmp_path):
 
 def test_sampled_thinking_tokens_match_a_count_of_the_response_ids(sft_model):
     from thinkrl.engine import LLMEngine
+    from thinkrl.rollout import SamplingSpec, load_problems, sample_groups
     from thinkrl.tokenizer import load_tokenizer
-    from thinkrl.train.common import load_problems
-    from thinkrl.train.config import SamplingSpec
-    from thinkrl.train.rl_rollout import sample_groups
 
     tokenizer = load_tokenizer(sft_model)
     model = load_pretrained(sft_model)
@@ -190,7 +191,7 @@ def test_sampled_thinking_tokens_match_a_count_of_the_response_ids(sft_model):
         ids = t.response_ids
         # Thinking = the tokens inside any open...close block; a budget-0 prompt starts in the answer; the stop
         # token that ends a response is not a thinking token.
-        state, count = ("answer" if t.metadata["thinking_budget"] == 0 else "before"), 0
+        state, count = ("answer" if t.thinking_budget == 0 else "before"), 0
         body = ids[:-1] if t.finish_reason == "stop" else ids
         for token in body:
             if state != "thinking" and token == open_id:
@@ -199,21 +200,21 @@ def test_sampled_thinking_tokens_match_a_count_of_the_response_ids(sft_model):
                 state = "answer"
             elif state == "thinking":
                 count += 1
-        assert t.metadata["thinking_tokens"] == count, (t.text, t.metadata["thinking_budget"])
-        budget = t.metadata["thinking_budget"]
-        assert t.metadata["kept_budget"] == (state != "thinking" and (budget < 0 or count <= budget))
-        budgets.add(t.metadata["thinking_budget"])
+        assert t.thinking_tokens == count, (t.text, t.thinking_budget)
+        budget = t.thinking_budget
+        assert t.kept_budget == (state != "thinking" and (budget < 0 or count <= budget))
+        budgets.add(t.thinking_budget)
     assert budgets == {0, 4, -1}
-    assert any(t.metadata["thinking_tokens"] > 0 for t in trajs)
+    assert any(t.thinking_tokens > 0 for t in trajs)
 
 
 def test_budget_aware_rl_logs_thinking_and_adherence(sft_model, tmp_path):
-    from thinkrl.train.rl_trainer import run_rl
+    from thinkrl.train.rl_loop import run_rl
 
     base = _rl_recipe(sft_model, tmp_path, steps=2)
     recipe = base.model_copy(update={
         "sampling": base.sampling.model_copy(update={"thinking_budgets": [0, 4, 8, -1]}),
-        "algorithm": base.algorithm.model_copy(update={"budget_reward": "overlong"}),
+        "reward": base.reward.model_copy(update={"budget_reward": "overlong"}),
     })
     run_rl(recipe)
     steps = [r for r in _rows(tmp_path) if r["step"] >= 1]

@@ -11,10 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from thinkrl.engine import LLMEngine, Request, SamplingParams
-from thinkrl.engine.budget import ThinkingBudgetController, budget_vocab
-from thinkrl.rewards import score_response
-from thinkrl.rewards.external import task_for
+from thinkrl.eval.evaluate import eval_requests
+from thinkrl.rollout import GenerateClient, judge, sample
 from thinkrl.tasks import Problem
 from thinkrl.tokenizer import TextTokenizer
 
@@ -43,41 +41,21 @@ class BudgetPoint:
     num_responses: int = 0
 
 
-def sweep_budgets(engine: LLMEngine, tokenizer: TextTokenizer, problems: list[Problem], budgets: list[int], *,
+def sweep_budgets(client: GenerateClient, tokenizer: TextTokenizer, problems: list[Problem], budgets: list[int], *,
                   enforce: bool, samples: int = 4, temperature: float = 1.0, max_new_tokens: int = 256,
                   seed: int = 0) -> list[BudgetPoint]:
-    """One `BudgetPoint` per budget (see module docstring)."""
-    vocab = budget_vocab(tokenizer)
+    """One `BudgetPoint` per budget (see module docstring); requests as `thinkrl.eval.evaluate.eval_requests`."""
     points = []
     for budget in budgets:
-        controllers: list[ThinkingBudgetController] = []
-        requests = []
-        for i, problem in enumerate(problems):
-            text = tokenizer.apply_chat_template([{"role": "user", "content": problem.prompt}],
-                                                 thinking_budget=budget)
-            prompt = tokenizer.encode(text)
-            opened = tokenizer.think_tags.ends_inside_thinking(text)
-            for j in range(samples):
-                ctl = ThinkingBudgetController(vocab, budget, enforce=enforce and budget >= 0, thinking_open=opened)
-                controllers.append(ctl)
-                params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
-                                        seed=seed * 1_000_003 + i * samples + j)
-                requests.append(Request(prompt, params, request_id=(budget, i, j), metadata={"problem": i},
-                                        controller=ctl))
-        trajs = engine.generate(requests)
-        correct, within, overshoots = 0, 0, []
-        for traj, ctl in zip(trajs, controllers, strict=True):
-            problem = problems[traj.metadata["problem"]]
-            score = score_response(task_for(problem.task), problem, traj.text, tokenizer.think_tags,
-                                   traj.finish_reason == "stop")
-            correct += score.correct
-            ok = ctl.kept_budget
-            within += ok
-            if not ok and budget >= 0:
-                overshoots.append(max(0, ctl.thinking_tokens - budget))
+        items = eval_requests(tokenizer, problems, samples=samples, temperature=temperature,
+                              max_new_tokens=max_new_tokens, thinking_budget=budget, seed=seed)
+        trajs = sample(client, tokenizer, items, enforce_budget=enforce)
+        judge(trajs, tokenizer)
         n = max(1, len(trajs))
-        points.append(BudgetPoint(budget, enforce and budget >= 0, correct / n, within / n,
-                                  sum(c.thinking_tokens for c in controllers) / n, overshoots, len(trajs)))
+        overshoots = [max(0, int(t.thinking_tokens or 0) - budget) for t in trajs if not t.kept_budget and budget >= 0]
+        points.append(BudgetPoint(budget, enforce and budget >= 0, sum(bool(t.correct) for t in trajs) / n,
+                                  sum(bool(t.kept_budget) for t in trajs) / n,
+                                  sum(int(t.thinking_tokens or 0) for t in trajs) / n, overshoots, len(trajs)))
     return points
 
 

@@ -11,9 +11,15 @@ architecture name and the file's own keys:
 | Qwen3ForCausalLM     | config     | config | yes         | no               |
 | SeedOssForCausalLM   | config     | config | no          | config           |
 
-An optional mixture-of-experts FFN (``num_experts > 0``) replaces the dense
-SwiGLU in every layer; it is thinkrl's own extension and is saved with the
-architecture name of the dense base plus the MoE keys.
+A mixture-of-experts FFN (``num_experts > 0``) replaces the dense SwiGLU in every
+layer. ``Qwen3MoeForCausalLM`` is Qwen3 with it (softmax router, top-k, optionally
+renormalised, no shared expert): transformers' Qwen3-MoE, saved under that name with
+one tensor per expert (``mlp.experts.{i}.gate_proj``, as transformers writes them), so
+transformers loads thinkrl's MoE checkpoints and thinkrl loads Qwen3-MoE ones. A
+``Qwen3ForCausalLM`` config with experts is the same model and is saved as
+``Qwen3MoeForCausalLM``. MoE on the other bases (and a shared expert) is thinkrl's own
+extension: it runs in memory (e.g. for `thinkrl.tune`), but saving it is an error,
+since no transformers architecture would read the file back.
 """
 
 from __future__ import annotations
@@ -28,13 +34,16 @@ SUPPORTED_ARCHITECTURES = (
     "Qwen2ForCausalLM",
     "Qwen3ForCausalLM",
     "SeedOssForCausalLM",
+    "Qwen3MoeForCausalLM",
 )
 MODEL_TYPES = {
     "LlamaForCausalLM": "llama",
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
     "SeedOssForCausalLM": "seed_oss",
+    "Qwen3MoeForCausalLM": "qwen3_moe",
 }
+_QK_NORM = ("Qwen3ForCausalLM", "Qwen3MoeForCausalLM")
 ROPE_TYPES = ("default", "linear", "llama3")
 
 
@@ -74,7 +83,7 @@ class ModelConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # unknown HF keys, written back unchanged
 
     def __post_init__(self) -> None:
-        if self.architecture == "Qwen3ForCausalLM":
+        if self.architecture in _QK_NORM:
             self.qk_norm = True  # part of the architecture, not a free switch (config.json has no key for it)
         if self.architecture not in SUPPORTED_ARCHITECTURES:
             raise ValueError(
@@ -106,6 +115,12 @@ class ModelConfig:
                 )
             if self.moe_intermediate_size <= 0:
                 raise ValueError("moe_intermediate_size must be positive when num_experts > 0")
+        moe_ok = self.num_experts and not self.shared_expert_intermediate_size
+        if self.architecture == "Qwen3MoeForCausalLM" and not moe_ok:
+            raise ValueError(
+                f"Qwen3MoeForCausalLM needs num_experts > 0 (got {self.num_experts}) and no shared expert "
+                f"(shared_expert_intermediate_size {self.shared_expert_intermediate_size})"
+            )
 
     @property
     def rope_type(self) -> str:
@@ -144,9 +159,11 @@ class ModelConfig:
         if arch == "Qwen2ForCausalLM":
             kwargs["attention_bias"] = True  # Qwen2 always has q/k/v bias and no o bias
             kwargs["attention_out_bias"] = False
-        elif arch == "Qwen3ForCausalLM":
+        elif arch in _QK_NORM:
             kwargs["qk_norm"] = True
             kwargs["attention_out_bias"] = kwargs.get("attention_bias", False)
+        if arch == "Qwen3MoeForCausalLM":
+            _read_qwen3_moe_keys(raw, kwargs)
         elif arch == "LlamaForCausalLM":
             kwargs["attention_out_bias"] = kwargs.get("attention_bias", False)
         if arch != "SeedOssForCausalLM":
@@ -167,7 +184,12 @@ class ModelConfig:
             for key in ("num_experts", "num_experts_per_tok", "moe_intermediate_size",
                         "shared_expert_intermediate_size", "norm_topk_prob", "router_aux_loss_coef"):
                 data.pop(key)
-        if arch != "Qwen3ForCausalLM":
+        else:
+            arch = self._moe_architecture()
+            data.pop("shared_expert_intermediate_size")
+            # transformers 4 names the expert count num_experts, transformers 5 num_local_experts
+            data.update(num_local_experts=self.num_experts, decoder_sparse_step=1, mlp_only_layers=[])
+        if arch not in _QK_NORM:
             data.pop("qk_norm")
         out.update(data)
         out["architectures"] = [arch]
@@ -175,6 +197,16 @@ class ModelConfig:
         out.setdefault("hidden_act", "silu")
         out.setdefault("torch_dtype", "float32")
         return out
+
+    def _moe_architecture(self) -> str:
+        """The architecture a MoE config is saved under; ValueError when transformers has none for it."""
+        if self.architecture in _QK_NORM and not self.shared_expert_intermediate_size:
+            return "Qwen3MoeForCausalLM"
+        raise ValueError(
+            f"cannot save a mixture-of-experts {self.architecture} "
+            f"(shared_expert_intermediate_size {self.shared_expert_intermediate_size}): transformers has no "
+            "architecture for it; use architecture Qwen3MoeForCausalLM (Qwen3 base, no shared expert)"
+        )
 
     @classmethod
     def from_file(cls, path: str | Path) -> ModelConfig:
@@ -205,3 +237,16 @@ class ModelConfig:
         per_layer = attn + ffn + 2 * c
         embed = self.vocab_size * c * (1 if self.tie_word_embeddings else 2)
         return self.num_hidden_layers * per_layer + embed + c
+
+
+def _read_qwen3_moe_keys(raw: dict[str, Any], kwargs: dict[str, Any]) -> None:
+    """Qwen3-MoE keys of a ``config.json`` into ``kwargs``; layouts thinkrl does not build are errors."""
+    local = raw.pop("num_local_experts", None)
+    if local is not None:
+        kwargs.setdefault("num_experts", local)
+    step, dense_layers = raw.pop("decoder_sparse_step", 1), raw.pop("mlp_only_layers", None) or []
+    if step != 1 or dense_layers:
+        raise ValueError(
+            f"Qwen3MoeForCausalLM with dense layers (decoder_sparse_step {step}, mlp_only_layers {dense_layers}) "
+            "is not supported: every layer must be MoE"
+        )

@@ -1,8 +1,10 @@
 """Named algorithm presets: plain config values, no code.
 
-The trainer's algorithm config (``thinkrl.train.config.AlgorithmSpec``)
-applies a preset first and lets every key written in the recipe override it.
-Every preset sets every key below, so a preset fully determines the algorithm.
+An RL recipe's ``algorithm.preset`` applies a preset first and lets every key
+written in the recipe override it. Every preset sets every key below, so a
+preset fully determines the algorithm. Plain keys belong to the recipe's
+``algorithm`` section; dotted keys name another section (``rollout.``,
+``reward.``, ``critic.``).
 
 Keys:
     advantage_estimator: name in `thinkrl.rl.ADVANTAGE_ESTIMATORS` ("grpo",
@@ -13,9 +15,9 @@ Keys:
         (Ye et al. 2020), or None for off.
     loss_agg_mode: one of `thinkrl.rl.AGG_MODES`, how `agg_loss` reduces the
         per-token loss ("token-mean" is DAPO's token-level loss).
-    dynamic_sampling: DAPO dynamic sampling — drop groups whose rewards are all
+    rollout.dynamic_sampling: DAPO dynamic sampling — drop groups whose rewards are all
         equal (`group_has_variance`) and sample more until the batch is full.
-    overlong_penalty: add DAPO's `soft_overlong_penalty` to the reward. Its
+    reward.overlong_penalty: add DAPO's `soft_overlong_penalty` to the reward. Its
         L_max / L_cache are run settings (the paper uses 20480 / 4096), not part
         of the preset, because they must fit the run's generation limit.
     kl_coef: weight of the KL-to-reference term *in the loss*; 0 means no
@@ -27,7 +29,7 @@ Keys:
         ``1 - 1/(alpha * length)``, or None; when set it replaces ``lam``.
     positive_lm_coef: weight mu of VAPO's `positive_lm_loss` on correct
         responses; 0 is off.
-    use_critic: train a value model (needed by "gae").
+    critic.enabled: train a value model (needed by "gae").
 
 Values come from the papers where they state them (DAPO arXiv 2503.14476,
 VAPO arXiv 2504.05118, GRPO arXiv 2402.03300, Dr. GRPO arXiv 2503.20783);
@@ -40,15 +42,15 @@ from __future__ import annotations
 from typing import Any
 
 _NO_EXTRAS: dict[str, Any] = {
-    "dynamic_sampling": False,
-    "overlong_penalty": False,
+    "rollout.dynamic_sampling": False,
+    "reward.overlong_penalty": False,
     "kl_coef": 0.0,
     "kl_kind": "k3",
     "lam": 1.0,
     "lam_critic": 1.0,
     "length_adaptive_alpha": None,
     "positive_lm_coef": 0.0,
-    "use_critic": False,
+    "critic.enabled": False,
 }
 
 ALGORITHM_PRESETS: dict[str, dict[str, Any]] = {
@@ -61,8 +63,8 @@ ALGORITHM_PRESETS: dict[str, dict[str, Any]] = {
         "eps_high": 0.28,
         "dual_clip": 3.0,
         "loss_agg_mode": "token-mean",
-        "dynamic_sampling": True,
-        "overlong_penalty": True,
+        "rollout.dynamic_sampling": True,
+        "reward.overlong_penalty": True,
     },
     # GRPO as in DeepSeekMath: symmetric clip, per-sequence mean, k3 KL in the loss.
     "grpo": {
@@ -115,7 +117,7 @@ ALGORITHM_PRESETS: dict[str, dict[str, Any]] = {
         "loss_agg_mode": "token-mean",
         "lam": 0.95,
         "lam_critic": 0.95,
-        "use_critic": True,
+        "critic.enabled": True,
     },
     # VAPO: PPO + decoupled GAE (critic lambda 1), length-adaptive policy
     # lambda (alpha 0.05), clip-higher, token-level loss, positive-example LM loss (mu 0.1).
@@ -129,6 +131,6 @@ ALGORITHM_PRESETS: dict[str, dict[str, Any]] = {
         "lam_critic": 1.0,
         "length_adaptive_alpha": 0.05,
         "positive_lm_coef": 0.1,
-        "use_critic": True,
+        "critic.enabled": True,
     },
 }

@@ -57,6 +57,9 @@ class PackedBatch:
         returns: (S, R) float32 value targets, or None when no critic is trained.
         old_values: (S, R) float32 critic values at sampling time, or None.
         ref_logprobs: (S, R) float32 reference-policy log-probabilities, or None when there is no KL.
+        behaviour_logprobs: (S, R) float32 log-probabilities of the policy that sampled the tokens (the engine's),
+            when ``old_logprobs`` holds the proximal policy's instead (decoupled PPO); else None.
+        token_versions: (S, R) long weight version that produced each response token (0 on padding).
 
     Frozen: derive a changed batch with ``dataclasses.replace(batch, advantages=...)``.
     """
@@ -76,6 +79,8 @@ class PackedBatch:
     returns: Tensor | None = None
     old_values: Tensor | None = None
     ref_logprobs: Tensor | None = None
+    behaviour_logprobs: Tensor | None = None
+    token_versions: Tensor | None = None
 
     def __post_init__(self) -> None:
         num_seqs, width = self.response_ids.shape
@@ -84,7 +89,7 @@ class PackedBatch:
         if self.input_ids.shape != self.position_ids.shape or self.input_ids.dim() != 1:
             raise ValueError("input_ids and position_ids must both have shape (N,)")
         for name in ("response_index", "response_mask", "old_logprobs", "advantages",
-                     "returns", "old_values", "ref_logprobs"):
+                     "returns", "old_values", "ref_logprobs", "behaviour_logprobs", "token_versions"):
             value = getattr(self, name)
             if value is not None and value.shape != (num_seqs, width):
                 raise ValueError(f"{name} has shape {tuple(value.shape)}, expected ({num_seqs}, {width})")
@@ -146,6 +151,7 @@ class PackedBatch:
             response_lengths=resp_lengths, old_logprobs=rows(self.old_logprobs),
             advantages=rows(self.advantages), rewards=self.rewards[idx], is_correct=self.is_correct[idx],
             returns=rows(self.returns), old_values=rows(self.old_values), ref_logprobs=rows(self.ref_logprobs),
+            behaviour_logprobs=rows(self.behaviour_logprobs), token_versions=rows(self.token_versions),
         )
 
 
@@ -213,7 +219,7 @@ def pack_trajectories(
             or a list of S per-token sequences of length R_i; None gives zeros (compute them on the
             packed tensors, then ``dataclasses.replace``).
         returns, old_values, ref_logprobs: same forms as ``advantages``; None leaves the field None.
-        is_correct: per trajectory; default ``reward > 0``.
+        is_correct: per trajectory; default ``Trajectory.correct`` where judged, else ``reward > 0``.
     """
     if not trajs:
         raise ValueError("pack_trajectories needs at least one trajectory")
@@ -231,7 +237,9 @@ def pack_trajectories(
     for i, traj in enumerate(trajs):
         mask[i, : lengths[i]] = torch.tensor(traj.response_mask, dtype=torch.bool)
     rewards = torch.tensor([float(t.reward) for t in trajs], dtype=torch.float32)
-    correct = rewards > 0 if is_correct is None else torch.tensor(list(is_correct), dtype=torch.bool)
+    if is_correct is None:
+        is_correct = [t.correct if t.correct is not None else float(t.reward) > 0 for t in trajs]  # type: ignore[arg-type]
+    correct = torch.tensor(list(is_correct), dtype=torch.bool)
     token_advantages = _token_matrix(advantages, lengths, width, "advantages")
     return PackedBatch(
         **packed,
@@ -243,6 +251,7 @@ def pack_trajectories(
         returns=_token_matrix(returns, lengths, width, "returns"),
         old_values=_token_matrix(old_values, lengths, width, "old_values"),
         ref_logprobs=_token_matrix(ref_logprobs, lengths, width, "ref_logprobs"),
+        token_versions=_token_matrix([t.token_versions for t in trajs], lengths, width, "token_versions").long(),
     )
 
 

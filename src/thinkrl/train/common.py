@@ -13,11 +13,11 @@ import torch
 from thinkrl.model import CausalLM, ModelConfig, build_model, load_pretrained, resolve_device
 from thinkrl.rl import entropy_from_logits, token_logprobs
 from thinkrl.tasks import Problem, Task, get_task
-from thinkrl.tasks.dataset import generate_dataset, read_jsonl
 from thinkrl.tokenizer import BUILTIN_DIR, TextTokenizer, load_tokenizer
 from thinkrl.tokenizer.budget import reflection_interval, reflection_text
 from thinkrl.train.batching import PackedBatch
-from thinkrl.train.config import DataSpec, ModelSpec, TokenizerSpec, save_resolved
+from thinkrl.train.config import save_resolved
+from thinkrl.train.specs import ModelSpec, TokenizerSpec
 
 
 def build_tokenizer(spec: TokenizerSpec) -> TextTokenizer:
@@ -39,16 +39,6 @@ def build_policy(spec: ModelSpec, tokenizer: TextTokenizer, seed: int) -> Causal
         raise ValueError(f"model.init.vocab_size ({init['vocab_size']}) is smaller than the tokenizer's "
                          f"vocabulary ({tokenizer.vocab_size})")
     return build_model(ModelConfig.from_hf_dict(init), device=device, dtype=spec.dtype, seed=seed)
-
-
-def load_problems(spec: DataSpec, split: str) -> list[Problem]:
-    """The train or test problems: from ``train_file``/``test_file`` when set, else generated (disjoint splits)."""
-    path = spec.train_file if split == "train" else spec.test_file
-    if path is not None:
-        return read_jsonl(path)
-    n = spec.num_train if split == "train" else spec.num_test
-    seed = spec.seed if split == "train" else spec.seed + 1_000_003
-    return generate_dataset(spec.task, n, seed, split, spec.difficulty)
 
 
 def encode_sft_example(tokenizer: TextTokenizer, problem: Problem, thinking: str, answer: str,

@@ -3,7 +3,7 @@
 Values are read at the same packed positions as the policy's log-probs
 (``PackedBatch.response_index``): the value of response token t is ``V(s_t)``, the
 state that has seen the prompt and tokens < t, i.e. the state the policy acted in.
-The critic has its own AdamW and learning rate (``optim.critic_lr``; VAPO: 2x the
+The critic has its own AdamW and learning rate (``critic.lr``; VAPO: 2x the
 actor's) and is trained on the same mini-batches as the policy, with the PPO clipped
 value loss (`thinkrl.rl.value_loss`) against the targets of the advantage estimator
 (``PackedBatch.returns``).
@@ -21,6 +21,8 @@ from thinkrl.model.value_head import ValueModel, load_value_model
 from thinkrl.rl import masked_var, value_loss
 from thinkrl.train.batching import PackedBatch, split_micro_batches
 from thinkrl.train.common import clipped_step
+from thinkrl.train.schedule import build_optimizer, build_scheduler
+from thinkrl.train.specs import CriticSpec, OptimSpec
 
 _MIN_VARIANCE = 1e-8
 
@@ -146,3 +148,47 @@ def update_critic(critic: ValueModel, optimizer: torch.optim.Optimizer, batch: P
     stats.value_clip_frac, stats.value_mse = sums["clip"] / tokens, sums["mse"] / tokens
     stats.grad_norm = sum(norms) / max(1, len(norms))
     return stats
+
+
+@dataclass
+class Critic:
+    """The value model of a PPO/VAPO run with its own optimizer and learning-rate schedule.
+
+    Fields:
+        model: the value model.
+        optimizer / scheduler: its AdamW (``critic.lr``, default ``optim.lr``) and schedule.
+        spec: the ``critic`` section.
+        micro_batch_tokens / grad_clip: as for the actor.
+    """
+
+    model: ValueModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    spec: CriticSpec
+    micro_batch_tokens: int
+    grad_clip: float | None
+
+    def values(self, batch: PackedBatch) -> torch.Tensor:
+        """(S, R) values at every response token (no grad)."""
+        return compute_values(self.model, batch, self.micro_batch_tokens)
+
+    def update(self, batch: PackedBatch, *, epochs: int, num_mini_batches: int, rng: random.Random) -> CriticStats:
+        """`update_critic` with the section's value clip, then one scheduler step."""
+        stats = update_critic(self.model, self.optimizer, batch, epochs=epochs, num_mini_batches=num_mini_batches,
+                              micro_batch_tokens=self.micro_batch_tokens, clip_range=self.spec.value_clip,
+                              grad_clip=self.grad_clip, rng=rng)
+        self.scheduler.step()
+        return stats
+
+    def state(self) -> dict[str, object]:
+        """The objects a checkpoint saves as extra state."""
+        return {"critic": self.model, "critic_optimizer": self.optimizer, "critic_scheduler": self.scheduler}
+
+
+def make_critic(spec: CriticSpec, policy: CausalLM, optim: OptimSpec, steps: int, micro_batch_tokens: int) -> Critic:
+    """The critic of ``spec`` (a copy of ``policy`` or ``spec.path``), its AdamW at ``spec.lr`` (default
+    ``optim.lr``) and a schedule over ``steps``."""
+    model = build_critic(policy, spec.path)
+    optimizer = build_optimizer(model.parameters(), optim, lr=spec.lr or optim.lr)
+    return Critic(model, optimizer, build_scheduler(optimizer, optim, steps), spec, micro_batch_tokens,
+                  optim.grad_clip)

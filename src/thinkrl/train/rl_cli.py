@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from thinkrl.rl import ALGORITHM_PRESETS
     from thinkrl.train.config import RLRecipe, load_recipe
-    from thinkrl.train.rl_trainer import run_rl
+    from thinkrl.train.rl_loop import run_rl
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = list(args.overrides) + (["trainer.resume=true"] if args.resume else [])

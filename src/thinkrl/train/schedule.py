@@ -20,7 +20,7 @@ from collections.abc import Iterable
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from thinkrl.train.config import OptimSpec
+from thinkrl.train.specs import OptimSpec
 
 SCHEDULES = ("cosine", "constant", "linear")
 

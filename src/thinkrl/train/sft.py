@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from thinkrl.rollout import load_problems
 from thinkrl.tasks import get_task
 from thinkrl.train.batching import pack_sft_examples, split_micro_batches
 from thinkrl.train.checkpoint import latest_checkpoint, load_checkpoint, restore_checkpoint, save_checkpoint
@@ -20,7 +21,6 @@ from thinkrl.train.common import (
     encode_sft_example,
     fit_thinking_to_budget,
     forward_responses,
-    load_problems,
     prepare_run,
     save_policy,
 )

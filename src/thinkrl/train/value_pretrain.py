@@ -28,16 +28,14 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from thinkrl.engine import LLMEngine
 from thinkrl.model.value_head import ValueModel
 from thinkrl.records import Trajectory
 from thinkrl.rl import ADVANTAGE_ESTIMATORS, AdvantageInputs
+from thinkrl.rollout import GenerateClient, PromptSource, RewardSpec, RolloutSpec, SamplingSpec, collect_rollout_batch
 from thinkrl.tokenizer import TextTokenizer
 from thinkrl.train.batching import PackedBatch, pack_trajectories
-from thinkrl.train.config import AlgorithmSpec, SamplingSpec
 from thinkrl.train.critic import compute_values, explained_variance, update_critic
 from thinkrl.train.metrics import MetricsLogger
-from thinkrl.train.rl_rollout import PromptCursor, collect_rollout_batch
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +63,7 @@ class ValuePretrainResult:
 
 def monte_carlo_batch(trajs: list[Trajectory], critic: ValueModel, micro_batch_tokens: int) -> PackedBatch:
     """Pack scored trajectories with the critic's current values and Monte-Carlo returns (gamma = lambda = 1)."""
-    batch = pack_trajectories(trajs, is_correct=[bool(t.metadata.get("correct", False)) for t in trajs])
+    batch = pack_trajectories(trajs)
     values = compute_values(critic, batch, micro_batch_tokens)
     inputs = AdvantageInputs(rewards=batch.rewards, response_mask=batch.response_mask,
                              group_ids=torch.tensor([t.group_id for t in trajs]), values=values,
@@ -74,17 +72,18 @@ def monte_carlo_batch(trajs: list[Trajectory], critic: ValueModel, micro_batch_t
     return replace(batch, old_values=values, returns=out.returns)
 
 
-def pretrain_value(critic: ValueModel, optimizer: torch.optim.Optimizer, engine: LLMEngine,
-                   tokenizer: TextTokenizer, cursor: PromptCursor, algo: AlgorithmSpec, sampling: SamplingSpec,
-                   *, max_steps: int, target_ev: float, updates_per_step: int, micro_batch_tokens: int,
-                   grad_clip: float | None, seed: int, metrics: MetricsLogger | None = None) -> ValuePretrainResult:
+def pretrain_value(critic: ValueModel, optimizer: torch.optim.Optimizer, client: GenerateClient,
+                   tokenizer: TextTokenizer, cursor: PromptSource, rollout: RolloutSpec, sampling: SamplingSpec,
+                   reward: RewardSpec, *, max_steps: int, target_ev: float, updates_per_step: int,
+                   micro_batch_tokens: int, grad_clip: float | None, seed: int,
+                   metrics: MetricsLogger | None = None) -> ValuePretrainResult:
     """Fit ``critic`` to Monte-Carlo returns of the engine's (fixed) policy; see the module docstring.
 
     Args:
         critic, optimizer: the value model and its optimizer (the RL run's own).
-        engine, tokenizer: sample from the current policy, which is not changed.
+        client, tokenizer: sample from the engine's current policy, which is not changed.
         cursor: prompt order for pretraining (use one separate from the RL cursor).
-        algo, sampling: batch sizes, rewards and sampling settings of the RL run; dynamic
+        rollout, sampling, reward: batch sizes, sampling settings and rewards of the RL run; dynamic
             sampling is switched off (every response is a valid regression target).
         max_steps: most batches to sample (>= 1).
         target_ev: stop once the mean explained variance of the last ``EV_WINDOW`` fresh batches reaches this.
@@ -95,21 +94,21 @@ def pretrain_value(critic: ValueModel, optimizer: torch.optim.Optimizer, engine:
     """
     if max_steps < 1 or updates_per_step < 1:
         raise ValueError(f"max_steps ({max_steps}) and updates_per_step ({updates_per_step}) must be >= 1")
-    rollout_algo = algo.model_copy(update={"dynamic_sampling": False})
+    rollout = rollout.model_copy(update={"dynamic_sampling": False})
     result, pool, rng = ValuePretrainResult(), [], random.Random(seed)
     for step in range(1, max_steps + 1):
-        rollout = collect_rollout_batch(engine, tokenizer, cursor, rollout_algo, sampling, seed=seed * 1009 + step)
-        fresh = monte_carlo_batch(rollout.trajectories, critic, micro_batch_tokens)
+        batch = collect_rollout_batch(client, tokenizer, cursor, rollout, sampling, reward, seed=seed * 1009 + step)
+        fresh = monte_carlo_batch(batch.trajectories, critic, micro_batch_tokens)
         ev = explained_variance(fresh.old_values, fresh.returns, fresh.response_mask)
         result.explained_variance.append(ev)
         recent = [x for x in result.explained_variance[-EV_WINDOW:] if math.isfinite(x)]
         result.steps = step
         result.reached_target = len(recent) == min(step, EV_WINDOW) and sum(recent) / len(recent) >= target_ev
         row = {"value_pretrain/explained_variance": ev,
-               "value_pretrain/accuracy": sum(rollout.sampled_correct) / max(1, len(rollout.sampled_correct))}
-        pool += rollout.trajectories
+               "value_pretrain/accuracy": sum(bool(t.correct) for t in batch.sampled) / max(1, len(batch.sampled))}
+        pool += batch.trajectories
         if not result.reached_target:
-            losses = [fit_on_pool(critic, optimizer, rng.sample(pool, min(len(pool), len(rollout.trajectories))),
+            losses = [fit_on_pool(critic, optimizer, rng.sample(pool, min(len(pool), len(batch.trajectories))),
                                   micro_batch_tokens, grad_clip, rng) for _ in range(updates_per_step)]
             result.value_loss.append(sum(losses) / len(losses))
             row["value_pretrain/value_loss"] = result.value_loss[-1]

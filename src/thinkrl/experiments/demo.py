@@ -44,7 +44,7 @@ def run_seed(args: argparse.Namespace, seed: int, folder: Path) -> dict:
     """SFT → eval → DAPO → eval for one seed; returns the before/after figures."""
     from thinkrl.rl import ALGORITHM_PRESETS
     from thinkrl.train.config import RLRecipe, SFTRecipe, load_recipe
-    from thinkrl.train.rl_trainer import run_rl
+    from thinkrl.train.rl_loop import run_rl
     from thinkrl.train.sft import run_sft
 
     start = time.perf_counter()
@@ -74,7 +74,7 @@ def evaluate_model(model_dir: Path, rl_recipe, samples: int) -> dict:
     from thinkrl.eval.evaluate import evaluate
     from thinkrl.model import load_pretrained
     from thinkrl.tokenizer import load_tokenizer
-    from thinkrl.train.common import load_problems
+    from thinkrl.rollout import load_problems
 
     tokenizer = load_tokenizer(model_dir)
     model = load_pretrained(model_dir, device=rl_recipe.model.device)
@@ -100,7 +100,7 @@ def write_report(row: dict, folder: Path, sft, rl) -> None:
         f"Task `{rl.data.task}` {rl.data.difficulty}, {b['num_problems']} held-out problems "
         "(disjoint from training by content hash).",
         f"Model: {sft.model.init}; SFT trace noise {sft.trace_noise}; DAPO {rl.trainer.steps} steps, "
-        f"{rl.algorithm.prompts_per_step} prompts x {rl.algorithm.group_size} samples.",
+        f"{rl.rollout.prompts_per_step} prompts x {rl.rollout.group_size} samples.",
         "",
         f"| model | accuracy (avg@k, T={rl.sampling.temperature:.1f}) | pass@k | greedy accuracy | "
         "mean response tokens |",

@@ -12,7 +12,7 @@ the base RL recipe::
     overrides: {trainer.steps: 60}  # every variant
     variants:
       - name: GRPO
-        overrides: {algorithm.eps_high: 0.2, algorithm.dynamic_sampling: false}
+        overrides: {algorithm.eps_high: 0.2, rollout.dynamic_sampling: false}
 
 For each seed the SFT model is trained once (``runs/<name>/sft/seed-<s>``) and shared by
 every variant of every grid. Each (grid, variant, seed) cell runs `run_rl` with periodic
@@ -130,7 +130,7 @@ def run_cell(cell: Cell) -> dict[str, Any]:
     from thinkrl.rl import ALGORITHM_PRESETS
     from thinkrl.train.config import RLRecipe, load_recipe
     from thinkrl.train.metrics import read_metrics
-    from thinkrl.train.rl_trainer import run_rl
+    from thinkrl.train.rl_loop import run_rl
 
     folder = Path(cell.folder)
     done = folder / "result.json"

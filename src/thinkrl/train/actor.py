@@ -1,0 +1,177 @@
+"""The actor: the policy being trained, its optimizer and schedule, its log-probs and its update.
+
+This is the one part of the RL system that holds trainable policy weights (and so the part FSDP2 will wrap).
+The update is ``ppo_epochs`` × ``num_mini_batches`` optimizer steps of the recipe's registered policy loss
+(``algorithm.policy_loss``, `thinkrl.rl.POLICY_LOSSES`): clip-higher, dual-clip and the recipe's aggregation over
+the whole mini-batch (micro-batch gradients add up to the mini-batch loss), optional KL to a reference policy and
+VAPO's positive-example LM loss. With ``algorithm.off_policy: decoupled`` the ratio is taken against the actor's own
+log-probs before the update (the proximal policy) and each token is weighted by proximal / behaviour.
+The engine never sees these weights except through `weights` (pushed by the loop after each step).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from thinkrl.model import CausalLM
+from thinkrl.rl import POLICY_LOSSES, PolicyLossInputs, PolicyLossMetrics, agg_loss, kl_penalty, positive_lm_loss
+from thinkrl.train.batching import PackedBatch, split_micro_batches
+from thinkrl.train.common import ResponseForward, clipped_step, forward_responses
+from thinkrl.train.specs import AlgorithmSpec
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or gradient was NaN/inf; the optimizer step was not taken."""
+
+
+@dataclass
+class UpdateStats:
+    """Token-weighted means over one update's micro-batches (plain floats for logging)."""
+
+    loss: float = 0.0
+    clip_frac: float = 0.0
+    approx_kl: float = 0.0
+    entropy: float = 0.0
+    grad_norm: float = 0.0
+    positive_nll: float = 0.0
+    is_weight_mean: float = 1.0
+    num_tokens: int = 0
+
+
+@dataclass
+class MicroBatchLoss:
+    """The loss of one micro-batch and what is logged from it.
+
+    Fields:
+        loss: () float32 with grad — policy loss (+ KL) (+ mu * positive-example NLL) + MoE aux loss.
+        forward: the policy's forward on the micro-batch.
+        metrics: the policy loss metrics.
+        positive_nll_sum: () detached — summed NLL of the correct responses' tokens (0 when off).
+    """
+
+    loss: torch.Tensor
+    forward: ResponseForward
+    metrics: PolicyLossMetrics
+    positive_nll_sum: torch.Tensor
+
+
+@torch.no_grad()
+def batch_logprobs(model: CausalLM, batch: PackedBatch, micro_batch_tokens: int, temperature: float) -> torch.Tensor:
+    """(S, R) float32 log-probs of the response tokens under ``model`` (no grad), micro-batched; 0 on padding."""
+    out = torch.zeros_like(batch.old_logprobs)
+    for part in split_micro_batches(batch.seq_lengths, micro_batch_tokens):
+        sub = batch.select(part).to(model.device)
+        out[part, : sub.response_ids.shape[1]] = forward_responses(model, sub, temperature).logprobs.cpu()
+    return out
+
+
+def _agg_normalisers(algo: AlgorithmSpec, num_tokens: int, num_sequences: int,
+                     max_response_len: int) -> dict[str, int]:
+    """Global denominators of the mini-batch, so micro-batch gradients add up to the mini-batch loss."""
+    if algo.loss_agg_mode == "token-mean":
+        return {"num_tokens": num_tokens}
+    if algo.loss_agg_mode == "seq-mean-token-sum-norm":
+        return {"num_sequences": num_sequences, "max_response_len": max_response_len}
+    return {"num_sequences": num_sequences}
+
+
+@dataclass
+class Actor:
+    """The trained policy and how it learns.
+
+    Fields:
+        model: the policy (trainable).
+        optimizer / scheduler: its AdamW and learning-rate schedule.
+        algo: the ``algorithm`` section (loss, clip ranges, epochs, mini-batches...).
+        micro_batch_tokens: token budget of one forward/backward.
+        grad_clip: global gradient-norm clip (None: off).
+        temperature: the sampling temperature (log-probs are taken at it, as the engine's are).
+        max_response_len: the normaliser of "seq-mean-token-sum-norm" (Dr. GRPO's constant).
+    """
+
+    model: CausalLM
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    algo: AlgorithmSpec
+    micro_batch_tokens: int
+    grad_clip: float | None
+    temperature: float
+    max_response_len: int
+
+    def weights(self) -> list[tuple[str, torch.Tensor]]:
+        """``(name, tensor)`` pairs of the policy: what is pushed to the engine after each update."""
+        return [(name, param.detach()) for name, param in self.model.named_parameters()]
+
+    def logprobs(self, batch: PackedBatch) -> torch.Tensor:
+        """(S, R) log-probs of ``batch``'s response tokens under the current policy (no grad)."""
+        return batch_logprobs(self.model, batch, self.micro_batch_tokens, self.temperature)
+
+    def micro_batch_loss(self, sub: PackedBatch, norm: dict[str, int], num_correct_tokens: int,
+                         share: float) -> MicroBatchLoss:
+        """Loss of one micro-batch of a mini-batch (``norm``: the mini-batch's global denominators;
+        ``num_correct_tokens``: valid tokens of its correct responses; ``share``: its fraction of the sequences)."""
+        algo = self.algo
+        fwd = forward_responses(self.model, sub, self.temperature)
+        loss, metrics = POLICY_LOSSES.get(algo.policy_loss)(PolicyLossInputs(
+            fwd.logprobs, sub.old_logprobs, sub.advantages, sub.response_mask,
+            eps_low=algo.eps_low, eps_high=algo.eps_high, dual_clip=algo.dual_clip, agg_mode=algo.loss_agg_mode,
+            behaviour_logprobs=sub.behaviour_logprobs, behaviour_is_cap=algo.behaviour_is_cap, **norm))
+        if algo.kl_coef > 0 and sub.ref_logprobs is not None:
+            kl = kl_penalty(fwd.logprobs, sub.ref_logprobs, algo.kl_kind)
+            loss = loss + algo.kl_coef * agg_loss(kl, sub.response_mask, algo.loss_agg_mode, **norm)
+        nll_sum = torch.zeros((), device=loss.device)
+        if algo.positive_lm_coef > 0 and num_correct_tokens > 0:
+            lm_loss, _ = positive_lm_loss(fwd.logprobs, sub.response_mask, sub.is_correct, "token-mean",
+                                          num_tokens=num_correct_tokens)
+            loss = loss + algo.positive_lm_coef * lm_loss
+            nll_sum = lm_loss.detach() * num_correct_tokens
+        return MicroBatchLoss(loss + fwd.aux_loss * share, fwd, metrics, nll_sum)
+
+    def update(self, batch: PackedBatch, rng: random.Random) -> UpdateStats:
+        """``ppo_epochs`` × ``num_mini_batches`` optimizer steps on ``batch`` (then one scheduler step).
+
+        Raises `NonFiniteError` (before ``optimizer.step``) on a NaN/inf loss or gradient norm.
+        """
+        algo, device = self.algo, self.model.device
+        stats = UpdateStats()
+        sums = {"loss": 0.0, "clip": 0.0, "kl": 0.0, "ent": 0.0, "nll": 0.0, "is": 0.0, "correct_tokens": 0}
+        grad_norms = []
+        for _ in range(algo.ppo_epochs):
+            order = list(range(batch.num_sequences))
+            rng.shuffle(order)
+            for mini in (order[i :: algo.num_mini_batches] for i in range(algo.num_mini_batches)):
+                if not mini:
+                    continue
+                mini_batch = batch.select(mini)
+                norm = _agg_normalisers(algo, max(1, mini_batch.num_tokens), len(mini), self.max_response_len)
+                correct_tokens = int((mini_batch.response_mask & mini_batch.is_correct[:, None]).sum())
+                self.optimizer.zero_grad(set_to_none=True)
+                for part in split_micro_batches(mini_batch.seq_lengths, self.micro_batch_tokens):
+                    sub = mini_batch.select(part).to(device)
+                    micro = self.micro_batch_loss(sub, norm, correct_tokens, len(part) / len(mini))
+                    if not torch.isfinite(micro.loss):
+                        self.optimizer.zero_grad(set_to_none=True)
+                        raise NonFiniteError("policy loss is not finite; the step was not applied")
+                    micro.loss.backward()
+                    n = int(sub.response_mask.sum())
+                    sums["loss"] += float(micro.loss.detach())
+                    sums["clip"] += float(micro.metrics.clip_frac_high + micro.metrics.clip_frac_low) * n
+                    sums["kl"] += float(micro.metrics.approx_kl) * n
+                    sums["is"] += float(micro.metrics.is_weight_mean) * n
+                    sums["ent"] += float((micro.forward.entropy * sub.response_mask).sum())
+                    sums["nll"] += float(micro.positive_nll_sum)
+                    stats.num_tokens += n
+                sums["correct_tokens"] += correct_tokens
+                grad_norms.append(clipped_step(self.optimizer, self.model.parameters(), self.grad_clip,
+                                               NonFiniteError))
+        self.scheduler.step()
+        tokens = max(1, stats.num_tokens)
+        stats.loss = sums["loss"] / max(1, algo.ppo_epochs * algo.num_mini_batches)
+        stats.clip_frac, stats.approx_kl = sums["clip"] / tokens, sums["kl"] / tokens
+        stats.entropy, stats.is_weight_mean = sums["ent"] / tokens, sums["is"] / tokens
+        stats.positive_nll = sums["nll"] / max(1, sums["correct_tokens"])
+        stats.grad_norm = sum(grad_norms) / max(1, len(grad_norms))
+        return stats

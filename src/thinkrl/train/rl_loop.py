@@ -1,0 +1,133 @@
+"""The RL loop (DAPO, VAPO, PPO, GRPO...). Each step is a short list of named calls:
+
+    next batch (rollout: sample, score, dynamic sampling) → advantages → update (actor, critic)
+    → push weights (engine client) → log → checkpoint / evaluate
+
+The trainer never shares tensors with the engine: after each update it pushes the policy's weights through the
+engine client, and every token sampled afterwards records the new version. VAPO's value pretraining
+(`thinkrl.train.value_pretrain`) runs once before the first step. `build_run` (`rl_setup`) makes the parts.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from thinkrl.eval.evaluate import evaluate
+from thinkrl.rollout import PromptCursor, collect_rollout_batch, rollout_metrics
+from thinkrl.train.checkpoint import save_checkpoint
+from thinkrl.train.common import save_policy
+from thinkrl.train.config import RLRecipe
+from thinkrl.train.metrics import MetricsLogger, Timer, plot_metrics, progress, read_metrics
+from thinkrl.train.rl_setup import RLRun, build_run
+from thinkrl.train.rl_step import prepare_batch, update
+from thinkrl.train.value_pretrain import EV_WINDOW, pretrain_value
+
+logger = logging.getLogger(__name__)
+
+
+def run_rl(recipe: RLRecipe) -> Path:
+    """Train with RL; returns the folder of the final HF-format policy."""
+    run = build_run(recipe)
+    try:
+        with MetricsLogger(run.out) as metrics, progress(recipe.trainer.steps, "rl") as bar:
+            bar.update(run.start_step)
+            if run.start_step == 0:
+                before_first_step(run, recipe, metrics)
+            for step in range(run.start_step + 1, recipe.trainer.steps + 1):
+                row = rl_step(run, recipe, step)
+                if step % recipe.trainer.log_every == 0:
+                    metrics.log(step, row)
+                bar.update(1, reward=round(row["reward"], 3), acc=round(row["accuracy"], 3))
+                after_step(run, recipe, step, metrics)
+    finally:
+        run.engine.stop()
+    final = save_policy(run.actor.model, run.tokenizer, run.out / "final")
+    plot_run(run, recipe)
+    return final
+
+
+def rl_step(run: RLRun, recipe: RLRecipe, step: int) -> dict[str, float]:
+    """One step: next batch → advantages → update → push weights; returns its metrics row."""
+    timer = Timer()
+    with timer.phase("rollout"):
+        rollout = collect_rollout_batch(run.engine, run.tokenizer, run.source, recipe.rollout, recipe.sampling,
+                                        recipe.reward, seed=recipe.trainer.seed * 100_003 + step)
+    row = {**rollout_metrics(rollout), **rollout.data_metrics}
+    row["version_lag_max"] = max((step - 1 - t.policy_version for t in rollout.sampled), default=0)
+    if rollout.trajectories:  # a step with no kept group trains nothing (and the schedule does not move)
+        with timer.phase("update"):
+            batch = prepare_batch(rollout.trajectories, run.actor, run.critic, run.ref_model)
+            row.update(update(batch, run.actor, run.critic, seed=recipe.trainer.seed, step=step))
+        with timer.phase("push"):
+            run.engine.update_weights(run.actor.weights(), version=step)
+    row.update(timer.metrics(), lr=run.actor.scheduler.get_last_lr()[0])
+    row["tokens_per_s"] = sum(len(t.response_ids) for t in rollout.sampled) / max(sum(timer.metrics().values()), 1e-9)
+    return row
+
+
+def before_first_step(run: RLRun, recipe: RLRecipe, metrics: MetricsLogger) -> None:
+    """Step-0 work of a fresh run: the prefilter's metrics, a held-out evaluation, VAPO's value pretraining."""
+    if run.data_log:
+        metrics.log(0, run.data_log)
+    if recipe.trainer.eval_every:
+        run_eval(run, recipe, 0, metrics)
+    if run.critic is not None and recipe.critic.pretrain_steps:
+        run_value_pretraining(run, recipe, metrics)
+
+
+def after_step(run: RLRun, recipe: RLRecipe, step: int, metrics: MetricsLogger) -> None:
+    """Checkpoint and evaluate when the recipe asks for it at ``step``."""
+    trainer = recipe.trainer
+    if trainer.save_every and step % trainer.save_every == 0:
+        actor = run.actor
+        save_checkpoint(run.out / "checkpoints", step, model=actor.model, optimizer=actor.optimizer,
+                        scheduler=actor.scheduler, trainer_state={"step": step, "cursor": run.source.state()},
+                        recipe=recipe, extra=run.checkpoint_state(), keep_last=trainer.keep_last)
+    if trainer.eval_every and (step % trainer.eval_every == 0 or step == trainer.steps):
+        run_eval(run, recipe, step, metrics)
+
+
+def run_eval(run: RLRun, recipe: RLRecipe, step: int, metrics: MetricsLogger) -> None:
+    """Held-out avg@k of the engine's current policy (= the actor's after the last push)."""
+    if not run.test_problems:
+        return
+    sampling = recipe.sampling
+    result = evaluate(run.engine, run.tokenizer, run.test_problems, samples=recipe.trainer.eval_samples,
+                      temperature=sampling.temperature, max_new_tokens=sampling.max_new_tokens, seed=1)
+    metrics.log(step, {"eval/accuracy": result.accuracy, "eval/pass_at_k": result.pass_at_k,
+                       "eval/response_tokens": result.mean_response_tokens})
+    logger.info("step %d held-out accuracy %.3f (pass@%d %.3f)", step, result.accuracy,
+                result.samples_per_problem, result.pass_at_k)
+
+
+def run_value_pretraining(run: RLRun, recipe: RLRecipe, metrics: MetricsLogger) -> None:
+    """VAPO value pretraining before step 1; per-step log in ``<out>/value_pretrain/metrics.jsonl``,
+    a summary (``value_pretrain/*``) at step 0 of the run's metrics."""
+    critic, spec, trainer = run.critic, recipe.critic, recipe.trainer
+    assert critic is not None
+    cursor = PromptCursor(run.train_problems, recipe.data.seed + 7_919)  # its own prompt order: RL's is unchanged
+    timer = Timer()
+    with timer.phase("value_pretrain"), MetricsLogger(run.out / "value_pretrain", use_tensorboard=False) as log:
+        result = pretrain_value(critic.model, critic.optimizer, run.engine, run.tokenizer, cursor, recipe.rollout,
+                                recipe.sampling, recipe.reward, max_steps=spec.pretrain_steps,
+                                target_ev=spec.pretrain_target_ev, updates_per_step=spec.pretrain_updates,
+                                micro_batch_tokens=trainer.micro_batch_tokens, grad_clip=recipe.optim.grad_clip,
+                                seed=trainer.seed, metrics=log)
+    evs = result.explained_variance
+    recent = sum(evs[-EV_WINDOW:]) / len(evs[-EV_WINDOW:])
+    metrics.log(0, {"value_pretrain/steps": result.steps, "value_pretrain/explained_variance_first": evs[0],
+                    "value_pretrain/explained_variance_last": evs[-1],
+                    "value_pretrain/explained_variance_recent": recent,
+                    "value_pretrain/reached_target": result.reached_target, **timer.metrics()})
+    logger.info("value pretraining: %d steps, explained variance %.3f -> %.3f (mean of the last %d: %.3f)",
+                result.steps, evs[0], evs[-1], EV_WINDOW, recent)
+
+
+def plot_run(run: RLRun, recipe: RLRecipe) -> None:
+    """``curves.png`` of the run's main metrics."""
+    keys = ["reward", "accuracy", "response_length_mean"] + (["explained_variance"] if run.critic else [])
+    logged = {k for r in read_metrics(run.out / "metrics.jsonl") for k in r}
+    if "budget_adherence" in logged:  # budgets in play: how long the model thinks, and whether it keeps to them
+        keys += ["thinking_tokens_mean", "budget_adherence"]
+    plot_metrics(run.out / "metrics.jsonl", keys, run.out / "curves.png")
