@@ -89,3 +89,37 @@ def test_rope_v4_and_v5_layouts_agree():
     a, b = ModelConfig.from_hf_dict(v4), ModelConfig.from_hf_dict(v5)
     assert a.rope_theta == b.rope_theta == 1e6
     assert a.rope_type == b.rope_type == "linear"
+
+
+MOE = dict(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+           num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16)
+
+
+def test_moe_is_saved_as_qwen3_moe_with_one_tensor_per_expert(tmp_path):
+    model = build_model(ModelConfig(architecture="Qwen3ForCausalLM", **MOE), seed=3)
+    save_pretrained(model, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architectures"] == ["Qwen3MoeForCausalLM"] and config["model_type"] == "qwen3_moe"
+    assert (config["num_experts"], config["num_local_experts"], config["decoder_sparse_step"]) == (4, 4, 1)
+    names = set(load_file(tmp_path / "model.safetensors"))
+    experts = {f"model.layers.1.mlp.experts.{e}.{w}_proj.weight" for e in range(4) for w in ("gate", "up", "down")}
+    assert experts <= names
+    reloaded = load_pretrained(tmp_path)
+    assert reloaded.config.architecture == "Qwen3MoeForCausalLM" and reloaded.config.qk_norm
+    assert _same_weights(model, reloaded)
+
+
+def test_moe_without_a_transformers_architecture_is_not_saved(tmp_path):
+    with pytest.raises(ValueError, match="cannot save a mixture-of-experts SeedOssForCausalLM.*Qwen3MoeForCausalLM"):
+        save_pretrained(build_model(ModelConfig(**MOE)), tmp_path)
+    shared = ModelConfig(architecture="Qwen3ForCausalLM", **MOE, shared_expert_intermediate_size=16)
+    with pytest.raises(ValueError, match="shared_expert_intermediate_size 16"):
+        save_pretrained(build_model(shared), tmp_path)
+    with pytest.raises(ValueError, match="Qwen3MoeForCausalLM needs num_experts > 0"):
+        ModelConfig(architecture="Qwen3MoeForCausalLM", vocab_size=50, hidden_size=32)
+
+
+def test_qwen3_moe_with_dense_layers_is_refused():
+    raw = {**ModelConfig(architecture="Qwen3MoeForCausalLM", **MOE).to_hf_dict(), "mlp_only_layers": [0]}
+    with pytest.raises(ValueError, match=r"mlp_only_layers \[0\]"):
+        ModelConfig.from_hf_dict(raw)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
+from safetensors.torch import load_file
 
 from thinkrl.model import CachedStep, load_pretrained
 
@@ -27,9 +30,9 @@ def test_architecture_flags_read_from_config(hf_checkpoint):
     arch, folder, hf_model = hf_checkpoint
     model = load_pretrained(folder)
     assert model.config.architecture == arch
-    hf_names = {n for n, _ in hf_model.named_parameters()}
-    ours = {n for n, _ in model.named_parameters()}
-    assert ours == hf_names
+    saved = set(load_file(folder / "model.safetensors"))  # transformers' checkpoint names (one tensor per expert)
+    assert set(model.state_dict()) - {"lm_head.weight"} == saved - {"lm_head.weight"}
+    assert ("lm_head.weight" in saved) == (not model.config.tie_word_embeddings)
 
 
 def test_full_forward_matches_transformers(hf_checkpoint):
@@ -90,6 +93,31 @@ def test_thinkrl_save_is_loadable_by_transformers(hf_checkpoint, tmp_path):
     from thinkrl.model import save_pretrained
 
     save_pretrained(load_pretrained(folder), tmp_path)
-    reloaded = getattr(transformers, arch).from_pretrained(tmp_path).float().eval()
+    saved_arch = json.loads((tmp_path / "config.json").read_text())["architectures"]
+    assert saved_arch == [arch]
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).float().eval()
+    assert type(reloaded).__name__ == arch
     ids = list(range(3, 30))
     assert (_hf_logits(reloaded, ids) - _hf_logits(hf_model, ids)).abs().max() < TOL
+
+
+def test_thinkrl_moe_checkpoint_runs_in_transformers_with_the_same_logits(tmp_path):
+    """thinkrl's own MoE (random router and experts) saved, loaded by transformers' Qwen3-MoE: same logits."""
+    import pytest
+
+    transformers = pytest.importorskip("transformers")
+    from thinkrl.model import ModelConfig, build_model, save_pretrained
+
+    config = ModelConfig(architecture="Qwen3ForCausalLM", vocab_size=97, hidden_size=64, intermediate_size=96,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                         num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32)
+    model = build_model(config, seed=5)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("mlp.gate.weight"):
+                p.mul_(20.0)  # decisive routing (see conftest)
+    save_pretrained(model, tmp_path)
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).float().eval()
+    assert type(hf_model).__name__ == "Qwen3MoeForCausalLM"
+    ids = torch.randint(0, 97, (33,), generator=torch.Generator().manual_seed(6)).tolist()
+    assert (_packed_logits(model, [ids])[0] - _hf_logits(hf_model, ids)).abs().max() < TOL
