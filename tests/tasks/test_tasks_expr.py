@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import random
-import time
+import re
 from fractions import Fraction
 
 import pytest
@@ -162,22 +162,19 @@ def test_parse_errors_are_value_errors() -> None:
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "why"),
     [
-        "1+" * 100_000 + "1",  # very long
-        "(" * 10_000 + "1" + ")" * 10_000,  # very long and deep
-        "(" * (MAX_DEPTH + 1) + "1" + ")" * (MAX_DEPTH + 1),  # short but too deep
-        "-" * 150 + "1",  # unary chain too deep
-        "9" * 500,  # huge literal
+        ("1+" * 100_000 + "1", "200001 characters; at most 200"),  # very long
+        ("(" * 10_000 + "1" + ")" * 10_000, "20001 characters; at most 200"),  # very long and deep
+        ("(" * (MAX_DEPTH + 1) + "1" + ")" * (MAX_DEPTH + 1), f"deeper than {MAX_DEPTH} levels"),  # short, too deep
+        ("-" * 150 + "1", f"deeper than {MAX_DEPTH} levels"),  # unary chain too deep
+        ("9" * 500, "500 characters; at most 200"),  # huge literal
     ],
 )
-def test_adversarial_input_is_rejected_fast(text: str) -> None:
-    start = time.perf_counter()
-    with pytest.raises(ParseError):
+def test_adversarial_input_is_rejected_by_its_limits(text: str, why: str) -> None:
+    # The message names the size or depth limit: the input was refused before it was built or evaluated.
+    with pytest.raises(ParseError, match=re.escape(why)):
         parse(text)
-    # Rejected before any real work: ~1 ms quiet. The bound only has to catch a blow-up (a parser that builds
-    # the 200k-character input would take far longer), not scheduling noise on a loaded 2-core machine.
-    assert time.perf_counter() - start < 1.0
 
 
 def test_limits_are_not_too_tight() -> None:
@@ -187,11 +184,9 @@ def test_limits_are_not_too_tight() -> None:
     assert parse_and_evaluate(longest).value == MAX_EXPRESSION_CHARS // 2
 
 
-def test_largest_expression_that_parses_stays_cheap() -> None:
+def test_largest_expression_that_parses_is_evaluated_exactly() -> None:
     text = "*".join(["999999999999"] * 15)  # 194 characters, about 10**180
-    start = time.perf_counter()
     assert parse_and_evaluate(text).value == 999999999999**15
-    assert time.perf_counter() - start < 1.0  # ~1 ms quiet; the bound catches a blow-up, not load
 
 
 def test_values_beyond_the_bit_limit_are_an_evaluation_error() -> None:
