@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ablate": ("thinkrl.experiments.ablate", "recipes x seeds on a built-in task: accuracy table and curves"),
     "serve": ("thinkrl.serve.cli", "OpenAI-compatible HTTP server"),
     "bench": ("thinkrl.bench", "run a benchmark from benchmarks/ and print its JSON"),
+    "tune": ("thinkrl.tune.cli", "AutoTuner: rank parallel layouts by predicted memory and step time"),
 }
 
 

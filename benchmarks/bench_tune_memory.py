@@ -1,0 +1,280 @@
+"""Validate the AutoTuner's memory (and step-time) model against measured training steps on this CPU.
+
+Each configuration runs in a fresh process (torchrun with gloo for 2 ranks): a small thinkrl model (fp32,
+Seed-OSS architecture, built by ``thinkrl.model.build_model``) takes optimizer steps of two packed
+micro-batches each (gradient accumulation), through ``thinkrl.train.common.forward_responses`` and a
+token-mean log-prob loss, with AdamW (foreach). 2-rank runs wrap every decoder layer and the root in FSDP2
+``fully_shard`` over a gloo mesh. One warm-up step creates the Adam state; then:
+
+- allocator peak: the second step runs under ``torch.profiler`` with ``profile_memory=True``; every CPU
+  allocation and free of torch's allocator in it is replayed in time order and the highest running sum is
+  the peak above the start; the live bytes at the start (parameters, Adam states and batch tensors, summed
+  from the tensors themselves, local shards for FSDP) are added.
+- RSS peak (second opinion, separate process without the profiler): ``VmHWM`` after the step minus ``VmRSS``
+  before it (``/proc/self/clear_refs`` resets the high-water mark), plus the same live bytes. glibc's
+  ``MALLOC_MMAP_THRESHOLD_`` is pinned to 64 KiB so freed tensors return to the OS and RSS follows them.
+- step time: median of 3 timed steps (no profiler), against the model's compute time at the fp32 matmul
+  rate measured here (mfu = 1) plus, for 2 ranks, gloo all-gather bandwidth measured in the same run.
+
+Offload cannot be measured here: on a CPU-only machine host memory is the device memory.
+
+    thinkrl bench tune-memory [--out docs/results/raw/autotuner_cpu.json] [--only NAME,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+SEQ = {"prompt_len": 128, "response_len": 384}
+MODELS = {
+    "m4": dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4,
+               num_key_value_heads=2, head_dim=64, vocab_size=2048),
+    "v16k": dict(hidden_size=128, intermediate_size=352, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=1, head_dim=64, vocab_size=16384),
+}
+# name: (model, ranks, micro_batch_tokens, recompute)
+CONFIGS = {
+    "m4-mb512": ("m4", 1, 512, "none"),
+    "m4-mb2048": ("m4", 1, 2048, "none"),
+    "m4-mb4096": ("m4", 1, 4096, "none"),
+    "m4-mb2048-recompute": ("m4", 1, 2048, "full"),
+    "m4-mb4096-recompute": ("m4", 1, 4096, "full"),
+    "v16k-mb2048": ("v16k", 1, 2048, "none"),
+    "m4-mb2048-fsdp2": ("m4", 2, 2048, "none"),
+    "m4-mb4096-fsdp2": ("m4", 2, 4096, "none"),
+    "m4-mb4096-fsdp2-recompute": ("m4", 2, 4096, "full"),
+}
+
+
+def _hf_config(model: str) -> dict:
+    return {"architectures": ["SeedOssForCausalLM"], **MODELS[model]}
+
+
+# ---------------------------------------------------------------- child: one configuration, one process
+def _build(model_name: str, mb_tokens: int, recompute: str, ranks: int):
+    from thinkrl.model import ModelConfig, build_model
+    from thinkrl.records import Trajectory
+    from thinkrl.train.batching import pack_trajectories
+
+    model = build_model(ModelConfig.from_hf_dict(_hf_config(model_name)), seed=0).train()
+    model.activation_checkpointing = recompute == "full"
+    if ranks > 1:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh("cpu", (ranks,))
+        for layer in model.model.layers:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+    gen = torch.Generator().manual_seed(1)
+    seq_len = SEQ["prompt_len"] + SEQ["response_len"]
+    vocab = MODELS[model_name]["vocab_size"]
+
+    def trajectory() -> Trajectory:
+        ids = torch.randint(0, vocab, (seq_len,), generator=gen).tolist()
+        cut = SEQ["prompt_len"]
+        return Trajectory(prompt_ids=ids[:cut], response_ids=ids[cut:], logprobs=[0.0] * (seq_len - cut), reward=1.0)
+
+    batches = [pack_trajectories([trajectory() for _ in range(mb_tokens // seq_len)]) for _ in range(2)]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+    return model, batches, optimizer
+
+
+def _step(model, batches, optimizer) -> None:
+    from thinkrl.train.common import forward_responses
+
+    for batch in batches:
+        out = forward_responses(model, batch)
+        loss = -(out.logprobs * batch.response_mask).sum() / batch.response_mask.sum()
+        loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _local_bytes(tensor: torch.Tensor) -> int:
+    local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
+    return local.untyped_storage().nbytes()
+
+
+def _live_bytes(model, batches, optimizer) -> int:
+    """Bytes of the tensors alive between steps: parameters, Adam states, batch tensors (storages once)."""
+    seen: dict[int, int] = {}
+    tensors = list(model.parameters()) + [t for s in optimizer.state.values() for t in s.values()
+                                          if torch.is_tensor(t)]
+    for batch in batches:
+        tensors += [v for v in vars(batch).values() if torch.is_tensor(v)]
+    for t in tensors:
+        local = t.to_local() if hasattr(t, "to_local") else t
+        seen[local.untyped_storage().data_ptr()] = local.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
+def _profiled_peak(fn) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    current = peak = 0
+    for event in events:
+        current += event.nbytes()
+        peak = max(peak, current)
+    return peak
+
+
+def _rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _allgather_gbps() -> float:
+    import torch.distributed as dist
+
+    shard = torch.ones(4 * 1024 * 1024)  # 16 MB per rank
+    out = [torch.empty_like(shard) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, shard)
+    start = time.perf_counter()
+    for _ in range(3):
+        dist.all_gather(out, shard)
+    seconds = (time.perf_counter() - start) / 3
+    world = dist.get_world_size()
+    return shard.nbytes * (world - 1) / seconds / 1e9  # bytes each rank receives per second
+
+
+def run_child(name: str, meter: str) -> dict:
+    model_name, ranks, mb_tokens, recompute = CONFIGS[name]
+    torch.set_num_threads(1)
+    if ranks > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo")
+    model, batches, optimizer = _build(model_name, mb_tokens, recompute, ranks)
+    _step(model, batches, optimizer)  # warm-up: Adam states exist from here on
+    live = _live_bytes(model, batches, optimizer)
+    result = {"name": name, "meter": meter, "live_bytes": live}
+    if meter == "alloc":
+        result["peak_bytes"] = live + _profiled_peak(lambda: _step(model, batches, optimizer))
+    else:
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _rss_kb("VmRSS")
+        _step(model, batches, optimizer)
+        result["peak_bytes"] = live + (_rss_kb("VmHWM") - before) * 1024
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            _step(model, batches, optimizer)
+            times.append(time.perf_counter() - start)
+        result["step_s"] = statistics.median(times)
+        if ranks > 1:
+            result["allgather_gbps"] = _allgather_gbps()
+    if ranks > 1:
+        import torch.distributed as dist
+
+        result["rank"] = dist.get_rank()
+        dist.destroy_process_group()
+    return result
+
+
+# ---------------------------------------------------------------- parent: spawn, predict, compare
+def _spawn(name: str, meter: str) -> list[dict]:
+    ranks = CONFIGS[name][1]
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+    script = [str(Path(__file__).resolve()), "--child", name, "--meter", meter]
+    if ranks > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks),
+               "--master-port", str(29500 + os.getpid() % 1000), *script]
+    else:
+        cmd = [sys.executable, *script]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    if proc.returncode:
+        raise RuntimeError(f"{name} ({meter}) failed:\n{proc.stderr[-3000:]}")
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
+    """fp32 matmul rate of one thread here (GFLOP/s): the 'peak' the time model is given."""
+    torch.set_num_threads(1)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def predict(name: str, gflops: float, comm_gbps: float | None) -> tuple[dict, dict]:
+    from thinkrl.tune import ClusterSpec, ParallelLayout, WorkloadSpec, estimate_memory, estimate_time
+    from thinkrl.tune.shapes import ModelShape, read_hf_config
+
+    model_name, ranks, mb_tokens, recompute = CONFIGS[name]
+    shape = ModelShape.from_config(read_hf_config(_hf_config(model_name)), name=model_name)
+    seq_len = SEQ["prompt_len"] + SEQ["response_len"]
+    workload = WorkloadSpec(**SEQ, group_size=1, prompts_per_step=2 * ranks * (mb_tokens // seq_len),
+                            forward_only_passes=0, precision="fp32", attention="padded_sdpa",
+                            rollout_colocated=False)
+    cluster = ClusterSpec(num_gpus=ranks, gpus_per_node=ranks, gpu_mem_gb=24, reserved_gb=0,
+                          peak_tflops=gflops / 1e3, mfu=1.0, intra_node_gbps=comm_gbps or 1.0)
+    layout = ParallelLayout(fsdp=ranks, micro_batch_tokens=mb_tokens, recompute=recompute)
+    return estimate_memory(shape, cluster, workload, layout).to_dict(), estimate_time(
+        shape, cluster, workload, layout).to_dict()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--meter", default="alloc", choices=["alloc", "rss"], help=argparse.SUPPRESS)
+    parser.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
+    parser.add_argument("--out", help="also write the JSON here")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_child(args.child, args.meter)), flush=True)
+        return
+    names = [n for n in args.only.split(",") if n] or list(CONFIGS)
+    unknown = sorted(set(names) - set(CONFIGS))
+    if unknown:
+        raise SystemExit(f"unknown configuration(s) {unknown}; known: {', '.join(CONFIGS)}")
+    gflops = matmul_gflops()
+    rows = []
+    for name in names:
+        alloc, rss = _spawn(name, "alloc"), _spawn(name, "rss")
+        comm = min((r.get("allgather_gbps") for r in rss if "allgather_gbps" in r), default=None)
+        memory, timing = predict(name, gflops, comm)
+        measured = max(r["peak_bytes"] for r in alloc)
+        measured_rss = max(r["peak_bytes"] for r in rss)
+        step_s = max(r["step_s"] for r in rss)
+        rows.append({
+            "name": name, "model": CONFIGS[name][0], "ranks": CONFIGS[name][1],
+            "micro_batch_tokens": CONFIGS[name][2], "recompute": CONFIGS[name][3],
+            "predicted_peak_mb": memory["train_peak"] / 1e6, "measured_alloc_peak_mb": measured / 1e6,
+            "measured_rss_peak_mb": measured_rss / 1e6, "alloc_error": memory["train_peak"] / measured - 1,
+            "rss_error": memory["train_peak"] / measured_rss - 1,
+            "predicted_step_s": timing["step_s"], "measured_step_s": step_s,
+            "time_error": timing["step_s"] / step_s - 1, "allgather_gbps": comm,
+            "predicted": memory,
+        })
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "predicted"}), flush=True)
+    report = {"benchmark": "tune-memory", "machine": {"nproc": os.cpu_count(), "cpu": platform.processor() or
+              platform.machine(), "torch": torch.__version__}, "matmul_gflops_1thread": gflops,
+              "sequence": SEQ, "models": MODELS, "rows": rows,
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps({"benchmark": "tune-memory", "max_abs_alloc_error": max(abs(r["alloc_error"]) for r in rows),
+                      "matmul_gflops_1thread": gflops}))
+
+
+if __name__ == "__main__":
+    main()

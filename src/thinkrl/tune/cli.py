@@ -1,0 +1,179 @@
+"""`thinkrl tune`: rank the parallel layouts of an RL run by predicted step time, with the memory they need.
+
+    thinkrl tune --model seed-oss-36b --gpus 8 --gpu-mem-gb 80 [--json] [--out layout.yaml]
+
+``--model`` is a HF ``config.json`` (or its folder) or a built-in name (see ``--model list``).
+Bad input is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+CONFIG_DIR = Path(__file__).with_name("configs")
+CLUSTER_FLAGS = ("gpus_per_node", "gpu_mem_gb", "reserved_gb", "peak_tflops", "mfu", "hbm_gbps",
+                 "intra_node_gbps", "inter_node_gbps", "host_link_gbps", "host_adam_gbps")
+WORKLOAD_FLAGS = ("prompt_len", "response_len", "group_size", "prompts_per_step", "forward_only_passes",
+                  "precision", "attention", "rollout_seqs_per_engine")
+SPACE_FLAGS = ("tp", "cp", "ep", "fsdp", "micro_batch_tokens", "recompute", "offload")
+
+
+def builtin_models() -> list[str]:
+    return sorted(p.stem.replace("_", "-") for p in CONFIG_DIR.glob("*.json"))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help=f"HF config.json or built-in: {', '.join(builtin_models())}")
+    parser.add_argument("--gpus", type=int, default=8, help="GPUs in the job")
+    parser.add_argument("--cluster", default="h100-80gb", help="preset for the GPU figures (h100-80gb, "
+                        "h200-141gb, a100-80gb); the flags below override it")
+    for name in CLUSTER_FLAGS:
+        parser.add_argument("--" + name.replace("_", "-"), type=float if name != "gpus_per_node" else int)
+    for name in WORKLOAD_FLAGS:
+        kind = str if name in ("precision", "attention") else int
+        parser.add_argument("--" + name.replace("_", "-"), type=kind)
+    parser.add_argument("--no-rollout", action="store_true", help="the rollout engine runs on other GPUs")
+    for name in SPACE_FLAGS:
+        parser.add_argument("--" + name.replace("_", "-"), metavar="A,B,..", help=f"{name} values to try")
+    parser.add_argument("--top", type=int, default=5, help="feasible layouts to print")
+    parser.add_argument("--json", action="store_true", help="print JSON (every layout, with its reason)")
+    parser.add_argument("--out", help="write the best layout as YAML (thinkrl.tune.load_layout reads it)")
+
+
+def _error(message: str) -> int:
+    print(f"thinkrl tune: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _validate(cls: type[BaseModel], raw: dict[str, Any], section: str) -> Any:
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(f"{section}.{'.'.join(map(str, e['loc'])) or section}: "
+                             f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())
+        raise ValueError(problems) from None
+
+
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _parse_lists(args: argparse.Namespace) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for name in SPACE_FLAGS:
+        text = getattr(args, name)
+        if text is None:
+            continue
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if name not in ("recompute", "offload"):
+            try:
+                items = [int(item) for item in items]  # type: ignore[misc]
+            except ValueError:
+                raise ValueError(f"--{name.replace('_', '-')} takes integers like 1,2,4, got {text!r}") from None
+        out[name] = items
+    return out
+
+
+def _model_path(name: str) -> Path:
+    builtin = CONFIG_DIR / f"{name.replace('-', '_')}.json"
+    return builtin if builtin.exists() and not Path(name).exists() else Path(name)
+
+
+def build_inputs(args: argparse.Namespace):
+    """(shape, cluster, workload, space) from the arguments; ValueError names the bad one."""
+    from thinkrl.tune import CLUSTER_PRESETS, ClusterSpec, WorkloadSpec, load_model_shape
+    from thinkrl.tune.search import SearchSpace
+
+    if args.cluster not in CLUSTER_PRESETS:
+        raise ValueError(f"unknown --cluster {args.cluster!r}; known: {', '.join(CLUSTER_PRESETS)}")
+    cluster_raw = {**CLUSTER_PRESETS[args.cluster], "num_gpus": args.gpus,
+                   "gpus_per_node": min(args.gpus, 8), **_given(args, CLUSTER_FLAGS)}
+    cluster = _validate(ClusterSpec, cluster_raw, "cluster")
+    workload_raw = {**_given(args, WORKLOAD_FLAGS), "rollout_colocated": not args.no_rollout}
+    workload = _validate(WorkloadSpec, workload_raw, "workload")
+    space = _validate(SearchSpace, _parse_lists(args), "search")
+    return load_model_shape(_model_path(args.model)), cluster, workload, space
+
+
+def format_table(result, shape, cluster, workload, top: int) -> str:
+    """The ranked feasible layouts, then the rejected ones counted by reason with the closest example."""
+    gb = 1e9
+    lines = [
+        f"{shape.name}: {shape.total_params / 1e9:.1f}B parameters ({shape.active_params / 1e9:.1f}B active); "
+        f"{cluster.num_gpus} GPUs x {cluster.gpu_mem_gb:g} GB ({cluster.usable_bytes / gb:.1f} GB usable); "
+        f"{workload.prompts_per_step} prompts x {workload.group_size} responses x "
+        f"({workload.prompt_len} + {workload.response_len}) tokens",
+        f"{'#':>3} {'tp':>3} {'cp':>3} {'ep':>3} {'fsdp':>4} {'mb_tokens':>9} {'recompute':>9} {'offload':>9}"
+        f" {'peak GB':>8} {'train':>6} {'rollout':>7} {'step s':>8} {'micro':>5}",
+    ]
+    for rank, cand in enumerate(result.feasible[:top], 1):
+        lay, mem, tim = cand.layout, cand.memory, cand.time
+        lines.append(f"{rank:>3} {lay.tp:>3} {lay.cp:>3} {lay.ep:>3} {lay.fsdp:>4} {lay.micro_batch_tokens:>9} "
+                     f"{lay.recompute:>9} {lay.offload:>9} {mem.peak / gb:>8.1f} {mem.train_peak / gb:>6.1f} "
+                     f"{mem.rollout_peak / gb:>7.1f} {tim.step_s:>8.1f} {tim.num_micro_batches:>5}")
+    total = len(result.feasible) + len(result.rejected)
+    lines.append(f"{len(result.feasible)} of {total} layouts fit.")
+    if not result.feasible:
+        lines.append("No layout fits: add GPUs, shorten sequences, or allow recompute/offload.")
+    kinds = Counter(_reason_kind(c.reason) for c in result.rejected)
+    for kind, count in kinds.most_common():
+        example = min((c for c in result.rejected if _reason_kind(c.reason) == kind), key=_overshoot)
+        lines.append(f"  {count:>5} rejected: {kind} — e.g. {example.layout.describe()}: {example.reason}")
+    return "\n".join(lines)
+
+
+def _overshoot(candidate) -> float:
+    """The phase peak a memory rejection is about (0 for structural rejections), to show the closest miss."""
+    mem, reason = candidate.memory, candidate.reason or ""
+    if mem is None:
+        return 0.0
+    return mem.rollout_peak if reason.startswith("rollout") else mem.step_peak if reason.startswith(
+        "optimizer") else mem.train_peak
+
+
+def _reason_kind(reason: str | None) -> str:
+    text = reason or ""
+    for prefix in ("training needs", "optimizer step needs", "rollout needs"):
+        if text.startswith(prefix):
+            return "out of memory in " + prefix.split()[0] if prefix != "optimizer step needs" else \
+                "out of memory in the optimizer step"
+    return text.split(" (")[0]
+
+
+def run(args: argparse.Namespace) -> int:
+    from thinkrl.tune.layout import save_layout
+    from thinkrl.tune.search import tune
+
+    if args.model == "list":
+        print("\n".join(builtin_models()))
+        return 0
+    if args.top < 1:
+        return _error(f"--top must be >= 1, got {args.top}")
+    try:
+        shape, cluster, workload, space = build_inputs(args)
+    except ValueError as err:
+        return _error(str(err))
+    result = tune(shape, cluster, workload, space)
+    if args.out and result.feasible:
+        best = result.feasible[0]
+        header = (f"thinkrl tune: {shape.name} on {cluster.num_gpus} GPUs x {cluster.gpu_mem_gb:g} GB; predicted "
+                  f"peak {best.memory.peak / 1e9:.1f} GB, step {best.time.step_s:.1f} s")
+        save_layout(best.layout, args.out, header)
+    if args.json:
+        print(json.dumps({
+            "model": {"name": shape.name, "total_params": shape.total_params, "active_params": shape.active_params},
+            "cluster": cluster.model_dump(), "workload": workload.model_dump(),
+            "feasible": [c.to_dict() for c in result.feasible], "rejected": [c.to_dict() for c in result.rejected],
+        }))
+    else:
+        print(format_table(result, shape, cluster, workload, args.top))
+    if not result.feasible:
+        return 1
+    return 0

@@ -1,0 +1,230 @@
+"""Memory model: predicted peak bytes of one GPU for a `ParallelLayout`, term by term.
+
+Counting rules (each is checked against thinkrl's own decoder in tests/tune and against measurement in
+docs/results/autotuner.md):
+
+- Model states (per parameter the rank holds after TP, EP and FSDP sharding): fp32 master weight 4 B,
+  fp32 gradient 4 B, Adam moments 8 B = 16 B, the mixed-precision count of the ZeRO paper (2+2+12) and of
+  FSDP2 with ``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)``. Gradients are counted as always
+  present, which is exact from the second micro-batch of a step on (gradient accumulation).
+- Unsharded copies ("gathered"): when FSDP shards (shard group > 1) or compute is bf16, the rank holds the
+  root module's parameters (embeddings, lm_head) unsharded in the compute dtype for the whole forward and
+  backward (FSDP2 does not reshard the root after forward), two decoder layers' worth (the current one and
+  the prefetched / copy-out one), and lm_head's unsharded gradient.
+- Activations: what autograd saves, per token, per layer, counted tensor by tensor for thinkrl's decoder
+  (`layer_activation_bytes`); TP divides head and FFN tensors by tp and, with sequence parallelism, the
+  norms and residual stream too; CP divides the tokens.
+- Logits: only response positions get logits; fp32 logits are kept for backward, and the backward of
+  ``gather - logsumexp`` holds three more (V,)-sized fp32 tensors per token at its peak: 16 B x V / tp.
+- Peak of the training phase = model states + gathered + comm buffers + activations of every layer (or
+  the layer inputs with full recompute) + the larger of (logits peak, one layer's backward working set,
+  which with recompute includes that layer's recomputed activations).
+- Optimizer step: model states + one fp32 temporary per parameter (foreach Adam's sqrt(v) buffer).
+- Rollout phase (colocated engine): trainer master weights and Adam moments (gradients freed), the engine's
+  weights in the compute dtype split over tp, and the KV cache of the sequences the engine holds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from thinkrl.tune.layout import ParallelLayout
+from thinkrl.tune.shapes import ModelShape
+from thinkrl.tune.specs import ClusterSpec, WorkloadSpec
+
+MASTER_BYTES, GRAD_BYTES, ADAM_BYTES = 4, 4, 8
+LOGIT_BYTES_PER_VOCAB = 16  # saved fp32 logits + three fp32 (V,) tensors in their backward
+PREFETCH_LAYERS = 2
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Predicted bytes on one GPU (all fields in bytes).
+
+    Fields:
+        params, grads, optimizer: resident model states (sharded; 0 where offloaded).
+        gathered: unsharded compute copies (root + in-flight layers) and lm_head's unsharded gradient.
+        comm_buffers: TP all-gather / reduce-scatter and EP all-to-all buffers of one layer.
+        activations: saved for backward at the peak (every layer, or layer inputs with recompute).
+        backward_extra: max(logits peak, one layer's backward working set) on top of the activations.
+        logits: the logits part of backward_extra's candidates (reported for reading).
+        optimizer_step: transient of the optimizer step (on top of model states, not of activations).
+        kv_cache, rollout_weights: the colocated engine's KV cache and weights (rollout phase).
+        train_peak, step_peak, rollout_peak: the three phases; peak = their max.
+    """
+
+    params: float
+    grads: float
+    optimizer: float
+    gathered: float
+    comm_buffers: float
+    activations: float
+    backward_extra: float
+    logits: float
+    optimizer_step: float
+    kv_cache: float
+    rollout_weights: float
+    train_peak: float
+    step_peak: float
+    rollout_peak: float
+
+    @property
+    def peak(self) -> float:
+        return max(self.train_peak, self.step_peak, self.rollout_peak)
+
+    @property
+    def model_states(self) -> float:
+        return self.params + self.grads + self.optimizer
+
+    def to_dict(self) -> dict[str, float]:
+        return {**asdict(self), "peak": self.peak}
+
+
+def local_param_counts(shape: ModelShape, layout: ParallelLayout) -> tuple[float, float]:
+    """(dense, expert) parameters one rank computes with, after TP and EP but before FSDP sharding.
+
+    Dense = embeddings, lm_head, attention, dense/shared FFN, router and norms, all split over tp (norms are
+    replicated in practice; they are < 0.01% of a layer). Expert = routed experts, split over tp * ep.
+    """
+    dense = (shape.num_layers * shape.layer_dense_params + shape.embedding_params) / layout.tp
+    expert = shape.num_layers * shape.expert_params / (layout.tp * layout.ep)
+    return dense, expert
+
+
+def resident_params(shape: ModelShape, layout: ParallelLayout) -> float:
+    """Parameters whose fp32 master, gradient and Adam state live on the rank (FSDP shards)."""
+    dense, expert = local_param_counts(shape, layout)
+    return dense / layout.shard_group + expert * layout.ep / layout.shard_group
+
+
+def layer_local_params(shape: ModelShape, layout: ParallelLayout) -> float:
+    """One decoder layer's parameters on a rank once all-gathered (after TP and EP)."""
+    return shape.layer_dense_params / layout.tp + shape.expert_params / (layout.tp * layout.ep)
+
+
+def norm_bytes(hidden: float, compute_bytes: int, output_saved: bool = True) -> float:
+    """Saved by one RMSNorm per token: fp32 input copy (bf16 only), 1/rms (4 B), normed x, and its output
+    ``weight * x_normed`` when the next op keeps its input (every norm but the last)."""
+    upcast = 4 * hidden if compute_bytes != 4 else 0
+    return upcast + 4 + compute_bytes * hidden * (2 if output_saved else 1)
+
+
+def attention_bytes(shape: ModelShape, workload: WorkloadSpec, tp: int, pad: float = 1.0) -> float:
+    """Saved by attention per token: "flash" keeps q, k, v, out (o_proj's input is a view of it) and the fp32
+    log-sum-exp; "padded_sdpa" keeps the packed q, k, v and o_proj's input plus padded q, k, v, out and lse
+    (``pad`` = padded / real tokens)."""
+    b = workload.compute_bytes
+    heads, kv_heads = shape.num_heads / tp, math.ceil(shape.num_kv_heads / tp)
+    qkvo = b * shape.head_dim * (2 * heads + 2 * kv_heads)
+    if workload.attention == "flash":
+        return qkvo + 4 * heads
+    packed = b * shape.head_dim * (2 * heads + 2 * kv_heads)  # q, k, v sources + o_proj input
+    return packed + pad * (qkvo + 4 * heads)
+
+
+def ffn_bytes(shape: ModelShape, workload: WorkloadSpec, tp: int) -> float:
+    """Saved by the FFN per token: SwiGLU keeps gate out, silu out, up out and their product (4 x I); MoE keeps,
+    per routed copy, the gathered input and weighted output (2 x C) and the expert's 4 x I_moe, the fp32
+    router probabilities (E) and the shared expert's 4 x I_shared."""
+    b = workload.compute_bytes
+    if not shape.is_moe:
+        return 4 * b * shape.intermediate_size / tp
+    routed = shape.experts_per_token * (2 * b * shape.hidden_size + 4 * b * shape.moe_intermediate_size) / tp
+    return routed + 4 * shape.num_experts + 4 * b * shape.shared_expert_size / tp
+
+
+def layer_activation_bytes(shape: ModelShape, workload: WorkloadSpec, tp: int) -> float:
+    """Bytes one decoder layer saves for backward per token (two norms, mid and output residual, attention,
+    FFN). With tp > 1 the norm and residual tensors are sequence-parallel (divided by tp)."""
+    c, b = shape.hidden_size / tp, workload.compute_bytes
+    return (2 * norm_bytes(c, b) + 2 * b * c + attention_bytes(shape, workload, tp) + ffn_bytes(shape, workload, tp))
+
+
+def layer_backward_bytes(shape: ModelShape, workload: WorkloadSpec, tp: int) -> float:
+    """Gradient temporaries per token at the peak of one layer's backward (in the FFN: three I-sized grads
+    and two C-sized residual grads)."""
+    b = workload.compute_bytes
+    width = shape.intermediate_size if not shape.is_moe else (
+        shape.experts_per_token * shape.moe_intermediate_size + shape.shared_expert_size)
+    return b * (3 * width + 2 * shape.hidden_size) / tp
+
+
+def activation_terms(shape: ModelShape, workload: WorkloadSpec, layout: ParallelLayout) -> tuple[float, ...]:
+    """(activations, backward_extra, logits) bytes of one micro-batch on one rank."""
+    b, tp = workload.compute_bytes, layout.tp
+    tokens = layout.micro_batch_tokens / layout.cp
+    response_tokens = tokens * workload.response_len / workload.seq_len
+    c_local = shape.hidden_size / tp
+    layer = layer_activation_bytes(shape, workload, tp)
+    final_norm = norm_bytes(c_local, b, output_saved=False)
+    logits = response_tokens * (b * shape.hidden_size + LOGIT_BYTES_PER_VOCAB * shape.vocab_size / tp)
+    backward = layer_backward_bytes(shape, workload, tp)
+    if layout.recompute == "full":
+        activations = tokens * (b * c_local * shape.num_layers + final_norm)  # each layer's input
+        extra = max(logits, tokens * (layer + backward))
+    else:
+        activations = tokens * (b * c_local + shape.num_layers * layer + final_norm)
+        extra = max(logits, tokens * backward)
+    return activations, extra, logits
+
+
+def gathered_bytes(shape: ModelShape, workload: WorkloadSpec, layout: ParallelLayout) -> float:
+    """Unsharded compute copies: root params, two layers in flight, lm_head's unsharded gradient (0 when
+    there is nothing to gather or cast: fp32 compute and no sharding)."""
+    b = workload.compute_bytes
+    if layout.shard_group == 1 and b == 4 and layout.offload != "full":
+        return 0.0
+    root = shape.embedding_params / layout.tp
+    lm_head_grad = shape.vocab_size * shape.hidden_size / layout.tp
+    return b * (root + PREFETCH_LAYERS * layer_local_params(shape, layout) + lm_head_grad)
+
+
+def comm_buffer_bytes(shape: ModelShape, workload: WorkloadSpec, layout: ParallelLayout) -> float:
+    """TP: the all-gathered layer input and a reduce-scatter buffer; EP: dispatch and combine buffers."""
+    b = workload.compute_bytes
+    tokens = layout.micro_batch_tokens / layout.cp
+    out = 0.0
+    if layout.tp > 1:
+        out += 2 * tokens * shape.hidden_size * b
+    if layout.ep > 1:
+        out += 2 * tokens * shape.experts_per_token * shape.hidden_size * b
+    return out
+
+
+def kv_cache_bytes(shape: ModelShape, workload: WorkloadSpec, cluster: ClusterSpec, tp: int) -> float:
+    """KV cache of one rollout engine (a TP group), per GPU: its sequences x (prompt + response) x 2 (K, V) x L
+    x KV heads per rank x D x bytes."""
+    engines = cluster.num_gpus // tp
+    seqs = math.ceil(workload.num_seqs / engines)
+    if workload.rollout_seqs_per_engine is not None:
+        seqs = min(seqs, workload.rollout_seqs_per_engine)
+    per_token = 2 * shape.num_layers * math.ceil(shape.num_kv_heads / tp) * shape.head_dim * workload.compute_bytes
+    return seqs * workload.seq_len * per_token
+
+
+def estimate_memory(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec,
+                    layout: ParallelLayout) -> MemoryBreakdown:
+    """Per-GPU memory of training ``shape`` with ``layout`` (bytes, by term; see the module docstring)."""
+    resident = resident_params(shape, layout)
+    on_gpu = layout.offload != "full"
+    params = MASTER_BYTES * resident if on_gpu else 0.0
+    grads = GRAD_BYTES * resident if on_gpu else 0.0
+    optimizer = ADAM_BYTES * resident if layout.offload == "none" else 0.0
+    gathered = gathered_bytes(shape, workload, layout)
+    comm = comm_buffer_bytes(shape, workload, layout)
+    activations, extra, logits = activation_terms(shape, workload, layout)
+    step_tmp = 4 * resident if layout.offload == "none" else 0.0
+    kv, engine_weights, rollout = 0.0, 0.0, 0.0
+    if workload.rollout_colocated:
+        kv = kv_cache_bytes(shape, workload, cluster, layout.tp)
+        engine_weights = workload.compute_bytes * shape.total_params / layout.tp
+        rollout = params + optimizer + engine_weights + kv
+    states = params + grads + optimizer
+    return MemoryBreakdown(
+        params=params, grads=grads, optimizer=optimizer, gathered=gathered, comm_buffers=comm,
+        activations=activations, backward_extra=extra, logits=logits, optimizer_step=step_tmp,
+        kv_cache=kv, rollout_weights=engine_weights,
+        train_peak=states + gathered + comm + activations + extra, step_peak=states + step_tmp,
+        rollout_peak=rollout,
+    )
