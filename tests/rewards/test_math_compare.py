@@ -84,9 +84,10 @@ def test_parser_builds_the_right_values() -> None:
     assert parse_value("[1, 2)") == Bracket("[", ")", (1, 2))
     assert parse_value("1, 2") == Bracket("", "", (1, 2))
     assert parse_value(r"x \le 3") == Relation((x, sympy.Integer(3)), ("<=",))
-    assert isinstance(parse_value(r"(0,1) \cup (2,3)"), SetUnion)
+    assert parse_value(r"(0,1) \cup (2,3)") == SetUnion((Bracket("(", ")", (0, 1)), Bracket("(", ")", (2, 3))))
     assert parse_value(r"\begin{pmatrix}1&2\end{pmatrix}") == MatrixValue(((1, 2),))
-    assert isinstance(parse_value("0.25"), sympy.Float)
+    quarter = parse_value("0.25")
+    assert isinstance(quarter, sympy.Float) and quarter == sympy.Float("0.25", 20)  # a Float marks it inexact
 
 
 @pytest.mark.parametrize("text", ["Monday", r"\unknowncommand{1}", "1 +", "((1)", r"\dots", "#"])

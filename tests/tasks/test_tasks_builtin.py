@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import random
 import re
@@ -153,9 +154,25 @@ def test_difficulty_knobs_change_the_problems() -> None:
     assert "(" not in flat.prompt and len(re.findall(r"\d+", flat.prompt)) == 7
     for seed in range(30):
         expression = get_task("arithmetic").generate(random.Random(seed), allow_division=True).ground_truth
-        assert isinstance(expression["answer"], int) and expression["answer"] >= 0
+        # an independent evaluation: Python's own parser with exact fractions (the task promises whole answers)
+        value = _evaluate_exactly(ast.parse(expression["expression"].replace("×", "*").replace("÷", "/"),
+                                            mode="eval").body)
+        assert value.denominator == 1 and expression["answer"] == value == int(value)
 
 
 def test_infeasible_difficulty_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="widen"):
         get_task("game24").generate(random.Random(0), max_number=3, min_solutions=200)
+
+
+def _evaluate_exactly(node: ast.expr) -> Fraction:
+    """+, -, *, / and unary minus over integer literals, in exact fractions (for checking ground truths)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, int):
+        return Fraction(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_evaluate_exactly(node.operand)
+    if isinstance(node, ast.BinOp):
+        left, right = _evaluate_exactly(node.left), _evaluate_exactly(node.right)
+        ops = {ast.Add: left + right, ast.Sub: left - right, ast.Mult: left * right}
+        return ops[type(node.op)] if type(node.op) in ops else left / right
+    raise AssertionError(f"unexpected node {ast.dump(node)}")
