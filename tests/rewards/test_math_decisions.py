@@ -72,6 +72,8 @@ def test_decimal_commas_and_thousands_spaces(response: str, reference: str, corr
     # overlapping pieces could mean "and": not read as a union
     (r"\boxed{x > 2 \text{ and } x < 5}", r"(-\infty, \infty)", False),
     (r"\boxed{x < -1 \text{ or } y > 2}", r"(-\infty, -1) \cup (2, \infty)", False),  # two variables
+    (r"\boxed{0 < f(x) < 1}", "(0, 1)", True),  # bounds on a name
+    (r"\boxed{0 < 2x < 1}", "(0, 1)", False),  # bounds x by (0, 1/2)
 ])
 def test_inequalities_against_intervals_and_unions(response: str, reference: str, correct: bool) -> None:
     assert _correct(response, reference) is correct
@@ -111,6 +113,9 @@ def test_answer_statement_after_an_intermediate_box_wins() -> None:
     # a statement after the box that states no number or maths leaves the box the answer
     assert extract_answer(r"So \boxed{12}. I hope the answer is correct.") == "12"
     assert extract_answer(r"The final answer is $\boxed{15}$.") == "15"
+    # math spans that only "and" or commas part in the answer line are one list answer
+    assert extract_answer(r"Final Answer: The final answer is $12$ and $13$. I hope it is correct.") == "12, 13"
+    assert extract_answer(r"The answer is $x$ when $y = 2$") == "y = 2"
 
 
 def test_worked_solution_as_reference_is_reduced_to_its_answer() -> None:

@@ -180,11 +180,16 @@ def relations_equal(a: Relation, b: Relation) -> bool:
 
 
 def _relation_as_interval(rel: Relation) -> Value | None:
-    """A one-variable inequality with constant bounds as an interval (``x >= 2`` -> ``[2, oo)``)."""
-    symbols = set().union(*(e.free_symbols for e in rel.exprs))
-    if len(symbols) != 1 or "=" in rel.ops or "!=" in rel.ops:
+    """An inequality of one name with constant bounds as an interval (``x >= 2`` -> ``[2, oo)``).
+
+    The name is a symbol or symbols combined without numbers (``0 < f(x) < 1`` bounds ``f(x)``, parsed
+    ``f*x``); ``0 < 2x < 1`` is not read as an interval, since it bounds ``x`` by (0, 1/2), not (0, 1).
+    """
+    names = [e for e in rel.exprs if e.free_symbols]
+    if not names or any(n != names[0] for n in names) or not _symbols_only(names[0]) or any(
+            op in ("=", "!=") for op in rel.ops):
         return None
-    (x,) = symbols
+    x = names[0]
     low, high, low_open, high_open = -sympy.oo, sympy.oo, True, True
     for left, op, right in zip(rel.exprs, rel.ops, rel.exprs[1:], strict=False):
         if op in _FLIP:

@@ -157,12 +157,24 @@ def _after_answer_word(text: str) -> str | None:
     is_matches = list(_IS_RE.finditer(line))
     if is_matches:
         line = line[is_matches[-1].end():]
-    span = _last_math_span(line)
-    if span is not None:
-        return span[1]
+    spans = _final_spans(line)
+    if spans is not None:
+        return spans
     if _WORDY_RE.search(line):
         return _last_number(line) or line
     return line
+
+
+def _final_spans(line: str) -> str | None:
+    """The last math span of an answer line, joined with the spans before it that only separators part
+    (``$12$ and $13$`` is ``12, 13``)."""
+    spans = list(_MATH_SPAN_RE.finditer(line))
+    if not spans:
+        return None
+    first = len(spans) - 1
+    while first > 0 and _BOX_GAP_RE.fullmatch(line, spans[first - 1].end(), spans[first].start()):
+        first -= 1
+    return ", ".join(next(g for g in m.groups() if g is not None).strip() for m in spans[first:])
 
 
 def _last_math_span(text: str) -> tuple[int, str] | None:
