@@ -1,4 +1,4 @@
-"""Recipes: defaults, validation messages naming keys, presets, overrides, resolved round trip."""
+"""Recipes: defaults, validation messages naming keys, presets, overrides, moved keys, resolved round trip."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import pytest
 import yaml
 
 from thinkrl.train.config import (
+    MOVED_KEYS,
     AlgorithmSpec,
     ModelSpec,
     OptimSpec,
+    RewardSpec,
     RLRecipe,
     SamplingSpec,
     SFTRecipe,
@@ -24,10 +26,10 @@ MINIMAL = {
     "model": {"init": {"architectures": ["SeedOssForCausalLM"], "hidden_size": 32}},
     "data": {"task": "countdown"},
     "sampling": {"max_new_tokens": 128},
-    "algorithm": {"max_response_len": 128, "overlong_cache_len": 32},
+    "reward": {"max_response_len": 128, "overlong_cache_len": 32},
 }
-PRESETS = {"dapo": {"eps_high": 0.28, "dynamic_sampling": True},
-           "grpo": {"eps_high": 0.2, "dynamic_sampling": False, "loss_agg_mode": "seq-mean-token-mean"}}
+PRESETS = {"dapo": {"eps_high": 0.28, "rollout.dynamic_sampling": True},
+           "grpo": {"eps_high": 0.2, "rollout.dynamic_sampling": False, "loss_agg_mode": "seq-mean-token-mean"}}
 
 
 def write(tmp_path: Path, data: dict) -> Path:
@@ -39,7 +41,9 @@ def write(tmp_path: Path, data: dict) -> Path:
 def test_defaults_and_output_dir(tmp_path: Path) -> None:
     recipe = load_recipe(write(tmp_path, MINIMAL), RLRecipe)
     assert recipe.algorithm.eps_low == 0.2 and recipe.algorithm.eps_high == 0.28
-    assert recipe.algorithm.dual_clip == 3.0 and recipe.algorithm.group_size == 8
+    assert recipe.algorithm.dual_clip == 3.0 and recipe.rollout.group_size == 8
+    assert recipe.rollout.dynamic_sampling is True and recipe.reward.overlong_penalty is True
+    assert recipe.critic.enabled is False and recipe.critic.lr is None
     assert recipe.sampling.thinking_budgets == [-1]
     assert recipe.tokenizer.path == "builtin"
     assert recipe.model.dtype == "float32" and recipe.model.device == "auto"
@@ -65,15 +69,18 @@ def test_all_problems_listed_in_one_error(tmp_path: Path) -> None:
     data = {
         **MINIMAL,
         "model": {"init": {}, "dtype": "float64"},
-        "algorithm": {"eps_low": 1.5, "dual_clip": 0.5, "loss_agg_mode": "mean", "kl_kind": "k4",
-                      "group_size": 1},
+        "algorithm": {"eps_low": 1.5, "dual_clip": 0.5, "loss_agg_mode": "mean", "kl_kind": "k4"},
+        "rollout": {"group_size": 0},
+        "reward": {"budget_alpha": -1.0},
+        "critic": {"value_clip": 0},
         "optim": {"betas": [0.9, 1.2]},
     }
     with pytest.raises(ValueError) as info:
         load_recipe(write(tmp_path, data), RLRecipe)
     message = str(info.value)
     for line in ("model.dtype:", "algorithm.eps_low:", "algorithm.dual_clip:", "algorithm.loss_agg_mode:",
-                 "algorithm.kl_kind:", "algorithm.group_size:", "optim.betas:"):
+                 "algorithm.kl_kind:", "rollout.group_size:", "reward.budget_alpha:", "critic.value_clip:",
+                 "optim.betas:"):
         assert line in message, line
     assert "seq-mean-token-sum-norm" in message  # the allowed aggregation modes are listed
 
@@ -89,8 +96,8 @@ def test_model_needs_exactly_one_source() -> None:
 
 
 def test_algorithm_validators() -> None:
-    with pytest.raises(ValueError, match="overlong_cache_len"):
-        AlgorithmSpec(max_response_len=100, overlong_cache_len=100)
+    with pytest.raises(ValueError, match=r"overlong_cache_len \(100\) must be < max_response_len \(100\)"):
+        RewardSpec(max_response_len=100, overlong_cache_len=100)
     with pytest.raises(ValueError, match="eps_high"):
         AlgorithmSpec(eps_high=-0.1)
     assert AlgorithmSpec(dual_clip=None).dual_clip is None
@@ -100,7 +107,7 @@ def test_algorithm_validators() -> None:
 
 
 def test_registry_names_are_checked(tmp_path: Path) -> None:
-    data = {**MINIMAL, "data": {"task": "chess"}, "algorithm": {**MINIMAL["algorithm"], "advantage_estimator": "x"}}
+    data = {**MINIMAL, "data": {"task": "chess"}, "algorithm": {"advantage_estimator": "x"}}
     with pytest.raises(ValueError) as info:
         load_recipe(write(tmp_path, data), RLRecipe)
     assert "data.task: unknown task 'chess'; registered: " in str(info.value) and "countdown" in str(info.value)
@@ -111,46 +118,56 @@ def test_literal_choices_match_the_rl_package() -> None:
     from typing import get_args
 
     from thinkrl import rl
-    from thinkrl.train.config import KLKind, LossAggMode
+    from thinkrl.train.specs import KLKind, LossAggMode
 
     assert set(get_args(LossAggMode)) == set(rl.AGG_MODES)
     assert set(get_args(KLKind)) == set(rl.KL_KINDS)
-    for name in rl.presets.ALGORITHM_PRESETS:  # every shipped preset validates
-        assert AlgorithmSpec(preset=name).preset == name
+    for name, preset in rl.presets.ALGORITHM_PRESETS.items():  # every shipped preset validates in a recipe
+        recipe = validate_recipe({**MINIMAL, "algorithm": {"preset": name}}, RLRecipe)
+        assert recipe.algorithm.preset == name
+        for key, value in preset.items():  # plain keys land in `algorithm`, dotted ones in their section
+            section, _, field = key.rpartition(".")
+            assert getattr(getattr(recipe, section or "algorithm"), field) == value, (name, key)
 
 
 def test_response_len_must_fit_sampling(tmp_path: Path) -> None:
-    data = {**MINIMAL, "algorithm": {"max_response_len": 256, "overlong_cache_len": 32}}
-    with pytest.raises(ValueError, match=r"max_response_len \(256\) exceeds sampling.max_new_tokens \(128\)"):
+    data = {**MINIMAL, "reward": {"max_response_len": 256, "overlong_cache_len": 32}}
+    with pytest.raises(ValueError, match=r"reward.max_response_len \(256\) exceeds sampling.max_new_tokens \(128\)"):
         load_recipe(write(tmp_path, data), RLRecipe)
 
 
 def test_preset_applied_then_explicit_keys_win(tmp_path: Path) -> None:
-    data = {**MINIMAL, "algorithm": {**MINIMAL["algorithm"], "preset": "grpo", "eps_high": 0.25}}
+    data = {**MINIMAL, "algorithm": {"preset": "grpo", "eps_high": 0.25}}
     recipe = load_recipe(write(tmp_path, data), RLRecipe, presets=PRESETS)
     assert recipe.algorithm.eps_high == 0.25  # explicit beats preset
-    assert recipe.algorithm.dynamic_sampling is False  # from the preset (default is True)
+    assert recipe.rollout.dynamic_sampling is False  # a dotted preset key, in its section (default is True)
     assert recipe.algorithm.loss_agg_mode == "seq-mean-token-mean"
+    explicit = {**data, "rollout": {"dynamic_sampling": True}}  # explicit keys win in other sections too
+    assert load_recipe(write(tmp_path, explicit), RLRecipe, presets=PRESETS).rollout.dynamic_sampling is True
     with pytest.raises(ValueError, match=r"unknown preset 'ppo'; known presets: dapo, grpo"):
-        AlgorithmSpec.model_validate({"preset": "ppo"}, context={"presets": PRESETS})
+        validate_recipe({**MINIMAL, "algorithm": {"preset": "ppo"}}, RLRecipe, presets=PRESETS)
 
 
 def test_builtin_presets_are_used_without_context() -> None:
-    vapo = AlgorithmSpec(preset="vapo", max_response_len=64, overlong_cache_len=8)
-    assert vapo.use_critic is True and vapo.length_adaptive_alpha == 0.05 and vapo.positive_lm_coef == 0.1
-    assert vapo.dynamic_sampling is False  # the preset turns off what the defaults turn on
-    assert vapo.max_response_len == 64  # run settings stay explicit
-    grpo = AlgorithmSpec(preset="grpo", kl_coef=0.0)
+    raw = {**MINIMAL, "reward": {"max_response_len": 64, "overlong_cache_len": 8}, "algorithm": {"preset": "vapo"}}
+    vapo = validate_recipe(raw, RLRecipe)
+    assert vapo.critic.enabled is True and vapo.algorithm.advantage_estimator == "gae"
+    assert vapo.algorithm.length_adaptive_alpha == 0.05 and vapo.algorithm.positive_lm_coef == 0.1
+    assert vapo.rollout.dynamic_sampling is False  # the preset turns off what the defaults turn on
+    assert vapo.reward.overlong_penalty is False
+    assert vapo.reward.max_response_len == 64  # run settings stay explicit
+    grpo = validate_recipe({**MINIMAL, "algorithm": {"preset": "grpo", "kl_coef": 0.0}}, RLRecipe).algorithm
     assert grpo.eps_high == 0.2 and grpo.dual_clip is None and grpo.kl_coef == 0.0
 
 
 def test_overrides_parse_yaml_values(tmp_path: Path) -> None:
-    overrides = ["algorithm.eps_high=0.3", "algorithm.dynamic_sampling=false", "sampling.thinking_budgets=[0,32]",
+    overrides = ["algorithm.eps_high=0.3", "rollout.dynamic_sampling=false", "sampling.thinking_budgets=[0,32]",
                  "algorithm.dual_clip=null", "model.init.num_hidden_layers=3", "trainer.output_dir=out/x",
-                 "data.difficulty.size=4"]
+                 "data.difficulty.size=4", "critic.lr=2e-3", "reward.wrong_reward=0"]
     recipe = load_recipe(write(tmp_path, MINIMAL), RLRecipe, overrides)
     assert recipe.algorithm.eps_high == 0.3
-    assert recipe.algorithm.dynamic_sampling is False
+    assert recipe.rollout.dynamic_sampling is False
+    assert recipe.critic.lr == 2e-3 and recipe.reward.wrong_reward == 0.0
     assert recipe.sampling.thinking_budgets == [0, 32]
     assert recipe.algorithm.dual_clip is None
     assert recipe.model.init == {"architectures": ["SeedOssForCausalLM"], "hidden_size": 32, "num_hidden_layers": 3}
@@ -172,6 +189,45 @@ def test_override_errors_name_the_key(tmp_path: Path) -> None:
         load_recipe(path, RLRecipe, ["algorithm.eps_low=2"])
 
 
+def test_moved_keys_name_their_new_place_at_load(tmp_path: Path) -> None:
+    data = {**MINIMAL, "algorithm": {"eps_high": 0.3, "group_size": 4, "use_critic": True},
+            "optim": {"lr": 1e-3, "critic_lr": 2e-3}}
+    with pytest.raises(ValueError) as info:
+        load_recipe(write(tmp_path, data), RLRecipe)
+    message = str(info.value)
+    assert "(3 keys moved)" in message
+    for line in ("algorithm.group_size: moved to rollout.group_size", "algorithm.use_critic: moved to critic.enabled",
+                 "optim.critic_lr: moved to critic.lr"):
+        assert line in message, line
+    assert "eps_high" not in message and "optim.lr" not in message  # keys that did not move are not listed
+    # Every old key of the table is caught, and names a place that exists now (and did not stay where it was).
+    old_layout: dict[str, dict[str, object]] = {}
+    for old in MOVED_KEYS:
+        section, key = old.split(".")
+        old_layout.setdefault(section, {})[key] = 1
+    with pytest.raises(ValueError) as info:
+        validate_recipe({**MINIMAL, **old_layout}, RLRecipe)
+    assert f"({len(MOVED_KEYS)} keys moved)" in str(info.value)
+    for old, new in MOVED_KEYS.items():
+        assert f"  {old}: moved to {new}" in str(info.value)
+        old_section, old_key = old.split(".")
+        new_section, new_key = new.split(".")
+        assert new_key in RLRecipe.model_fields[new_section].annotation.model_fields, new
+        assert old_key not in RLRecipe.model_fields[old_section].annotation.model_fields, old
+
+
+def test_moved_keys_name_their_new_place_in_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    with pytest.raises(ValueError, match=r"override 'algorithm.group_size=4': algorithm.group_size moved to "
+                                         r"rollout.group_size"):
+        load_recipe(path, RLRecipe, ["algorithm.group_size=4"])
+    with pytest.raises(ValueError, match=r"optim.critic_lr moved to critic.lr"):
+        load_recipe(path, RLRecipe, ["optim.critic_lr=0.1"])
+    with pytest.raises(ValueError, match=r"algorithm.value_pretrain_steps moved to critic.pretrain_steps"):
+        load_recipe(path, RLRecipe, ["trainer.steps=3", "algorithm.value_pretrain_steps=2"])
+    assert load_recipe(path, RLRecipe, ["rollout.group_size=4"]).rollout.group_size == 4  # the new place works
+
+
 def test_bad_files(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         load_recipe(tmp_path / "missing.yaml", RLRecipe)
@@ -188,11 +244,13 @@ def test_bad_files(tmp_path: Path) -> None:
 
 
 def test_save_resolved_round_trip(tmp_path: Path) -> None:
-    data = {**MINIMAL, "algorithm": {**MINIMAL["algorithm"], "preset": "dapo", "eps_high": 0.3}}
+    data = {**MINIMAL, "algorithm": {"preset": "dapo", "eps_high": 0.3}}
     recipe = load_recipe(write(tmp_path, data), RLRecipe, ["optim.betas=[0.8,0.9]"], presets=PRESETS)
     out = save_resolved(recipe, tmp_path / "run" / "resolved.yaml")
     raw = yaml.safe_load(out.read_text())
     assert raw["algorithm"]["kl_kind"] == "k3"  # every default is written out
+    assert raw["critic"]["value_clip"] == 0.5 and raw["reward"]["budget_reward"] == "none"
+    assert raw["rollout"]["dynamic_sampling"] is True  # the preset's value, resolved
     again = load_recipe(out, RLRecipe, presets=PRESETS)
     assert again == recipe
     assert again.optim.betas == (0.8, 0.9)
@@ -213,8 +271,10 @@ def test_every_key_is_documented() -> None:
     docs = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
     from thinkrl.train import config
 
-    for cls in (config.ModelSpec, config.TokenizerSpec, config.DataSpec, config.SamplingSpec,
-                config.AlgorithmSpec, config.OptimSpec, config.TrainerSpec, SFTRecipe, RLRecipe):
+    for cls in (config.ModelSpec, config.TokenizerSpec, config.DataSpec, config.PrefilterSpec,
+                config.OnlineFilterSpec, config.CurriculumSpec, config.SamplingSpec, config.RolloutSpec,
+                config.RewardSpec, config.AlgorithmSpec, config.CriticSpec, config.OptimSpec, config.TrainerSpec,
+                SFTRecipe, RLRecipe):
         for name in cls.model_fields:
             documented = f"| `{name}` |" in docs or f"### `{name}` (" in docs  # a key or a section
             assert documented, f"{cls.__name__}.{name} is not documented"
@@ -249,4 +309,4 @@ def test_documented_example_recipe_is_valid() -> None:
     docs = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
     example = docs.split("## Example RL recipe", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
     recipe = validate_recipe(yaml.safe_load(example), RLRecipe)
-    assert recipe.algorithm.preset == "dapo" and recipe.algorithm.overlong_cache_len == 64
+    assert recipe.algorithm.preset == "dapo" and recipe.reward.overlong_cache_len == 64
