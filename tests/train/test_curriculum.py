@@ -16,26 +16,26 @@ import torch
 
 from thinkrl.engine import LLMEngine
 from thinkrl.model import ModelConfig, build_model
+from thinkrl.rollout import (
+    Curriculum,
+    CurriculumSpec,
+    DataSpec,
+    OnlineFilter,
+    PrefilterSpec,
+    PromptCursor,
+    RewardSpec,
+    RolloutSpec,
+    SamplingSpec,
+    build_prompt_source,
+    collect_rollout_batch,
+    estimate_pass_rates,
+    filter_by_pass_rate,
+    prefilter_problems,
+)
 from thinkrl.tasks import Problem, get_task
 from thinkrl.tasks.dataset import generate_dataset, split_of
 from thinkrl.tokenizer import load_tokenizer
-from thinkrl.train.config import (
-    AlgorithmSpec,
-    CurriculumSpec,
-    DataSpec,
-    PrefilterSpec,
-    RLRecipe,
-    SamplingSpec,
-    validate_recipe,
-)
-from thinkrl.train.curriculum import (
-    Curriculum,
-    OnlineFilter,
-    PromptCursor,
-    build_prompt_source,
-    filter_by_pass_rate,
-)
-from thinkrl.train.rl_rollout import collect_rollout_batch, estimate_pass_rates, prefilter_problems
+from thinkrl.train.config import RLRecipe, validate_recipe
 
 TOKENIZER = load_tokenizer("builtin")
 EASY = {"num_terms": 2, "max_number": 2}
@@ -307,18 +307,20 @@ def test_estimate_pass_rates_and_prefilter_with_a_known_policy() -> None:
         prefilter_problems(bigram_engine({"9": 1.0}), TOKENIZER, problems, PrefilterSpec(k=2), SAMPLING)
 
 
-ALGO = AlgorithmSpec(group_size=4, prompts_per_step=4, max_sampling_rounds=2, max_response_len=8,
-                     overlong_cache_len=2)
+ROLLOUT = RolloutSpec(group_size=4, prompts_per_step=4, max_sampling_rounds=2)
+REWARD = RewardSpec(max_response_len=8, overlong_cache_len=2)
 
 
 def test_rollout_feeds_the_online_filter_and_logs_skips() -> None:
     problems = generate_dataset("arithmetic", 8, seed=0, split="train", difficulty=EASY | {"max_number": 3})
     source = OnlineFilter(PromptCursor(problems, seed=0), window=1, retry_after=50)
     engine = bigram_engine({"2": 1.0})  # answer-2 problems always solved, the rest never: no group has variance
-    first = collect_rollout_batch(engine, TOKENIZER, source, ALGO, SAMPLING, seed=0)
+    first = collect_rollout_batch(engine, TOKENIZER, source, ROLLOUT, SAMPLING, REWARD, seed=0)
     assert first.num_groups_sampled == 8 and first.num_groups_dropped == 8 and not first.trajectories
     assert first.num_prompts_skipped == 0 and len(source.history) == 8  # every prompt seen once in the epoch
-    second = collect_rollout_batch(engine, TOKENIZER, source, ALGO, SAMPLING, seed=1)
+    assert len(first.sampled) == 8 * 4  # every response is kept in `sampled`, dropped groups too
+    assert all(t.correct == (t.problem.ground_truth["answer"] == 2) for t in first.sampled)
+    second = collect_rollout_batch(engine, TOKENIZER, source, ROLLOUT, SAMPLING, REWARD, seed=1)
     assert second.num_prompts_skipped > 0
     assert second.data_metrics["data/skipped_solved_total"] + second.data_metrics["data/skipped_unsolved_total"] \
         == second.num_prompts_skipped
@@ -332,8 +334,9 @@ def test_rollout_drives_the_curriculum_harder_until_the_policy_fails() -> None:
     engine = bigram_engine({"2": 1.0})  # always answers 2: frequent when numbers are small, rare when large
     rates = []
     for step in range(6):
-        batch = collect_rollout_batch(engine, TOKENIZER, curriculum, ALGO.model_copy(update={"max_sampling_rounds": 1}),
-                                      SAMPLING, seed=step)
+        batch = collect_rollout_batch(engine, TOKENIZER, curriculum,
+                                      ROLLOUT.model_copy(update={"max_sampling_rounds": 1}), SAMPLING, REWARD,
+                                      seed=step)
         rates.append(batch.data_metrics.get("curriculum/arithmetic/window_pass_rate"))
     metrics = batch.data_metrics
     assert metrics["curriculum/arithmetic/max_number"] > 2 and metrics["curriculum/arithmetic/changes"] >= 1
@@ -345,9 +348,6 @@ def test_rollout_drives_the_curriculum_harder_until_the_policy_fails() -> None:
 
 
 def test_hardest_problems_survive_a_generator_that_gives_up_on_some_draws():
-    from thinkrl.train.config import CurriculumSpec
-    from thinkrl.train.curriculum import Curriculum
-
     # At 8 terms up to 1000 with results capped at 1000, arithmetic's generator gives up on some draws (raising
     # ValueError); sizing the engine must draw again, not crash (it did, on this seed).
     rule = CurriculumSpec(knobs={"max_number": 2, "num_terms": 1}, target_low=0.25, target_high=0.6, window=32)
