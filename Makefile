@@ -7,9 +7,9 @@ STAMP := $(VENV)/.installed
 .PHONY: setup demo demo3 test test-all lint bench clean
 
 $(STAMP): pyproject.toml
-	# The code sandbox uses bubblewrap; without it, it falls back to rlimits only (with a loud warning).
+	# The code sandbox uses bubblewrap; without it, it refuses untrusted code unless THINKRL_SANDBOX_ALLOW_UNISOLATED=1.
 	command -v bwrap >/dev/null || (apt-get update -qq && apt-get install -y -qq bubblewrap) \
-		|| echo "warning: bubblewrap missing: the code sandbox falls back to rlimits only"
+		|| echo "warning: bubblewrap missing: the code sandbox refuses to run (THINKRL_SANDBOX_ALLOW_UNISOLATED=1: rlimits only)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# GPU users: install your own torch into .venv first; we only add the CPU build when none is present.
