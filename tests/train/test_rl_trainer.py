@@ -222,3 +222,79 @@ def test_budget_aware_rl_logs_thinking_and_adherence(sft_model, tmp_path):
     for r in steps:
         assert 0.0 <= r["budget_adherence"] <= 1.0
         assert r["thinking_tokens_mean"] >= 0.0
+
+
+def _engine_weights(run) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in run.engine.engine.model.named_parameters()}
+
+
+def test_engine_weights_move_only_when_pushed_and_tokens_carry_the_version(sft_model, tmp_path):
+    from thinkrl.train.rl_setup import build_run
+    from thinkrl.train.rl_step import prepare_batch, update
+
+    recipe = _rl_recipe(sft_model, tmp_path, steps=2)
+    run = build_run(recipe)
+    try:
+        first = _kept(run, recipe, 1)
+        assert all(set(t.token_versions) == {0} for t in first)
+        before = _engine_weights(run)
+        actor = dict(run.actor.model.named_parameters())
+        assert all(torch.equal(before[n], actor[n]) for n in before)  # the engine starts from the policy
+        batch = prepare_batch(first, run.actor, run.critic, run.ref_model)
+        update(batch, run.actor, run.critic, seed=0, step=1)
+        during = _engine_weights(run)
+        assert all(torch.equal(before[n], during[n]) for n in before)  # the update did not touch the engine
+        assert any(not torch.equal(during[n], actor[n]) for n in during)
+        run.engine.update_weights(run.actor.weights(), version=1)
+        after = _engine_weights(run)
+        assert all(torch.equal(after[n], actor[n]) for n in after)  # the push made them equal
+        second = _kept(run, recipe, 2)
+        assert run.engine.version == 1 and all(set(t.token_versions) == {1} for t in second)
+    finally:
+        run.engine.stop()
+
+
+def test_decoupled_ppo_is_chosen_by_the_recipe_and_on_policy_logprobs_agree(sft_model, tmp_path):
+    from thinkrl.train.rl_setup import build_run
+    from thinkrl.train.rl_step import prepare_batch, update
+
+    base = _rl_recipe(sft_model, tmp_path, steps=2)
+    recipe = base.model_copy(update={"algorithm": base.algorithm.model_copy(update={"off_policy": "decoupled"})})
+    run = build_run(recipe)
+    try:
+        kept = _kept(run, recipe, 1)
+        batch = prepare_batch(kept, run.actor, run.critic, run.ref_model)
+        mask = batch.response_mask
+        engine_logprobs = pack_engine_logprobs(kept, batch.behaviour_logprobs.shape[1])
+        assert torch.equal(batch.behaviour_logprobs, engine_logprobs)  # behaviour = what the engine recorded
+        # On policy, the trainer's proximal log-probs agree with the engine's (fp32, same weights).
+        gap = (batch.old_logprobs - batch.behaviour_logprobs).abs()[mask]
+        assert gap.max() < 1e-4, gap.max()
+        row = update(batch, run.actor, run.critic, seed=0, step=1)
+        assert abs(row["is_weight_mean"] - 1.0) < 1e-3
+        # A stale engine (no push): the next batch's behaviour policy is one update behind the proximal policy.
+        stale = _kept(run, recipe, 2)
+        stale_batch = prepare_batch(stale, run.actor, run.critic, run.ref_model)
+        stale_gap = (stale_batch.old_logprobs - stale_batch.behaviour_logprobs).abs()[stale_batch.response_mask]
+        assert stale_gap.max() > 1e-3
+    finally:
+        run.engine.stop()
+
+
+def _kept(run, recipe, step: int):
+    """The kept trajectories of the first batch (over seeds) with a group that teaches something."""
+    from thinkrl.rollout import collect_rollout_batch
+
+    for seed in range(step * 100, step * 100 + 20):
+        batch = collect_rollout_batch(run.engine, run.tokenizer, run.source, recipe.rollout, recipe.sampling,
+                                      recipe.reward, seed=seed)
+        if batch.trajectories:
+            return batch.trajectories
+    raise AssertionError("no mixed group in 20 batches")
+
+
+def pack_engine_logprobs(trajs, width: int) -> torch.Tensor:
+    out = torch.zeros(len(trajs), width)
+    for i, t in enumerate(trajs):
+        out[i, : len(t.logprobs)] = torch.tensor(t.logprobs)
+    return out

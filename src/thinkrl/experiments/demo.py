@@ -73,8 +73,8 @@ def evaluate_model(model_dir: Path, rl_recipe, samples: int) -> dict:
     from thinkrl.engine import LLMEngine
     from thinkrl.eval.evaluate import evaluate
     from thinkrl.model import load_pretrained
-    from thinkrl.tokenizer import load_tokenizer
     from thinkrl.rollout import load_problems
+    from thinkrl.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
     model = load_pretrained(model_dir, device=rl_recipe.model.device)

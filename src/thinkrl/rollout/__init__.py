@@ -8,6 +8,7 @@ reward-shaping functions); never train.
 """
 
 from thinkrl.rollout.curriculum import Curriculum
+from thinkrl.rollout.engine import EngineClient, start_engine
 from thinkrl.rollout.groups import (
     RolloutBatch,
     collect_rollout_batch,
@@ -50,6 +51,7 @@ __all__ = [
     "Curriculum",
     "CurriculumSpec",
     "DataSpec",
+    "EngineClient",
     "FilterResult",
     "GenerateClient",
     "OnlineFilter",
@@ -77,5 +79,6 @@ __all__ = [
     "sample_groups",
     "sampling_params",
     "score_trajectories",
+    "start_engine",
     "within_budget",
 ]

@@ -12,11 +12,16 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from thinkrl.engine import LLMEngine
-from thinkrl.engine.loop import EngineLoop
 from thinkrl.model import CausalLM
-from thinkrl.rollout import Curriculum, PromptSource, build_prompt_source, load_problems, prefilter_problems
-from thinkrl.rollout.specs import SamplingSpec
+from thinkrl.rollout import (
+    Curriculum,
+    EngineClient,
+    PromptSource,
+    build_prompt_source,
+    load_problems,
+    prefilter_problems,
+    start_engine,
+)
 from thinkrl.tasks import Problem
 from thinkrl.tokenizer import TextTokenizer
 from thinkrl.train.actor import Actor
@@ -52,7 +57,7 @@ class RLRun:
     actor: Actor
     critic: Critic | None
     ref_model: CausalLM | None
-    engine: EngineLoop
+    engine: EngineClient
     source: PromptSource
     train_problems: list[Problem]
     test_problems: list[Problem]
@@ -62,17 +67,6 @@ class RLRun:
     def checkpoint_state(self) -> dict[str, object] | None:
         """The extra objects a checkpoint saves beside the policy (the critic's)."""
         return self.critic.state() if self.critic is not None else None
-
-
-def build_engine(policy: CausalLM, tokenizer: TextTokenizer, sampling: SamplingSpec, sized: list[Problem],
-                 seed: int) -> LLMEngine:
-    """An engine over a frozen copy of ``policy``, with slots long enough for the longest of the ``sized`` problems'
-    prompts (at any of the sampling budgets) plus ``max_new_tokens``."""
-    max_prompt = max(len(tokenizer.encode_chat([{"role": "user", "content": p.prompt}], thinking_budget=b))
-                     for p in sized for b in sampling.thinking_budgets)
-    weights = copy.deepcopy(policy).eval().requires_grad_(False)
-    return LLMEngine(weights, tokenizer, num_slots=sampling.num_slots,
-                     max_seq_len=max_prompt + 16 + sampling.max_new_tokens, seed=seed)
 
 
 def build_run(recipe: RLRecipe) -> RLRun:
@@ -93,7 +87,7 @@ def build_run(recipe: RLRecipe) -> RLRun:
     sized = train_problems[:200] + test_problems[:200]
     if isinstance(source, Curriculum):  # the longest prompts come at the hardest difficulty it may reach
         sized += source.hardest_problems(20, seed=recipe.data.seed)
-    engine = EngineLoop(build_engine(model, tokenizer, recipe.sampling, sized, trainer.seed)).start()
+    engine = start_engine(model, tokenizer, recipe.sampling, sized, trainer.seed)
     run = RLRun(out, tokenizer, actor, critic, ref_model, engine, source, train_problems, test_problems)
     try:
         if recipe.data.prefilter is not None:
