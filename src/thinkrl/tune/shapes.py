@@ -85,10 +85,8 @@ class ModelShape:
     def layer_dense_params(self) -> int:
         """Everything in one layer except routed experts: attention, dense or shared FFN, router, two norms."""
         c = self.hidden_size
-        if self.is_moe:
-            ffn = 3 * c * self.shared_expert_size + c * self.num_experts
-        else:
-            ffn = 3 * c * self.intermediate_size
+        dense_ffn = 3 * c * self.intermediate_size
+        ffn = 3 * c * self.shared_expert_size + c * self.num_experts if self.is_moe else dense_ffn
         return self.attention_params + ffn + 2 * c
 
     @property

@@ -1,0 +1,118 @@
+"""The memory model against hand-computed values for a tiny config (arithmetic written out), and against the
+ZeRO paper's model-state figures."""
+
+from __future__ import annotations
+
+import pytest
+
+from thinkrl.model import ModelConfig, build_model
+from thinkrl.tune import ClusterSpec, ModelShape, ParallelLayout, WorkloadSpec, estimate_memory, read_hf_config
+
+# L=2 layers, C=8, H=2 query heads, K=1 KV head, D=4, I=16, V=32, untied embeddings, no biases.
+TINY = {"architectures": ["SeedOssForCausalLM"], "num_hidden_layers": 2, "hidden_size": 8, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "head_dim": 4, "intermediate_size": 16, "vocab_size": 32}
+
+
+def tiny_shape() -> ModelShape:
+    return ModelShape.from_config(read_hf_config(TINY), name="tiny")
+
+
+def workload(**kw) -> WorkloadSpec:
+    # one sequence = 1 prompt + 3 response tokens; 2 prompts x 1 response per step
+    base = dict(prompt_len=1, response_len=3, group_size=1, prompts_per_step=2, forward_only_passes=0,
+                precision="fp32", attention="flash", rollout_colocated=False)
+    return WorkloadSpec(**{**base, **kw})
+
+
+def test_parameter_counts_by_hand_and_by_the_real_module():
+    shape = tiny_shape()
+    # attention: C*D*(2H + 2K) = 8*4*(4+2) = 192; SwiGLU: 3*C*I = 3*8*16 = 384; two norms: 2*C = 16
+    assert shape.layer_dense_params == 192 + 384 + 16 == 592
+    # embeddings + lm_head: 2*V*C = 512, final norm C = 8
+    assert shape.embedding_params == 520
+    assert shape.total_params == 2 * 592 + 520 == 1704
+    model = build_model(ModelConfig.from_hf_dict(TINY))
+    assert shape.total_params == sum(p.numel() for p in model.parameters())
+
+
+def test_single_rank_fp32_breakdown_by_hand():
+    cluster = ClusterSpec(num_gpus=1, gpus_per_node=1, gpu_mem_gb=1, reserved_gb=0)
+    mem = estimate_memory(tiny_shape(), cluster, workload(), ParallelLayout(micro_batch_tokens=8))
+    # model states: 1704 params x (4 master + 4 grad + 8 Adam)
+    assert (mem.params, mem.grads, mem.optimizer) == (6816, 6816, 13632)
+    assert mem.gathered == 0 and mem.comm_buffers == 0  # fp32, nothing sharded: no copies
+    # per token per layer (fp32, flash):
+    #   two norms: 2 x (1/rms 4 + normed 4*8 + output 4*8) = 2 x 68 = 136
+    #   residual mid + out: 2 x 4*8 = 64
+    #   attention q,k,v,out: 4*D*(2H + 2K) = 4*4*6 = 96, lse 4*H = 8 -> 104
+    #   SwiGLU: 4 x 4*I = 256                                   -> layer = 560
+    # per token once: embedding output 4*8 = 32, final norm (1/rms 4 + normed 32) = 36
+    # 8 tokens per micro-batch: 8 x (32 + 2*560 + 36) = 9504
+    assert mem.activations == 9504
+    # response tokens: 8 * 3/4 = 6; each: hidden 4*8 = 32 + 16 B x V 32 = 512 -> 6 * 544 = 3264
+    # layer backward working set: 4*(3*I + 2*C) = 256 per token -> 2048; the larger is logits
+    assert mem.logits == 3264 and mem.backward_extra == 3264
+    assert mem.train_peak == 27264 + 9504 + 3264 == 40032
+    # optimizer step: model states + one fp32 temporary per parameter (4 * 1704)
+    assert mem.step_peak == 27264 + 6816
+    assert mem.peak == 40032
+
+
+def test_recompute_keeps_layer_inputs_and_one_layer_by_hand():
+    cluster = ClusterSpec(num_gpus=1, gpus_per_node=1, gpu_mem_gb=1, reserved_gb=0)
+    mem = estimate_memory(tiny_shape(), cluster, workload(), ParallelLayout(micro_batch_tokens=8, recompute="full"))
+    # layer inputs 2 x 4*8 = 64 + final norm 36 per token: 8 x 100 = 800
+    assert mem.activations == 800
+    # one layer recomputed (560) + its backward working set (256) per token: 8 x 816 = 6528 > logits 3264
+    assert mem.backward_extra == 6528
+    assert mem.train_peak == 27264 + 800 + 6528
+
+
+def test_sharded_bf16_with_tensor_parallel_by_hand():
+    cluster = ClusterSpec(num_gpus=4, gpus_per_node=4, gpu_mem_gb=1, reserved_gb=0)
+    layout = ParallelLayout(tp=2, fsdp=2, micro_batch_tokens=8)
+    mem = estimate_memory(tiny_shape(), cluster, workload(precision="bf16"), layout)
+    # TP halves every parameter, FSDP halves again: 1704 / 4 = 426 per rank, x 16 B
+    assert mem.model_states == 16 * 426
+    # unsharded bf16 copies: root 520/2 + two layers 2 x 592/2 + lm_head grad 256/2 = 980 params x 2 B
+    assert mem.gathered == 2 * 980
+    # TP buffers: gathered layer input + reduce-scatter buffer, 2 x 8 tokens x 8 x 2 B
+    assert mem.comm_buffers == 256
+
+
+def test_offload_moves_states_off_the_gpu():
+    cluster = ClusterSpec(num_gpus=1, gpus_per_node=1, gpu_mem_gb=1, reserved_gb=0)
+    none, opt, full = (estimate_memory(tiny_shape(), cluster, workload(), ParallelLayout(micro_batch_tokens=8,
+                                                                                           offload=o))
+                       for o in ("none", "optimizer", "full"))
+    assert none.optimizer == 13632 and opt.optimizer == 0 and opt.params == none.params
+    assert full.model_states == 0 and full.gathered > 0  # compute copies still come to the GPU
+    assert full.step_peak == 0
+
+
+def test_rollout_kv_cache_by_hand():
+    cluster = ClusterSpec(num_gpus=1, gpus_per_node=1, gpu_mem_gb=1, reserved_gb=0)
+    mem = estimate_memory(tiny_shape(), cluster, workload(rollout_colocated=True), ParallelLayout(micro_batch_tokens=8))
+    # 2 sequences x 4 tokens x (K and V) 2 x L 2 x K 1 x D 4 x 4 B = 512
+    assert mem.kv_cache == 512
+    # rollout phase: master 6816 + Adam 13632 + engine weights 4 x 1704 + KV 512
+    assert mem.rollout_peak == 6816 + 13632 + 6816 + 512
+
+
+@pytest.mark.parametrize("num_gpus", [1, 8, 64])
+def test_model_states_match_the_zero_paper(num_gpus):
+    """ZeRO (Rajbhandari et al. 2020, Fig. 1): mixed-precision Adam keeps (2 + 2 + 12) = 16 B per parameter; a
+    7.5B model with Nd = 64 and all three partitioned (P_os+g+p) needs 16 * 7.5e9 / 64 = 1.875 GB ("1.9GB"), and
+    120 GB unpartitioned."""
+    # a one-layer shape whose FFN (3 x 1000 x 2,499,995) carries almost all of the 7.5e9 parameters
+    shape = ModelShape(name="7.5b", num_layers=1, hidden_size=1000, num_heads=1, num_kv_heads=1, head_dim=2,
+                       vocab_size=1, intermediate_size=2_499_995, num_experts=0, experts_per_token=0,
+                       moe_intermediate_size=0, shared_expert_size=0, tied_embeddings=True)
+    params = shape.total_params
+    assert abs(params - 7.5e9) / 7.5e9 < 1e-3
+    cluster = ClusterSpec(num_gpus=num_gpus, gpus_per_node=min(num_gpus, 8), gpu_mem_gb=80, reserved_gb=0)
+    mem = estimate_memory(shape, cluster, workload(), ParallelLayout(fsdp=num_gpus, micro_batch_tokens=8))
+    assert mem.model_states == pytest.approx(16 * params / num_gpus)
+    expected_gb = {1: 120.0, 64: 1.875}.get(num_gpus)
+    if expected_gb is not None:
+        assert mem.model_states / 1e9 == pytest.approx(expected_gb, rel=2e-3)
