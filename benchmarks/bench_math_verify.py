@@ -16,7 +16,8 @@ Errors are counted against the labels, false positives (accepted, label unequal)
   pairs for every pass, each with a parse cache of 4,096 entries (thinkrl's own ``parse_answer``
   cache; math-verify's ``parse`` results memoised the same way), so repeated references help both;
   thinkrl through ``MathVerifier.verify_batch`` (per-pair hard timeout), math-verify through
-  ``verify(parse(gold), parse(pred))`` in a ``multiprocessing.Pool`` (its own signal timeouts);
+  ``verify(parse(gold), parse(pred))`` with the extraction targets its own test gives the pair (LaTeX
+  and expressions by default) in a ``multiprocessing.Pool`` (its own signal timeouts);
 - *cold in-process*: one process, no cache on either side (thinkrl's is cleared before every pair).
 
     thinkrl bench math-verify [--corpus outside|own] [--workers 2] [--repeats 3] [--markdown FILE]
@@ -293,27 +294,30 @@ def load_corpus(path: Path = CORPUS) -> list[dict]:
 
 # -- math-verify side (module-level functions so pool workers can import them) -------------------
 # math-verify's own tests parse both sides with these targets (tests/test_all.py::compare_strings).
-_MV_CACHE: dict[str, object] = {}
+_MV_CACHE: dict[tuple[str, tuple[str, ...]], object] = {}
+_DEFAULT_TYPES = ("latex", "expr")
 
 
-def _mv_parse(text: str, cached: bool) -> object:
+def _mv_parse(text: str, cached: bool, match_types: tuple[str, ...]) -> object:
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
-    if cached and text in _MV_CACHE:
-        return _MV_CACHE[text]
-    parsed = parse(text, [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()])
+    key = (text, match_types)
+    if cached and key in _MV_CACHE:
+        return _MV_CACHE[key]
+    targets = {"latex": LatexExtractionConfig(boxed_match_priority=0), "expr": ExprExtractionConfig()}
+    parsed = parse(text, [targets[t] for t in match_types])
     if cached:
         if len(_MV_CACHE) >= CACHE_SIZE:
             _MV_CACHE.pop(next(iter(_MV_CACHE)))
-        _MV_CACHE[text] = parsed
+        _MV_CACHE[key] = parsed
     return parsed
 
 
-def _mv_verify(item: tuple[str, str, bool]) -> bool:
+def _mv_verify(item: tuple[str, str, bool, tuple[str, ...]]) -> bool:
     from math_verify import verify
 
-    reference, response, cached = item
-    return bool(verify(_mv_parse(reference, cached), _mv_parse(response, cached)))
+    reference, response, cached, match_types = item
+    return bool(verify(_mv_parse(reference, cached, match_types), _mv_parse(response, cached, match_types)))
 
 
 def _mv_init() -> None:
@@ -325,13 +329,16 @@ def _mv_init() -> None:
 CACHE_SIZE = 4096  # thinkrl's parse cache (score.parse_answer); math-verify gets the same in the warm runs
 
 
-def run_math_verify(pairs: list[tuple[str, str]], workers: int) -> tuple[list[bool], float, float]:
-    """Warm pooled pass (parse cache on both sides): verdicts, seconds for the pass, seconds to start the pool."""
+def run_math_verify(items: list[tuple[str, str, tuple[str, ...]]], workers: int) -> tuple[list[bool], float, float]:
+    """Warm pooled pass (parse cache on both sides): verdicts, seconds for the pass, seconds to start the pool.
+
+    ``items``: (reference, response, extraction targets) per pair.
+    """
     start = time.perf_counter()
     with multiprocessing.get_context("fork").Pool(workers, initializer=_mv_init) as pool:
-        pool.map(_mv_verify, [(r, a, True) for a, r in WARMUP], chunksize=1)
+        pool.map(_mv_verify, [(r, a, True, _DEFAULT_TYPES) for a, r in WARMUP], chunksize=1)
         ready = time.perf_counter()
-        verdicts = list(pool.imap(_mv_verify, [(r, a, True) for r, a in pairs], chunksize=16))
+        verdicts = list(pool.imap(_mv_verify, [(r, a, True, t) for r, a, t in items], chunksize=16))
         elapsed = time.perf_counter() - ready
     return verdicts, elapsed, ready - start
 
@@ -347,7 +354,7 @@ def run_thinkrl(pairs: list[tuple[str, str]], workers: int) -> tuple[list, float
     return verdicts, elapsed, ready - start
 
 
-def cold_in_process(pairs: list[tuple[str, str]], mv_pairs: list[tuple[str, str]]) -> dict[str, float]:
+def cold_in_process(pairs: list[tuple[str, str]], mv_items: list[tuple[str, str, tuple[str, ...]]]) -> dict[str, float]:
     """Answers/s of both in this process with no cache at all (thinkrl's is cleared before every pair)."""
     from thinkrl.rewards.math.score import parse_answer
 
@@ -358,8 +365,8 @@ def cold_in_process(pairs: list[tuple[str, str]], mv_pairs: list[tuple[str, str]
         score_answer(response, reference)
     ours = len(pairs) / (time.perf_counter() - start)
     start = time.perf_counter()
-    for reference, response in mv_pairs:
-        _mv_verify((reference, response, False))
+    for reference, response, match_types in mv_items:
+        _mv_verify((reference, response, False, match_types))
     theirs = len(pairs) / (time.perf_counter() - start)
     return {"thinkrl_cold_per_s": round(ours, 1), "math_verify_cold_per_s": round(theirs, 1),
             "cold_speedup": round(ours / theirs, 2)}
@@ -430,13 +437,14 @@ def main() -> None:
     rows = load_corpus(CORPORA[args.corpus])
     pairs = [(r["reference"], r["response"]) for r in rows]
     # math-verify finds LaTeX only between delimiters: our corpus's bare references get them (its tests' have them)
-    mv_pairs = [(f"${r}$" if args.corpus == "own" else r, a) for r, a in pairs]
+    mv_items = [(f"${r['reference']}$" if args.corpus == "own" else r["reference"], r["response"],
+                 tuple(r.get("match_types", _DEFAULT_TYPES))) for r in rows]
     ours_s, theirs_s, ours_start, theirs_start = [], [], [], []
     for _ in range(args.repeats):
         ours, seconds, startup = run_thinkrl(pairs, args.workers)
         ours_s.append(seconds)
         ours_start.append(startup)
-        theirs, seconds, startup = run_math_verify(mv_pairs, args.workers)
+        theirs, seconds, startup = run_math_verify(mv_items, args.workers)
         theirs_s.append(seconds)
         theirs_start.append(startup)
     ours_ok = [o.correct for o in ours]
@@ -451,7 +459,7 @@ def main() -> None:
         "equal_pairs": sum(labels), "workers": args.workers, "repeats": args.repeats,
         "thinkrl_answers_per_s": round(ours_rate, 1), "math_verify_answers_per_s": round(theirs_rate, 1),
         "speedup": round(ours_rate / theirs_rate, 2),
-        **cold_in_process(pairs, mv_pairs),
+        **cold_in_process(pairs, mv_items),
         "thinkrl_label_accuracy_pct": accuracy(ours_ok),
         "thinkrl": error_counts(ours_ok, labels),
         "math_verify_label_accuracy_pct": accuracy(theirs),

@@ -11,7 +11,10 @@ label means one thing for both verifiers. Rows from tests that change those sett
     pip download --no-deps --no-binary :all: math-verify==0.9.0 && tar xzf math_verify-0.9.0.tar.gz
     python benchmarks/math_verify_corpus.py math_verify-0.9.0/tests   # writes the file below
 
-Each row: ``{"id", "source": "file::test", "reference": gold, "response": pred, "label": bool}``.
+Each row: ``{"id", "source": "file::test", "reference": gold, "response": pred, "label": bool,
+"match_types"}``; ``match_types`` are the extraction targets the test gives math-verify (``latex``,
+``expr``): a label can depend on them (``Answer $ \n 9 \n $`` is 0 for LaTeX extraction alone), so
+the benchmark runs math-verify with them.
 
 The suite has few unequal pairs, so it is followed by *shuffled* rows: each model output of the
 NuminaMath / OpenThoughts cases paired with the gold answer of the next case of the same file
@@ -43,6 +46,15 @@ def _uses_defaults(func: ast.FunctionDef) -> bool:
     return True
 
 
+def _match_types(func: ast.FunctionDef) -> list[str]:
+    """The extraction targets the test gives math-verify (compare_strings' default: latex and expr)."""
+    for node in ast.walk(func):
+        for kw in node.keywords if isinstance(node, ast.Call) else ():
+            if kw.arg == "match_types":
+                return list(ast.literal_eval(kw.value))
+    return ["latex", "expr"]
+
+
 def _triples(func: ast.FunctionDef) -> list[tuple[str, str, int]]:
     for deco in func.decorator_list:
         if isinstance(deco, ast.Call) and getattr(deco.func, "attr", "") == "parametrize":
@@ -63,7 +75,7 @@ def extract_rows(tests_dir: Path) -> list[dict]:
                 continue
             for gold, pred, expected in _triples(func):
                 rows.append({"id": len(rows), "source": f"{name}::{func.name}", "reference": gold,
-                             "response": pred, "label": bool(expected)})
+                             "response": pred, "label": bool(expected), "match_types": _match_types(func)})
     return rows + shuffled_rows(rows, len(rows))
 
 
@@ -75,7 +87,7 @@ def shuffled_rows(rows: list[dict], first_id: int) -> list[dict]:
         for row, other in zip(group, group[1:] + group[:1], strict=True):
             if other["reference"] != row["reference"]:
                 out.append({"id": first_id + len(out), "source": f"{name}::shuffled", "reference": other["reference"],
-                            "response": row["response"], "label": False})
+                            "response": row["response"], "label": False, "match_types": ["latex", "expr"]})
     for row in out:
         if (row["reference"], row["response"]) in HAND_LABELS:
             row["label"], row["note"] = HAND_LABELS[row["reference"], row["response"]]
