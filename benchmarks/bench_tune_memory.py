@@ -47,9 +47,11 @@ CONFIGS = {
     "m4-mb512": ("m4", 1, 512, "none"),
     "m4-mb2048": ("m4", 1, 2048, "none"),
     "m4-mb4096": ("m4", 1, 4096, "none"),
+    "m4-mb1024-recompute": ("m4", 1, 1024, "full"),
     "m4-mb2048-recompute": ("m4", 1, 2048, "full"),
     "m4-mb4096-recompute": ("m4", 1, 4096, "full"),
     "v16k-mb2048": ("v16k", 1, 2048, "none"),
+    "m4-mb1024-fsdp2": ("m4", 2, 1024, "none"),
     "m4-mb2048-fsdp2": ("m4", 2, 2048, "none"),
     "m4-mb4096-fsdp2": ("m4", 2, 4096, "none"),
     "m4-mb4096-fsdp2-recompute": ("m4", 2, 4096, "full"),
@@ -215,7 +217,7 @@ def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def predict(name: str, gflops: float, comm_gbps: float | None) -> tuple[dict, dict]:
+def predict(name: str, gflops: float, comm_gbps: float | None, mfu: float = 1.0) -> tuple[dict, dict]:
     from thinkrl.tune import ClusterSpec, ParallelLayout, WorkloadSpec, estimate_memory, estimate_time
     from thinkrl.tune.shapes import ModelShape, read_hf_config
 
@@ -226,10 +228,24 @@ def predict(name: str, gflops: float, comm_gbps: float | None) -> tuple[dict, di
                             forward_only_passes=0, precision="fp32", attention="padded_sdpa",
                             rollout_colocated=False)
     cluster = ClusterSpec(num_gpus=ranks, gpus_per_node=ranks, gpu_mem_gb=24, reserved_gb=0,
-                          peak_tflops=gflops / 1e3, mfu=1.0, intra_node_gbps=comm_gbps or 1.0)
+                          peak_tflops=gflops / 1e3, mfu=mfu, intra_node_gbps=comm_gbps or 1.0)
     layout = ParallelLayout(fsdp=ranks, micro_batch_tokens=mb_tokens, recompute=recompute)
     return estimate_memory(shape, cluster, workload, layout).to_dict(), estimate_time(
         shape, cluster, workload, layout).to_dict()
+
+
+def _calibrate(rows: list[dict], gflops: float, reference: str = "m4-mb2048") -> None:
+    """Fit one effective mfu on the reference row (its measured time minus the model's non-compute part), then
+    predict every row's time with it: this tests how step time scales across configurations, which is what
+    ranking needs, separately from the absolute CPU efficiency."""
+    ref = next((r for r in rows if r["name"] == reference), rows[0])
+    _, timing = predict(ref["name"], gflops, ref["allgather_gbps"])
+    other = timing["step_s"] - timing["compute_s"]
+    mfu = timing["compute_s"] / max(ref["measured_step_s"] - other, 1e-9)
+    for row in rows:
+        _, timing = predict(row["name"], gflops, row["allgather_gbps"], mfu=min(mfu, 1.0))
+        row.update(calibrated_mfu=mfu, calibrated_step_s=timing["step_s"],
+                   calibrated_time_error=timing["step_s"] / row["measured_step_s"] - 1, calibration_row=ref["name"])
 
 
 def main() -> None:
@@ -266,6 +282,7 @@ def main() -> None:
             "predicted": memory,
         })
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "predicted"}), flush=True)
+    _calibrate(rows, gflops)
     report = {"benchmark": "tune-memory", "machine": {"nproc": os.cpu_count(), "cpu": platform.processor() or
               platform.machine(), "torch": torch.__version__}, "matmul_gflops_1thread": gflops,
               "sequence": SEQ, "models": MODELS, "rows": rows,
