@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from thinkrl.train.ablate import (
+from thinkrl.experiments.ablate import (
     AblationGrid,
     as_overrides,
     build_cells,
@@ -25,6 +25,12 @@ from thinkrl.train.config import RLRecipe, apply_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 GRIDS = [ROOT / "recipes" / "ablations" / "dapo_grid.yaml", ROOT / "recipes" / "ablations" / "vapo_grid.yaml"]
+
+
+def _value(recipe: RLRecipe, key: str) -> object:
+    """The value of a preset key in ``recipe``: plain keys are ``algorithm`` keys, dotted ones name their section."""
+    section, _, field = key.rpartition(".")
+    return getattr(getattr(recipe, section or "algorithm"), field)
 
 
 def test_shipped_grids_validate_for_every_cell():
@@ -45,10 +51,11 @@ def test_vapo_sampling_grid_is_vapo_with_dynamic_sampling_and_shares_the_cold_st
     vapo = load_grid(GRIDS[1])
     assert grid.sft == vapo.sft and grid.rl == vapo.rl and grid.name != vapo.name
     (variant,) = grid.variants
-    algo = load_recipe(grid.rl, RLRecipe, as_overrides(variant.overrides), presets=ALGORITHM_PRESETS).algorithm
-    base = load_recipe(vapo.rl, RLRecipe, [], presets=ALGORITHM_PRESETS).algorithm
-    assert algo.dynamic_sampling and not base.dynamic_sampling
-    assert algo.model_copy(update={"dynamic_sampling": False}) == base
+    recipe = load_recipe(grid.rl, RLRecipe, as_overrides(variant.overrides), presets=ALGORITHM_PRESETS)
+    base = load_recipe(vapo.rl, RLRecipe, [], presets=ALGORITHM_PRESETS)
+    assert recipe.rollout.dynamic_sampling and not base.rollout.dynamic_sampling
+    assert recipe.algorithm == base.algorithm and recipe.critic == base.critic and recipe.reward == base.reward
+    assert recipe.rollout.model_copy(update={"dynamic_sampling": False}) == base.rollout
 
 
 def test_dapo_grid_adds_one_component_per_row_and_ends_at_the_dapo_preset():
@@ -56,22 +63,28 @@ def test_dapo_grid_adds_one_component_per_row_and_ends_at_the_dapo_preset():
     from thinkrl.train.config import load_recipe
 
     grid = load_grid(GRIDS[0])
-    algos = [load_recipe(grid.rl, RLRecipe, as_overrides(v.overrides), presets=ALGORITHM_PRESETS).algorithm
-             for v in grid.variants]
-    keys = ("eps_high", "overlong_penalty", "loss_agg_mode", "dynamic_sampling")
-    changed = [[k for k in keys if getattr(a, k) != getattr(b, k)] for a, b in zip(algos, algos[1:], strict=False)]
-    assert changed == [["eps_high"], ["overlong_penalty"], ["loss_agg_mode"], ["dynamic_sampling"]]
+    recipes = [load_recipe(grid.rl, RLRecipe, as_overrides(v.overrides), presets=ALGORITHM_PRESETS)
+               for v in grid.variants]
+    keys = ("eps_high", "reward.overlong_penalty", "loss_agg_mode", "rollout.dynamic_sampling")
+    changed = [[k for k in keys if _value(a, k) != _value(b, k)] for a, b in zip(recipes, recipes[1:], strict=False)]
+    assert changed == [["eps_high"], ["reward.overlong_penalty"], ["loss_agg_mode"], ["rollout.dynamic_sampling"]]
+    for a, b in zip(recipes, recipes[1:], strict=False):  # nothing else moves between rows
+        assert a.critic == b.critic and a.sampling == b.sampling and a.optim == b.optim
     dapo = ALGORITHM_PRESETS["dapo"]
-    assert all(getattr(algos[-1], k) == v for k, v in dapo.items())
+    assert all(_value(recipes[-1], k) == v for k, v in dapo.items())
 
 
 def test_overrides_round_trip_through_the_recipe_parser():
     mapping = {"algorithm.length_adaptive_alpha": None, "algorithm.loss_agg_mode": "seq-mean-token-mean",
-               "algorithm.eps_high": 0.2, "algorithm.dynamic_sampling": False, "sampling.thinking_budgets": [-1, 0]}
+               "algorithm.eps_high": 0.2, "rollout.dynamic_sampling": False, "sampling.thinking_budgets": [-1, 0],
+               "critic.pretrain_steps": 0}
     raw = apply_overrides({"algorithm": {}}, as_overrides(mapping), RLRecipe)
     assert raw["algorithm"] == {"length_adaptive_alpha": None, "loss_agg_mode": "seq-mean-token-mean",
-                                "eps_high": 0.2, "dynamic_sampling": False}
+                                "eps_high": 0.2}
+    assert raw["rollout"] == {"dynamic_sampling": False} and raw["critic"] == {"pretrain_steps": 0}
     assert raw["sampling"]["thinking_budgets"] == [-1, 0]
+    with pytest.raises(ValueError, match="algorithm.dynamic_sampling moved to rollout.dynamic_sampling"):
+        apply_overrides({}, as_overrides({"algorithm.dynamic_sampling": False}), RLRecipe)  # a grid of the old layout
 
 
 def test_steps_to_target():
@@ -125,7 +138,7 @@ def test_grid_errors_are_named(tmp_path):
 
 def test_tiny_grid_end_to_end_then_resumes(tmp_path, monkeypatch):
     """Two variants × one seed × two RL steps of a micro model; a second call reuses every result."""
-    from thinkrl.train import ablate
+    from thinkrl.experiments import ablate
 
     data = {"task": "arithmetic", "num_train": 60, "num_test": 4, "seed": 0,
             "difficulty": {"num_terms": 2, "max_number": 9}}
@@ -136,13 +149,14 @@ def test_tiny_grid_end_to_end_then_resumes(tmp_path, monkeypatch):
     (tmp_path / "rl.yaml").write_text(yaml.safe_dump({
         "name": "r", "model": {"path": "unset", "device": "cpu"}, "data": data,
         "sampling": {"max_new_tokens": 12, "num_slots": 16},
-        "algorithm": {"preset": "vapo", "group_size": 2, "prompts_per_step": 4, "max_response_len": 12,
-                      "overlong_cache_len": 4},
+        "rollout": {"group_size": 2, "prompts_per_step": 4},
+        "reward": {"max_response_len": 12, "overlong_cache_len": 4},
+        "algorithm": {"preset": "vapo"},
         "trainer": {"steps": 2, "eval_every": 1, "eval_samples": 1, "micro_batch_tokens": 1024}}))
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump({
         "name": "tiny", "sft": "sft.yaml", "rl": "rl.yaml", "target_accuracy": 0.5, "reference": "VAPO",
         "overrides": {"trainer.save_every": 0},
-        "variants": [{"name": "VAPO", "overrides": {"algorithm.value_pretrain_steps": 1}},
+        "variants": [{"name": "VAPO", "overrides": {"critic.pretrain_steps": 1}},
                      {"name": "PPO", "overrides": {"algorithm.preset": "ppo"}}]}))
     monkeypatch.chdir(tmp_path)
     args = argparse.Namespace(grids=["grid.yaml"], seeds="3", name="abl", workers=1, rl_override=[],
