@@ -122,3 +122,33 @@ def test_worked_solution_as_reference_is_reduced_to_its_answer() -> None:
     reference = "The stock loses 10% and then 20%, so its value is 72. The final answer is $28\\%$."
     assert extract_reference(reference) == r"28\%"
     assert extract_reference("x^2 + 2x + 1 = 5") == "x^2 + 2x + 1 = 5"  # no words: kept whole
+
+
+A = r"\begin{pmatrix}1 & 2 \\ 3 & 4\end{pmatrix}"
+B = r"\begin{pmatrix}5 & 6 \\ 7 & 8\end{pmatrix}"
+
+
+@pytest.mark.parametrize(("answer", "reference", "correct"), [
+    (f"{A} + {B}", r"\begin{pmatrix}6 & 8 \\ 10 & 12\end{pmatrix}", True),
+    (f"{A} - {A}", r"\begin{pmatrix}0 & 0 \\ 0 & 0\end{pmatrix}", True),
+    (f"{A} {B}", r"\begin{pmatrix}19 & 22 \\ 43 & 50\end{pmatrix}", True),  # 1*5+2*7, 1*6+2*8; 3*5+4*7, 3*6+4*8
+    (f"{A} \\cdot {B}", r"\begin{pmatrix}19 & 22 \\ 43 & 50\end{pmatrix}", True),
+    (f"{B} {A}", r"\begin{pmatrix}19 & 22 \\ 43 & 50\end{pmatrix}", False),  # the product does not commute
+    (f"2{A}", r"\begin{pmatrix}2 & 4 \\ 6 & 8\end{pmatrix}", True),
+    (f"{A} + 1", r"\begin{pmatrix}2 & 3 \\ 4 & 5\end{pmatrix}", False),  # a matrix plus a number is no arithmetic
+    (r"\begin{pmatrix}1 & 2\end{pmatrix} \begin{pmatrix}1 & 2\end{pmatrix}", "5", False),  # shapes do not match
+])
+def test_matrix_arithmetic(answer: str, reference: str, correct: bool) -> None:
+    assert _correct(rf"\boxed{{{answer}}}", reference) is correct
+
+
+@pytest.mark.parametrize(("answer", "reference", "correct"), [
+    (r"z \in \left[-\frac{3}{2}, -1\right] \cup \left[1, \frac{3}{2}\right]", r"1 \le |z| \le \frac{3}{2}", True),
+    (r"\left[1, \frac{3}{2}\right]", r"1 \le |z| \le \frac{3}{2}", False),  # only half of the values of z
+    ("(-2, 2)", "|x| < 2", True),
+    (r"(-\infty, -1) \cup (1, \infty)", "|x| > 1", True),
+    (r"(-2, 0) \cup (0, 2)", "0 < |x| < 2", True),
+    ("(-2, 2)", "0 < |x| < 2", False),  # 0 is excluded
+])
+def test_absolute_value_bounds_describe_both_signs(answer: str, reference: str, correct: bool) -> None:
+    assert _correct(rf"\boxed{{{answer}}}", reference) is correct

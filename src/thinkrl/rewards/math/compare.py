@@ -186,10 +186,12 @@ def _relation_as_interval(rel: Relation) -> Value | None:
     ``f*x``); ``0 < 2x < 1`` is not read as an interval, since it bounds ``x`` by (0, 1/2), not (0, 1).
     """
     names = [e for e in rel.exprs if e.free_symbols]
-    if not names or any(n != names[0] for n in names) or not _symbols_only(names[0]) or any(
-            op in ("=", "!=") for op in rel.ops):
+    if not names or any(n != names[0] for n in names) or any(op in ("=", "!=") for op in rel.ops):
         return None
     x = names[0]
+    absolute = isinstance(x, sympy.Abs) and _is_name(x.args[0])
+    if not absolute and not _is_name(x):
+        return None
     low, high, low_open, high_open = -sympy.oo, sympy.oo, True, True
     for left, op, right in zip(rel.exprs, rel.ops, rel.exprs[1:], strict=False):
         if op in _FLIP:
@@ -200,7 +202,27 @@ def _relation_as_interval(rel: Relation) -> Value | None:
             low, low_open = left, op == "<"
         else:
             return None
-    return Bracket("(" if low_open else "[", ")" if high_open else "]", (low, high))
+    interval = Bracket("(" if low_open else "[", ")" if high_open else "]", (low, high))
+    return _absolute_bounds(interval) if absolute else interval
+
+
+def _is_name(expr: sympy.Expr) -> bool:
+    """A symbol, or symbols multiplied without numbers (``f(x)`` parses as ``f*x``); not ``2x``, not ``sin x``."""
+    return expr.is_Symbol or (expr.is_Mul and all(arg.is_Symbol for arg in expr.args))
+
+
+def _absolute_bounds(bounds: Bracket) -> Value | None:
+    """The values of ``z`` whose ``|z|`` lies in ``bounds``: ``1 <= |z| <= 2`` is ``[-2, -1] U [1, 2]``."""
+    low, high = bounds.items
+    try:
+        if low < 0 or (low == 0 and bounds.open == "["):
+            return Bracket("(" if bounds.close == ")" else "[", bounds.close, (-high, high))
+        if low == 0:
+            return SetUnion((Bracket("(" if bounds.close == ")" else "[", ")", (-high, sympy.Integer(0))), bounds))
+        mirrored = Bracket("(" if bounds.close == ")" else "[", ")" if bounds.open == "(" else "]", (-high, -low))
+        return SetUnion((mirrored, bounds))
+    except TypeError:
+        return None
 
 
 def _disjoint(intervals: list[Bracket]) -> bool:
