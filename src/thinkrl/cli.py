@@ -32,16 +32,25 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="thinkrl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_text) in COMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         sub_parser.set_defaults(_module=module_name)
-        if argv and argv[0] == name:
+        if chosen == name:
             importlib.import_module(module_name).add_arguments(sub_parser)
+    parser.add_argument("--traceback", action="store_true",
+                        help="show the full traceback of an error (default: one message, exit status 2)")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    return int(importlib.import_module(args._module).run(args) or 0)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except (ValueError, FileNotFoundError) as error:  # bad input: a recipe, a file, a value
+        if args.traceback:
+            raise
+        print(f"thinkrl {args.command}: error: {error} (--traceback for details)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
