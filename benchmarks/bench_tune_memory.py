@@ -19,6 +19,7 @@ token-mean log-prob loss, with AdamW (foreach). 2-rank runs wrap every decoder l
 Offload cannot be measured here: on a CPU-only machine host memory is the device memory.
 
     thinkrl bench tune-memory [--out docs/results/raw/autotuner_cpu.json] [--only NAME,...]
+    thinkrl bench tune-memory --repredict docs/results/raw/autotuner_cpu.json   # new predictions, same measurements
 """
 
 from __future__ import annotations
@@ -234,6 +235,21 @@ def predict(name: str, gflops: float, comm_gbps: float | None, mfu: float = 1.0)
         shape, cluster, workload, layout).to_dict()
 
 
+def _compare(name: str, measured: float, measured_rss: float, step_s: float, comm: float | None,
+             gflops: float) -> dict:
+    """One table row: the model's prediction next to what was measured (bytes, seconds)."""
+    memory, timing = predict(name, gflops, comm)
+    return {
+        "name": name, "model": CONFIGS[name][0], "ranks": CONFIGS[name][1],
+        "micro_batch_tokens": CONFIGS[name][2], "recompute": CONFIGS[name][3],
+        "predicted_peak_mb": memory["train_peak"] / 1e6, "measured_alloc_peak_mb": measured / 1e6,
+        "measured_rss_peak_mb": measured_rss / 1e6, "alloc_error": memory["train_peak"] / measured - 1,
+        "rss_error": memory["train_peak"] / measured_rss - 1,
+        "predicted_step_s": timing["step_s"], "measured_step_s": step_s,
+        "time_error": timing["step_s"] / step_s - 1, "allgather_gbps": comm, "predicted": memory,
+    }
+
+
 def _calibrate(rows: list[dict], gflops: float, reference: str = "m4-mb2048") -> None:
     """Fit one effective mfu on the reference row (its measured time minus the model's non-compute part), then
     predict every row's time with it: this tests how step time scales across configurations, which is what
@@ -254,9 +270,20 @@ def main() -> None:
     parser.add_argument("--meter", default="alloc", choices=["alloc", "rss"], help=argparse.SUPPRESS)
     parser.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
     parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--repredict", help="recompute the predictions of a saved report (measurements kept) in place")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_child(args.child, args.meter)), flush=True)
+        return
+    if args.repredict:
+        report = json.loads(Path(args.repredict).read_text())
+        rows = [_compare(r["name"], r["measured_alloc_peak_mb"] * 1e6, r["measured_rss_peak_mb"] * 1e6,
+                         r["measured_step_s"], r["allgather_gbps"], report["matmul_gflops_1thread"])
+                for r in report["rows"]]
+        _calibrate(rows, report["matmul_gflops_1thread"])
+        report["rows"] = rows
+        Path(args.repredict).write_text(json.dumps(report, indent=1) + "\n")
+        print(json.dumps({"benchmark": "tune-memory", "max_abs_alloc_error": max(abs(r["alloc_error"]) for r in rows)}))
         return
     names = [n for n in args.only.split(",") if n] or list(CONFIGS)
     unknown = sorted(set(names) - set(CONFIGS))
@@ -267,20 +294,8 @@ def main() -> None:
     for name in names:
         alloc, rss = _spawn(name, "alloc"), _spawn(name, "rss")
         comm = min((r.get("allgather_gbps") for r in rss if "allgather_gbps" in r), default=None)
-        memory, timing = predict(name, gflops, comm)
-        measured = max(r["peak_bytes"] for r in alloc)
-        measured_rss = max(r["peak_bytes"] for r in rss)
-        step_s = max(r["step_s"] for r in rss)
-        rows.append({
-            "name": name, "model": CONFIGS[name][0], "ranks": CONFIGS[name][1],
-            "micro_batch_tokens": CONFIGS[name][2], "recompute": CONFIGS[name][3],
-            "predicted_peak_mb": memory["train_peak"] / 1e6, "measured_alloc_peak_mb": measured / 1e6,
-            "measured_rss_peak_mb": measured_rss / 1e6, "alloc_error": memory["train_peak"] / measured - 1,
-            "rss_error": memory["train_peak"] / measured_rss - 1,
-            "predicted_step_s": timing["step_s"], "measured_step_s": step_s,
-            "time_error": timing["step_s"] / step_s - 1, "allgather_gbps": comm,
-            "predicted": memory,
-        })
+        rows.append(_compare(name, max(r["peak_bytes"] for r in alloc), max(r["peak_bytes"] for r in rss),
+                             max(r["step_s"] for r in rss), comm, gflops))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "predicted"}), flush=True)
     _calibrate(rows, gflops)
     report = {"benchmark": "tune-memory", "machine": {"nproc": os.cpu_count(), "cpu": platform.processor() or

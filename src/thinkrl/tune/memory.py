@@ -142,12 +142,14 @@ def layer_activation_bytes(shape: ModelShape, workload: WorkloadSpec, tp: int) -
 
 
 def layer_backward_bytes(shape: ModelShape, workload: WorkloadSpec, tp: int) -> float:
-    """Gradient temporaries per token at the peak of one layer's backward (in the FFN: three I-sized grads
-    and two C-sized residual grads)."""
-    b = workload.compute_bytes
+    """Gradient temporaries per token at the peak of one layer's backward, on top of its saved activations.
+
+    The peak is in the SwiGLU backward: down_proj's backward makes grad(silu(g) * u) (I) and frees its saved
+    input (I); the product's backward makes grad(silu(g)) and grad(u) (2 x I) and frees grad(product): net 2 x I.
+    """
     width = shape.intermediate_size if not shape.is_moe else (
         shape.experts_per_token * shape.moe_intermediate_size + shape.shared_expert_size)
-    return b * (3 * width + 2 * shape.hidden_size) / tp
+    return workload.compute_bytes * 2 * width / tp
 
 
 def activation_terms(shape: ModelShape, workload: WorkloadSpec, layout: ParallelLayout) -> tuple[float, ...]:
