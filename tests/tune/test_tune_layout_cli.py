@@ -19,6 +19,9 @@ def test_layout_round_trip(tmp_path):
     path = save_layout(layout, tmp_path / "layout.yaml", header="chosen by a test")
     assert path.read_text().startswith("# chosen by a test\n")
     assert load_layout(path) == layout
+    assert layout.mesh_shape(128) == {"replicate": 2, "fsdp": 8, "cp": 2, "tp": 4}
+    with pytest.raises(ValueError, match=r"tp\*cp\*fsdp = 64 does not divide num_gpus \(96\)"):
+        layout.mesh_shape(96)
 
 
 @pytest.mark.parametrize(("text", "fragment"), [

@@ -51,6 +51,11 @@ class ParallelLayout(BaseModel):
             raise ValueError(f"tp*cp*fsdp = {per_replica} does not divide num_gpus ({num_gpus})")
         return num_gpus // per_replica
 
+    def mesh_shape(self, num_gpus: int) -> dict[str, int]:
+        """Device-mesh dimensions, outermost first, for ``init_device_mesh(device, tuple(values),
+        mesh_dim_names=tuple(keys))``: replicate, fsdp, cp, tp."""
+        return {"replicate": self.replicate(num_gpus), "fsdp": self.fsdp, "cp": self.cp, "tp": self.tp}
+
     def describe(self) -> str:
         return (f"tp={self.tp} cp={self.cp} ep={self.ep} fsdp={self.fsdp} mb={self.micro_batch_tokens} "
                 f"recompute={self.recompute} offload={self.offload}")
