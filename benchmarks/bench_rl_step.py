@@ -7,14 +7,17 @@ tokens (EOS is ignored on both sides: thinkrl's engine gets no stop tokens, TRL 
 ``min_new_tokens`` = ``max_completion_length``), score them with thinkrl's rule verifier
 (+1 / -1), and take one AdamW step (same lr, betas, eps, no weight decay, grad clip 1.0,
 constant lr) of the token-level clip-higher loss (eps_low 0.2, eps_high 0.28, no KL),
-fp32 on CPU. thinkrl runs the trainer's own pieces (``sample_groups`` →
-``score_trajectories`` → ``compute_advantages`` → ``update_policy``) with dynamic sampling,
-soft overlong punishment and dual-clip off, so both sides do exactly one generation round
-and the same loss. The two sides alternate in one process (TRL step i, then thinkrl step i),
-so on a shared machine both see the same load; several steps are timed after one warm-up
-step and the medians are reported, with the split generation (+ scoring) vs update. On a
-busy machine pass ``--threads 1``: oversubscribed OpenMP threads make timings erratic.
-Prints one JSON line.
+fp32 on CPU. thinkrl runs the RL loop's own pieces (``thinkrl.rollout.sample_groups`` →
+``score_trajectories`` → ``thinkrl.train.rl_step.prepare_batch`` → ``update`` (the `Actor`'s
+update) → ``engine.update_weights``), configured by an RL recipe (the ``dapo`` preset) with
+dynamic sampling, soft overlong punishment and dual-clip off, so both sides do exactly one
+generation round and the same loss. As in ``run_rl``, the engine owns its own copy of the
+weights and the new policy is pushed to it after each update (timed as part of the step,
+reported as ``push_s``); TRL generates from the weights it trains. The two sides alternate in
+one process (TRL step i, then thinkrl step i), so on a shared machine both see the same load;
+several steps are timed after one warm-up step and the medians are reported, with the split
+generation (+ scoring) vs update. On a busy machine pass ``--threads 1``: oversubscribed OpenMP
+threads make timings erratic. Prints one JSON line.
 
     thinkrl bench rl-step [--steps 3] [--prompts 16] [--group-size 8] [--max-new-tokens 64] [--threads N]
 """
@@ -22,11 +25,11 @@ Prints one JSON line.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import os
 import platform
-import random
 import statistics
 import tempfile
 import time
@@ -39,14 +42,15 @@ import torch
 from thinkrl.engine import LLMEngine
 from thinkrl.model import ModelConfig, build_model, load_pretrained, save_pretrained
 from thinkrl.rewards import score_response
+from thinkrl.rl import ALGORITHM_PRESETS
+from thinkrl.rollout import sample_groups, score_trajectories
 from thinkrl.tasks import Problem, get_task
 from thinkrl.tasks.dataset import generate_dataset
 from thinkrl.tokenizer import BUILTIN_DIR, TextTokenizer, load_tokenizer
-from thinkrl.train.batching import pack_trajectories
-from thinkrl.train.config import AlgorithmSpec, OptimSpec, SamplingSpec
-from thinkrl.train.rl_rollout import sample_groups, score_trajectories
-from thinkrl.train.rl_trainer import compute_advantages, update_policy
-from thinkrl.train.schedule import build_optimizer
+from thinkrl.train.actor import Actor
+from thinkrl.train.config import RLRecipe, validate_recipe
+from thinkrl.train.rl_step import prepare_batch, update
+from thinkrl.train.schedule import build_optimizer, build_scheduler
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 TASK, DIFFICULTY = "arithmetic", {"num_terms": 3, "max_number": 9}
@@ -106,42 +110,59 @@ def _check_same_prompt_ids(folder: Path, tokenizer: TextTokenizer, problems: lis
     return longest
 
 
+def bench_recipe(folder: Path, args: argparse.Namespace) -> RLRecipe:
+    """The RL recipe of thinkrl's side: the ``dapo`` preset with dynamic sampling, soft overlong punishment and
+    dual-clip off, TRL's clip range, optimizer and batch."""
+    return validate_recipe({
+        "name": "bench-rl-step", "model": {"path": str(folder), "device": "cpu"},
+        "data": {"task": TASK, "difficulty": DIFFICULTY, "seed": args.seed},
+        "sampling": {"temperature": 1.0, "max_new_tokens": args.max_new_tokens,
+                     "num_slots": args.prompts * args.group_size},
+        "rollout": {"group_size": args.group_size, "prompts_per_step": args.prompts, "dynamic_sampling": False},
+        "reward": {"overlong_penalty": False, "max_response_len": args.max_new_tokens, "overlong_cache_len": 0},
+        "algorithm": {"preset": "dapo", "dual_clip": None, "eps_low": EPS_LOW, "eps_high": EPS_HIGH},
+        "optim": {"lr": LR, "betas": list(BETAS), "eps": ADAM_EPS, "weight_decay": 0.0, "schedule": "constant",
+                  "grad_clip": GRAD_CLIP},
+        "trainer": {"steps": 1 + args.steps, "micro_batch_tokens": args.micro_batch_tokens, "seed": args.seed},
+    }, RLRecipe, presets=ALGORITHM_PRESETS)
+
+
 class ThinkrlStepper:
     """thinkrl's DAPO step, as `run_rl` does it, on a fixed prompt set; each call runs and times one step."""
 
     def __init__(self, folder: Path, problems: list[Problem], args: argparse.Namespace, max_prompt: int) -> None:
         self.problems, self.args = problems, args
+        self.recipe = recipe = bench_recipe(folder, args)
         self.tokenizer = load_tokenizer(str(folder))
-        self.model = load_pretrained(str(folder), device="cpu", dtype=torch.float32)
-        self.optimizer = build_optimizer(self.model.parameters(),
-                                         OptimSpec(lr=LR, betas=BETAS, eps=ADAM_EPS, weight_decay=0.0))
-        self.sampling = SamplingSpec(temperature=1.0, max_new_tokens=args.max_new_tokens,
-                                     num_slots=args.prompts * args.group_size)
-        self.algo = AlgorithmSpec(preset="dapo", dynamic_sampling=False, overlong_penalty=False, dual_clip=None,
-                                  eps_low=EPS_LOW, eps_high=EPS_HIGH, group_size=args.group_size,
-                                  prompts_per_step=args.prompts, max_response_len=args.max_new_tokens,
-                                  overlong_cache_len=0)
-        self.engine = LLMEngine(self.model, _NoStopTokenizer(self.tokenizer), num_slots=self.sampling.num_slots,
+        model = load_pretrained(str(folder), device="cpu", dtype=torch.float32)
+        optimizer = build_optimizer(model.parameters(), recipe.optim)
+        self.actor = Actor(model, optimizer, build_scheduler(optimizer, recipe.optim, recipe.trainer.steps),
+                           recipe.algorithm, recipe.trainer.micro_batch_tokens, recipe.optim.grad_clip,
+                           recipe.sampling.temperature, recipe.reward.max_response_len)
+        engine_model = copy.deepcopy(model).eval().requires_grad_(False)  # the engine owns its weights
+        self.engine = LLMEngine(engine_model, _NoStopTokenizer(self.tokenizer), num_slots=recipe.sampling.num_slots,
                                 max_seq_len=max_prompt + args.max_new_tokens, seed=args.seed)
-        self.rng = random.Random(args.seed)
         self.steps: list[dict[str, float]] = []
 
     def __call__(self) -> None:
-        """Rollout → score → advantages → update, appending seconds and token counts to ``steps``."""
-        step = len(self.steps)
+        """Rollout → score → advantages → update → push weights, appending seconds and token counts to ``steps``."""
+        step = len(self.steps) + 1
+        recipe = self.recipe
         start = time.perf_counter()
-        trajs = sample_groups(self.engine, self.tokenizer, self.problems, self.algo.group_size, self.sampling,
-                              seed=self.args.seed * 7919 + step, first_group_id=0)
-        score_trajectories(trajs, self.tokenizer, self.algo)
+        trajs = sample_groups(self.engine, self.tokenizer, self.problems, recipe.rollout.group_size, recipe.sampling,
+                              seed=self.args.seed * 7919 + step - 1, first_group_id=0)
+        score_trajectories(trajs, self.tokenizer, recipe.reward)
         generated = time.perf_counter()
-        batch = compute_advantages(pack_trajectories(trajs), trajs, self.algo)
-        update_policy(self.model, self.optimizer, batch, self.algo, micro_batch_tokens=self.args.micro_batch_tokens,
-                      grad_clip=GRAD_CLIP, temperature=self.sampling.temperature, rng=self.rng)
+        if any(t.policy_version != step - 1 for t in trajs):  # every token from the weights pushed last step
+            raise RuntimeError(f"step {step} sampled with weight versions {sorted({t.policy_version for t in trajs})}")
+        batch = prepare_batch(trajs, self.actor, None, None)
+        update(batch, self.actor, None, seed=recipe.trainer.seed, step=step)
+        updated = time.perf_counter()
+        self.engine.update_weights(self.actor.weights(), version=step)
         done = time.perf_counter()
-        self.engine.policy_version = step + 1  # weights are shared in memory: syncing is a version bump
-        self.steps.append({"total": done - start, "generation": generated - start, "update": done - generated,
-                           "tokens": sum(len(t.response_ids) for t in trajs),
-                           "accuracy": sum(bool(t.metadata["correct"]) for t in trajs) / len(trajs)})
+        self.steps.append({"total": done - start, "generation": generated - start, "update": updated - generated,
+                           "push": done - updated, "tokens": sum(len(t.response_ids) for t in trajs),
+                           "accuracy": sum(bool(t.correct) for t in trajs) / len(trajs)})
 
 
 def _trl_config(args: argparse.Namespace, output_dir: str) -> Any:
@@ -239,11 +260,13 @@ def _trl_step_timer(trainer: Any, after_step: Callable[[], None] | None) -> Any:
 
 def _summarise(steps: list[dict[str, float]]) -> dict:
     """Medians of the timed steps (seconds), tokens per step, and the raw per-step totals."""
-    median = {key: statistics.median(s[key] for s in steps) for key in ("total", "generation", "update")}
+    keys = ("total", "generation", "update", "push") if "push" in steps[0] else ("total", "generation", "update")
+    median = {key: statistics.median(s[key] for s in steps) for key in keys}
     return {
         "seconds_per_step": round(median["total"], 3),
         "generation_s": round(median["generation"], 3),
         "update_s": round(median["update"], 3),
+        **({"push_s": round(median["push"], 3)} if "push" in median else {}),
         "tokens_generated_per_step": sorted({int(s["tokens"]) for s in steps}),
         "step_seconds": [round(s["total"], 3) for s in steps],
         "sampled_accuracy": [round(s["accuracy"], 3) for s in steps],
@@ -315,8 +338,8 @@ def _report(args: argparse.Namespace, num_params: int, max_prompt: int, ours: li
             "schedule": "interleaved: TRL step i then thinkrl step i, same process",
             "algorithm": {"loss": "token-level PPO clip (DAPO)", "eps_low": EPS_LOW, "eps_high": EPS_HIGH,
                           "kl_beta": 0.0, "advantage": "group-normalised", "reward": "rule verifier +1/-1",
-                          "thinkrl": "dynamic sampling, soft overlong punishment and dual-clip disabled; "
-                                     "1 epoch, 1 mini-batch",
+                          "thinkrl": "dapo preset with dynamic sampling, soft overlong punishment and dual-clip "
+                                     "disabled; 1 epoch, 1 mini-batch; weights pushed to the engine's own copy",
                           "trl": "GRPOTrainer loss_type=dapo, num_iterations=1, no vLLM, "
                                  "gradient_checkpointing=False"},
             "optimizer": {"name": "AdamW", "lr": LR, "betas": list(BETAS), "eps": ADAM_EPS, "weight_decay": 0.0,
