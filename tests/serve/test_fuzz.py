@@ -29,7 +29,8 @@ STRINGS = ["", " ", "\x00", "\ud800", "\udfff", "a" * 5000, "<seed:eos>", "<seed
            "<function=x>", "{\"name\": 1}", "tiny", "none", "auto", "required", "\u202e\U0001f600", "\\"]
 FIELDS = {
     "/completions": ["prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "n", "stream",
-                     "stream_options", "logprobs", "echo", "presence_penalty", "frequency_penalty", "user", "model"],
+                     "stream_options", "logprobs", "echo", "ignore_eos", "presence_penalty", "frequency_penalty",
+                     "user", "model"],
     "/chat/completions": ["messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed",
                           "stop", "n", "stream", "stream_options", "logprobs", "top_logprobs", "thinking_budget",
                           "chat_template_kwargs", "tools", "tool_choice", "parallel_tool_calls", "user", "model"],

@@ -108,6 +108,7 @@ def sampling_params(body: SamplingFields, max_tokens: int, vocab_size: int, choi
         max_new_tokens=max_tokens, temperature=temperature, top_p=body.top_p,
         top_k=min(max(body.top_k, 0), vocab_size), seed=None if body.seed is None else body.seed + choice,
         stop_strings=body.stop_strings, top_logprobs=body.num_top_logprobs or 0,
+        stop_token_ids=() if body.ignore_eos else None,
     )
 
 

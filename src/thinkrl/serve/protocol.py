@@ -5,7 +5,7 @@ instead of being silently ignored. Every field is bounded here, at the edge, so 
 value can fail later inside the engine (a seed beyond 64 bits, a ``top_k`` beyond
 int64...). Parameters thinkrl does not implement (penalties, ``logit_bias``, ``echo``)
 are either absent (400 "extra inputs are not permitted") or accepted only at their
-neutral value. Extensions, as in vLLM: ``top_k`` (-1 or 0 disables) and, on chat
+neutral value. Extensions, as in vLLM: ``top_k`` (-1 or 0 disables), ``ignore_eos`` and, on chat
 requests, ``thinking_budget`` (-1 unlimited, 0 answer at once, N tokens) and
 ``chat_template_kwargs`` (``{"thinking_budget": N}``, ``{"enable_thinking": false}``, other
 template variables).
@@ -90,6 +90,7 @@ class SamplingFields(_Strict):
     n: int = Field(default=1, ge=1, le=MAX_CHOICES)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    ignore_eos: bool = Field(default=False, description="vLLM extension: end-of-turn tokens do not stop generation")
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     user: str | None = None
