@@ -16,7 +16,7 @@ from thinkrl.model.value_head import ValueModel
 from thinkrl.records import Trajectory
 from thinkrl.rl import ALGORITHM_PRESETS
 from thinkrl.train.batching import pack_trajectories
-from thinkrl.train.config import AlgorithmSpec, RLRecipe, SFTRecipe, validate_recipe
+from thinkrl.train.config import RLRecipe, SFTRecipe, validate_recipe
 from thinkrl.train.critic import CriticNonFiniteError, compute_values, explained_variance, update_critic
 
 MICRO = {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -41,15 +41,16 @@ def sft_model(tmp_path_factory) -> Path:
     return run_sft(recipe)
 
 
-def _recipe(model: Path, out: Path, preset: str, steps: int = 2, algorithm: dict | None = None,
-            **trainer) -> RLRecipe:
+def _recipe(model: Path, out: Path, preset: str, steps: int = 2, *, algorithm: dict | None = None,
+            rollout: dict | None = None, critic: dict | None = None, **trainer) -> RLRecipe:
     return validate_recipe({
         "name": "micro-rl", "model": {"path": str(model), "device": "cpu"}, "data": DATA,
         "sampling": {"max_new_tokens": 16, "num_slots": 32},
-        "algorithm": {"preset": preset, "group_size": 4, "prompts_per_step": 4, "max_response_len": 16,
-                      "overlong_cache_len": 4, "max_sampling_rounds": 2, "num_mini_batches": 2,
-                      **(algorithm or {})},
-        "optim": {"lr": 1e-3, "critic_lr": 2e-3, "schedule": "constant"},
+        "rollout": {"group_size": 4, "prompts_per_step": 4, "max_sampling_rounds": 2, **(rollout or {})},
+        "reward": {"max_response_len": 16, "overlong_cache_len": 4},
+        "algorithm": {"preset": preset, "num_mini_batches": 2, **(algorithm or {})},
+        "critic": {"lr": 2e-3, **(critic or {})},
+        "optim": {"lr": 1e-3, "schedule": "constant"},
         "trainer": {"steps": steps, "micro_batch_tokens": 512, "save_every": 1, "log_every": 1,
                     "output_dir": str(out), "eval_every": 0, **trainer},
     }, RLRecipe, presets=ALGORITHM_PRESETS)
@@ -61,8 +62,7 @@ def _trajs(rewards: list[float], lengths: list[int], seed: int = 0) -> list[Traj
     for i, (reward, n) in enumerate(zip(rewards, lengths, strict=True)):
         prompt = torch.randint(3, 60, (3 + i,), generator=gen).tolist()
         response = torch.randint(3, 60, (n,), generator=gen).tolist()
-        out.append(Trajectory(prompt, response, [-1.0] * n, group_id=i // 2, reward=reward,
-                              metadata={"correct": reward > 0}))
+        out.append(Trajectory(prompt, response, [-1.0] * n, group_id=i // 2, reward=reward, correct=reward > 0))
     return out
 
 
@@ -117,8 +117,8 @@ def test_update_critic_fits_returns_and_stops_on_non_finite(sft_model):
 
 
 def test_positive_lm_loss_adds_mu_times_the_token_mean_nll_of_correct_responses(sft_model):
+    from thinkrl.train.actor import Actor
     from thinkrl.train.common import forward_responses
-    from thinkrl.train.rl_trainer import micro_batch_loss
 
     model = load_pretrained(sft_model)
     trajs = _trajs([1.0, -1.0, 1.0], [4, 6, 3])
@@ -127,42 +127,47 @@ def test_positive_lm_loss_adds_mu_times_the_token_mean_nll_of_correct_responses(
         logprobs = forward_responses(model, batch).logprobs
     correct = batch.response_mask & batch.is_correct[:, None]
     nll = float(-(logprobs * correct).sum() / correct.sum())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     for coef in (0.0, 0.1):
-        algo = AlgorithmSpec.model_validate({"preset": "vapo", "positive_lm_coef": coef},
-                                            context={"presets": ALGORITHM_PRESETS})
-        micro = micro_batch_loss(model, batch, algo, {"num_tokens": batch.num_tokens}, int(correct.sum()), 1.0, 1.0)
+        algo = _recipe(sft_model, Path("unused"), "vapo", algorithm={"positive_lm_coef": coef}).algorithm
+        assert algo.positive_lm_coef == coef and algo.dual_clip is None  # the vapo preset, coef explicit
+        actor = Actor(model, optimizer, scheduler, algo, micro_batch_tokens=512, grad_clip=1.0, temperature=1.0,
+                      max_response_len=16)
+        micro = actor.micro_batch_loss(batch, {"num_tokens": batch.num_tokens}, int(correct.sum()), 1.0)
         assert float(micro.loss.detach()) == pytest.approx(coef * nll, rel=1e-5, abs=1e-7)
         if coef:
             assert float(micro.positive_nll_sum) == pytest.approx(nll * int(correct.sum()), rel=1e-5)
 
 
 def test_compute_advantages_uses_the_critic_values_and_can_whiten_them():
-    from thinkrl.train.rl_trainer import compute_advantages
+    from thinkrl.train.rl_step import compute_advantages
 
     trajs = _trajs([1.0, -1.0, 1.0], [3, 2, 4])
     values = torch.tensor([[0.5, 0.2, -0.1, 0.0], [0.3, 0.4, 0.0, 0.0], [0.0, 0.1, 0.2, 0.9]])
     batch = replace(pack_trajectories(trajs), old_values=values)
-    algo = AlgorithmSpec.model_validate({"preset": "ppo", "lam": 0.0, "lam_critic": 1.0},
-                                        context={"presets": ALGORITHM_PRESETS})
-    out = compute_advantages(batch, trajs, algo)
+    algo = _recipe(Path("unused"), Path("unused"), "ppo", algorithm={"lam": 0.0, "lam_critic": 1.0}).algorithm
+    assert algo.advantage_estimator == "gae"  # from the preset
+    group_ids = torch.tensor([t.group_id for t in trajs])
+    out = compute_advantages(batch, group_ids, algo)
     # lam 0: one-step TD errors V(s_t+1) - V(s_t), plus the reward on the last token; lam_critic 1: returns = R
     torch.testing.assert_close(out.advantages[0, :3], torch.tensor([-0.3, -0.3, 1.1]))
     torch.testing.assert_close(out.advantages[1, :2], torch.tensor([0.1, -1.4]))
     torch.testing.assert_close(out.returns, torch.where(batch.response_mask, batch.rewards[:, None], 0.0))
-    whitened = compute_advantages(batch, trajs, algo.model_copy(update={"whiten_advantages": True})).advantages
+    whitened = compute_advantages(batch, group_ids, algo.model_copy(update={"whiten_advantages": True})).advantages
     valid = whitened[batch.response_mask]
     assert float(valid.mean()) == pytest.approx(0.0, abs=1e-5) and float(valid.std()) == pytest.approx(1.0, rel=1e-4)
 
 
 def test_value_pretraining_raises_explained_variance_on_real_samples(sft_model):
     from thinkrl.engine import LLMEngine
-    from thinkrl.train.common import build_tokenizer, load_problems
+    from thinkrl.rollout import PromptCursor, load_problems
+    from thinkrl.train.common import build_tokenizer
     from thinkrl.train.critic import build_critic
-    from thinkrl.train.rl_rollout import PromptCursor
     from thinkrl.train.schedule import build_optimizer
     from thinkrl.train.value_pretrain import pretrain_value
 
-    recipe = _recipe(sft_model, Path("unused"), "vapo", algorithm={"prompts_per_step": 8})
+    recipe = _recipe(sft_model, Path("unused"), "vapo", rollout={"prompts_per_step": 8})
     torch.manual_seed(0)
     tokenizer, policy = build_tokenizer(recipe.tokenizer), load_pretrained(sft_model)
     before = {k: v.clone() for k, v in policy.state_dict().items()}
@@ -170,8 +175,8 @@ def test_value_pretraining_raises_explained_variance_on_real_samples(sft_model):
     optimizer = build_optimizer(critic.parameters(), recipe.optim, lr=3e-3)
     engine = LLMEngine(policy, tokenizer, num_slots=32, max_seq_len=96, seed=0)
     result = pretrain_value(critic, optimizer, engine, tokenizer, PromptCursor(load_problems(recipe.data, "train"), 1),
-                            recipe.algorithm, recipe.sampling, max_steps=10, target_ev=0.99, updates_per_step=6,
-                            micro_batch_tokens=2048, grad_clip=1.0, seed=0)
+                            recipe.rollout, recipe.sampling, recipe.reward, max_steps=10, target_ev=0.99,
+                            updates_per_step=6, micro_batch_tokens=2048, grad_clip=1.0, seed=0)
     evs = result.explained_variance  # each measured on a fresh batch before the critic saw it
     assert result.steps == 10 and not result.reached_target and len(result.value_loss) == 10
     assert evs[0] == pytest.approx(0.0, abs=1e-6)  # the zero head predicts a constant
@@ -182,10 +187,10 @@ def test_value_pretraining_raises_explained_variance_on_real_samples(sft_model):
 
 @pytest.mark.parametrize("preset", sorted(ALGORITHM_PRESETS))
 def test_every_preset_runs_two_steps_through_the_trainer(sft_model, tmp_path, preset):
-    from thinkrl.train.rl_trainer import run_rl
+    from thinkrl.train.rl_loop import run_rl
 
-    extra = {"value_pretrain_steps": 2} if preset == "vapo" else {}
-    final = run_rl(_recipe(sft_model, tmp_path, preset, algorithm=extra))
+    extra = {"pretrain_steps": 2} if preset == "vapo" else {}
+    final = run_rl(_recipe(sft_model, tmp_path, preset, critic=extra))
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     trained = [r for r in rows if "loss" in r]
     assert trained, f"{preset}: no step trained"
@@ -194,7 +199,7 @@ def test_every_preset_runs_two_steps_through_the_trainer(sft_model, tmp_path, pr
     before, after = load_pretrained(sft_model).state_dict(), load_pretrained(final).state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before), f"{preset}: weights did not change"
     critic_file = tmp_path / "checkpoints" / "step-00000002" / "critic.pt"
-    if ALGORITHM_PRESETS[preset]["use_critic"]:
+    if ALGORITHM_PRESETS[preset]["critic.enabled"]:
         assert all("value_loss" in r and "explained_variance" in r for r in trained)
         assert critic_file.exists()
     else:
@@ -206,15 +211,15 @@ def test_every_preset_runs_two_steps_through_the_trainer(sft_model, tmp_path, pr
 
 
 def test_vapo_without_group_sampling_trains_groups_of_one(sft_model, tmp_path):
-    from thinkrl.train.rl_trainer import run_rl
+    from thinkrl.train.rl_loop import run_rl
 
-    run_rl(_recipe(sft_model, tmp_path, "vapo", steps=1, algorithm={"group_size": 1, "prompts_per_step": 8}))
+    run_rl(_recipe(sft_model, tmp_path, "vapo", steps=1, rollout={"group_size": 1, "prompts_per_step": 8}))
     row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert row["groups_sampled"] == 8 and row["groups_kept_trained"] == 8 and "value_loss" in row
 
 
 def test_vapo_resume_restores_critic_and_reproduces_the_run(sft_model, tmp_path):
-    from thinkrl.train.rl_trainer import run_rl
+    from thinkrl.train.rl_loop import run_rl
 
     straight = run_rl(_recipe(sft_model, tmp_path / "a", "vapo", steps=3))
     run_rl(_recipe(sft_model, tmp_path / "b", "vapo", steps=2))
@@ -226,17 +231,18 @@ def test_vapo_resume_restores_critic_and_reproduces_the_run(sft_model, tmp_path)
 
 
 def test_algorithm_rules_for_critics_and_groups_of_one():
-    def algo(**keys):
-        return AlgorithmSpec.model_validate(keys, context={"presets": ALGORITHM_PRESETS})
+    def recipe(preset: str, **sections: dict) -> RLRecipe:
+        return validate_recipe({"name": "r", "model": {"path": "unused"}, "data": DATA,
+                                "algorithm": {"preset": preset}, **sections}, RLRecipe, presets=ALGORITHM_PRESETS)
 
-    assert algo(preset="vapo", group_size=1).group_size == 1
-    with pytest.raises(ValueError, match="group_size"):
-        algo(preset="dapo", group_size=1)
-    with pytest.raises(ValueError, match="group_size"):
-        algo(preset="vapo", group_size=1, dynamic_sampling=True)
-    with pytest.raises(ValueError, match="use_critic"):
-        algo(preset="ppo", use_critic=False)
-    with pytest.raises(ValueError, match="value_pretrain_steps"):
-        algo(preset="dapo", value_pretrain_steps=3)
-    with pytest.raises(ValueError, match="value_clip"):
-        algo(preset="vapo", value_clip=0)
+    assert recipe("vapo", rollout={"group_size": 1}).rollout.group_size == 1
+    with pytest.raises(ValueError, match=r"rollout.group_size 1 needs algorithm.advantage_estimator 'gae'"):
+        recipe("dapo", rollout={"group_size": 1})
+    with pytest.raises(ValueError, match=r"rollout.group_size 1 needs .* rollout.dynamic_sampling false"):
+        recipe("vapo", rollout={"group_size": 1, "dynamic_sampling": True})
+    with pytest.raises(ValueError, match=r"'gae' needs critic values: set critic.enabled true"):
+        recipe("ppo", critic={"enabled": False})
+    with pytest.raises(ValueError, match=r"critic: pretrain_steps \(3\) needs enabled true"):
+        recipe("dapo", critic={"pretrain_steps": 3})
+    with pytest.raises(ValueError, match=r"critic.value_clip:"):
+        recipe("vapo", critic={"value_clip": 0})
