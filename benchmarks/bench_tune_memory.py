@@ -40,6 +40,9 @@ SEQ = {"prompt_len": 128, "response_len": 384}
 MODELS = {
     "m4": dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4,
                num_key_value_heads=2, head_dim=64, vocab_size=2048),
+    "moe8": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=1, head_dim=64, vocab_size=2048, num_experts=8, num_experts_per_tok=2,
+                 moe_intermediate_size=256),
     "v16k": dict(hidden_size=128, intermediate_size=352, num_hidden_layers=2, num_attention_heads=2,
                  num_key_value_heads=1, head_dim=64, vocab_size=16384),
 }
@@ -52,6 +55,7 @@ CONFIGS = {
     "m4-mb2048-recompute": ("m4", 1, 2048, "full"),
     "m4-mb4096-recompute": ("m4", 1, 4096, "full"),
     "v16k-mb2048": ("v16k", 1, 2048, "none"),
+    "moe8-mb2048": ("moe8", 1, 2048, "none"),
     "m4-mb1024-fsdp2": ("m4", 2, 1024, "none"),
     "m4-mb2048-fsdp2": ("m4", 2, 2048, "none"),
     "m4-mb4096-fsdp2": ("m4", 2, 4096, "none"),
