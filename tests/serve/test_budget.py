@@ -138,3 +138,17 @@ def test_budget_controller_factory_options() -> None:
     controller = budget_controller_factory(TOK)(512, True)
     assert controller is not None and controller.phase == "thinking"
     assert budget_controller_factory(TOK)(-1, False) is None  # unlimited without reflections: nothing to do
+
+
+@pytest.mark.parametrize("extra", [{"chat_template_kwargs": {"thinking_budget": 6}},
+                                   {"thinking_budget": 6, "chat_template_kwargs": {"thinking_budget": 6}}])
+def test_chat_template_kwargs_budget_is_enforced_like_the_field(open_thinking_server: str, extra: dict) -> None:
+    body = {"model": "tiny-r1", "messages": MESSAGES, "max_tokens": 64, "temperature": 0}
+    want = httpx.post(f"{open_thinking_server}/chat/completions", json={**body, "thinking_budget": 6}, timeout=60)
+    got = httpx.post(f"{open_thinking_server}/chat/completions", json={**body, **extra}, timeout=60)
+    assert got.json()["choices"] == want.json()["choices"]
+    message = got.json()["choices"][0]["message"]
+    end = TOK.encode(end_of_thinking(SEED_TAGS, announce=True))
+    # Six sampled thinking tokens, then the forced end of thinking (its close tag included) are reasoning.
+    assert got.json()["usage"]["completion_tokens_details"]["reasoning_tokens"] == 6 + len(end)
+    assert message["reasoning_content"]

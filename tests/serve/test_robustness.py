@@ -32,6 +32,9 @@ def _served_normally(url: str, model: str = "tiny") -> bool:
 @pytest.mark.parametrize(("content", "message"), [
     (b'{"model": "tiny", "prompt": "hi",', "the request body is not valid JSON"),
     (b"", "the request body is required"),
+    (b"[" * 100_000, "the request body is not valid JSON"),
+    (b'{"model": "tiny", "prompt": "\xff\xfe"}', "the request body is not valid JSON"),
+    (b'{"model": "tiny", "prompt": "a", "max_tokens": ' + b"9" * 5000 + b"}", "the request body is not valid JSON"),
     (b"[1, 2]", "the request body must be a JSON object"),
     (b'"hi"', "the request body must be a JSON object"),
 ])

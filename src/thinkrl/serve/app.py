@@ -263,6 +263,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def on_http_error(request: Request, error: HTTPException) -> JSONResponse:
+        if error.status_code == 400:  # FastAPI could not decode the body (bad UTF-8, nesting too deep, huge ints)
+            return _error(400, f"the request body is not valid JSON: {error.detail}")
         return _error(error.status_code, str(error.detail))
 
     @app.exception_handler(Exception)

@@ -74,7 +74,6 @@ class StreamOptions(_Strict):
     """``stream_options``: ``include_usage`` adds a last chunk with the token usage."""
 
     include_usage: bool = False
-    continuous_usage_stats: bool = False
 
 
 class SamplingFields(_Strict):
