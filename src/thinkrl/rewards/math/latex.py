@@ -43,6 +43,8 @@ from thinkrl.rewards.math.values import (
     binomial,
     check_size,
     factorial,
+    matrix_sum,
+    multiply,
     power,
 )
 
@@ -133,7 +135,7 @@ class _Parser:
         if len(terms) == 1 and signs[0] == 1:
             return terms[0]
         if any(isinstance(t, MatrixValue) for t in terms):
-            return _matrix_sum(signs, terms)
+            return matrix_sum(signs, terms)
         exprs = [as_expr(t) for t in terms]
         if "pm" not in signs:
             return check_size(sympy.Add(*[e if s == 1 else -e for s, e in zip(signs, exprs, strict=True)]))
@@ -156,7 +158,7 @@ class _Parser:
             token = self.peek()
             if token[1] in _TIMES:
                 self.take()
-                value = _multiply(value, self.signed())
+                value = multiply(value, self.signed())
             elif token[1] in _DIVIDE:
                 self.take()
                 right = power(as_expr(self.signed()), sympy.Integer(-1))
@@ -175,7 +177,7 @@ class _Parser:
             if isinstance(fraction, sympy.Rational) and 0 < fraction < 1 and self._plain_fraction(mark):
                 return left + fraction  # mixed number 3\frac{1}{2}
             return check_size(sympy.Mul(left, as_expr(fraction)))
-        return _multiply(left, self.power())
+        return multiply(left, self.power())
 
     def _plain_fraction(self, start: int) -> bool:
         """True if tokens[start:pos] are exactly ``\\frac{int}{int}``."""
@@ -393,45 +395,6 @@ class _Parser:
                 raise NotMath("determinant of a non-square or large matrix")
             return sympy.Matrix(rows).det()
         return MatrixValue(tuple(rows))
-
-
-MAX_MATRIX_ENTRIES = 400
-
-
-def _as_matrix(value: MatrixValue) -> sympy.ImmutableMatrix:
-    return sympy.ImmutableMatrix([list(row) for row in value.rows])
-
-
-def _from_matrix(matrix: sympy.MatrixBase) -> MatrixValue:
-    if matrix.rows * matrix.cols > MAX_MATRIX_ENTRIES:
-        raise NotMath("matrix result too large")
-    return MatrixValue(tuple(tuple(check_size(matrix[i, j]) for j in range(matrix.cols)) for i in range(matrix.rows)))
-
-
-def _multiply(left: Value, right: Value) -> Value:
-    """``left * right``: numbers and expressions, a scalar times a matrix, or a matrix product of matching shapes."""
-    if not isinstance(left, MatrixValue) and not isinstance(right, MatrixValue):
-        return check_size(sympy.Mul(as_expr(left), as_expr(right)))
-    if isinstance(left, MatrixValue) and isinstance(right, MatrixValue):
-        a, b = _as_matrix(left), _as_matrix(right)
-        if a.cols != b.rows:
-            raise NotMath(f"matrix product of shapes {a.shape} and {b.shape}")
-        return _from_matrix(a * b)
-    matrix, scalar = (left, right) if isinstance(left, MatrixValue) else (right, left)
-    return _from_matrix(_as_matrix(matrix) * as_expr(scalar))
-
-
-def _matrix_sum(signs: list[int | str], terms: list[Value]) -> MatrixValue:
-    """A sum of same-shape matrices (``\\pm`` and a scalar term are not matrix arithmetic)."""
-    if "pm" in signs or not all(isinstance(t, MatrixValue) for t in terms):
-        raise NotMath("sum of a matrix and a non-matrix")
-    matrices = [_as_matrix(t) for t in terms]  # type: ignore[arg-type]
-    if len({m.shape for m in matrices}) != 1:
-        raise NotMath("sum of matrices of different shapes")
-    total = sympy.ImmutableMatrix.zeros(*matrices[0].shape)
-    for sign, matrix in zip(signs, matrices, strict=True):
-        total = total + matrix if sign == 1 else total - matrix
-    return _from_matrix(total)
 
 
 def _drop_approximation(exprs: list[sympy.Expr], ops: list[str]) -> tuple[list[sympy.Expr], list[str]]:

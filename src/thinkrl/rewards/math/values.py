@@ -10,8 +10,8 @@ A parsed answer is one `Value`:
 - `SetUnion` (a union of brackets, e.g. ``(-\\infty, 1) \\cup (2, \\infty)``),
 - `MatrixValue` (rows of values).
 
-Every arithmetic node is built through `power`, `factorial`, `binomial` or
-`check_size`, which refuse results too large to compute quickly (``9^{9^{9^9}}``,
+Every arithmetic node is built through `power`, `factorial`, `binomial`, `multiply`,
+`matrix_sum` or `check_size`, which refuse results too large to compute quickly (``9^{9^{9^9}}``,
 ``1000000!``) by raising `TooLarge` before sympy starts the computation. This is
 the cheap first line of defence; the worker's wall-clock limit is the second.
 """
@@ -140,3 +140,42 @@ def as_expr(value: Value) -> sympy.Expr:
     if isinstance(value, sympy.Expr):
         return value
     raise NotMath(f"{type(value).__name__} used inside arithmetic")
+
+
+MAX_MATRIX_ENTRIES = 400
+
+
+def _as_matrix(value: MatrixValue) -> sympy.ImmutableMatrix:
+    return sympy.ImmutableMatrix([list(row) for row in value.rows])
+
+
+def _from_matrix(matrix: sympy.MatrixBase) -> MatrixValue:
+    if matrix.rows * matrix.cols > MAX_MATRIX_ENTRIES:
+        raise NotMath("matrix result too large")
+    return MatrixValue(tuple(tuple(check_size(matrix[i, j]) for j in range(matrix.cols)) for i in range(matrix.rows)))
+
+
+def multiply(left: Value, right: Value) -> Value:
+    """``left * right``: numbers and expressions, a scalar times a matrix, or a matrix product of matching shapes."""
+    if not isinstance(left, MatrixValue) and not isinstance(right, MatrixValue):
+        return check_size(sympy.Mul(as_expr(left), as_expr(right)))
+    if isinstance(left, MatrixValue) and isinstance(right, MatrixValue):
+        a, b = _as_matrix(left), _as_matrix(right)
+        if a.cols != b.rows:
+            raise NotMath(f"matrix product of shapes {a.shape} and {b.shape}")
+        return _from_matrix(a * b)
+    matrix, scalar = (left, right) if isinstance(left, MatrixValue) else (right, left)
+    return _from_matrix(_as_matrix(matrix) * as_expr(scalar))
+
+
+def matrix_sum(signs: list[int | str], terms: list[Value]) -> MatrixValue:
+    """A sum of same-shape matrices (``\\pm`` and a scalar term are not matrix arithmetic)."""
+    if "pm" in signs or not all(isinstance(t, MatrixValue) for t in terms):
+        raise NotMath("sum of a matrix and a non-matrix")
+    matrices = [_as_matrix(t) for t in terms]  # type: ignore[arg-type]
+    if len({m.shape for m in matrices}) != 1:
+        raise NotMath("sum of matrices of different shapes")
+    total = sympy.ImmutableMatrix.zeros(*matrices[0].shape)
+    for sign, matrix in zip(signs, matrices, strict=True):
+        total = total + matrix if sign == 1 else total - matrix
+    return _from_matrix(total)
