@@ -188,3 +188,13 @@ def test_parallel_tool_calls_false_keeps_the_first(scripted: Scripted) -> None:
     first = scripted.client.chat.completions.create(**body, parallel_tool_calls=False).choices[0].message.tool_calls
     assert [json.loads(c.function.arguments) for c in both] == [{"expr": "1"}, {"expr": "2"}]
     assert [json.loads(c.function.arguments) for c in first] == [{"expr": "1"}]
+
+
+def test_cut_off_call_stays_in_the_content(scripted: Scripted) -> None:
+    tags = scripted.tokenizer.think_tags
+    partial = _fmt(scripted).render("calc", {"expr": "1"}).removesuffix(tags.tool_close)[:-3]
+    scripted.text = "Try: " + partial
+    body = {"model": "tiny", "messages": MESSAGES, "tools": TOOLS, "max_tokens": 120}
+    message = httpx.post(f"{scripted.url}/chat/completions", json=body, timeout=60).json()["choices"][0]
+    assert message["message"]["tool_calls"] == [] and message["finish_reason"] == "stop"
+    assert message["message"]["content"] == "Try:\n" + partial

@@ -151,7 +151,10 @@ class ToolCallSorter:
             if not call.ok or (self.calls and not self.plan.parallel_tool_calls):
                 if not call.ok:
                     logger.info("tool call not read (%s); left in the content", call.error)
-                    self.unread.append(self.tags.tool_open + call.raw + self.tags.tool_close)
+                    closed = "cut off" not in call.error  # type: ignore[operator]
+                    text = self.tags.tool_open + call.raw + (self.tags.tool_close if closed else "")
+                    if text not in self.unread:  # a JSON list with several bad items is one block
+                        self.unread.append(text)
                 continue
             typed = coerce_arguments(call, self.plan.tools)
             arguments = json.dumps(typed.arguments, ensure_ascii=False)

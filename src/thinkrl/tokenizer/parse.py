@@ -124,7 +124,8 @@ def parse_completion(
     rest, tool_bodies, tool_cut = _extract_blocks(rest, tags.tool_open, tags.tool_close)
     tool_calls = [call for body in tool_bodies for call in parse_tool_call(body)]
     if tool_cut and tool_calls:
-        tool_calls[-1].error = tool_calls[-1].error or "tool call was cut off before its closing tag"
+        earlier = tool_calls[-1].error
+        tool_calls[-1].error = "tool call was cut off before its closing tag" + (f" ({earlier})" if earlier else "")
     return ParsedCompletion(
         reasoning_content=reasoning.strip(),
         content=rest.strip(),
