@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -143,3 +144,16 @@ def test_a_request_failing_in_the_engine_fails_alone(gated: tuple[str, GatedToke
         lines = [line for line in stream.iter_lines() if line]
     assert "controller bug" in lines[-2] and lines[-1] == "data: [DONE]"
     assert _healthy(url) and _served_normally(url)
+
+
+def test_a_client_that_leaves_mid_stream_is_aborted(served: Any) -> None:
+    loop = served.app.state.ctx.runner
+    aborted = loop.num_aborted
+    body = {"model": "tiny", "prompt": [5, 6], "max_tokens": 240, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", f"{served.url}/completions", json=body, timeout=60) as response:
+        next(response.iter_lines())  # one event, then the client goes away
+    deadline = time.monotonic() + 30  # the abort reaches the engine before its next step; generous slack
+    while loop.num_aborted == aborted and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert loop.num_aborted == aborted + 1
+    assert _healthy(served.url) and _served_normally(served.url)

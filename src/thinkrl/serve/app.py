@@ -40,6 +40,7 @@ from thinkrl.serve.generation import (
     RequestFailed,
     ServeContext,
     check_length,
+    coalesce,
     complete,
     completion_events,
     completion_response,
@@ -219,7 +220,7 @@ def _prompt_ids(ctx: ServeContext, prompt: str | list[int]) -> list[int]:
 
 
 def _sse(events: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(coalesce(events), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
