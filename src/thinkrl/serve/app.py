@@ -40,7 +40,6 @@ from thinkrl.serve.generation import (
     RequestFailed,
     ServeContext,
     check_length,
-    coalesce,
     complete,
     completion_events,
     completion_response,
@@ -220,7 +219,7 @@ def _prompt_ids(ctx: ServeContext, prompt: str | list[int]) -> list[int]:
 
 
 def _sse(events: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(coalesce(events), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 def _error(status: int, message: str, param: str | None = None) -> JSONResponse:

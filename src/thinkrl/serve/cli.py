@@ -11,10 +11,6 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 
-SWITCH_INTERVAL_S = 0.0005
-"""Python's thread switch interval while serving (see `run`)."""
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `thinkrl serve`."""
     parser.add_argument("--model", required=True, help="HF-format model folder (config.json + safetensors)")
@@ -56,13 +52,8 @@ def build_app(args: argparse.Namespace) -> FastAPI:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted."""
-    import sys
-
     import uvicorn
 
-    # The engine thread and the event loop share the GIL: a short switch interval hands it back to the
-    # event loop (SSE writes, new requests) soon after each engine step's Python work (default 5 ms).
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = build_app(args)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -9,8 +9,6 @@ per-event formatter. Completions live here, chat in `serve.chat`. Streamed text 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -220,43 +218,6 @@ def completion_events(ctx: ServeContext, response_id: str, choices: list[Choice]
         return CompletionResponse(id=response_id, model=ctx.model_name, choices=[], usage=counts)
 
     return event_stream(ctx, choices, on_event, usage_chunk if include_usage else None)
-
-
-async def coalesce(source: AsyncIterator[str]) -> AsyncIterator[str]:
-    """Yield everything ``source`` produced since the last yield, joined into one string.
-
-    ``source`` runs in a task of its own, so when a client's socket is slower than the engine (many
-    streams at once), the SSE events waiting for it go out in one write instead of one write each.
-    Closing this generator (the client went away) cancels ``source``.
-    """
-    buffer: list[str] = []
-    wake = asyncio.Event()
-
-    async def pump() -> None:
-        try:
-            async for line in source:
-                buffer.append(line)
-                wake.set()
-        finally:
-            wake.set()
-
-    task = asyncio.create_task(pump())
-    try:
-        while True:
-            await wake.wait()
-            wake.clear()
-            if buffer:
-                joined = "".join(buffer)
-                buffer.clear()
-                yield joined
-            if task.done() and not buffer:
-                task.result()  # re-raise what the source raised
-                return
-    finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 async def event_stream(ctx: ServeContext, choices: list[Choice], on_event: Callable[[Choice, TokenEvent], str | None],
