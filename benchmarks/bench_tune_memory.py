@@ -28,9 +28,11 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -199,7 +201,8 @@ def run_child(name: str, meter: str) -> dict:
 def _spawn(name: str, meter: str) -> list[dict]:
     ranks = CONFIGS[name][1]
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    script = [str(Path(__file__).resolve()), "--child", name, "--meter", meter]
+    result_dir = tempfile.mkdtemp(prefix="tune-memory-")
+    script = [str(Path(__file__).resolve()), "--child", name, "--meter", meter, "--result-dir", result_dir]
     if ranks > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks),
                "--master-port", str(29500 + os.getpid() % 1000), *script]
@@ -208,7 +211,9 @@ def _spawn(name: str, meter: str) -> list[dict]:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode:
         raise RuntimeError(f"{name} ({meter}) failed:\n{proc.stderr[-3000:]}")
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    rows = [json.loads(path.read_text()) for path in sorted(Path(result_dir).glob("*.json"))]
+    shutil.rmtree(result_dir)
+    return rows
 
 
 def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
@@ -268,16 +273,24 @@ def _calibrate(rows: list[dict], gflops: float, reference: str = "m4-mb2048") ->
                    calibrated_time_error=timing["step_s"] / row["measured_step_s"] - 1, calibration_row=ref["name"])
 
 
+def _report(rows: list[dict], gflops: float) -> dict:
+    return {"benchmark": "tune-memory", "machine": {"nproc": os.cpu_count(), "cpu": platform.processor() or
+            platform.machine(), "torch": torch.__version__}, "matmul_gflops_1thread": gflops,
+            "sequence": SEQ, "models": MODELS, "rows": rows, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--meter", default="alloc", choices=["alloc", "rss"], help=argparse.SUPPRESS)
+    parser.add_argument("--result-dir", help=argparse.SUPPRESS)
     parser.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--repredict", help="recompute the predictions of a saved report (measurements kept) in place")
     args = parser.parse_args()
-    if args.child:
-        print(json.dumps(run_child(args.child, args.meter)), flush=True)
+    if args.child:  # one file per rank: ranks share torchrun's stdout and their lines would interleave
+        result = run_child(args.child, args.meter)
+        Path(args.result_dir, f"{result.get('rank', 0)}.json").write_text(json.dumps(result))
         return
     if args.repredict:
         report = json.loads(Path(args.repredict).read_text())
@@ -300,12 +313,11 @@ def main() -> None:
         comm = min((r.get("allgather_gbps") for r in rss if "allgather_gbps" in r), default=None)
         rows.append(_compare(name, max(r["peak_bytes"] for r in alloc), max(r["peak_bytes"] for r in rss),
                              max(r["step_s"] for r in rss), comm, gflops))
+        if args.out:  # after every row, so a long run that stops keeps what it measured
+            Path(args.out).write_text(json.dumps(_report(rows, gflops), indent=1) + "\n")
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "predicted"}), flush=True)
     _calibrate(rows, gflops)
-    report = {"benchmark": "tune-memory", "machine": {"nproc": os.cpu_count(), "cpu": platform.processor() or
-              platform.machine(), "torch": torch.__version__}, "matmul_gflops_1thread": gflops,
-              "sequence": SEQ, "models": MODELS, "rows": rows,
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    report = _report(rows, gflops)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({"benchmark": "tune-memory", "max_abs_alloc_error": max(abs(r["alloc_error"]) for r in rows),

@@ -22,7 +22,7 @@ def _bench():
                                   "m4-mb1024-fsdp2"])
 def test_predicted_peak_within_15_percent_of_measured(name):
     bench = _bench()
-    rows = bench._spawn(name, "alloc")  # one JSON line per rank
+    rows = bench._spawn(name, "alloc")  # one result per rank
     assert len(rows) == bench.CONFIGS[name][1]
     measured = max(row["peak_bytes"] for row in rows)
     assert all(row["peak_bytes"] > row["live_bytes"] * 1.5 for row in rows)  # the step itself allocated a lot
