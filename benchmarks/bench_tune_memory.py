@@ -273,6 +273,21 @@ def _calibrate(rows: list[dict], gflops: float, reference: str = "m4-mb2048") ->
                    calibrated_time_error=timing["step_s"] / row["measured_step_s"] - 1, calibration_row=ref["name"])
 
 
+def markdown_table(report: dict) -> str:
+    """Predicted vs measured peak memory and step time, one row per configuration."""
+    lines = ["| configuration | ranks | mb tokens | recompute | predicted MB | measured MB (allocator) | error | "
+             "measured MB (RSS) | error | step s measured | predicted (mfu 1) | predicted (calibrated mfu) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        lines.append(
+            f"| {r['name']} | {r['ranks']} | {r['micro_batch_tokens']} | {r['recompute']} | "
+            f"{r['predicted_peak_mb']:.1f} | {r['measured_alloc_peak_mb']:.1f} | {100 * r['alloc_error']:+.1f}% | "
+            f"{r['measured_rss_peak_mb']:.1f} | {100 * r['rss_error']:+.1f}% | {r['measured_step_s']:.2f} | "
+            f"{r['predicted_step_s']:.2f} ({100 * r['time_error']:+.0f}%) | "
+            f"{r['calibrated_step_s']:.2f} ({100 * r['calibrated_time_error']:+.0f}%) |")
+    return "\n".join(lines)
+
+
 def _report(rows: list[dict], gflops: float) -> dict:
     return {"benchmark": "tune-memory", "machine": {"nproc": os.cpu_count(), "cpu": platform.processor() or
             platform.machine(), "torch": torch.__version__}, "matmul_gflops_1thread": gflops,
@@ -287,10 +302,14 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--repredict", help="recompute the predictions of a saved report (measurements kept) in place")
+    parser.add_argument("--table", help="print a saved report as the markdown table of docs/results/autotuner.md")
     args = parser.parse_args()
     if args.child:  # one file per rank: ranks share torchrun's stdout and their lines would interleave
         result = run_child(args.child, args.meter)
         Path(args.result_dir, f"{result.get('rank', 0)}.json").write_text(json.dumps(result))
+        return
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text())))
         return
     if args.repredict:
         report = json.loads(Path(args.repredict).read_text())
