@@ -142,16 +142,11 @@ class RLRecipe(_Recipe):
                 target.setdefault(field, value)
         return out
 
-    @field_validator("critic")
-    @classmethod
-    def _critic_ok(cls, value: CriticSpec) -> CriticSpec:
-        if value.pretrain_steps and not value.enabled:
-            raise ValueError(f"pretrain_steps ({value.pretrain_steps}) needs enabled true")
-        return value
-
     @model_validator(mode="after")
     def _sections_agree(self) -> RLRecipe:
         algo, rollout, reward = self.algorithm, self.rollout, self.reward
+        if self.critic.pretrain_steps and not self.critic.enabled:
+            raise ValueError(f"critic.pretrain_steps ({self.critic.pretrain_steps}) needs critic.enabled true")
         if algo.advantage_estimator == "gae" and not self.critic.enabled:
             raise ValueError("algorithm.advantage_estimator 'gae' needs critic values: set critic.enabled true")
         if rollout.group_size < 2 and (algo.advantage_estimator != "gae" or rollout.dynamic_sampling):
@@ -260,7 +255,8 @@ def validate_recipe(
     """
     if not isinstance(raw, dict):
         raise ValueError(f"{source} must be a YAML mapping of sections, got {type(raw).__name__}")
-    _check_moved(raw, source)
+    if cls is RLRecipe:  # the moved keys are those of the RL layout (an SFT recipe has no critic section)
+        _check_moved(raw, source)
     context = {"presets": presets} if presets is not None else None
     try:
         return cls.model_validate(raw, context=context)

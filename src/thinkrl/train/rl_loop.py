@@ -11,6 +11,7 @@ engine client, and every token sampled afterwards records the new version. VAPO'
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from thinkrl.eval.evaluate import evaluate
@@ -115,7 +116,8 @@ def run_value_pretraining(run: RLRun, recipe: RLRecipe, metrics: MetricsLogger) 
                                 micro_batch_tokens=trainer.micro_batch_tokens, grad_clip=recipe.optim.grad_clip,
                                 seed=trainer.seed, metrics=log)
     evs = result.explained_variance
-    recent = sum(evs[-EV_WINDOW:]) / len(evs[-EV_WINDOW:])
+    finite = [x for x in evs[-EV_WINDOW:] if math.isfinite(x)]  # as pretrain_value's stopping rule reads them
+    recent = sum(finite) / len(finite) if finite else float("nan")
     metrics.log(0, {"value_pretrain/steps": result.steps, "value_pretrain/explained_variance_first": evs[0],
                     "value_pretrain/explained_variance_last": evs[-1],
                     "value_pretrain/explained_variance_recent": recent,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from thinkrl.rl import ADVANTAGE_ESTIMATORS, POLICY_LOSSES
+from thinkrl.rl import ADVANTAGE_ESTIMATORS, ALGORITHM_PRESETS, POLICY_LOSSES
 from thinkrl.spec import Section, registered
 
 LossAggMode = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
@@ -56,7 +56,8 @@ class AlgorithmSpec(Section):
     """The RL algorithm: advantage estimator and policy loss (with its off-policy correction, KL and LM terms).
 
     With ``preset`` set, the preset's values (for this section and for ``rollout``, ``reward`` and ``critic``) are
-    applied first and every key written explicitly in the recipe overrides them.
+    applied first and every key written explicitly in the recipe overrides them. The preset is applied by the
+    recipe (`thinkrl.train.config.RLRecipe`); a bare ``AlgorithmSpec(preset=...)`` only checks the name.
     """
 
     preset: str | None = None
@@ -98,6 +99,14 @@ class AlgorithmSpec(Section):
     """Passes over each rollout batch."""
     num_mini_batches: int = Field(1, ge=1)
     """Optimizer steps per pass (the batch is split into this many mini-batches)."""
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str | None, info: ValidationInfo) -> str | None:
+        presets = info.context["presets"] if info.context and "presets" in info.context else ALGORITHM_PRESETS
+        if value is not None and value not in presets:
+            raise ValueError(f"unknown preset {value!r}; known presets: {', '.join(sorted(presets))}")
+        return value
 
     @field_validator("advantage_estimator")
     @classmethod

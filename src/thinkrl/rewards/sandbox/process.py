@@ -26,6 +26,7 @@ from typing import Any
 from thinkrl.rewards.sandbox import isolation as iso_mod
 from thinkrl.rewards.sandbox.isolation import Isolation
 from thinkrl.rewards.sandbox.limits import SandboxLimits, Status
+from thinkrl.rewards.sandbox.pipes import drain, open_pidfd, read_some, write_some
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ def _pump(proc: subprocess.Popen, stdin: bytes, result_r: int, limits: SandboxLi
     for fd in bufs:
         os.set_blocking(fd, False)
         sel.register(fd, selectors.EVENT_READ)
-    pidfd = _pidfd(proc.pid)  # readable when the program exits
+    pidfd = open_pidfd(proc.pid)  # readable when the program exits
     if pidfd is not None:
         sel.register(pidfd, selectors.EVENT_READ)
     stdin_fd, sent = proc.stdin.fileno(), 0
@@ -209,9 +210,9 @@ def _pump(proc: subprocess.Popen, stdin: bytes, result_r: int, limits: SandboxLi
                 if fd == pidfd:
                     return True
                 if fd == stdin_fd:
-                    sent = _write_some(sel, proc, stdin, sent)
+                    sent = write_some(sel, proc, stdin, sent)
                     continue
-                chunk = _read_some(fd)
+                chunk = read_some(fd)
                 if chunk is None:
                     continue
                 if not chunk:
@@ -230,57 +231,6 @@ def _pump(proc: subprocess.Popen, stdin: bytes, result_r: int, limits: SandboxLi
             os.close(pidfd)
         if not proc.stdin.closed:
             proc.stdin.close()
-
-
-def _pidfd(pid: int) -> int | None:
-    try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return None
-
-
-def _read_some(fd: int) -> bytes | None:
-    """Up to 64 KiB from ``fd``; b"" at end of file, None when nothing is ready after all."""
-    try:
-        return os.read(fd, 1 << 16)
-    except BlockingIOError:
-        return None
-    except OSError:
-        return b""
-
-
-def _write_some(sel: selectors.BaseSelector, proc: subprocess.Popen, data: bytes, sent: int) -> int:
-    """Write more of stdin; close it when all is sent or the program stopped reading."""
-    try:
-        sent += os.write(proc.stdin.fileno(), data[sent:sent + (1 << 16)])
-    except BlockingIOError:
-        return sent
-    except OSError:  # EPIPE: the program closed its stdin or exited
-        sent = len(data)
-    if sent >= len(data):
-        sel.unregister(proc.stdin.fileno())
-        proc.stdin.close()
-    return sent
-
-
-def _drain(fds: dict[int, bytearray], cap: int, seconds: float = 1.0) -> None:
-    """Read what is left in the pipes after the kill (their writers are dead, so EOF comes fast)."""
-    deadline = time.monotonic() + seconds
-    sel = selectors.DefaultSelector()
-    for fd in fds:
-        sel.register(fd, selectors.EVENT_READ)
-    try:
-        while sel.get_map() and time.monotonic() < deadline:
-            for key, _ in sel.select(max(0.0, deadline - time.monotonic())):
-                chunk = _read_some(key.fd)
-                if chunk is None:
-                    continue
-                if not chunk or len(fds[key.fd]) > cap:
-                    sel.unregister(key.fd)
-                    continue
-                fds[key.fd] += chunk
-    finally:
-        sel.close()
 
 
 def _events(raw: bytes) -> tuple[dict[str, Any], ...]:
@@ -378,7 +328,7 @@ def _launch(iso: Isolation, limits: SandboxLimits, src: str, work: str, uid: int
             iso_mod.kill_uid(uid)
         rc = proc.wait()
         wall_s = time.monotonic() - start
-        _drain({proc.stdout.fileno(): streams.out, proc.stderr.fileno(): streams.err, result_r: streams.res},
+        drain({proc.stdout.fileno(): streams.out, proc.stderr.fileno(): streams.err, result_r: streams.res},
                limits.max_output_bytes)
         proc.stdout.close()
         proc.stderr.close()
