@@ -141,3 +141,11 @@ def test_errors_through_the_client(client: openai.OpenAI, kwargs: dict, param: s
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-9", messages=MESSAGES, max_tokens=4)
     assert json.loads(client.with_raw_response.models.list().text)["data"][0]["id"] == "tiny"  # still serving
+
+
+def test_oversize_prompt_through_the_client(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.completions.create(model="tiny", prompt="x" * (5 << 20), max_tokens=1)
+    assert caught.value.status_code == 413 and caught.value.body["type"] == "invalid_request_error"
+    after = client.completions.create(model="tiny", prompt=[5, 6], max_tokens=2, temperature=0)
+    assert after.choices[0].finish_reason == "length"  # still serving
