@@ -193,3 +193,14 @@ def test_unknown_model_is_404(served: Any) -> None:
     response = httpx.post(f"{served.url}/completions", json={"model": "gpt-9", "prompt": "hi"})
     assert response.status_code == 404 and response.json()["error"]["param"] == "model"
     assert httpx.post(f"{served.url}/completions", content=b"{not json").status_code == 400
+
+
+def test_developer_role_and_content_parts_render_like_system_and_text(served: Any) -> None:
+    plain = [{"role": "system", "content": "Be brief."}, *MESSAGES]
+    parts = [{"role": "developer", "content": [{"type": "text", "text": "Be "}, {"type": "text", "text": "brief."}]},
+             {"role": "user", "content": [{"type": "text", "text": MESSAGES[0]["content"]}]}]
+    body = {"max_tokens": 6, "temperature": 0}
+    want = _post(served, "/chat/completions", {**body, "messages": plain}).json()
+    got = _post(served, "/chat/completions", {**body, "messages": parts}).json()
+    assert got["usage"]["prompt_tokens"] == len(TOK.encode(TOK.apply_chat_template(plain)))
+    assert got["choices"] == want["choices"]
