@@ -58,8 +58,7 @@ def test_rl_eval_and_sweep_build_identical_requests(budget: int) -> None:
     # The rollout fields come from the prompt that was rendered, for every caller.
     for traj in rl:
         assert traj.problem == problem[0] and traj.thinking_budget == budget and traj.group_id == 0
-        assert traj.thinking_tokens is not None and traj.kept_budget is not None
-        assert traj.metadata == {}
+        assert traj.metadata == {}  # (the thinking-token counts are recounted from the tokens in test_rl_trainer)
 
 
 def test_enforced_sweep_requests_differ_only_in_enforcement() -> None:
@@ -81,3 +80,22 @@ def test_a_failed_request_is_never_scored() -> None:
     with pytest.raises(RuntimeError, match="failed in the engine"):
         evaluate(engine, tok, problem, samples=2, max_new_tokens=8, seed=2**64)
     assert evaluate(engine, tok, problem, samples=2, max_new_tokens=8).num_problems == 1
+
+
+def test_rollout_metrics_by_hand() -> None:
+    from thinkrl.rollout import RolloutBatch, rollout_metrics
+
+    def traj(n: int, correct: bool, budget: int, thinking: int, kept: bool, group: int, reason: str = "") -> Trajectory:
+        return Trajectory([1], [5] * n, [0.0] * n, group_id=group, thinking_budget=budget, thinking_tokens=thinking,
+                          kept_budget=kept, correct=correct, reward=1.0 if correct else -1.0, reward_reason=reason)
+
+    kept = [traj(4, True, 8, 3, True, 0), traj(6, False, 8, 9, False, 0)]
+    dropped = [traj(10, True, -1, 7, True, 1), traj(2, True, -1, 1, True, 1, "truncated")]
+    batch = RolloutBatch(trajectories=kept, sampled=kept + dropped, num_groups_sampled=2, num_groups_dropped=1,
+                         num_rounds=1, num_prompts_skipped=3)
+    row = rollout_metrics(batch)
+    assert row["reward"] == 0.0  # (1 - 1) / 2 over the kept responses
+    assert row["accuracy"] == 3 / 4 and row["response_length_mean"] == 22 / 4 and row["response_length_max"] == 10
+    assert row["thinking_tokens_mean"] == 20 / 4
+    assert row["budget_adherence"] == 1 / 2  # of the two responses with a finite budget, one kept it
+    assert row["truncated_frac"] == 1 / 4 and row["groups_kept_trained"] == 1 and row["prompts_skipped"] == 3

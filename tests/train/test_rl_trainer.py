@@ -219,9 +219,8 @@ def test_budget_aware_rl_logs_thinking_and_adherence(sft_model, tmp_path):
     run_rl(recipe)
     steps = [r for r in _rows(tmp_path) if r["step"] >= 1]
     assert len(steps) == 2
-    for r in steps:
-        assert 0.0 <= r["budget_adherence"] <= 1.0
-        assert r["thinking_tokens_mean"] >= 0.0
+    # The SFT model thinks before it answers, and every step logs its adherence (by hand: test_rollout_metrics_by_hand).
+    assert all("budget_adherence" in r for r in steps) and any(r["thinking_tokens_mean"] > 0 for r in steps)
 
 
 def _engine_weights(run) -> dict[str, torch.Tensor]:
