@@ -1,13 +1,31 @@
-"""`thinkrl eval`: held-out accuracy of a model on a built-in task (or a JSONL file of problems)."""
+"""`thinkrl eval`: held-out accuracy of a model on a built-in task or a benchmark file.
+
+Three paths: ``--base-url`` (any OpenAI-compatible endpoint) or ``--out`` without ``--budgets`` (a local model)
+run the resumable harness (`thinkrl.eval.harness`: samples.jsonl, report.json/md/png, see docs/eval.md); a local
+model with ``--budgets`` runs the adherence sweep (`thinkrl.eval.budget_sweep`); a local model without ``--out``
+prints the `EvalResult` JSON.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="HF-format model folder")
+    parser.add_argument("--model", required=True, help="HF-format model folder, or with --base-url the served name")
+    parser.add_argument("--base-url", default=None, help="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1")
+    parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"), help="bearer token for --base-url "
+                        "(default: $OPENAI_API_KEY)")
+    parser.add_argument("--concurrency", type=int, default=8, help="endpoint requests in flight")
+    parser.add_argument("--retries", type=int, default=4, help="retries of a request after 429/5xx/connection errors")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out, skipping finished problems")
+    parser.add_argument("--data-format", default="auto", choices=["auto", "problems", "math", "code"])
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--sample-seed", type=int, default=0, help="base of the per-sample seeds")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--task", help="built-in task (see `thinkrl data --list`)")
     parser.add_argument("--data", help="JSONL file of problems (from `thinkrl data`); overrides --task generation")
     parser.add_argument("--n", type=int, default=200, help="held-out problems to generate")
@@ -15,36 +33,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--difficulty", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--samples", type=int, default=4, help="samples per problem (accuracy = avg@k)")
     parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--max-new-tokens", "--max-tokens", dest="max_new_tokens", type=int, default=128)
     parser.add_argument("--thinking-budget", type=int, default=-1)
     parser.add_argument("--budgets", default=None, help="comma-separated thinking budgets to sweep, e.g. 0,16,32,-1: "
                         "accuracy and adherence per budget, without and with enforcement")
-    parser.add_argument("--out", default=None, help="folder for the sweep's table (budget_sweep.md) and PNG")
+    parser.add_argument("--out", default=None, help="folder of the harness run (samples.jsonl, report.*); with a "
+                        "local --model and --budgets: the sweep's table (budget_sweep.md) and PNG")
     parser.add_argument("--num-slots", type=int, default=64)
     parser.add_argument("--device", default="auto")
 
 
 def run(args: argparse.Namespace) -> int:
     from thinkrl.engine import LLMEngine
+    from thinkrl.eval.benchmark import BenchmarkSpec, load_benchmark
     from thinkrl.eval.evaluate import evaluate
     from thinkrl.model import load_pretrained
-    from thinkrl.tasks import get_task
-    from thinkrl.tasks.cli import parse_difficulty
-    from thinkrl.tasks.dataset import generate_dataset, read_jsonl
     from thinkrl.tokenizer import load_tokenizer
 
-    if args.data:
-        problems = read_jsonl(args.data)
-    elif args.task:
-        task = get_task(args.task)
-        problems = generate_dataset(task, args.n, args.seed, "test", parse_difficulty(task, args.difficulty))
-    else:
+    if not args.data and not args.task:
         raise SystemExit("give --task or --data")
-    tokenizer = load_tokenizer(args.model)
+    spec = BenchmarkSpec(data=args.data, data_format=args.data_format, task=None if args.data else args.task,
+                         n=args.n, seed=args.seed, difficulty=list(args.difficulty))
+    problems = load_benchmark(spec)
+    if args.base_url:
+        return _run_harness(args, spec, problems, None)
+    model_dir = Path(args.model)  # the built-in tokenizer when the folder has none (as `thinkrl serve`)
+    tokenizer = load_tokenizer(model_dir if (model_dir / "tokenizer.json").exists() else "builtin")
     model = load_pretrained(args.model, device=args.device)
     engine = LLMEngine(model, tokenizer, num_slots=args.num_slots, max_seq_len=256 + args.max_new_tokens)
     if args.budgets:
         return _run_sweep(args, engine, tokenizer, problems)
+    if args.out:
+        from thinkrl.eval.samplers import LocalSampler
+
+        chunk = max(1, args.num_slots // max(1, args.samples))
+        return _run_harness(args, spec, problems, lambda settings: LocalSampler(engine, tokenizer, settings,
+                                                                                 chunk=chunk))
     result = evaluate(engine, tokenizer, problems, samples=args.samples, temperature=args.temperature,
                       max_new_tokens=args.max_new_tokens, thinking_budget=args.thinking_budget)
     print(json.dumps(result.to_dict()))
@@ -52,8 +76,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_sweep(args: argparse.Namespace, engine, tokenizer, problems) -> int:
-    from pathlib import Path
-
     from thinkrl.eval.budget_sweep import plot_budget_curves, points_table, sweep_budgets
 
     budgets = [int(b) for b in args.budgets.split(",")]
@@ -68,4 +90,29 @@ def _run_sweep(args: argparse.Namespace, engine, tokenizer, problems) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "budget_sweep.md").write_text(table + "\n")
         print(plot_budget_curves({name: free, f"{name} (enforced)": enforced}, out / "budget_sweep.png"))
+    return 0
+
+
+def _run_harness(args: argparse.Namespace, spec, problems, make_local) -> int:
+    """The resumable harness (`thinkrl.eval.harness.run_eval`) against the endpoint or ``make_local(settings)``."""
+    from thinkrl.eval.endpoint import EndpointSampler, EndpointSpec
+    from thinkrl.eval.harness import run_config, run_eval
+    from thinkrl.eval.report import markdown_table
+    from thinkrl.eval.samplers import SampleSettings
+
+    if not args.out:
+        raise ValueError("--base-url needs --out DIR (where samples.jsonl and the report go)")
+    settings = SampleSettings(samples=args.samples, temperature=args.temperature, top_p=args.top_p,
+                              max_tokens=args.max_new_tokens, seed=args.sample_seed)
+    budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else [args.thinking_budget]
+    if make_local is None:
+        endpoint = EndpointSpec(args.base_url, args.model, api_key=args.api_key, concurrency=args.concurrency,
+                                max_retries=args.retries)
+        sampler, source = EndpointSampler(endpoint, settings), f"endpoint:{args.base_url}#{args.model}"
+    else:
+        sampler, source = make_local(settings), f"model:{Path(args.model).resolve()}"
+    config = run_config(source, spec, problems, settings, budgets)
+    report = run_eval(sampler, problems, config, args.out, resume=args.resume, progress=not args.no_progress)
+    print(markdown_table(report))
+    print(f"report: {Path(args.out) / 'report.md'}")
     return 0
