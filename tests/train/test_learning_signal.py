@@ -36,7 +36,7 @@ MICRO = {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2, "nu
          "num_key_value_heads": 2, "tie_word_embeddings": True}
 DATA = {"task": TASK, "num_train": 32, "num_test": 0, "seed": 0}
 STEPS = 8
-PROMPTS = 8  # x group size 8: 64 samples a step, so a 3-step mean has a std of about 0.035
+PROMPTS = 8  # x group size 8: 64 samples a step; sampling noise of the trend: std about 0.05
 WINDOW = 3  # trend = mean accuracy of the last WINDOW steps - mean of the first WINDOW
 MARGIN = 0.1
 
