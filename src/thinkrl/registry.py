@@ -45,6 +45,12 @@ class Registry(Generic[T]):
             known = ", ".join(sorted(self._members)) or "(none)"
             raise KeyError(f"unknown {self.family} {name!r}; registered: {known}") from None
 
+    def unregister(self, name: str) -> T:
+        """Remove ``name`` and return its member (e.g. a test's temporary member); KeyError lists the known ones."""
+        member = self.get(name)
+        del self._members[name]
+        return member
+
     def names(self) -> list[str]:
         """Registered names, sorted."""
         return sorted(self._members)
