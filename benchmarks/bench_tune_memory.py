@@ -14,7 +14,8 @@ token-mean log-prob loss, with AdamW (foreach). 2-rank runs wrap every decoder l
   before it (``/proc/self/clear_refs`` resets the high-water mark), plus the same live bytes. glibc's
   ``MALLOC_MMAP_THRESHOLD_`` is pinned to 64 KiB so freed tensors return to the OS and RSS follows them.
 - step time: median of 3 timed steps (no profiler), against the model's compute time at the fp32 matmul
-  rate measured here (mfu = 1) plus, for 2 ranks, gloo all-gather bandwidth measured in the same run.
+  rate measured in the same process just before each step (mfu = 1) plus, for 2 ranks, gloo all-gather
+  bandwidth measured in the same run; and with one effective mfu fitted on one row (``_calibrate``).
 
 Offload cannot be measured here: on a CPU-only machine host memory is the device memory.
 
@@ -181,12 +182,13 @@ def run_child(name: str, meter: str) -> dict:
         before = _rss_kb("VmRSS")
         _step(model, batches, optimizer)
         result["peak_bytes"] = live + (_rss_kb("VmHWM") - before) * 1024
-        times = []
-        for _ in range(3):
+        times, rates = [], []
+        for _ in range(3):  # the matmul rate right before each timed step: same load as the step
+            rates.append(matmul_gflops())
             start = time.perf_counter()
             _step(model, batches, optimizer)
             times.append(time.perf_counter() - start)
-        result["step_s"] = statistics.median(times)
+        result["step_s"], result["matmul_gflops"] = statistics.median(times), statistics.median(rates)
         if ranks > 1:
             result["allgather_gbps"] = _allgather_gbps()
     if ranks > 1:
@@ -255,20 +257,21 @@ def _compare(name: str, measured: float, measured_rss: float, step_s: float, com
         "measured_rss_peak_mb": measured_rss / 1e6, "alloc_error": memory["train_peak"] / measured - 1,
         "rss_error": memory["train_peak"] / measured_rss - 1,
         "predicted_step_s": timing["step_s"], "measured_step_s": step_s,
-        "time_error": timing["step_s"] / step_s - 1, "allgather_gbps": comm, "predicted": memory,
+        "time_error": timing["step_s"] / step_s - 1, "allgather_gbps": comm, "matmul_gflops": gflops,
+        "predicted": memory,
     }
 
 
-def _calibrate(rows: list[dict], gflops: float, reference: str = "m4-mb2048") -> None:
+def _calibrate(rows: list[dict], reference: str = "m4-mb2048") -> None:
     """Fit one effective mfu on the reference row (its measured time minus the model's non-compute part), then
     predict every row's time with it: this tests how step time scales across configurations, which is what
     ranking needs, separately from the absolute CPU efficiency."""
     ref = next((r for r in rows if r["name"] == reference), rows[0])
-    _, timing = predict(ref["name"], gflops, ref["allgather_gbps"])
+    _, timing = predict(ref["name"], ref["matmul_gflops"], ref["allgather_gbps"])
     other = timing["step_s"] - timing["compute_s"]
     mfu = timing["compute_s"] / max(ref["measured_step_s"] - other, 1e-9)
     for row in rows:
-        _, timing = predict(row["name"], gflops, row["allgather_gbps"], mfu=min(mfu, 1.0))
+        _, timing = predict(row["name"], row["matmul_gflops"], row["allgather_gbps"], mfu=min(mfu, 1.0))
         row.update(calibrated_mfu=mfu, calibrated_step_s=timing["step_s"],
                    calibrated_time_error=timing["step_s"] / row["measured_step_s"] - 1, calibration_row=ref["name"])
 
@@ -288,9 +291,9 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _report(rows: list[dict], gflops: float) -> dict:
+def _report(rows: list[dict]) -> dict:
     return {"benchmark": "tune-memory", "machine": {"nproc": os.cpu_count(), "cpu": platform.processor() or
-            platform.machine(), "torch": torch.__version__}, "matmul_gflops_1thread": gflops,
+            platform.machine(), "torch": torch.__version__},
             "sequence": SEQ, "models": MODELS, "rows": rows, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
@@ -314,9 +317,9 @@ def main() -> None:
     if args.repredict:
         report = json.loads(Path(args.repredict).read_text())
         rows = [_compare(r["name"], r["measured_alloc_peak_mb"] * 1e6, r["measured_rss_peak_mb"] * 1e6,
-                         r["measured_step_s"], r["allgather_gbps"], report["matmul_gflops_1thread"])
+                         r["measured_step_s"], r["allgather_gbps"], r["matmul_gflops"])
                 for r in report["rows"]]
-        _calibrate(rows, report["matmul_gflops_1thread"])
+        _calibrate(rows)
         report["rows"] = rows
         Path(args.repredict).write_text(json.dumps(report, indent=1) + "\n")
         print(json.dumps({"benchmark": "tune-memory", "max_abs_alloc_error": max(abs(r["alloc_error"]) for r in rows)}))
@@ -325,22 +328,21 @@ def main() -> None:
     unknown = sorted(set(names) - set(CONFIGS))
     if unknown:
         raise SystemExit(f"unknown configuration(s) {unknown}; known: {', '.join(CONFIGS)}")
-    gflops = matmul_gflops()
     rows = []
     for name in names:
         alloc, rss = _spawn(name, "alloc"), _spawn(name, "rss")
         comm = min((r.get("allgather_gbps") for r in rss if "allgather_gbps" in r), default=None)
         rows.append(_compare(name, max(r["peak_bytes"] for r in alloc), max(r["peak_bytes"] for r in rss),
-                             max(r["step_s"] for r in rss), comm, gflops))
+                             max(r["step_s"] for r in rss), comm, min(r["matmul_gflops"] for r in rss)))
         if args.out:  # after every row, so a long run that stops keeps what it measured
-            Path(args.out).write_text(json.dumps(_report(rows, gflops), indent=1) + "\n")
+            Path(args.out).write_text(json.dumps(_report(rows), indent=1) + "\n")
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "predicted"}), flush=True)
-    _calibrate(rows, gflops)
-    report = _report(rows, gflops)
+    _calibrate(rows)
+    report = _report(rows)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({"benchmark": "tune-memory", "max_abs_alloc_error": max(abs(r["alloc_error"]) for r in rows),
-                      "matmul_gflops_1thread": gflops}))
+                      "max_abs_calibrated_time_error": max(abs(r["calibrated_time_error"]) for r in rows)}))
 
 
 if __name__ == "__main__":
