@@ -91,11 +91,12 @@ def run_eval(sampler: Sampler, problems: list[Problem], config: RunConfig, out: 
         logger.info("resuming %s: %d of %d units finished, %d to go", out, len(done), len(done) + len(jobs),
                     len(jobs))
     with open(out / SAMPLES_FILE, "a", encoding="utf-8") as handle, _bar(progress) as bar:
+        task_id = bar.add_task("eval", total=len(done) + len(jobs), completed=len(done))
+
         def on_done(result: ProblemResult) -> None:
             append_result(handle, result)
             bar.advance(task_id)
 
-        task_id = bar.add_task("eval", total=len(done) + len(jobs), completed=len(done))
         if jobs:
             sampler.run(jobs, on_done)
     results = _ordered(read_results(out / SAMPLES_FILE), problems, config.budgets)
