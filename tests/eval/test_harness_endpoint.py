@@ -175,3 +175,26 @@ def test_retries_after_429_and_503_then_succeeds(served, serve_app, tmp_path: Pa
         assert main(args) == 0
     assert failures["left"] == 0 and len(lines(tmp_path / "run" / "samples.jsonl")) == 12
     assert report_metrics(tmp_path / "run")[0]["num_problems"] == 12
+
+
+def test_requests_in_flight_never_exceed_the_concurrency(served, serve_app, tmp_path: Path) -> None:
+    serve, app_from_cli = serve_app
+    app = app_from_cli(served.model_dir)
+    seen = {"now": 0, "max": 0, "total": 0}
+
+    @app.middleware("http")
+    async def count(request, call_next):  # requests the real server is working on at once
+        seen["now"] += 1
+        seen["total"] += 1
+        seen["max"] = max(seen["max"], seen["now"])
+        try:
+            return await call_next(request)
+        finally:
+            seen["now"] -= 1
+
+    with serve(app) as base:
+        args = eval_args(served, tmp_path / "run", "--concurrency", "3")
+        args[args.index("--base-url") + 1] = f"{base}/v1"
+        assert main(args) == 0
+    assert seen["total"] == 12 * K
+    assert 1 < seen["max"] <= 3
