@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from thinkrl.tokenizer import load_tokenizer
 
     if not args.data and not args.task:
-        raise SystemExit("give --task or --data")
+        raise ValueError("give a benchmark: --task NAME or --data FILE")
     spec = BenchmarkSpec(data=args.data, data_format=args.data_format, task=None if args.data else args.task,
                          n=args.n, seed=args.seed, difficulty=list(args.difficulty))
     problems = load_benchmark(spec)
@@ -60,7 +60,11 @@ def run(args: argparse.Namespace) -> int:
     model_dir = Path(args.model)  # the built-in tokenizer when the folder has none (as `thinkrl serve`)
     tokenizer = load_tokenizer(model_dir if (model_dir / "tokenizer.json").exists() else "builtin")
     model = load_pretrained(args.model, device=args.device)
-    engine = LLMEngine(model, tokenizer, num_slots=args.num_slots, max_seq_len=256 + args.max_new_tokens)
+    budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else [args.thinking_budget]
+    max_prompt = max(len(tokenizer.encode_chat([{"role": "user", "content": p.prompt}], thinking_budget=b))
+                     for p in problems for b in budgets)
+    engine = LLMEngine(model, tokenizer, num_slots=args.num_slots,
+                       max_seq_len=max(256, max_prompt + 16) + args.max_new_tokens)
     if args.budgets:
         return _run_sweep(args, engine, tokenizer, problems)
     if args.out:
