@@ -242,7 +242,7 @@ def test_algorithm_rules_for_critics_and_groups_of_one():
         recipe("vapo", rollout={"group_size": 1, "dynamic_sampling": True})
     with pytest.raises(ValueError, match=r"'gae' needs critic values: set critic.enabled true"):
         recipe("ppo", critic={"enabled": False})
-    with pytest.raises(ValueError, match=r"critic: pretrain_steps \(3\) needs enabled true"):
+    with pytest.raises(ValueError, match=r"critic.pretrain_steps \(3\) needs critic.enabled true"):
         recipe("dapo", critic={"pretrain_steps": 3})
     with pytest.raises(ValueError, match=r"critic.value_clip:"):
         recipe("vapo", critic={"value_clip": 0})
