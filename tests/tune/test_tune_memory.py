@@ -116,3 +116,14 @@ def test_model_states_match_the_zero_paper(num_gpus):
     expected_gb = {1: 120.0, 64: 1.875}.get(num_gpus)
     if expected_gb is not None:
         assert mem.model_states / 1e9 == pytest.approx(expected_gb, rel=2e-3)
+
+
+def test_moe_ffn_activation_bytes_by_hand():
+    from thinkrl.tune.memory import ffn_bytes
+
+    shape = ModelShape(name="moe", num_layers=1, hidden_size=8, num_heads=2, num_kv_heads=1, head_dim=4,
+                       vocab_size=32, intermediate_size=0, num_experts=4, experts_per_token=2,
+                       moe_intermediate_size=4, shared_expert_size=0, tied_embeddings=False)
+    # per routed copy (k = 2): 3 x C fp32 (input, expert output, weighted output) = 96, expert SwiGLU 4 x 4 x 4 = 64;
+    # router probabilities 4 x E = 16  ->  2 x 160 + 16 = 336 bytes per token
+    assert ffn_bytes(shape, workload(), tp=1) == 336

@@ -125,12 +125,12 @@ def attention_bytes(shape: ModelShape, workload: WorkloadSpec, tp: int, pad: flo
 
 def ffn_bytes(shape: ModelShape, workload: WorkloadSpec, tp: int) -> float:
     """Saved by the FFN per token: SwiGLU keeps gate out, silu out, up out and their product (4 x I); MoE keeps,
-    per routed copy, the gathered input and weighted output (2 x C) and the expert's 4 x I_moe, the fp32
-    router probabilities (E) and the shared expert's 4 x I_shared."""
+    per routed copy, the gathered input, the expert output and the weighted output that ``index_add_`` keeps
+    (3 x C), the expert's 4 x I_moe, the fp32 router probabilities (E) and the shared expert's 4 x I_shared."""
     b = workload.compute_bytes
     if not shape.is_moe:
         return 4 * b * shape.intermediate_size / tp
-    routed = shape.experts_per_token * (2 * b * shape.hidden_size + 4 * b * shape.moe_intermediate_size) / tp
+    routed = shape.experts_per_token * (3 * b * shape.hidden_size + 4 * b * shape.moe_intermediate_size) / tp
     return routed + 4 * shape.num_experts + 4 * b * shape.shared_expert_size / tp
 
 
