@@ -1,9 +1,8 @@
-"""Packing (layout by hand, logprobs = unpacked forward, select = repack) and Karmarkar-Karp balancing."""
+"""Packing (layout by hand, logprobs = unpacked forward, select = repack) and micro-batches under a token budget."""
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import random
 
@@ -12,14 +11,7 @@ import torch
 
 from thinkrl.model import ModelConfig, build_model
 from thinkrl.records import Trajectory
-from thinkrl.train.batching import (
-    PackedBatch,
-    attention_workload,
-    karmarkar_karp,
-    pack_sft_examples,
-    pack_trajectories,
-    split_micro_batches,
-)
+from thinkrl.train.batching import PackedBatch, pack_sft_examples, pack_trajectories, split_micro_batches
 
 
 def trajs() -> list[Trajectory]:
@@ -157,104 +149,7 @@ def test_pack_sft_examples() -> None:
         pack_sft_examples([([1, 2], [True])])
 
 
-# ---- Karmarkar-Karp ----------------------------------------------------------------------------
-
-
-def sums(workloads: list[float], parts: list[list[int]]) -> list[float]:
-    return [sum(workloads[i] for i in part) for part in parts]
-
-
-def spread(workloads: list[float], parts: list[list[int]]) -> float:
-    s = sums(workloads, parts)
-    return max(s) - min(s)
-
-
-def greedy(workloads: list[float], k: int) -> list[list[int]]:
-    """Longest-processing-time first: the heaviest item goes to the lightest part."""
-    parts: list[list[int]] = [[] for _ in range(k)]
-    totals = [0.0] * k
-    for i in sorted(range(len(workloads)), key=lambda i: -workloads[i]):
-        j = min(range(k), key=lambda j: totals[j])
-        parts[j].append(i)
-        totals[j] += workloads[i]
-    return parts
-
-
-def brute_force_spread(workloads: list[float], k: int) -> float:
-    best = float("inf")
-    for assignment in itertools.product(range(k), repeat=len(workloads)):
-        totals = [0.0] * k
-        for i, j in enumerate(assignment):
-            totals[j] += workloads[i]
-        best = min(best, max(totals) - min(totals))
-    return best
-
-
-def assert_partition(parts: list[list[int]], n: int, k: int) -> None:
-    assert len(parts) == k
-    assert sorted(i for part in parts for i in part) == list(range(n))
-
-
-def test_kk_known_examples() -> None:
-    # The classic example: differencing 8-7, 6-5, 4-1, 3-1 leaves 2, so 16/14 (the optimum 15/15
-    # is not found; the largest differencing method is a heuristic).
-    parts = karmarkar_karp([8, 7, 6, 5, 4], 2)
-    assert sorted(sums([8, 7, 6, 5, 4], parts)) == [14, 16]
-    # Here KK is exact (70/70) where greedy LPT is off by 8 (66/74).
-    workloads = [36, 14, 20, 24, 46]
-    assert sums(workloads, karmarkar_karp(workloads, 2)) == [70, 70]
-    assert spread(workloads, greedy(workloads, 2)) == 8
-    # 3-way: (8,0,0)+(7,0,0) -> (8,7,0); +(6,0,0) -> (8,7,6); (5,0,0)+(4,0,0) -> (5,4,0); -> (11,11,8)
-    assert sorted(sums([8, 7, 6, 5, 4], karmarkar_karp([8, 7, 6, 5, 4], 3))) == [8, 11, 11]
-
-
-def test_kk_against_brute_force_and_greedy() -> None:
-    rng = random.Random(0)
-    kk_total = greedy_total = 0.0
-    for _ in range(150):
-        k = rng.choice([2, 3])
-        n = rng.randint(k, 7)
-        workloads = [float(rng.randint(1, 40)) for _ in range(n)]
-        parts = karmarkar_karp(workloads, k)
-        assert_partition(parts, n, k)
-        assert sums(workloads, parts) == sorted(sums(workloads, parts), reverse=True)  # heaviest first
-        got = spread(workloads, parts)
-        assert brute_force_spread(workloads, k) <= got <= max(workloads)
-        kk_total += got
-        greedy_total += spread(workloads, greedy(workloads, k))
-    assert kk_total < greedy_total
-
-
-def test_kk_equal_size() -> None:
-    rng = random.Random(1)
-    for n, k in [(12, 4), (9, 3), (10, 4), (7, 3), (5, 2)]:
-        workloads = [float(rng.randint(1, 100)) for _ in range(n)]
-        parts = karmarkar_karp(workloads, k, equal_size=True)
-        assert_partition(parts, n, k)
-        counts = [len(p) for p in parts]
-        assert max(counts) - min(counts) == (0 if n % k == 0 else 1)
-        assert spread(workloads, parts) <= max(workloads)
-    # equal counts beat the unconstrained optimum's shape: [10,1,1,1] into 2 must be 2 + 2
-    parts = karmarkar_karp([10, 1, 1, 1], 2, equal_size=True)
-    assert sorted(len(p) for p in parts) == [2, 2] and sorted(sums([10, 1, 1, 1], parts)) == [2, 11]
-
-
-def test_kk_edges_and_errors() -> None:
-    assert karmarkar_karp([3, 1, 2], 1) == [[0, 1, 2]]
-    assert karmarkar_karp([], 3) == [[], [], []]
-    parts = karmarkar_karp([5.0, 2.0], 3)
-    assert parts == [[0], [1], []]
-    with pytest.raises(ValueError, match="num_parts"):
-        karmarkar_karp([1.0], 0)
-    with pytest.raises(ValueError, match=r"workloads\[1\] = -1"):
-        karmarkar_karp([1.0, -1.0], 2)
-
-
-def test_attention_workload() -> None:
-    assert attention_workload(100, a=10.0) == 10.0 * 100 + 100**2
-    assert attention_workload(0) == 0.0
-    with pytest.raises(ValueError, match="length"):
-        attention_workload(-1)
+# ---- micro-batches (Karmarkar-Karp itself: test_balance.py) --------------------------------------
 
 
 def test_split_micro_batches_fits_budget() -> None:

@@ -6,17 +6,15 @@ tensors of the loss, padded to (S, R). RL batches come from `pack_trajectories`,
 SFT batches from `pack_sft_examples`; ``batch.select(indices)`` cuts micro- and
 mini-batches out of either.
 
-`karmarkar_karp` is the largest-differencing method generalised to k-way
-partitioning (Karmarkar & Karp 1982; used for sequence balancing in
-Seed-Thinking-v1.5), with an equal-count variant; `split_micro_batches` picks how
-many micro-batches a token budget needs and balances an attention-aware
-workload (`attention_workload`) across them.
+`split_micro_batches` picks how many micro-batches a token budget needs and
+balances an attention-aware workload across them with Karmarkar-Karp
+(`thinkrl.train.balance`, which also splits a global batch across
+data-parallel ranks).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import itertools
 import logging
 import math
@@ -27,6 +25,7 @@ import torch
 from torch import Tensor
 
 from thinkrl.records import Trajectory
+from thinkrl.train.balance import attention_workload, karmarkar_karp
 
 logger = logging.getLogger(__name__)
 
@@ -285,61 +284,6 @@ def pack_sft_examples(examples: list[tuple[list[int], list[bool]]]) -> PackedBat
         rewards=torch.ones(num),
         is_correct=torch.ones(num, dtype=torch.bool),
     )
-
-
-def karmarkar_karp(workloads: Sequence[float], num_parts: int, equal_size: bool = False) -> list[list[int]]:
-    """Partition item indices into ``num_parts`` parts with balanced workload sums.
-
-    Largest differencing, k-way: every item starts as a k-tuple of partial parts (the item in
-    one, the others empty); the two tuples with the largest spread (max - min sum) are merged,
-    pairing the heaviest part of one with the lightest of the other, until one tuple is left.
-    With ``equal_size`` the items are first grouped k at a time (in sorted order, one item per
-    part), so every part gets the same count; when ``len(workloads)`` is not a multiple of k,
-    counts differ by at most one. Returns ``num_parts`` lists of indices (each sorted), heaviest
-    part first; parts may be empty when there are fewer items than parts.
-    """
-    if num_parts < 1:
-        raise ValueError(f"num_parts ({num_parts}) must be >= 1")
-    for i, w in enumerate(workloads):
-        if not math.isfinite(w) or w < 0:
-            raise ValueError(f"workloads[{i}] = {w} must be finite and >= 0")
-    num_items = len(workloads)
-    order = sorted(range(num_items), key=lambda i: (workloads[i], i))
-    # A state is a list of num_parts (sum, indices) pairs sorted heaviest first; index -1 is padding.
-    states: list[list[tuple[float, list[int]]]] = []
-    if equal_size:
-        padded = [-1] * (-num_items % num_parts) + order
-        for chunk_start in range(0, len(padded), num_parts):
-            chunk = padded[chunk_start : chunk_start + num_parts]
-            parts = [(workloads[i] if i >= 0 else 0.0, [i]) for i in chunk]
-            states.append(sorted(parts, key=lambda part: -part[0]))
-    else:
-        for i in order:
-            states.append([(float(workloads[i]), [i])] + [(0.0, []) for _ in range(num_parts - 1)])
-    if not states:
-        return [[] for _ in range(num_parts)]
-    counter = itertools.count()
-    heap = [(-(s[0][0] - s[-1][0]), next(counter), s) for s in states]
-    heapq.heapify(heap)
-    while len(heap) > 1:
-        _, _, first = heapq.heappop(heap)
-        _, _, second = heapq.heappop(heap)
-        merged = [(a[0] + b[0], a[1] + b[1]) for a, b in zip(first, reversed(second), strict=True)]
-        merged.sort(key=lambda part: -part[0])
-        heapq.heappush(heap, (-(merged[0][0] - merged[-1][0]), next(counter), merged))
-    final = heap[0][2]
-    return [sorted(i for i in indices if i >= 0) for _, indices in final]
-
-
-def attention_workload(length: int, a: float = 24576.0) -> float:
-    """Relative compute of one sequence of ``length`` tokens: ``a * length + length**2``.
-
-    The linear term covers projections and MLP, the quadratic one attention; for a dense
-    decoder of hidden size C, ``a`` is about 6*C (24576 for C = 4096).
-    """
-    if length < 0:
-        raise ValueError(f"length ({length}) must be >= 0")
-    return a * length + float(length) ** 2
 
 
 def split_micro_batches(lengths: Sequence[int], max_tokens: int, *, a: float = 24576.0) -> list[list[int]]:
