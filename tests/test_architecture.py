@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "rewards": {"tasks", "engine", "model", "tokenizer"},
     "rollout": {"engine", "model", "tasks", "rewards", "tokenizer", "rl"},
     "eval": {"rollout", "engine", "model", "rewards", "tasks", "tokenizer"},
-    "train": {"rollout", "rl", "model", "tokenizer", "tasks", "eval"},
+    "train": {"rollout", "rl", "model", "tokenizer", "tasks", "eval", "tune"},
     "serve": {"engine", "model", "tokenizer"},
     "tune": {"model"},
     "experiments": {"train", "eval", "rollout", "engine", "model", "tokenizer", "tasks", "rl"},

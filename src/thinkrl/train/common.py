@@ -189,7 +189,9 @@ def prepare_run(recipe: Any) -> tuple[Path, TextTokenizer, CausalLM]:
     save_resolved(recipe, out / "recipe.yaml")
     seed_everything(recipe.trainer.seed)
     tokenizer = build_tokenizer(recipe.tokenizer)
-    return out, tokenizer, build_policy(recipe.model, tokenizer, seed=recipe.trainer.seed)
+    model = build_policy(recipe.model, tokenizer, seed=recipe.trainer.seed)
+    model.activation_checkpointing = recipe.trainer.activation_checkpointing
+    return out, tokenizer, model
 
 
 def clipped_step(optimizer: torch.optim.Optimizer, parameters: Any, grad_clip: float | None,

@@ -10,6 +10,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="SFT recipe YAML (see docs/configuration.md)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=3e-4 trainer.steps=200")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    parser.add_argument("--layout", default=None, help="parallel layout YAML from `thinkrl tune --out` "
+                        "(its micro-batch budget and recompute choice; see docs/autotuner.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -17,7 +19,10 @@ def run(args: argparse.Namespace) -> int:
     from thinkrl.train.sft import run_sft
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = list(args.overrides) + (["trainer.resume=true"] if args.resume else [])
+    from thinkrl.train.layout import overrides_from_layout
+
+    overrides = overrides_from_layout(args.layout) + list(args.overrides) + (
+        ["trainer.resume=true"] if args.resume else [])
     recipe = load_recipe(args.recipe, SFTRecipe, overrides)
     print(run_sft(recipe))
     return 0

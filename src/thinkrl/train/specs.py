@@ -179,6 +179,8 @@ class TrainerSpec(Section):
     """Optimisation steps to run (RL: rollout+update steps)."""
     micro_batch_tokens: int = Field(4096, ge=1)
     """Token budget of one forward/backward micro-batch (packed sequences)."""
+    activation_checkpointing: bool = False
+    """Recompute each decoder layer's forward in the backward pass (less activation memory, ~1/3 more compute)."""
     save_every: int = Field(50, ge=0)
     """Save a checkpoint every this many steps (and at the end); 0 saves only at the end."""
     keep_last: int = Field(3, ge=1)
