@@ -7,12 +7,16 @@ the whole mini-batch (micro-batch gradients add up to the mini-batch loss), opti
 VAPO's positive-example LM loss. With ``algorithm.off_policy: decoupled`` the ratio is taken against the actor's own
 log-probs before the update (the proximal policy) and each token is weighted by proximal / behaviour.
 The engine never sees these weights except through `weights` (pushed by the loop after each step).
+With ``data_parallel`` set (FSDP2, `thinkrl.train.distributed`), every rank gets the same global batch and RNG and
+runs its share of each mini-batch under the global mini-batch's loss normalisers, so the summed gradients equal
+the 1-rank gradient.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,6 +25,9 @@ from thinkrl.rl import POLICY_LOSSES, PolicyLossInputs, PolicyLossMetrics, agg_l
 from thinkrl.train.batching import PackedBatch, split_micro_batches
 from thinkrl.train.common import ResponseForward, clipped_step, forward_responses
 from thinkrl.train.specs import AlgorithmSpec
+
+if TYPE_CHECKING:  # torch.distributed is imported only where a run is sharded
+    from thinkrl.train.distributed import DataParallel
 
 
 class NonFiniteError(FloatingPointError):
@@ -90,6 +97,7 @@ class Actor:
         grad_clip: global gradient-norm clip (None: off).
         temperature: the sampling temperature (log-probs are taken at it, as the engine's are).
         max_response_len: the normaliser of "seq-mean-token-sum-norm" (Dr. GRPO's constant).
+        data_parallel: this rank's data-parallel group when ``model`` is sharded with FSDP2 (None: one process).
     """
 
     model: CausalLM
@@ -100,9 +108,15 @@ class Actor:
     grad_clip: float | None
     temperature: float
     max_response_len: int
+    data_parallel: DataParallel | None = None
 
     def weights(self) -> list[tuple[str, torch.Tensor]]:
-        """``(name, tensor)`` pairs of the policy: what is pushed to the engine after each update."""
+        """``(name, tensor)`` pairs of the policy: what is pushed to the engine after each update (sharded: the
+        full tensors, gathered on every rank)."""
+        if self.data_parallel is not None:
+            from thinkrl.train.distributed import full_weights
+
+            return full_weights(self.model)
         return [(name, param.detach()) for name, param in self.model.named_parameters()]
 
     def logprobs(self, batch: PackedBatch) -> torch.Tensor:
@@ -149,13 +163,16 @@ class Actor:
                 norm = _agg_normalisers(algo, max(1, mini_batch.num_tokens), len(mini), self.max_response_len)
                 correct_tokens = int((mini_batch.response_mask & mini_batch.is_correct[:, None]).sum())
                 self.optimizer.zero_grad(set_to_none=True)
-                for part in split_micro_batches(mini_batch.seq_lengths, self.micro_batch_tokens):
-                    sub = mini_batch.select(part).to(device)
+                for part in self._micro_batches(mini_batch):
+                    # An empty part (data parallel) is a zero-weight step on one sequence: collectives line up.
+                    sub = mini_batch.select(part or [0]).to(device)
                     micro = self.micro_batch_loss(sub, norm, correct_tokens, len(part) / len(mini))
-                    if not torch.isfinite(micro.loss):
-                        self.optimizer.zero_grad(set_to_none=True)
+                    if not torch.isfinite(micro.loss) and self.data_parallel is None:  # (sharded: the global
+                        self.optimizer.zero_grad(set_to_none=True)  # gradient norm catches it on every rank)
                         raise NonFiniteError("policy loss is not finite; the step was not applied")
-                    micro.loss.backward()
+                    (micro.loss * self._loss_scale(bool(part))).backward()
+                    if not part:
+                        continue
                     n = int(sub.response_mask.sum())
                     sums["loss"] += float(micro.loss.detach())
                     sums["clip"] += float(micro.metrics.clip_frac_high + micro.metrics.clip_frac_low) * n
@@ -168,6 +185,11 @@ class Actor:
                 grad_norms.append(clipped_step(self.optimizer, self.model.parameters(), self.grad_clip,
                                                NonFiniteError))
         self.scheduler.step()
+        if self.data_parallel is not None:  # this rank's sums -> the global batch's
+            keys = ["loss", "clip", "kl", "ent", "nll", "is"]
+            totals = self.data_parallel.all_reduce_sum([sums[key] for key in keys] + [stats.num_tokens])
+            sums.update(zip(keys, totals[:-1], strict=True))
+            stats.num_tokens = round(totals[-1])
         tokens = max(1, stats.num_tokens)
         stats.loss = sums["loss"] / max(1, algo.ppo_epochs * algo.num_mini_batches)
         stats.clip_frac, stats.approx_kl = sums["clip"] / tokens, sums["kl"] / tokens
@@ -175,3 +197,14 @@ class Actor:
         stats.positive_nll = sums["nll"] / max(1, sums["correct_tokens"])
         stats.grad_norm = sum(grad_norms) / max(1, len(grad_norms))
         return stats
+
+    def _micro_batches(self, mini_batch: PackedBatch) -> list[list[int]]:
+        """This process's micro-batches of a mini-batch (sharded: its share, as many as every other rank's)."""
+        if self.data_parallel is None:
+            return split_micro_batches(mini_batch.seq_lengths, self.micro_batch_tokens)
+        return self.data_parallel.micro_batches(mini_batch.seq_lengths, self.micro_batch_tokens)
+
+    def _loss_scale(self, real: bool) -> float:
+        if not real:
+            return 0.0
+        return 1.0 if self.data_parallel is None else self.data_parallel.loss_scale

@@ -1,0 +1,162 @@
+"""Data-parallel training with FSDP2: what one rank needs.
+
+A run is started by ``torchrun`` (``python -m torch.distributed.run --nproc-per-node N ...``); each rank:
+
+1. `init_data_parallel` reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), opens the process group
+   (gloo on CPU, nccl on CUDA) and a 1-D `DeviceMesh`;
+2. `shard_model` applies ``fully_shard`` (FSDP2) to every decoder layer and then to the root, so each rank holds
+   1/N of every parameter (and of the optimizer state built afterwards); fp32 on CPU, bf16 compute with fp32
+   gradient reduction on CUDA (``MixedPrecisionPolicy``);
+3. every rank holds the same global batch and the same RNG; `thinkrl.train.actor.Actor` with ``data_parallel``
+   set splits each mini-batch across ranks with `rank_micro_batches` (Karmarkar-Karp on the attention workload,
+   the same number of micro-batches on every rank) while the loss normalisers stay those of the global
+   mini-batch, so the gradients FSDP2 reduces add up to the 1-rank gradient;
+4. `full_weights` gathers full tensors (``DTensor.full_tensor()``, a collective: every rank calls it) for the
+   engine weight push; `all_reduce_sum` sums per-rank statistics; `log_rank0` logs once.
+
+Out of scope here (see docs/distributed.md): wiring into ``thinkrl train``, DCP checkpoints, resharding, the
+critic, tensor/context parallelism.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+
+from thinkrl.model import CausalLM
+from thinkrl.train.balance import attention_workload, karmarkar_karp, split_across_ranks
+from thinkrl.train.batching import PackedBatch, split_micro_batches
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataParallel:
+    """This rank's place in the data-parallel group.
+
+    Fields:
+        rank: this rank, 0 <= rank < world_size.
+        world_size: number of ranks.
+        mesh: the 1-D device mesh FSDP2 shards over.
+        device: this rank's device (``cuda:LOCAL_RANK`` or cpu).
+    """
+
+    rank: int
+    world_size: int
+    mesh: DeviceMesh
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def loss_scale(self) -> float:
+        """What each rank's loss is multiplied by: FSDP2 averages gradients over ranks, and the losses (normalised
+        by global counts) must add up instead. (``set_gradient_divide_factor(1.0)`` would ask for PREMUL_SUM,
+        which gloo does not support.)"""
+        return float(self.world_size)
+
+    def all_reduce_sum(self, values: Sequence[float]) -> list[float]:
+        """Element-wise sum of ``values`` over all ranks (a collective: every rank calls it)."""
+        buf = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
+        dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+        return buf.tolist()
+
+    def micro_batches(self, lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+        """This rank's micro-batches of a global mini-batch (indices into ``lengths``); see `rank_micro_batches`."""
+        return rank_micro_batches(lengths, self.world_size, max_tokens)[self.rank]
+
+
+def init_data_parallel(backend: str | None = None) -> DataParallel:
+    """Join the process group torchrun set up (env:// rendezvous) and build the mesh.
+
+    ``backend`` defaults to nccl when CUDA is available, else gloo. Raises ValueError outside torchrun.
+    """
+    missing = [name for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+               if name not in os.environ]
+    if missing:
+        raise ValueError(f"not started by torchrun: environment variables {', '.join(missing)} are missing "
+                         "(launch with python -m torch.distributed.run --nproc-per-node N ...)")
+    cuda = torch.cuda.is_available() and backend != "gloo"
+    device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend or ("nccl" if cuda else "gloo"))
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),), mesh_dim_names=("dp",))
+    return DataParallel(dist.get_rank(), dist.get_world_size(), mesh, device)
+
+
+def shard_model(model: CausalLM, data_parallel: DataParallel) -> CausalLM:
+    """Apply FSDP2 in place: ``fully_shard`` on each decoder layer, then on the root (embeddings, final norm,
+    lm_head; a tied lm_head shares the embedding's shard). Build the optimizer after this, over the sharded
+    parameters. On CUDA, bf16 compute with fp32 gradient reduction; on CPU, fp32 throughout."""
+    policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+              if data_parallel.device.type == "cuda" else MixedPrecisionPolicy())
+    for layer in model.model.layers:
+        fully_shard(layer, mesh=data_parallel.mesh, mp_policy=policy)
+    fully_shard(model, mesh=data_parallel.mesh, mp_policy=policy)
+    return model
+
+
+def full_weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """``(name, full tensor)`` of every parameter, gathered from the shards (a collective: every rank calls it
+    and gets the full tensors). What the engine weight push sends."""
+    return [(name, param.detach().full_tensor() if isinstance(param, DTensor) else param.detach())
+            for name, param in model.named_parameters()]
+
+
+def rank_micro_batches(lengths: Sequence[int], num_ranks: int, max_tokens: int, *,
+                       a: float = 24576.0) -> list[list[list[int]]]:
+    """Per rank, its micro-batches of a global (mini-)batch: lists of indices into ``lengths``.
+
+    The sequences are split across ranks by `split_across_ranks` (Karmarkar-Karp on the attention workload), then
+    each rank's share into micro-batches by `split_micro_batches` (token budget ``max_tokens``). Every rank gets the
+    same number of micro-batches, because every forward and backward is a collective under FSDP2: a rank that needs
+    fewer re-splits its share into that many (when it has enough sequences and they fit the budget), and is padded
+    with empty micro-batches otherwise (run them as a zero-weight step, e.g. `Actor.update` does).
+    """
+    shares = split_across_ranks(lengths, num_ranks, a=a)
+    plans = [[[share[j] for j in part] for part in split_micro_batches([lengths[i] for i in share], max_tokens, a=a)]
+             for share in shares]
+    count = max(len(plan) for plan in plans)
+    for rank, (share, plan) in enumerate(zip(shares, plans, strict=True)):
+        if len(plan) < count <= len(share):
+            parts = karmarkar_karp([attention_workload(lengths[i], a) for i in share], count)
+            resplit = [[share[j] for j in part] for part in parts]
+            if all(sum(lengths[i] for i in part) <= max_tokens for part in resplit):
+                plan = resplit
+        plans[rank] = plan + [[] for _ in range(count - len(plan))]
+    return plans
+
+
+def shard_batch(batch: PackedBatch, data_parallel: DataParallel) -> PackedBatch:
+    """This rank's share of a global batch (`split_across_ranks`; e.g. to score only its own sequences).
+    Raises ValueError when the batch has fewer sequences than there are ranks' shares to fill."""
+    share = split_across_ranks(batch.seq_lengths, data_parallel.world_size)[data_parallel.rank]
+    if not share:
+        raise ValueError(f"rank {data_parallel.rank} got no sequence of a batch of {batch.num_sequences} "
+                         f"over {data_parallel.world_size} ranks")
+    return batch.select(share)
+
+
+def log_rank0(message: str, *args: object, level: int = logging.INFO, log: logging.Logger | None = None) -> None:
+    """Log on rank 0 only (or always, outside a process group)."""
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        (log or logger).log(level, message, *args)
+
+
+def close_data_parallel() -> None:
+    """Destroy the process group (call once at the end of the run, on every rank)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
