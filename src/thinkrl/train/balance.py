@@ -108,7 +108,8 @@ def attention_workload(length: int, a: float = 24576.0) -> float:
     """Relative compute of one sequence of ``length`` tokens: ``a * length + length**2``.
 
     The linear term covers projections and MLP, the quadratic one attention; for a dense
-    decoder of hidden size C, ``a`` is about 6*C (24576 for C = 4096).
+    decoder of hidden size C, ``a`` is about 6*C (24576 for C = 4096): 24*C^2 FLOPs per token
+    against 4*C per token pair over the full square (12*C when a causal kernel skips half).
     """
     if length < 0:
         raise ValueError(f"length ({length}) must be >= 0")
@@ -123,8 +124,7 @@ def split_across_ranks(lengths: Sequence[int], num_ranks: int, *, equal_count: b
     ``equal_count`` gives every rank the same number of sequences (+-1 when ``num_ranks`` does not
     divide them), for when per-sequence overheads matter; it costs balance when a rank holds few long
     sequences (14-38% max/mean at 8 per rank, docs/results/balance.md), hence off by default. A rank gets
-    no sequence only when there are fewer sequences than ranks (``equal_count``) or when one sequence
-    outweighs the rest.
+    no sequence only when there are fewer sequences than ranks.
     """
     if num_ranks < 1:
         raise ValueError(f"num_ranks ({num_ranks}) must be >= 1")

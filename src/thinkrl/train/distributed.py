@@ -142,7 +142,7 @@ def rank_micro_batches(lengths: Sequence[int], num_ranks: int, max_tokens: int, 
 
 def shard_batch(batch: PackedBatch, data_parallel: DataParallel) -> PackedBatch:
     """This rank's share of a global batch (`split_across_ranks`; e.g. to score only its own sequences).
-    Raises ValueError when the batch has fewer sequences than there are ranks' shares to fill."""
+    Raises ValueError when the batch has fewer sequences than there are ranks."""
     share = split_across_ranks(batch.seq_lengths, data_parallel.world_size)[data_parallel.rank]
     if not share:
         raise ValueError(f"rank {data_parallel.rank} got no sequence of a batch of {batch.num_sequences} "
