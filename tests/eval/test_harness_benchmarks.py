@@ -8,11 +8,18 @@ from pathlib import Path
 import pytest
 
 from thinkrl.eval.benchmark import BenchmarkSpec, detect_format, load_benchmark
-from thinkrl.eval.samplers import judge_message
+from thinkrl.eval.samplers import judge_message as judge_score
 from thinkrl.tasks.dataset import generate_dataset, write_jsonl
 
 APPS_ROW = {"question": "Read two integers and print their sum.",
             "input_output": json.dumps({"inputs": ["1 2\n", "5 7\n"], "outputs": ["3\n", "12\n"]})}
+
+
+def judge_message(*args, **kwargs) -> tuple[bool, str]:
+    score = judge_score(*args, **kwargs)
+    return score.correct, score.reason
+
+
 SUM = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
 DIFF = "```python\na, b = map(int, input().split())\nprint(a - b)\n```"
 
@@ -53,6 +60,9 @@ def test_math_messages_are_judged_on_the_content_after_the_reasoning(tmp_path: P
     # the reasoning's 42 does not count: only the content is the answer
     assert judge_message(problem, "it is 42", "\\boxed{41}", finished=True)[0] is False
     assert judge_message(problem, "it is", "\\boxed{42}", finished=False) == (False, "truncated")
+    # a close tag inside the content (the model never opened its thinking): the answer is what follows it
+    score = judge_score(problem, None, "6*7=42</seed:think>\n\\boxed{42}", finished=True)
+    assert (score.correct, score.answer.strip()) == (True, "\\boxed{42}")
     assert judge_message(problem, "thinking never ended", None, finished=True) == (False, "no answer")
 
 

@@ -116,13 +116,13 @@ class EndpointSampler:
         choice = response["choices"][0]
         message, finish = choice.get("message") or {}, str(choice.get("finish_reason"))
         reasoning, content = message.get("reasoning_content"), message.get("content")
-        correct, reason = judge_message(job.problem, reasoning, content, finished=finish in ("stop", "tool_calls"))
+        score = judge_message(job.problem, reasoning, content, finished=finish in ("stop", "tool_calls"))
         usage = response.get("usage") or {}
         details = usage.get("completion_tokens_details") or {}
-        return SampleResult(index=j, seed=self.settings.seed_of(job, j), correct=correct, reason=reason,
+        return SampleResult(index=j, seed=self.settings.seed_of(job, j), correct=score.correct, reason=score.reason,
                             finish_reason=finish, response_tokens=int(usage.get("completion_tokens") or 0),
                             thinking_tokens=int(details.get("reasoning_tokens") or 0),
-                            answer=(content or "")[:MAX_ANSWER_CHARS])
+                            answer=score.answer[:MAX_ANSWER_CHARS])
 
     async def _sample(self, client: httpx.AsyncClient, limit: asyncio.Semaphore, job: Job, j: int) -> dict[str, Any]:
         body = chat_body(self.spec, self.settings, job, j)

@@ -15,7 +15,7 @@ from typing import Protocol
 from thinkrl.engine import SamplingParams
 from thinkrl.eval.records import Job, ProblemResult, SampleResult, sample_seed
 from thinkrl.records import Trajectory
-from thinkrl.rewards import score_response
+from thinkrl.rewards import RuleScore, score_response
 from thinkrl.rewards.external import task_for
 from thinkrl.rollout import GenerateClient, SampleRequest, judge, render_prompt, sample
 from thinkrl.tasks import Problem
@@ -108,8 +108,8 @@ class LocalSampler:
                              samples=samples)
 
 
-def judge_message(problem: Problem, reasoning: str | None, content: str | None, finished: bool) -> tuple[bool, str]:
-    """(correct, reason) of a chat message split into ``reasoning_content`` and ``content``.
+def judge_message(problem: Problem, reasoning: str | None, content: str | None, finished: bool) -> RuleScore:
+    """The verdict of a chat message split into ``reasoning_content`` and ``content`` (``answer``: what was judged).
 
     The text the verifier reads is rebuilt in one thinking format (`SEED_TAGS`): the reasoning inside a closed
     thinking block, then the content; `thinkrl.rewards.score_response` then judges the content with the
@@ -117,5 +117,4 @@ def judge_message(problem: Problem, reasoning: str | None, content: str | None, 
     """
     tags = SEED_TAGS
     text = f"{tags.open}{reasoning}{tags.close}{content or ''}" if reasoning else (content or "")
-    score = score_response(task_for(problem.task), problem, text, tags, finished=finished)
-    return score.correct, score.reason
+    return score_response(task_for(problem.task), problem, text, tags, finished=finished)
