@@ -11,7 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from thinkrl.eval.benchmark import BenchmarkSpec
+    from thinkrl.eval.samplers import Sampler, SampleSettings
+    from thinkrl.tasks import Problem
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,7 +104,8 @@ def _run_sweep(args: argparse.Namespace, engine, tokenizer, problems) -> int:
     return 0
 
 
-def _run_harness(args: argparse.Namespace, spec, problems, make_local) -> int:
+def _run_harness(args: argparse.Namespace, spec: BenchmarkSpec, problems: list[Problem],
+                 make_local: Callable[[SampleSettings], Sampler] | None) -> int:
     """The resumable harness (`thinkrl.eval.harness.run_eval`) against the endpoint or ``make_local(settings)``."""
     from thinkrl.eval.endpoint import EndpointSampler, EndpointSpec
     from thinkrl.eval.harness import run_config, run_eval
