@@ -114,8 +114,12 @@ def test_killed_subprocess_resumes_to_the_uninterrupted_report(served, tmp_path:
     assert report_metrics(out) == report_metrics(tmp_path / "whole")
 
 
+class Crash(Exception):
+    pass
+
+
 class StopAfter:
-    """A real sampler whose run is interrupted (as by Ctrl-C) once ``n`` problems are recorded."""
+    """A real sampler whose run crashes once ``n`` problems are recorded."""
 
     def __init__(self, sampler: EndpointSampler, n: int) -> None:
         self.sampler, self.n = sampler, n
@@ -128,7 +132,7 @@ class StopAfter:
             on_done(result)
             count += 1
             if count == self.n:
-                raise KeyboardInterrupt
+                raise Crash
 
         self.sampler.run(jobs, recorded)
 
@@ -140,7 +144,7 @@ def test_interrupted_run_then_resume_samples_only_the_rest(served, tmp_path: Pat
     endpoint = EndpointSpec(served.url, served.model_name, concurrency=4)
     config = run_config(f"endpoint:{served.url}#tiny", spec, problems, settings, [-1])
     whole = run_eval(EndpointSampler(endpoint, settings), problems, config, tmp_path / "whole")
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Crash):
         run_eval(StopAfter(EndpointSampler(endpoint, settings), 5), problems, config, tmp_path / "cut")
     assert len(read_results(tmp_path / "cut" / "samples.jsonl")) == 5
     asked: list[int] = []
