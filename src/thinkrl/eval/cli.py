@@ -124,7 +124,11 @@ def _run_harness(args: argparse.Namespace, spec: BenchmarkSpec, problems: list[P
     else:
         sampler, source = make_local(settings), f"model:{Path(args.model).resolve()}"
     config = run_config(source, spec, problems, settings, budgets)
-    report = run_eval(sampler, problems, config, args.out, resume=args.resume, progress=not args.no_progress)
+    try:
+        report = run_eval(sampler, problems, config, args.out, resume=args.resume, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"interrupted; finished problems are kept in {Path(args.out) / 'samples.jsonl'}: rerun with --resume")
+        return 130
     print(markdown_table(report))
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
