@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from thinkrl.rl import budget_overlong_penalty, budget_penalty, group_has_variance, group_stats, soft_overlong_penalty
+from thinkrl.rl import (
+    budget_limit_penalty,
+    budget_overlong_penalty,
+    budget_penalty,
+    group_has_variance,
+    group_stats,
+    soft_overlong_penalty,
+)
 
 
 def test_soft_overlong_penalty_boundaries() -> None:
@@ -104,3 +111,25 @@ def test_masked_reductions() -> None:
     # fewer than two valid elements: variance 0, empty mean 0
     assert masked_var(values, torch.tensor([[True, False, False], [False] * 3])).item() == 0.0
     assert masked_mean(values, torch.zeros(2, 3, dtype=torch.bool)).item() == 0.0
+
+
+def test_budget_limit_penalty_is_a_hard_limit() -> None:
+    # Budget 16: 16 thinking tokens are within it (0), 17 are over (-1). Budget 0: any thinking is over.
+    # Budget -1: never penalised.
+    used = torch.tensor([0, 15, 16, 17, 0, 1, 10_000])
+    budgets = torch.tensor([16, 16, 16, 16, 0, 0, -1])
+    expected = torch.tensor([0.0, 0.0, 0.0, -1.0, 0.0, -1.0, 0.0])
+    torch.testing.assert_close(budget_limit_penalty(used, budgets), expected)
+    with pytest.raises(ValueError, match="budgets"):
+        budget_limit_penalty(used, budgets[:2])
+
+
+def test_with_weight_two_an_in_budget_answer_never_scores_below_an_overrun() -> None:
+    # Rewards +1/-1 plus 2 x penalty, for every verdict pair and every in-budget length up to the limit of 16.
+    budget = torch.tensor([16])
+    within = [v + 2 * float(budget_limit_penalty(torch.tensor([n]), budget)) for v in (1.0, -1.0) for n in range(17)]
+    over = [v + 2 * float(budget_limit_penalty(torch.tensor([n]), budget)) for v in (1.0, -1.0) for n in (17, 40)]
+    assert min(within) >= max(over) == -1.0
+    assert all(v == 1.0 for v in within[:17])  # a correct answer keeps its full reward up to the very limit
+    # The ramp of budget_overlong_penalty does not have this property: at the limit a correct answer scores -1.
+    assert 1.0 + 2 * float(budget_overlong_penalty(torch.tensor([16]), budget, 0.25)) == -1.0

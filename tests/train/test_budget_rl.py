@@ -30,7 +30,7 @@ def _trajectory(text: str, problem, budget: int, used: int) -> Trajectory:
                       thinking_tokens=used, kept_budget=budget < 0 or used <= budget)
 
 
-@pytest.mark.parametrize("mode", ["overlong", "l1"])
+@pytest.mark.parametrize("mode", ["overlong", "l1", "limit"])
 def test_score_trajectories_shapes_correct_answers_by_budget(mode):
     tokenizer = load_tokenizer("builtin")
     problem = get_task("arithmetic").generate(random.Random(3), num_terms=2, max_number=9)
@@ -46,6 +46,8 @@ def test_score_trajectories_shapes_correct_answers_by_budget(mode):
         "overlong": [1.0, 0.5, 0.0, 1.0, 1.0],
         # 1 - 0.01 |16 - used|: 6, 2, 4 tokens off; budget 0 exactly kept; -1 never shaped.
         "l1": [0.94, 0.98, 0.96, 1.0, 1.0],
+        # hard limit, weight 1: only the 20 tokens of budget 16 are over (1 - 1).
+        "limit": [1.0, 1.0, 0.0, 1.0, 1.0],
     }[mode]
     assert [round(t.reward, 6) for t in trajs] == pytest.approx(expected)
     for t, total in zip(trajs, expected, strict=True):  # the parts: outcome +1, no overlong term, the budget shaping

@@ -47,7 +47,12 @@ from thinkrl.rl.losses import (
 )
 from thinkrl.rl.masked import masked_mean, masked_sum, masked_var, masked_whiten
 from thinkrl.rl.presets import ALGORITHM_PRESETS
-from thinkrl.rl.shaping import budget_overlong_penalty, budget_penalty, soft_overlong_penalty
+from thinkrl.rl.shaping import (
+    budget_limit_penalty,
+    budget_overlong_penalty,
+    budget_penalty,
+    soft_overlong_penalty,
+)
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
@@ -63,6 +68,7 @@ __all__ = [
     "PositiveLMLossMetrics",
     "ValueLossMetrics",
     "agg_loss",
+    "budget_limit_penalty",
     "budget_overlong_penalty",
     "budget_penalty",
     "compute_dr_grpo_advantages",

@@ -69,6 +69,28 @@ def budget_penalty(lengths: Tensor, budget: int | Tensor, alpha: float) -> Tenso
     return torch.where(budgets < 0, torch.zeros_like(penalty), penalty)
 
 
+def budget_limit_penalty(thinking_tokens: Tensor, budgets: Tensor) -> Tensor:
+    """A hard thinking-budget limit: 0 within each response's budget, -1 past it.
+
+    With weight ``w = correct - wrong reward`` (2 for +1/-1 rewards) a response that stays within its budget never
+    scores below one that overran it, whatever the two verdicts (a correct overrun scores ``1 - 2 = -1``, the same as
+    a wrong answer within the budget, so overrunning never pays), and a correct answer within the budget keeps its
+    full reward however close to the limit it ends. `budget_overlong_penalty`'s ramp instead charges in-budget
+    answers near the limit: at its end a correct answer scores like an overrun.
+
+    Args:
+        thinking_tokens: (B,) int — thinking tokens each response used.
+        budgets: (B,) int — each response's budget (-1 unlimited: never penalised; 0: any thinking token is over).
+
+    Returns:
+        (B,) float32 penalty in {-1, 0}.
+    """
+    check_tensor("thinking_tokens", thinking_tokens, kind="int", ndim=1)
+    check_tensor("budgets", budgets, kind="int", shape=thinking_tokens.shape)
+    over = (budgets >= 0) & (thinking_tokens > budgets)
+    return torch.where(over, -1.0, 0.0).to(torch.float32)
+
+
 def budget_overlong_penalty(thinking_tokens: Tensor, budgets: Tensor, cache_frac: float) -> Tensor:
     """DAPO's soft overlong punishment with each response's thinking budget as the limit.
 

@@ -12,7 +12,7 @@ import torch
 from thinkrl.records import RewardParts, Trajectory
 from thinkrl.rewards import score_response
 from thinkrl.rewards.external import task_for
-from thinkrl.rl import budget_overlong_penalty, budget_penalty, soft_overlong_penalty
+from thinkrl.rl import budget_limit_penalty, budget_overlong_penalty, budget_penalty, soft_overlong_penalty
 from thinkrl.rollout.specs import RewardSpec
 from thinkrl.tokenizer import TextTokenizer
 
@@ -47,6 +47,8 @@ def score_trajectories(trajs: list[Trajectory], tokenizer: TextTokenizer, spec: 
         if spec.budget_reward == "overlong":
             shaped = budget_overlong_penalty(used, budgets, spec.budget_cache_frac)
             budget = (spec.budget_overlong_coef * shaped).tolist()
+        elif spec.budget_reward == "limit":
+            budget = (spec.budget_overlong_coef * budget_limit_penalty(used, budgets)).tolist()
         else:
             budget = budget_penalty(used, budgets, spec.budget_alpha).tolist()
     for traj, o, b in zip(trajs, overlong, budget, strict=True):

@@ -171,14 +171,15 @@ class RewardSpec(Section):
     """L_max of the overlong penalty; must not exceed sampling.max_new_tokens."""
     overlong_cache_len: int = Field(256, ge=0)
     """L_cache of the overlong penalty: the penalty ramps over the last this-many tokens."""
-    budget_reward: Literal["none", "overlong", "l1"] = "none"
+    budget_reward: Literal["none", "limit", "overlong", "l1"] = "none"
     """Reward shaping relative to each prompt's sampled thinking budget (``sampling.thinking_budgets``), on the
-    thinking tokens used: "overlong" is DAPO's soft overlong punishment with the budget as the limit, "l1" is
-    L1/LCPO's ``-budget_alpha * |budget - used|``; budget -1 is never shaped."""
+    thinking tokens used: "limit" is a hard limit (``-budget_overlong_coef`` past the budget, 0 within it), "overlong"
+    is DAPO's soft overlong punishment with the budget as the limit (a ramp inside the budget), "l1" is L1/LCPO's
+    ``-budget_alpha * |budget - used|``; budget -1 is never shaped."""
     budget_overlong_coef: float = Field(2.0, ge=0.0)
-    """"overlong": weight of the budget punishment. At 2 (= correct - wrong reward) a correct answer that overran
-    its budget scores no better than a wrong one within it; at 1 (DAPO's weight) overrunning still pays when it
-    turns wrong answers right, and RL learns to overrun."""
+    """"limit" and "overlong": weight of the budget punishment. At 2 (= correct - wrong reward) a correct answer
+    that overran its budget scores no better than a wrong one within it; at 1 (DAPO's weight) overrunning still pays
+    when it turns wrong answers right, and RL learns to overrun."""
     budget_cache_frac: float = Field(0.25, gt=0.0, le=1.0)
     """"overlong": the ramp to -1 spans the last this share of the budget (L_cache = ceil(frac * budget))."""
     budget_alpha: float = Field(0.01, ge=0.0)
