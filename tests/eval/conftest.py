@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-import uvicorn
 from fastapi import FastAPI
 
 from thinkrl.model import ModelConfig, build_model, save_pretrained
+from thinkrl.serve.background import serve_in_background
 from thinkrl.serve.cli import add_arguments, build_app
 from thinkrl.tasks.external import load_math_dataset
 from thinkrl.tokenizer import load_tokenizer
@@ -38,26 +34,6 @@ class Served:
     bench: Path  # math JSONL (problem / answer)
 
 
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` with uvicorn on a free loopback port; yields the base URL (no /v1)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def write_bench(path: Path, num_problems: int) -> Path:
@@ -112,11 +88,11 @@ def boxed_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def served(boxed_model: tuple[Path, Path]) -> Iterator[Served]:
     model_dir, bench = boxed_model
     app = app_from_cli(model_dir)
-    with serve(app) as base:
+    with serve_in_background(app) as base:
         yield Served(url=f"{base}/v1", app=app, model_dir=model_dir, model_name="tiny", bench=bench)
 
 
 @pytest.fixture(scope="session")
 def serve_app():
-    """`serve` and `app_from_cli`, for tests that start a server of their own."""
-    return serve, app_from_cli
+    """`serve_in_background` and `app_from_cli`, for tests that start a server of their own."""
+    return serve_in_background, app_from_cli

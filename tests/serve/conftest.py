@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from thinkrl.model import ModelConfig, build_model, save_pretrained
+from thinkrl.serve.background import serve_in_background
 from thinkrl.serve.cli import add_arguments, build_app
 
 CFG = ModelConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -33,26 +30,6 @@ class Served:
     max_seq_len: int
 
 
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` with uvicorn on a free local port; yields the base URL (no /v1)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 @pytest.fixture(scope="session")
@@ -73,13 +50,13 @@ def app_from_cli(model_dir: Path, *extra: str) -> FastAPI:
 
 @pytest.fixture(scope="session")
 def serve_app() -> Callable[[FastAPI], AbstractContextManager[str]]:
-    """`serve`, for tests that start a server of their own."""
-    return serve
+    """`serve_in_background`, for tests that start a server of their own."""
+    return serve_in_background
 
 
 @pytest.fixture(scope="module")
 def served(model_dir: Path) -> Iterator[Served]:
     app = app_from_cli(model_dir)
-    with serve(app) as base:
+    with serve_in_background(app) as base:
         yield Served(url=f"{base}/v1", app=app, model_dir=model_dir, model_name="tiny",
                      max_seq_len=MAX_SEQ_LEN)
