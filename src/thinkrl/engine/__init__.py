@@ -9,6 +9,7 @@ from thinkrl.engine.budget import (
     make_budget_controller,
 )
 from thinkrl.engine.engine import LLMEngine
+from thinkrl.engine.loop import EngineError, EngineLoop
 from thinkrl.engine.sampling import apply_top_k_top_p, sample_tokens
 from thinkrl.engine.scheduler import Scheduler, SequenceState
 from thinkrl.engine.types import Request, SamplingParams, SequenceController, TokenEvent
@@ -16,6 +17,8 @@ from thinkrl.engine.types import Request, SamplingParams, SequenceController, To
 __all__ = [
     "WAIT_TEXT",
     "BudgetVocab",
+    "EngineError",
+    "EngineLoop",
     "LLMEngine",
     "Request",
     "SamplingParams",
