@@ -169,3 +169,19 @@ def test_a_failing_request_ends_with_an_error_and_the_others_go_on(bad: str) -> 
     assert ("boom" in out[1].error) == (bad == "controller")
     if bad == "controller":
         assert len(out[1].response_ids) == 3  # it ran until its controller raised
+
+
+def test_a_push_from_the_loop_thread_is_refused_instead_of_hanging() -> None:
+    model = build_model(CFG, seed=0).eval()
+    errors: list[BaseException] = []
+    with EngineLoop(LLMEngine(copy.deepcopy(model), TOK, num_slots=1, max_seq_len=64)) as loop:
+        def sink(item) -> None:  # runs in the loop thread
+            if not errors:
+                try:
+                    loop.update_weights(named_weights(model), version=1)
+                except RuntimeError as error:
+                    errors.append(error)
+
+        loop.submit(Request([5, 6], SamplingParams(max_new_tokens=3, temperature=0, stop_token_ids=())), sink)
+        assert loop.generate([Request([7], GREEDY)])[0].finish_reason == "length"  # the loop went on
+    assert errors and "own thread" in str(errors[0])

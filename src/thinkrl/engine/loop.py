@@ -154,6 +154,8 @@ class EngineLoop:
             TimeoutError: not applied within ``timeout`` seconds.
         """
         self._check_running()
+        if threading.current_thread() is self._thread:  # e.g. from a sink: it would wait for itself forever
+            raise RuntimeError("update_weights was called from the engine loop's own thread (a sink?)")
         done: Future[int] = Future()
         self._inbox.put(_WeightPush(list(weights), int(version), done))
         waited = 0.0
