@@ -26,7 +26,7 @@ def compute_advantages(batch: PackedBatch, group_ids: torch.Tensor, algo: Algori
     inputs = AdvantageInputs(rewards=batch.rewards, response_mask=batch.response_mask, group_ids=group_ids,
                              values=batch.old_values, lam=algo.lam, lam_critic=algo.lam_critic,
                              length_adaptive_alpha=algo.length_adaptive_alpha,
-                             whiten_advantages=algo.whiten_advantages and algo.advantage_estimator == "gae")
+                             whiten_advantages=algo.whiten_advantages)  # estimators that whiten read it (gae)
     out = ADVANTAGE_ESTIMATORS.get(algo.advantage_estimator)(inputs)
     return replace(batch, advantages=out.advantages, returns=out.returns)
 
