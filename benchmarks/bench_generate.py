@@ -1,20 +1,25 @@
 """Generation throughput: thinkrl's engine vs transformers' ``generate``, and continuous vs static batching.
 
 Same tiny random weights (Seed-OSS architecture, saved by thinkrl in HF format and
-loaded by both), fp32 on CPU by default. Prints one JSON line.
+loaded by both), fp32 on CPU by default. The matmul peak of the machine (device, dtype, threads) is
+measured first in the same run (``benchmarks/_peak.py``) and each decode rate is also reported as a
+fraction of it. Prints one JSON line.
 
-    thinkrl bench generate [--device cpu] [--prompts 64] [--new-tokens 128]
+    thinkrl bench generate [--device cpu] [--prompts 64] [--new-tokens 128] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
 import random
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -35,6 +40,15 @@ MODELS = {
     ),
 }
 BENCH_MODEL = MODELS["demo"]
+
+
+def _load_peak():
+    """benchmarks/_peak.py (``thinkrl bench`` runs scripts by path, so siblings load by file)."""
+    spec = importlib.util.spec_from_file_location("_peak", Path(__file__).with_name("_peak.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up while being defined
+    spec.loader.exec_module(module)
+    return module
 
 
 class _IdTokenizer:
@@ -137,10 +151,15 @@ def main() -> None:
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--models", default="demo,small", help=f"comma-separated, from {sorted(MODELS)}")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the best is reported")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     dtype_name = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     dtype = getattr(torch, dtype_name)
     torch.manual_seed(args.seed)
+    peak_module = _load_peak()
+    peak = peak_module.measure_peak(args.device, dtype)
     results = {}
     for name in args.models.split(","):
         config = MODELS[name]
@@ -154,8 +173,15 @@ def main() -> None:
                 for _ in range(args.repeats))
             long_tail = bench_long_tail(folder, args.device, dtype, args.long_tail_requests, args.long_tail_slots,
                                         args.seed)
+        # mean positions a decoded token attends to: its prompt plus, on average, half the new tokens
+        context = sum(map(len, prompts)) / len(prompts) + args.new_tokens / 2
+        flops = peak_module.forward_flops_per_token(config, context)
         results[name] = {
             "model_params": config.num_parameters(),
+            "flops_per_token": round(flops), "mean_decode_context": round(context, 1),
+            "thinkrl_fraction_of_peak": round(peak_module.fraction_of_peak(flops, ours, peak), 4),
+            "transformers_fraction_of_peak": None if theirs is None else round(
+                peak_module.fraction_of_peak(flops, theirs, peak), 4),
             "thinkrl_tokens_per_s": round(ours, 1),
             "transformers_tokens_per_s": None if theirs is None else round(theirs, 1),
             "ratio_vs_transformers": None if theirs is None else round(ours / theirs, 2),
@@ -166,7 +192,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "generate",
         "prompts": args.prompts, "new_tokens": args.new_tokens, "device": args.device, "dtype": dtype_name,
-        "results": results,
+        "peak": peak.as_json(), "results": results,
         "torch": torch.__version__, "transformers": transformers.__version__,
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "processor": platform.processor() or platform.machine(),

@@ -17,7 +17,8 @@ reported as ``push_s``); TRL generates from the weights it trains. The two sides
 one process (TRL step i, then thinkrl step i), so on a shared machine both see the same load;
 several steps are timed after one warm-up step and the medians are reported, with the split
 generation (+ scoring) vs update. On a busy machine pass ``--threads 1``: oversubscribed OpenMP
-threads make timings erratic. Prints one JSON line.
+threads make timings erratic. The fp32 matmul peak of the machine is measured first in the same run
+(``benchmarks/_peak.py``), and the update's model FLOP/s is reported as a fraction of it. Prints one JSON line.
 
     thinkrl bench rl-step [--steps 3] [--prompts 16] [--group-size 8] [--max-new-tokens 64] [--threads N]
 """
@@ -31,6 +32,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -57,12 +59,18 @@ TASK, DIFFICULTY = "arithmetic", {"num_terms": 3, "max_number": 9}
 LR, BETAS, ADAM_EPS, GRAD_CLIP, EPS_LOW, EPS_HIGH = 1e-5, (0.9, 0.95), 1e-8, 1.0, 0.2, 0.28
 
 
+def _load_sibling(name: str) -> Any:
+    """benchmarks/<name>.py (``thinkrl bench`` runs scripts by path, so siblings load by file)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # _peak's dataclass looks its module up while being defined
+    spec.loader.exec_module(module)
+    return module
+
+
 def _demo_model_config() -> ModelConfig:
     """``MODELS["demo"]`` of bench_generate.py (one definition of the benchmark model)."""
-    spec = importlib.util.spec_from_file_location("bench_generate", Path(__file__).with_name("bench_generate.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.MODELS["demo"]
+    return _load_sibling("bench_generate").MODELS["demo"]
 
 
 class _NoStopTokenizer:
@@ -162,6 +170,7 @@ class ThinkrlStepper:
         done = time.perf_counter()
         self.steps.append({"total": done - start, "generation": generated - start, "update": updated - generated,
                            "push": done - updated, "tokens": sum(len(t.response_ids) for t in trajs),
+                           "sequence_lengths": [len(t.prompt_ids) + len(t.response_ids) for t in trajs],
                            "accuracy": sum(bool(t.correct) for t in trajs) / len(trajs)})
 
 
@@ -292,6 +301,8 @@ def main() -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    peak_module = _load_sibling("_peak")
+    peak = peak_module.measure_peak("cpu", torch.float32)
     problems = generate_dataset(TASK, args.prompts, args.seed, "train", DIFFICULTY)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -305,7 +316,30 @@ def main() -> None:
             theirs = None
         else:  # alternate: TRL step i, then thinkrl step i
             theirs = bench_trl(folder, problems, args, after_step=ours)
-    print(json.dumps(_report(args, num_params, max_prompt, ours.steps[1:], theirs and theirs[1:], load_before)))
+    record = _report(args, num_params, max_prompt, ours.steps[1:], theirs and theirs[1:], load_before)
+    record["peak"] = peak.as_json()
+    record["fraction_of_peak"] = _update_fraction(peak_module, peak, ours.steps[1:], theirs and theirs[1:])
+    print(json.dumps(record))
+
+
+def _update_fraction(peak_module: Any, peak: Any, ours: list[dict], theirs: list[dict] | None) -> dict:
+    """The training update's model FLOP/s over the measured matmul peak: every prompt + response token of the
+    step's sequences, forward + backward (3x forward), each attending to its causal prefix (mean context
+    sum L(L+1)/2 / sum L); tokens/s from the median update time. TRL's side uses the same useful tokens."""
+    lengths = ours[0]["sequence_lengths"]
+    tokens = sum(lengths)
+    context = sum(n * (n + 1) / 2 for n in lengths) / tokens
+    flops = 3 * peak_module.forward_flops_per_token(_demo_model_config(), context)
+    ours_rate = tokens / statistics.median(s["update"] for s in ours)
+    out = {"update_tokens_per_step": tokens, "mean_attention_context": round(context, 1),
+           "flops_per_token": round(flops), "thinkrl_update_tokens_per_s": round(ours_rate, 1),
+           "thinkrl": round(peak_module.fraction_of_peak(flops, ours_rate, peak), 4)}
+    if theirs is not None:
+        theirs_rate = tokens / statistics.median(s["update"] for s in theirs)
+        out.update(trl_update_tokens_per_s=round(theirs_rate, 1),
+                   trl=round(peak_module.fraction_of_peak(flops, theirs_rate, peak), 4),
+                   ratio_thinkrl_vs_trl=round(ours_rate / theirs_rate, 2))
+    return out
 
 
 def _report(args: argparse.Namespace, num_params: int, max_prompt: int, ours: list[dict[str, float]],

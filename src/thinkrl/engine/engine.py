@@ -270,6 +270,8 @@ class LLMEngine:
             self._upload([p.top_p for p in params]),
             [self._generators.get(s.slot) for s in states],
             self.generator,
+            need_k=any(p.top_k > 0 for p in params),  # decided on the host: no device->host sync
+            need_p=any(p.top_p < 1 for p in params),
         )
         packed = [tokens.double(), logprobs.double()]
         num_top = min(max(p.top_logprobs for p in params), logits.shape[-1])

@@ -5,13 +5,19 @@ from __future__ import annotations
 import torch
 
 
-def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
+                      need_k: bool | None = None, need_p: bool | None = None) -> torch.Tensor:
     """Mask logits outside each row's top-k / nucleus with -inf.
 
     logits: (B, V) float; top_k: (B,) long (0 = off); top_p: (B,) float (1 = off) -> (B, V).
+    need_k / need_p: whether any row has top-k > 0 / top-p < 1, when the caller knows it on the host
+    (the engine does, from its Python lists); None reads it from the tensors, a host sync on CUDA.
+    Passing False while a row needs it skips that row's truncation.
     """
-    need_k = bool((top_k > 0).any())
-    need_p = bool((top_p < 1).any())
+    if need_k is None:
+        need_k = bool((top_k > 0).any())
+    if need_p is None:
+        need_p = bool((top_p < 1).any())
     if not (need_k or need_p):
         return logits
     sorted_logits, order = logits.sort(dim=-1, descending=True)  # [B, V]
@@ -66,11 +72,14 @@ def sample_tokens(
     top_p: torch.Tensor,
     generators: list[torch.Generator | None],
     default_generator: torch.Generator | None = None,
+    need_k: bool | None = None,
+    need_p: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample one token per row.
 
     logits: (B, V) float32; temperature: (B,) (0 = greedy); top_k: (B,) long; top_p: (B,) float;
-    generators: per row, a seeded generator or None (rows without one share ``default_generator``).
+    generators: per row, a seeded generator or None (rows without one share ``default_generator``);
+    need_k / need_p: passed to `apply_top_k_top_p` (host-side "any row uses top-k / top-p"; None = read the tensors).
     Returns (tokens (B,) long, logprobs (B,) float32): the log-probability of each token under
     softmax(logits / temperature) before top-k/top-p truncation (raw logits for greedy rows),
     which is the distribution the trainer recomputes.
@@ -79,7 +88,7 @@ def sample_tokens(
     greedy = temperature <= 0
     scaled = logits / torch.where(greedy, torch.ones_like(temperature), temperature)[:, None]
     logprobs_all = scaled.log_softmax(-1)  # [B, V]
-    filtered = apply_top_k_top_p(scaled, top_k, top_p)
+    filtered = apply_top_k_top_p(scaled, top_k, top_p, need_k, need_p)
     # Gumbel-max: argmax(logits + Gumbel noise) ~ softmax(logits); noise per row keeps seeds independent.
     uniform = torch.empty_like(filtered)
     seeded = [i for i, g in enumerate(generators) if g is not None]
