@@ -271,6 +271,8 @@ def test_decoupled_ppo_is_chosen_by_the_recipe_and_on_policy_logprobs_agree(sft_
         assert gap.max() < 1e-4, gap.max()
         row = update(batch, run.actor, run.critic, seed=0, step=1)
         assert abs(row["is_weight_mean"] - 1.0) < 1e-3
+        assert row["logprob_gap_max"] == pytest.approx(float(gap.max())) and row["logprob_gap_max"] < 1e-4
+        assert row["logprob_gap_mean"] == pytest.approx(float(gap.mean()))
         # A stale engine (no push): the next batch's behaviour policy is one update behind the proximal policy.
         stale = _kept(run, recipe, 2)
         stale_batch = prepare_batch(stale, run.actor, run.critic, run.ref_model)
