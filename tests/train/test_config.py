@@ -310,3 +310,21 @@ def test_documented_example_recipe_is_valid() -> None:
     example = docs.split("## Example RL recipe", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
     recipe = validate_recipe(yaml.safe_load(example), RLRecipe)
     assert recipe.algorithm.preset == "dapo" and recipe.reward.overlong_cache_len == 64
+
+
+def test_a_value_based_estimator_of_ones_own_needs_a_critic(tmp_path) -> None:
+    from thinkrl.rl import ADVANTAGE_ESTIMATORS, VALUE_ESTIMATORS
+
+    gae = ADVANTAGE_ESTIMATORS.get("gae")
+    ADVANTAGE_ESTIMATORS.register("my_gae")(lambda inputs: gae(inputs))
+    VALUE_ESTIMATORS.add("my_gae")
+    try:
+        data = {**MINIMAL, "algorithm": {"advantage_estimator": "my_gae"}}
+        with pytest.raises(ValueError, match="'my_gae' needs critic values: set critic.enabled true"):
+            load_recipe(write(tmp_path, data), RLRecipe)
+        recipe = load_recipe(write(tmp_path, {**data, "critic": {"enabled": True},
+                                              "rollout": {"group_size": 1, "dynamic_sampling": False}}), RLRecipe)
+        assert recipe.rollout.group_size == 1  # a critic baseline allows groups of one
+    finally:
+        VALUE_ESTIMATORS.discard("my_gae")
+        ADVANTAGE_ESTIMATORS.unregister("my_gae")

@@ -16,6 +16,7 @@ A value-free RL step reads::
 
 from thinkrl.rl.advantages import (
     ADVANTAGE_ESTIMATORS,
+    VALUE_ESTIMATORS,
     AdvantageInputs,
     AdvantageOutputs,
     compute_discounted_returns,
@@ -56,6 +57,7 @@ from thinkrl.rl.shaping import (
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
+    "VALUE_ESTIMATORS",
     "AGG_MODES",
     "ALGORITHM_PRESETS",
     "KL_KINDS",

@@ -102,6 +102,9 @@ class AdvantageOutputs:
 
 AdvantageEstimator = Callable[[AdvantageInputs], AdvantageOutputs]
 ADVANTAGE_ESTIMATORS: Registry[AdvantageEstimator] = Registry("advantage estimator")
+VALUE_ESTIMATORS: set[str] = {"gae"}
+"""Names of the estimators that read critic values (``AdvantageInputs.values``): a recipe choosing one must train a
+critic, and it may use groups of one. Add the name of your own value-based estimator here when you register it."""
 
 
 def _reject_token_rewards(inputs: AdvantageInputs, estimator: str) -> None:

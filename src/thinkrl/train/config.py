@@ -22,6 +22,7 @@ from typing import Any, TypeVar, get_args, get_origin
 import yaml
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from thinkrl.rl import VALUE_ESTIMATORS
 from thinkrl.rl.presets import ALGORITHM_PRESETS
 from thinkrl.rollout.specs import (
     CurriculumSpec,
@@ -147,12 +148,14 @@ class RLRecipe(_Recipe):
         algo, rollout, reward = self.algorithm, self.rollout, self.reward
         if self.critic.pretrain_steps and not self.critic.enabled:
             raise ValueError(f"critic.pretrain_steps ({self.critic.pretrain_steps}) needs critic.enabled true")
-        if algo.advantage_estimator == "gae" and not self.critic.enabled:
-            raise ValueError("algorithm.advantage_estimator 'gae' needs critic values: set critic.enabled true")
-        if rollout.group_size < 2 and (algo.advantage_estimator != "gae" or rollout.dynamic_sampling):
-            raise ValueError(f"rollout.group_size {rollout.group_size} needs algorithm.advantage_estimator 'gae' (a "
-                             f"critic baseline) and rollout.dynamic_sampling false; group baselines "
-                             f"({algo.advantage_estimator!r}) need at least 2")
+        uses_values = algo.advantage_estimator in VALUE_ESTIMATORS
+        if uses_values and not self.critic.enabled:
+            raise ValueError(f"algorithm.advantage_estimator {algo.advantage_estimator!r} needs critic values: set "
+                             "critic.enabled true")
+        if rollout.group_size < 2 and (not uses_values or rollout.dynamic_sampling):
+            raise ValueError(f"rollout.group_size {rollout.group_size} needs algorithm.advantage_estimator 'gae' (or "
+                             f"another of thinkrl.rl.VALUE_ESTIMATORS: a critic baseline) and rollout.dynamic_sampling "
+                             f"false; group baselines ({algo.advantage_estimator!r}) need at least 2")
         if reward.overlong_penalty and reward.max_response_len > self.sampling.max_new_tokens:
             raise ValueError(
                 f"reward.max_response_len ({reward.max_response_len}) exceeds sampling.max_new_tokens "
