@@ -211,15 +211,7 @@ class ModelConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> ModelConfig:
         """Read ``config.json`` (``path`` may be the file or its folder)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / "config.json"
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no config.json at {path}") from None
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from None
+        path, raw = read_config_json(path)
         try:
             return cls.from_hf_dict(raw)
         except (TypeError, ValueError) as err:
@@ -250,3 +242,22 @@ def _read_qwen3_moe_keys(raw: dict[str, Any], kwargs: dict[str, Any]) -> None:
             f"Qwen3MoeForCausalLM with dense layers (decoder_sparse_step {step}, mlp_only_layers {dense_layers}) "
             "is not supported: every layer must be MoE"
         )
+
+
+def read_config_json(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(the file, its JSON object) of a HF ``config.json`` (``path`` may be the file or its folder).
+
+    Raises FileNotFoundError when it is missing, ValueError when it is not a JSON object.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no model config at {path}") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} must hold a JSON object (a HF config.json)")
+    return path, raw

@@ -9,12 +9,11 @@ k experts per token.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from thinkrl.model.config import ModelConfig
+from thinkrl.model.config import ModelConfig, read_config_json
 
 # HF architecture -> (thinkrl base architecture, {hf key: thinkrl key}); every layer is assumed to be MoE.
 MOE_ALIASES: dict[str, tuple[str, dict[str, str]]] = {
@@ -119,17 +118,10 @@ def read_hf_config(raw: dict[str, Any]) -> ModelConfig:
 
 def load_model_shape(path: str | Path) -> ModelShape:
     """Read ``config.json`` (a file or its folder) into a `ModelShape`; ValueError names the file and problem."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "config.json"
     try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"no model config at {path}") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path} must hold a JSON object (a HF config.json)")
+        path, raw = read_config_json(path)
+    except FileNotFoundError as err:
+        raise ValueError(str(err)) from None
     try:
         config = read_hf_config(raw)
     except (TypeError, ValueError) as err:
