@@ -174,7 +174,7 @@ def rollout_metrics(batch: RolloutBatch) -> dict[str, float]:
         "prompts_skipped": batch.num_prompts_skipped,
         "thinking_tokens_mean": sum(int(t.thinking_tokens or 0) for t in sampled) / n,
     }
-    budgeted = [t for t in sampled if t.thinking_budget >= 0]
-    if budgeted:
-        row["budget_adherence"] = sum(bool(t.kept_budget) for t in budgeted) / len(budgeted)
+    kept_budget = [k for t in sampled if (k := within_budget(t)) is not None]
+    if kept_budget:
+        row["budget_adherence"] = sum(kept_budget) / len(kept_budget)
     return row
