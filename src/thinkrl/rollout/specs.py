@@ -156,6 +156,9 @@ class RolloutSpec(Section):
     """Drop groups whose rewards are all equal and sample more until the batch is full."""
     max_sampling_rounds: int = Field(4, ge=1)
     """Most generation rounds per step when dynamic sampling refills the batch."""
+    placement: Literal["thread", "process"] = "thread"
+    """Where the rollout engine runs: "thread" (a thread of the trainer's process) or "process" (a child process;
+    weights cross through shared memory, see docs/streaming.md)."""
 
 
 class RewardSpec(Section):
