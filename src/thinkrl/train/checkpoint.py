@@ -130,7 +130,7 @@ def restore_rng(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state(raw, device)
 
 
-def _fsync_tree(folder: Path) -> None:
+def fsync_tree(folder: Path) -> None:
     """fsync every file in ``folder`` and the folder itself."""
     for path in folder.iterdir():
         if path.is_file():
@@ -215,12 +215,7 @@ def save_checkpoint(
     except TypeError as err:
         raise TypeError(f"trainer_state must be JSON-serialisable: {err}") from None
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob("tmp-step-*"):
-        shutil.rmtree(stale)
-    name = f"step-{step:08d}"
-    tmp = root / f"tmp-{name}"
-    tmp.mkdir()
+    tmp = begin_checkpoint(root, step)
     try:
         _write_weights(model, tmp)
         objects = {"optimizer": optimizer, "scheduler": scheduler, **extra}
@@ -232,10 +227,31 @@ def save_checkpoint(
         record = {"format_version": FORMAT_VERSION, "step": step, "trainer_state": json.loads(state_json),
                   "rng": capture_rng(), "files": files}
         (tmp / STATE_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return commit_checkpoint(root, tmp, step, keep_last)
+
+
+def begin_checkpoint(root: Path, step: int) -> Path:
+    """Create ``root`` and an empty ``root/tmp-step-XXXXXXXX`` (stale ``tmp-*`` folders of killed saves are
+    removed first); write a checkpoint there, then `commit_checkpoint` it."""
+    if step < 0:
+        raise ValueError(f"step ({step}) must be >= 0")
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob("tmp-step-*"):
+        shutil.rmtree(stale)
+    tmp = root / f"tmp-step-{step:08d}"
+    tmp.mkdir()
+    return tmp
+
+
+def commit_checkpoint(root: Path, tmp: Path, step: int, keep_last: int | None) -> Path:
+    """Make the fully written (and fsynced) ``tmp`` folder the checkpoint of ``step``: rename it to
+    ``step-XXXXXXXX``, point ``latest`` at it (atomic replace), then keep only the newest ``keep_last``.
+    Up to the rename, a crash leaves the previous checkpoint as ``latest``."""
+    name = f"step-{step:08d}"
     final = root / name
     if final.exists():
         old = root / f"old-{name}"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -17,7 +19,11 @@ from thinkrl.tokenizer import BUILTIN_DIR, TextTokenizer, load_tokenizer
 from thinkrl.tokenizer.budget import reflection_interval, reflection_text
 from thinkrl.train.batching import PackedBatch
 from thinkrl.train.config import save_resolved
+from thinkrl.train.metrics import METRICS_FILE, MetricsLogger
 from thinkrl.train.specs import ModelSpec, TokenizerSpec
+
+if TYPE_CHECKING:  # torch.distributed is imported only where a run is sharded
+    from thinkrl.train.distributed import DataParallel
 
 
 def build_tokenizer(spec: TokenizerSpec) -> TextTokenizer:
@@ -157,14 +163,56 @@ def seed_everything(seed: int) -> None:
         pass
 
 
-def save_policy(model: CausalLM, tokenizer: TextTokenizer, folder: str | Path) -> Path:
-    """HF-format weights plus the tokenizer files, so ``thinkrl generate --model folder`` just works."""
+def save_policy(model: CausalLM, tokenizer: TextTokenizer, folder: str | Path,
+                data_parallel: DataParallel | None = None) -> Path:
+    """HF-format weights plus the tokenizer files, so ``thinkrl generate --model folder`` just works.
+    Sharded (``data_parallel`` set): the full tensors are gathered (call on every rank) and rank 0 writes."""
     from thinkrl.model import save_pretrained
+    from thinkrl.train.dcp import full_state_copy
 
     folder = Path(folder)
-    save_pretrained(model, folder)
-    _copy_tokenizer_files(tokenizer, folder)
+    full = full_state_copy(model, data_parallel)
+    if full is not None:
+        save_pretrained(full, folder)
+        _copy_tokenizer_files(tokenizer, folder)
     return folder
+
+
+class SilentMetrics(MetricsLogger):
+    """The metrics logger of a rank other than 0: logs nothing (rank 0 writes the run's metrics)."""
+
+    def __init__(self) -> None:  # no file, no TensorBoard writer
+        self._file, self._writer = None, None
+
+    def log(self, step: int, metrics: Any) -> None:
+        pass
+
+
+def rank_metrics(out: Path, data_parallel: DataParallel | None, **kwargs: Any) -> MetricsLogger:
+    """``MetricsLogger(out)`` on rank 0 (or a single process), a `SilentMetrics` elsewhere."""
+    if data_parallel is None or data_parallel.is_main:
+        return MetricsLogger(out, **kwargs)
+    return SilentMetrics()
+
+
+def drop_metrics_after(out: Path, step: int) -> None:
+    """Remove the rows of ``out/metrics.jsonl`` logged after ``step``: a run killed after logging a step but
+    before checkpointing it re-runs that step on resume, and its row must appear once."""
+    path = out / METRICS_FILE
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and _row_step(line) <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _row_step(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):  # a line cut by the kill: drop it
+        return 1 << 62
 
 
 def _copy_tokenizer_files(tokenizer: TextTokenizer, folder: Path) -> None:
@@ -178,15 +226,20 @@ def _copy_tokenizer_files(tokenizer: TextTokenizer, folder: Path) -> None:
                 shutil.copy(source / name, folder / name)
 
 
-def prepare_run(recipe: Any) -> tuple[Path, TextTokenizer, CausalLM]:
+def prepare_run(recipe: Any, data_parallel: DataParallel | None = None) -> tuple[Path, TextTokenizer, CausalLM]:
     """What every training recipe does first: create the output folder (``trainer.output_dir`` or
-    ``runs/<name>``), save the resolved recipe there, seed everything, build the tokenizer and the model.
+    ``runs/<name>``), save the resolved recipe there (rank 0 only), seed everything, build the tokenizer and the
+    model (the same seed on every rank, so every rank starts from the same weights).
 
     Returns (output folder, tokenizer, model).
     """
+    if recipe.trainer.offload_optimizer and data_parallel is None:
+        raise ValueError("trainer.offload_optimizer needs FSDP2: launch with torchrun (python -m torch.distributed.run "
+                         "--nproc-per-node N -m thinkrl ...; N = 1 works)")
     out = Path(recipe.trainer.output_dir or f"runs/{recipe.name}")
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved(recipe, out / "recipe.yaml")
+    if data_parallel is None or data_parallel.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_resolved(recipe, out / "recipe.yaml")
     seed_everything(recipe.trainer.seed)
     tokenizer = build_tokenizer(recipe.tokenizer)
     model = build_policy(recipe.model, tokenizer, seed=recipe.trainer.seed)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -23,6 +24,9 @@ from thinkrl.train.batching import PackedBatch, split_micro_batches
 from thinkrl.train.common import clipped_step
 from thinkrl.train.schedule import build_optimizer, build_scheduler
 from thinkrl.train.specs import CriticSpec, OptimSpec
+
+if TYPE_CHECKING:  # torch.distributed is imported only where a run is sharded
+    from thinkrl.train.distributed import DataParallel
 
 _MIN_VARIANCE = 1e-8
 
@@ -105,13 +109,16 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, response_mas
 
 def update_critic(critic: ValueModel, optimizer: torch.optim.Optimizer, batch: PackedBatch, *,
                   epochs: int, num_mini_batches: int, micro_batch_tokens: int, clip_range: float | None,
-                  grad_clip: float | None, rng: random.Random) -> CriticStats:
+                  grad_clip: float | None, rng: random.Random,
+                  data_parallel: DataParallel | None = None) -> CriticStats:
     """``epochs`` × ``num_mini_batches`` critic steps of the clipped value loss on ``batch``.
 
     ``batch.returns`` are the targets and ``batch.old_values`` the values at sampling time
     (the centre of the clip). The loss is token-mean over each mini-batch (global count, so
     micro-batching does not change it). Raises `CriticNonFiniteError` before the optimizer
-    step on a NaN/inf loss or gradient norm.
+    step on a NaN/inf loss or gradient norm. Sharded (``data_parallel``, FSDP2): as `Actor.update` — every rank
+    holds the same batch and RNG and runs its share of each mini-batch under the global token count, its loss
+    multiplied by the number of ranks (FSDP2 averages gradients); the statistics are summed over ranks.
     """
     if batch.returns is None or batch.old_values is None:
         raise ValueError("update_critic needs batch.returns and batch.old_values")
@@ -126,16 +133,22 @@ def update_critic(critic: ValueModel, optimizer: torch.optim.Optimizer, batch: P
             mini_batch = batch.select(mini)
             num_tokens = max(1, mini_batch.num_tokens)
             optimizer.zero_grad(set_to_none=True)
-            for part in split_micro_batches(mini_batch.seq_lengths, micro_batch_tokens):
-                sub = mini_batch.select(part).to(critic.device)
+            parts = (split_micro_batches(mini_batch.seq_lengths, micro_batch_tokens) if data_parallel is None
+                     else data_parallel.micro_batches(mini_batch.seq_lengths, micro_batch_tokens))
+            for part in parts:
+                # An empty part (data parallel) is a zero-weight step on one sequence: the collectives line up.
+                sub = mini_batch.select(part or [0]).to(critic.device)
                 out = critic(sub.input_ids, sub.position_ids, sub.cu_seqlens)
                 loss, metrics = value_loss(out.values[sub.response_index], sub.old_values, sub.returns,
                                            sub.response_mask, clip_range=clip_range, num_tokens=num_tokens)
                 loss = loss + out.aux_loss * (len(part) / len(mini))
-                if not torch.isfinite(loss):
+                if not torch.isfinite(loss) and data_parallel is None:  # (sharded: the global norm catches it)
                     optimizer.zero_grad(set_to_none=True)
                     raise CriticNonFiniteError("value loss is not finite; the critic step was not applied")
-                loss.backward()
+                scale = 1.0 if data_parallel is None else data_parallel.loss_scale
+                (loss * (scale if part else 0.0)).backward()
+                if not part:
+                    continue
                 n = int(sub.response_mask.sum())
                 sums["loss"] += float(loss.detach())
                 sums["clip"] += float(metrics.clip_frac) * n
@@ -143,6 +156,10 @@ def update_critic(critic: ValueModel, optimizer: torch.optim.Optimizer, batch: P
                 stats.num_tokens += n
             norms.append(clipped_step(optimizer, critic.parameters(), grad_clip, CriticNonFiniteError,
                                       "critic gradient"))
+    if data_parallel is not None:  # this rank's sums -> the global batch's
+        totals = data_parallel.all_reduce_sum([sums["loss"], sums["clip"], sums["mse"], stats.num_tokens])
+        sums = dict(zip(["loss", "clip", "mse"], totals[:3], strict=True))
+        stats.num_tokens = round(totals[3])
     tokens = max(1, stats.num_tokens)
     stats.value_loss = sums["loss"] / max(1, len(norms))
     stats.value_clip_frac, stats.value_mse = sums["clip"] / tokens, sums["mse"] / tokens
@@ -159,6 +176,7 @@ class Critic:
         optimizer / scheduler: its AdamW (``critic.lr``, default ``optim.lr``) and schedule.
         spec: the ``critic`` section.
         micro_batch_tokens / grad_clip: as for the actor.
+        data_parallel: this rank's group when ``model`` is sharded with FSDP2 (None: one process).
     """
 
     model: ValueModel
@@ -167,6 +185,7 @@ class Critic:
     spec: CriticSpec
     micro_batch_tokens: int
     grad_clip: float | None
+    data_parallel: DataParallel | None = None
 
     def values(self, batch: PackedBatch) -> torch.Tensor:
         """(S, R) values at every response token (no grad)."""
@@ -176,19 +195,25 @@ class Critic:
         """`update_critic` with the section's value clip, then one scheduler step."""
         stats = update_critic(self.model, self.optimizer, batch, epochs=epochs, num_mini_batches=num_mini_batches,
                               micro_batch_tokens=self.micro_batch_tokens, clip_range=self.spec.value_clip,
-                              grad_clip=self.grad_clip, rng=rng)
+                              grad_clip=self.grad_clip, rng=rng, data_parallel=self.data_parallel)
         self.scheduler.step()
         return stats
 
     def state(self) -> dict[str, object]:
-        """The objects a checkpoint saves as extra state."""
+        """The objects a single-process (format 1) checkpoint saves as extra state."""
         return {"critic": self.model, "critic_optimizer": self.optimizer, "critic_scheduler": self.scheduler}
 
 
-def make_critic(spec: CriticSpec, policy: CausalLM, optim: OptimSpec, steps: int, micro_batch_tokens: int) -> Critic:
-    """The critic of ``spec`` (a copy of ``policy`` or ``spec.path``), its AdamW at ``spec.lr`` (default
-    ``optim.lr``) and a schedule over ``steps``."""
+def make_critic(spec: CriticSpec, policy: CausalLM, optim: OptimSpec, steps: int, micro_batch_tokens: int,
+                data_parallel: DataParallel | None = None, offload: bool = False) -> Critic:
+    """The critic of ``spec`` (a copy of ``policy`` — give the unsharded one — or ``spec.path``), sharded with
+    FSDP2 like the actor when ``data_parallel`` is set, its AdamW at ``spec.lr`` (default ``optim.lr``) and a
+    schedule over ``steps``."""
     model = build_critic(policy, spec.path)
+    if data_parallel is not None:
+        from thinkrl.train.distributed import shard_module
+
+        shard_module(model, model.backbone.model.layers, data_parallel, offload=offload)
     optimizer = build_optimizer(model.parameters(), optim, lr=spec.lr or optim.lr)
     return Critic(model, optimizer, build_scheduler(optimizer, optim, steps), spec, micro_batch_tokens,
-                  optim.grad_clip)
+                  optim.grad_clip, data_parallel)

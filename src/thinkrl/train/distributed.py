@@ -14,8 +14,10 @@ A run is started by ``torchrun`` (``python -m torch.distributed.run --nproc-per-
 4. `full_weights` gathers full tensors (``DTensor.full_tensor()``, a collective: every rank calls it) for the
    engine weight push; `all_reduce_sum` sums per-rank statistics; `log_rank0` logs once.
 
-Out of scope here (see docs/distributed.md): wiring into ``thinkrl train``, DCP checkpoints, resharding, the
-critic, tensor/context parallelism.
+`data_parallel_from_env` is how ``thinkrl train`` / ``thinkrl sft`` join (None outside torchrun),
+`broadcast_object` hands rank 0's rollout to every rank, `shard_module` shards any decoder-backed module (the
+critic's ``ValueModel``, the frozen reference policy). Sharded checkpoints: `thinkrl.train.dcp`.
+Out of scope here (see docs/distributed.md): tensor/context/expert parallelism, multi-node launch.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
 from thinkrl.model import CausalLM
@@ -37,6 +40,8 @@ from thinkrl.train.balance import attention_workload, karmarkar_karp, split_acro
 from thinkrl.train.batching import PackedBatch, split_micro_batches
 
 logger = logging.getLogger(__name__)
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+_Module = TypeVar("_Module", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -82,8 +87,7 @@ def init_data_parallel(backend: str | None = None) -> DataParallel:
 
     ``backend`` defaults to nccl when CUDA is available, else gloo. Raises ValueError outside torchrun.
     """
-    missing = [name for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-               if name not in os.environ]
+    missing = [name for name in TORCHRUN_VARIABLES if name not in os.environ]
     if missing:
         raise ValueError(f"not started by torchrun: environment variables {', '.join(missing)} are missing "
                          "(launch with python -m torch.distributed.run --nproc-per-node N ...)")
@@ -97,16 +101,60 @@ def init_data_parallel(backend: str | None = None) -> DataParallel:
     return DataParallel(dist.get_rank(), dist.get_world_size(), mesh, device)
 
 
-def shard_model(model: CausalLM, data_parallel: DataParallel) -> CausalLM:
+def data_parallel_from_env(backend: str | None = None) -> DataParallel | None:
+    """`init_data_parallel` when this process was started by torchrun (``WORLD_SIZE`` set), else None (a plain
+    single-process run, which takes the unsharded code paths)."""
+    return init_data_parallel(backend) if "WORLD_SIZE" in os.environ else None
+
+
+def shard_model(model: CausalLM, data_parallel: DataParallel, *, offload: bool = False) -> CausalLM:
     """Apply FSDP2 in place: ``fully_shard`` on each decoder layer, then on the root (embeddings, final norm,
     lm_head; a tied lm_head shares the embedding's shard). Build the optimizer after this, over the sharded
-    parameters. On CUDA, bf16 compute with fp32 gradient reduction; on CPU, fp32 throughout."""
+    parameters. On CUDA, bf16 compute with fp32 gradient reduction; on CPU, fp32 throughout. ``offload``: keep
+    the sharded parameters, gradients and optimizer state in host memory (FSDP2 ``CPUOffloadPolicy``; the
+    optimizer step then runs on the CPU)."""
+    return shard_module(model, model.model.layers, data_parallel, offload=offload)
+
+
+def shard_module(module: _Module, layers: Sequence[nn.Module], data_parallel: DataParallel, *,
+                 offload: bool = False) -> _Module:
+    """`shard_model` for any module built around decoder ``layers`` (e.g. the critic's ``ValueModel``:
+    ``layers = critic.backbone.model.layers``): each layer is one FSDP2 unit, the rest of ``module`` the root's."""
     policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
               if data_parallel.device.type == "cuda" else MixedPrecisionPolicy())
-    for layer in model.model.layers:
-        fully_shard(layer, mesh=data_parallel.mesh, mp_policy=policy)
-    fully_shard(model, mesh=data_parallel.mesh, mp_policy=policy)
-    return model
+    offload_policy = CPUOffloadPolicy(pin_memory=data_parallel.device.type == "cuda") if offload else OffloadPolicy()
+    for layer in layers:
+        fully_shard(layer, mesh=data_parallel.mesh, mp_policy=policy, offload_policy=offload_policy)
+    fully_shard(module, mesh=data_parallel.mesh, mp_policy=policy, offload_policy=offload_policy)
+    return module
+
+
+def broadcast_object(obj: Any, data_parallel: DataParallel | None) -> Any:
+    """Rank 0's ``obj`` on every rank (a collective; identity outside a process group).
+
+    It pickles: use it only for the run's own records (trajectories, metrics, kept problem ids) that rank 0 made
+    in this run, never for bytes that came from outside (model text is inside the records, but as plain strings
+    and ids that our own code produced; nothing received from a peer outside the group is unpickled)."""
+    if data_parallel is None or data_parallel.world_size == 1:
+        return obj
+    box = [obj if data_parallel.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(obj: Any, data_parallel: DataParallel | None) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (a collective; ``[obj]`` outside a process group)."""
+    if data_parallel is None or data_parallel.world_size == 1:
+        return [obj]
+    out: list[Any] = [None] * data_parallel.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(data_parallel: DataParallel | None) -> None:
+    """Wait for every rank (nothing outside a process group)."""
+    if data_parallel is not None and data_parallel.world_size > 1:
+        dist.barrier()
 
 
 def full_weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:

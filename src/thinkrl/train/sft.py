@@ -1,11 +1,15 @@
 """Cold-start supervised fine-tuning on solution traces rendered in the chat format.
 
 Loss: token-mean NLL over assistant tokens (thinking block + answer), packed
-sequences, AdamW with warmup + cosine decay, gradient clipping, atomic checkpoints.
+sequences, AdamW with warmup + cosine decay, gradient clipping, atomic sharded checkpoints (`thinkrl.train.dcp`).
+Under torchrun the model is sharded with FSDP2 and every rank runs its share of each step's examples (the
+Karmarkar-Karp split of `rank_micro_batches`) under the step's global token count, so N ranks take the same steps
+as one process; rank 0 writes the metrics and the final model.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 from pathlib import Path
@@ -13,19 +17,24 @@ from pathlib import Path
 import torch
 
 from thinkrl.rollout import load_problems
+from thinkrl.rollout.agent_sft import build_agent_sft_examples
+from thinkrl.rollout.environments import build_environment
 from thinkrl.tasks import get_task
 from thinkrl.train.batching import pack_sft_examples, split_micro_batches
-from thinkrl.train.checkpoint import latest_checkpoint, load_checkpoint, restore_checkpoint, save_checkpoint
 from thinkrl.train.common import (
     clipped_step,
+    drop_metrics_after,
     encode_sft_example,
     fit_thinking_to_budget,
     forward_responses,
     prepare_run,
+    rank_metrics,
     save_policy,
 )
 from thinkrl.train.config import SFTRecipe
-from thinkrl.train.metrics import MetricsLogger, progress
+from thinkrl.train.dcp import Trained, broadcast_resume_step, load_sharded, save_sharded
+from thinkrl.train.distributed import DataParallel, close_data_parallel, data_parallel_from_env, shard_model
+from thinkrl.train.metrics import progress
 from thinkrl.train.schedule import build_optimizer, build_scheduler
 
 logger = logging.getLogger(__name__)
@@ -36,6 +45,10 @@ def build_sft_examples(recipe: SFTRecipe, tokenizer) -> list[tuple[list[int], li
 
     Each example gets a budget from ``thinking_budgets`` (rendered in its prompt) and a trace that fits it.
     """
+    if recipe.agent is not None:  # tool-use transcripts of the environment (docs/agents.md)
+        return build_agent_sft_examples(tokenizer, build_environment(recipe.agent.environment, recipe.agent.options),
+                                        load_problems(recipe.data, "train"), seed=recipe.data.seed,
+                                        noise=recipe.trace_noise, without_tools=recipe.agent.sft_without_tools)
     task = get_task(recipe.data.task)
     rng = random.Random(recipe.data.seed)
     examples = []
@@ -66,8 +79,19 @@ def _batches(examples: list[tuple[list[int], list[bool]]], max_tokens: int, rng:
 
 
 def run_sft(recipe: SFTRecipe) -> Path:
-    """Train; returns the folder of the final HF-format model (``<output_dir>/final``)."""
-    out, tokenizer, model = prepare_run(recipe)
+    """Train (on every rank under torchrun); returns the folder of the final HF-format model
+    (``<output_dir>/final``)."""
+    data_parallel = data_parallel_from_env()
+    try:
+        return _run_sft(recipe, data_parallel)
+    finally:
+        close_data_parallel()
+
+
+def _run_sft(recipe: SFTRecipe, dp: DataParallel | None) -> Path:
+    out, tokenizer, model = prepare_run(recipe, dp)
+    if dp is not None:
+        shard_model(model, dp, offload=recipe.trainer.offload_optimizer)
     examples = build_sft_examples(recipe, tokenizer)
     rng = random.Random(recipe.trainer.seed)
     steps_per_epoch = len(_batches(examples, recipe.trainer.micro_batch_tokens, random.Random(0)))
@@ -76,51 +100,62 @@ def run_sft(recipe: SFTRecipe) -> Path:
     scheduler = build_scheduler(optimizer, recipe.optim, total)
     step, epoch = 0, 0
     ckpt_root = out / "checkpoints"
-    if recipe.trainer.resume and latest_checkpoint(ckpt_root) is not None:
-        state = restore_checkpoint(load_checkpoint(ckpt_root), model=model, optimizer=optimizer, scheduler=scheduler)
+    parts = {"model": Trained(model, optimizer, scheduler)}
+    if recipe.trainer.resume and broadcast_resume_step(ckpt_root, dp):
+        state = load_sharded(ckpt_root, parts=parts, data_parallel=dp)
         step, epoch = state["step"], state["epoch"]
         rng.setstate(_decode_rng(state["data_rng"]))
+        if dp is None or dp.is_main:
+            drop_metrics_after(out, step)
         logger.info("resumed SFT at step %d (epoch %d)", step, epoch)
     logger.info("SFT: %d examples, %.2fM parameters, %d steps", len(examples),
                 sum(p.numel() for p in model.parameters()) / 1e6, total)
     model.train()
-    with MetricsLogger(out) as metrics, progress(total, "sft") as bar:
+    stream = None if dp is None or dp.is_main else io.StringIO()  # one progress bar, rank 0's
+    with rank_metrics(out, dp) as metrics, progress(total, "sft", stream=stream) as bar:
         bar.update(step)
         while step < total:
             data_rng_state = _encode_rng(rng.getstate())
             for batch_ids in _batches(examples, recipe.trainer.micro_batch_tokens, rng)[step % steps_per_epoch:]:
-                loss = sft_step(model, optimizer, scheduler, [examples[i] for i in batch_ids], recipe)
+                loss = sft_step(model, optimizer, scheduler, [examples[i] for i in batch_ids], recipe, dp)
                 step += 1
                 bar.update(1, loss=round(loss, 4))
                 if step % recipe.trainer.log_every == 0:
                     metrics.log(step, {"loss": loss, "lr": scheduler.get_last_lr()[0], "epoch": epoch})
                 if recipe.trainer.save_every and step % recipe.trainer.save_every == 0:
-                    save_checkpoint(ckpt_root, step, model=model, optimizer=optimizer, scheduler=scheduler,
-                                    trainer_state={"step": step, "epoch": epoch, "data_rng": data_rng_state},
-                                    recipe=recipe, keep_last=recipe.trainer.keep_last)
+                    save_sharded(ckpt_root, step, parts=parts, recipe=recipe, config=model.config,
+                                 trainer_state={"step": step, "epoch": epoch, "data_rng": data_rng_state},
+                                 keep_last=recipe.trainer.keep_last, data_parallel=dp)
                 if step >= total:
                     break
             epoch += 1
-    final = save_policy(model, tokenizer, out / "final")
+    final = save_policy(model, tokenizer, out / "final", dp)
     logger.info("SFT done: %s", final)
     return final
 
 
-def sft_step(model, optimizer, scheduler, examples, recipe: SFTRecipe) -> float:
-    """One optimizer step on ``examples``; micro-batches balanced by Karmarkar-Karp within the token budget."""
+def sft_step(model, optimizer, scheduler, examples, recipe: SFTRecipe, dp: DataParallel | None = None) -> float:
+    """One optimizer step on ``examples``; micro-batches balanced by Karmarkar-Karp within the token budget
+    (sharded: this rank's share, as many micro-batches as every other rank's, each rank's loss times the number of
+    ranks because FSDP2 averages the gradients)."""
     device = model.device
     lengths = [len(ids) for ids, _ in examples]
     total_tokens = sum(sum(mask[1:]) for _, mask in examples)
     optimizer.zero_grad(set_to_none=True)
     loss_sum = 0.0
-    for part in split_micro_batches(lengths, recipe.trainer.micro_batch_tokens):
-        batch = pack_sft_examples([examples[i] for i in part]).to(device)
+    parts = (split_micro_batches(lengths, recipe.trainer.micro_batch_tokens) if dp is None
+             else dp.micro_batches(lengths, recipe.trainer.micro_batch_tokens))
+    for part in parts:
+        # An empty part (data parallel) is a zero-weight step on one example: the collectives line up.
+        batch = pack_sft_examples([examples[i] for i in part or [0]]).to(device)
         fwd = forward_responses(model, batch)
-        loss = -(fwd.logprobs * batch.response_mask).sum() / total_tokens + fwd.aux_loss
-        if not torch.isfinite(loss):
+        loss = -(fwd.logprobs * batch.response_mask).sum() / total_tokens + fwd.aux_loss * (len(part) / len(lengths))
+        if not torch.isfinite(loss) and dp is None:  # (sharded: the global gradient norm catches it on every rank)
             raise FloatingPointError("SFT loss is not finite; stopping before the weights are corrupted")
-        loss.backward()
-        loss_sum += float(loss.detach())
+        (loss * (0.0 if not part else 1.0 if dp is None else dp.loss_scale)).backward()
+        loss_sum += float(loss.detach()) if part else 0.0
+    if dp is not None:
+        loss_sum = dp.all_reduce_sum([loss_sum])[0]
     clipped_step(optimizer, model.parameters(), recipe.optim.grad_clip, FloatingPointError, "SFT gradient")
     scheduler.step()
     return loss_sum

@@ -181,6 +181,9 @@ class TrainerSpec(Section):
     """Token budget of one forward/backward micro-batch (packed sequences)."""
     activation_checkpointing: bool = False
     """Recompute each decoder layer's forward in the backward pass (less activation memory, ~1/3 more compute)."""
+    offload_optimizer: bool = False
+    """Under torchrun (FSDP2): keep the sharded parameters, gradients and optimizer state in host memory and run the
+    optimizer step on the CPU (``CPUOffloadPolicy``). Refused by a single process."""
     save_every: int = Field(50, ge=0)
     """Save a checkpoint every this many steps (and at the end); 0 saves only at the end."""
     keep_last: int = Field(3, ge=1)

@@ -1,0 +1,204 @@
+"""Sharded, reshardable, atomic training checkpoints with ``torch.distributed.checkpoint`` (DCP).
+
+What `thinkrl train` and `thinkrl sft` save, on one rank or many. Layout under a checkpoint root
+(``<output_dir>/checkpoints``)::
+
+    latest                      text file naming the newest complete checkpoint ("step-00000004")
+    step-00000004/
+        .metadata, __R_0.distcp DCP: each rank's shards of the trained modules and their optimizers, keyed by
+                                parameter name (FQN), so the checkpoint loads on any number of ranks or in a
+                                single process without a process group (resharding is DCP's load plan)
+        <name>.pt               small replicated states, written by rank 0: the LR schedulers
+        config.json             the policy's HF config (`export_policy` rebuilds the model from it)
+        recipe.yaml             the resolved recipe of the run
+        trainer_state.json      format_version 2, step, the trainer's state (data cursor, rollout state),
+                                every rank's RNG states, the world size, and the size of every file above
+
+Atomic: every rank writes into ``tmp-step-XXXXXXXX``; once DCP's save returns (its finish step is a collective,
+so every shard is on disk), rank 0 writes the small files, fsyncs the folder and renames it
+(`thinkrl.train.checkpoint.commit_checkpoint`), and only then replaces ``latest``; the other ranks wait at a
+barrier. A kill at any point leaves the previous ``latest`` complete and loadable; the stale ``tmp-*`` folder is
+ignored by loading and removed by the next save.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed.checkpoint as dcp
+from pydantic import BaseModel
+from torch import nn
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+from thinkrl.model import CausalLM, ModelConfig, build_model
+from thinkrl.train.checkpoint import (
+    STATE_FILE,
+    begin_checkpoint,
+    capture_rng,
+    commit_checkpoint,
+    fsync_tree,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng,
+)
+from thinkrl.train.config import save_resolved
+from thinkrl.train.distributed import DataParallel, barrier, broadcast_object, gather_objects
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2
+KILL_IN_SAVE_ENV = "THINKRL_TEST_KILL_IN_SAVE"
+"""Test hook: ``THINKRL_TEST_KILL_IN_SAVE=STEP`` makes rank 0 SIGKILL itself in the save of STEP after every shard
+is written and before the rename (the worst moment for atomicity). Unset in real runs."""
+
+
+@dataclass
+class Trained:
+    """One trained module of a checkpoint with its optimizer and schedule (e.g. the actor's or the critic's).
+
+    Fields:
+        model: the module (sharded with FSDP2 or not; its state is saved by parameter name either way).
+        optimizer: its optimizer (None: not saved).
+        scheduler: its LR schedule (None: not saved); small, replicated, written by rank 0.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+
+
+def _dcp_state(parts: Mapping[str, Trained]) -> dict[str, Any]:
+    """The DCP state dict: ``{name: model state, name_optimizer: optimizer state}`` (FQN-keyed; under FSDP2 the
+    tensors are this rank's DTensor shards)."""
+    state: dict[str, Any] = {}
+    for name, part in parts.items():
+        optimizers = (part.optimizer,) if part.optimizer is not None else ()
+        model_state, optim_state = get_state_dict(part.model, optimizers)
+        state[name] = model_state
+        if part.optimizer is not None:
+            state[f"{name}_optimizer"] = optim_state
+    return state
+
+
+def save_sharded(root: str | Path, step: int, *, parts: Mapping[str, Trained], trainer_state: Mapping[str, Any],
+                 recipe: BaseModel, config: ModelConfig | None, keep_last: int | None,
+                 data_parallel: DataParallel | None) -> Path:
+    """Save a checkpoint of ``parts`` (call on every rank: it is a collective); returns the step folder.
+
+    Args:
+        root: checkpoint root (created if missing).
+        step: training step (>= 0).
+        parts: the trained modules by name (``"model"`` is the policy; names are lowercase snake case).
+        trainer_state: JSON-serialisable state of the loop (data cursor, rollout state, epoch...).
+        recipe: the resolved recipe, written as ``recipe.yaml``.
+        config: the policy's config, written as ``config.json`` (None: no export possible).
+        keep_last: keep only the newest this-many checkpoints (None keeps all).
+        data_parallel: this rank's group, or None for a single process.
+    """
+    if keep_last is not None and keep_last < 1:
+        raise ValueError(f"keep_last ({keep_last}) must be >= 1 or None")
+    state_json = json.dumps(dict(trainer_state))  # fails here, on every rank, before anything is written
+    root = Path(root)
+    tmp = root / f"tmp-step-{step:08d}"
+    if data_parallel is None or data_parallel.is_main:
+        tmp = begin_checkpoint(root, step)
+    barrier(data_parallel)
+    dcp.save(_dcp_state(parts), checkpoint_id=str(tmp))
+    rngs = gather_objects(capture_rng(), data_parallel)
+    final = root / f"step-{step:08d}"
+    if data_parallel is None or data_parallel.is_main:
+        for name, part in parts.items():
+            if part.scheduler is not None:
+                torch.save(part.scheduler.state_dict(), tmp / f"{name}_scheduler.pt")
+        if config is not None:
+            (tmp / "config.json").write_text(json.dumps(config.to_hf_dict(), indent=2, sort_keys=True))
+        save_resolved(recipe, tmp / "recipe.yaml")
+        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        record = {"format_version": FORMAT_VERSION, "step": step, "trainer_state": json.loads(state_json),
+                  "rng": rngs[0], "rng_per_rank": rngs, "world_size": len(rngs), "files": files}
+        (tmp / STATE_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
+        fsync_tree(tmp)
+        if os.environ.get(KILL_IN_SAVE_ENV) == str(step):
+            os.kill(os.getpid(), signal.SIGKILL)
+        final = commit_checkpoint(root, tmp, step, keep_last)
+    barrier(data_parallel)
+    return final
+
+
+def has_checkpoint(root: str | Path) -> bool:
+    """Whether ``root`` holds a complete checkpoint (its ``latest`` names one)."""
+    return Path(root).is_dir() and latest_checkpoint(root) is not None
+
+
+def load_sharded(root_or_step_dir: str | Path, *, parts: Mapping[str, Trained],
+                 data_parallel: DataParallel | None, rng: bool = True) -> dict[str, Any]:
+    """Load ``parts`` (and this rank's RNG states) from a checkpoint saved on any number of ranks; returns the
+    trainer state. Call on every rank. Raises FileNotFoundError / ValueError naming a missing or damaged file."""
+    ckpt = load_checkpoint(root_or_step_dir)  # verifies every file's size
+    record = json.loads((ckpt.path / STATE_FILE).read_text(encoding="utf-8"))
+    if record.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{ckpt.path} is a format-{record.get('format_version')} checkpoint (single-process, "
+                         f"HF weights); load it with thinkrl.train.checkpoint.restore_checkpoint")
+    state = _dcp_state(parts)
+    dcp.load(state, checkpoint_id=str(ckpt.path))
+    for name, part in parts.items():
+        optimizers = (part.optimizer,) if part.optimizer is not None else ()
+        set_state_dict(part.model, optimizers, model_state_dict=state[name],
+                       optim_state_dict=state.get(f"{name}_optimizer", {}))
+        if part.scheduler is not None:
+            file = ckpt.path / f"{name}_scheduler.pt"
+            if not file.is_file():
+                raise FileNotFoundError(f"checkpoint file {file} is missing")
+            part.scheduler.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
+    if rng:
+        rank = data_parallel.rank if data_parallel is not None else 0
+        per_rank = record["rng_per_rank"]
+        # A rank the saving run did not have takes rank 0's states (the loop's own randomness is seeded per step).
+        restore_rng(per_rank[rank] if rank < len(per_rank) else per_rank[0])
+    logger.info("loaded checkpoint %s (saved on %d ranks)", ckpt.path, record["world_size"])
+    return ckpt.trainer_state
+
+
+def export_policy(step_dir: str | Path, out: str | Path) -> Path:
+    """Write the checkpoint's policy (``parts["model"]``) as a Hugging Face folder (config.json + safetensors)
+    in a single process: rebuild the model from ``config.json`` and load its full tensors from the shards."""
+    ckpt = load_checkpoint(step_dir)
+    config_file = ckpt.path / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"checkpoint file {config_file} is missing (saved without a policy config)")
+    model = build_model(ModelConfig.from_hf_dict(json.loads(config_file.read_text())), seed=None)
+    load_sharded(ckpt.path, parts={"model": Trained(model)}, data_parallel=None, rng=False)
+    from thinkrl.model import save_pretrained
+
+    save_pretrained(model, out)
+    return Path(out)
+
+
+def full_state_copy(model: CausalLM, data_parallel: DataParallel | None) -> CausalLM | None:
+    """An unsharded copy of ``model`` on rank 0's CPU (None on the other ranks; ``model`` itself without a process
+    group), e.g. to write the final HF folder. A collective: call it on every rank."""
+    if data_parallel is None:
+        return model
+    from thinkrl.train.distributed import full_weights
+
+    weights = dict(full_weights(model))  # every rank takes part in the all-gathers
+    if not data_parallel.is_main:
+        return None
+    copy = build_model(model.config, dtype=next(iter(weights.values())).dtype, seed=None)
+    with torch.no_grad():
+        for name, param in copy.named_parameters():
+            param.copy_(weights[name].cpu())
+    return copy
+
+
+def broadcast_resume_step(root: Path, data_parallel: DataParallel | None) -> bool:
+    """Whether ``root`` holds a checkpoint to resume from, as rank 0 sees it (every rank gets the same answer)."""
+    return bool(broadcast_object(has_checkpoint(root), data_parallel))
