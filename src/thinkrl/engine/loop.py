@@ -8,6 +8,8 @@ rollout stage and the trainer talk to it through this client, which is the weigh
 * ``stream(requests)`` / ``generate(requests)``: blocking helpers over ``submit`` for plain threads;
   `stream_events` is the asyncio one the server uses.
 * ``abort(request_id)``: the request stops before the next step and its slot is freed.
+* ``interrupt(request_id)``: like ``abort``, but the sink gets the partial `Trajectory` as the request's finished
+  event (finish reason "abort"), so a partial rollout can be continued (e.g. after a weight update).
 * ``update_weights(named tensors, version)``: copied into the engine's own weights in place, between two
   steps, in the order it was called relative to ``submit``; every token sampled afterwards records ``version``.
 * ``version``: the version of the engine's current weights.
@@ -81,6 +83,8 @@ class EngineLoop:
         self._queued: set[Any] = set()  # submitted, not yet admitted
         self._dropped: set[Any] = set()  # dropped while queued
         self._to_abort: set[Any] = set()  # dropped while in the engine: aborted before the next step
+        self._to_interrupt: dict[Any, Sink] = {}  # interrupted in the engine: partial delivered before the next step
+        self._interrupted_queued: set[Any] = set()  # interrupted while queued: an empty partial is delivered
         self.num_aborted = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -141,6 +145,15 @@ class EngineLoop:
                 self._dropped.add(request_id)
             elif self._sinks.pop(request_id, None) is not None:
                 self._to_abort.add(request_id)
+
+    def interrupt(self, request_id: Any) -> None:
+        """Stop ``request_id`` before the next step and deliver its partial trajectory (finish reason "abort")
+        to its sink as the finished event; no-op when it already finished (its sink had the finished event)."""
+        with self._lock:
+            if request_id in self._queued:
+                self._interrupted_queued.add(request_id)
+            elif (entry := self._sinks.pop(request_id, None)) is not None:
+                self._to_interrupt[request_id] = entry[0]
 
     def update_weights(self, weights: Iterable[tuple[str, torch.Tensor]], version: int,
                        timeout: float | None = None) -> int:
@@ -255,7 +268,14 @@ class EngineLoop:
                 self._queued.discard(request.request_id)
                 dropped = request.request_id in self._dropped
                 self._dropped.discard(request.request_id)
+                interrupted = request.request_id in self._interrupted_queued
+                self._interrupted_queued.discard(request.request_id)
             if dropped:  # a request dropped before admission never reaches the engine
+                continue
+            if interrupted:  # interrupted before admission: its partial is empty
+                traj = Trajectory(list(request.prompt_ids), [], [], finish_reason="abort",
+                                  metadata=dict(request.metadata))
+                self._call(item.sink, TokenEvent(request.request_id, [], finished=True, trajectory=traj))
                 continue
             try:
                 self.engine.add_request(request)
@@ -268,20 +288,30 @@ class EngineLoop:
     def _abort_dropped(self) -> None:
         with self._lock:
             doomed, self._to_abort = self._to_abort, set()
+            interrupted, self._to_interrupt = self._to_interrupt, {}
         for request_id in doomed:
             if self.engine.abort(request_id) is not None:
                 self.num_aborted += 1
+        for request_id, sink in interrupted.items():
+            traj = self.engine.abort(request_id)
+            if traj is not None:
+                self.num_aborted += 1
+                self._call(sink, TokenEvent(request_id, [], finished=True, trajectory=traj))
 
     def _deliver(self, event: TokenEvent) -> None:
         with self._lock:
             entry = self._sinks.pop(event.request_id, None) if event.finished else self._sinks.get(event.request_id)
+            if entry is None and event.finished and event.request_id in self._to_interrupt:
+                # finished in the step that raced the interrupt: the sink gets its real finished event
+                entry = (self._to_interrupt.pop(event.request_id), True)
         if entry is not None and (event.finished or not entry[1]):
             self._call(entry[0], event)
 
     def _fail_all(self, error: BaseException) -> None:
         with self._lock:
-            sinks = [sink for sink, _ in self._sinks.values()]
-            self._sinks = {}
+            sinks = [sink for sink, _ in self._sinks.values()] + list(self._to_interrupt.values())
+            self._sinks, self._to_interrupt = {}, {}
+            self._interrupted_queued.clear()
             self._queued.clear()
             self._dropped.clear()
         while True:

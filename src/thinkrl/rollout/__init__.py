@@ -3,11 +3,14 @@
 It owns rendering and requests (`requests`), verdicts and rewards (`scoring`), groups and dynamic sampling
 (`groups`), where prompts come from (`sources`, `curriculum`) and its config sections (`specs`). RL, evaluation
 and the budget sweep all sample through `sample`. It talks to an engine only through ``generate(requests)``
-(an `LLMEngine` or the engine client `EngineLoop`). Imports engine, tasks, rewards, tokenizer (and rl's pure
+(an `LLMEngine` or the engine client `EngineLoop`). The RL loop takes its batches from a `RolloutDriver`
+(`build_driver`): synchronous, or a streaming rollout thread with partial rollouts and a staleness bound
+(`streaming`, `buffer`, `partial`). Imports engine, tasks, rewards, tokenizer (and rl's pure
 reward-shaping functions); never train.
 """
 
 from thinkrl.rollout.curriculum import Curriculum
+from thinkrl.rollout.driver import RolloutDriver, SyncDriver, build_driver
 from thinkrl.rollout.engine import EngineClient, start_engine
 from thinkrl.rollout.groups import (
     RolloutBatch,
@@ -46,6 +49,7 @@ from thinkrl.rollout.specs import (
     RolloutSpec,
     SamplingSpec,
 )
+from thinkrl.rollout.streaming import RolloutError, StreamingDriver
 
 __all__ = [
     "Curriculum",
@@ -61,10 +65,15 @@ __all__ = [
     "PromptSource",
     "RewardSpec",
     "RolloutBatch",
+    "RolloutDriver",
+    "RolloutError",
     "RolloutPrompt",
     "RolloutSpec",
     "SampleRequest",
     "SamplingSpec",
+    "StreamingDriver",
+    "SyncDriver",
+    "build_driver",
     "build_prompt_source",
     "build_request",
     "collect_rollout_batch",

@@ -40,6 +40,8 @@ class RolloutBatch:
         num_prompts_skipped: prompts the source skipped while filling this batch (online filter).
         data_metrics: the prompt source's `metrics()` after this batch (``data/...``,
             ``curriculum/<task>/...``), to log as they are.
+        stream_metrics: the streaming rollout's metrics for this batch (``stream/...``; empty when synchronous),
+            to log as they are.
     """
 
     trajectories: list[Trajectory]
@@ -49,6 +51,7 @@ class RolloutBatch:
     num_rounds: int = 0
     num_prompts_skipped: int = 0
     data_metrics: dict[str, float] = field(default_factory=dict)
+    stream_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def sample_groups(client: GenerateClient, tokenizer: TextTokenizer, problems: list[Problem], group_size: int,

@@ -92,12 +92,17 @@ def sample(client: GenerateClient, tokenizer: TextTokenizer, items: Sequence[Sam
                 for i, item in enumerate(items)]
     trajs = client.generate(requests)
     for item, request, traj in zip(items, requests, trajs, strict=True):
-        if traj.finish_reason == "error":
-            raise RuntimeError(f"request {request.request_id} failed in the engine: {traj.error}")
-        controller: ThinkingBudgetController = request.controller  # type: ignore[assignment]
-        traj.problem = item.prompt.problem
-        traj.group_id = item.group_id
-        traj.thinking_budget = item.prompt.thinking_budget
-        traj.thinking_tokens = controller.thinking_tokens
-        traj.kept_budget = controller.kept_budget
+        fill_rollout_fields(traj, item, request.controller, request.request_id)  # type: ignore[arg-type]
     return trajs
+
+
+def fill_rollout_fields(traj: Trajectory, item: SampleRequest, controller: ThinkingBudgetController,
+                        request_id: Any) -> None:
+    """Set ``traj``'s rollout fields from its item and its budget controller; raise if it failed in the engine."""
+    if traj.finish_reason == "error":
+        raise RuntimeError(f"request {request_id} failed in the engine: {traj.error}")
+    traj.problem = item.prompt.problem
+    traj.group_id = item.group_id
+    traj.thinking_budget = item.prompt.thinking_budget
+    traj.thinking_tokens = controller.thinking_tokens
+    traj.kept_budget = controller.kept_budget

@@ -155,7 +155,19 @@ class RolloutSpec(Section):
     dynamic_sampling: bool = True
     """Drop groups whose rewards are all equal and sample more until the batch is full."""
     max_sampling_rounds: int = Field(4, ge=1)
-    """Most generation rounds per step when dynamic sampling refills the batch."""
+    """Most generation rounds per step when dynamic sampling refills the batch (streaming: the trainer takes what
+    is ready once prompts_per_step x this many groups completed since its last batch)."""
+    mode: Literal["sync", "streaming"] = "sync"
+    """"sync": each step samples its batch with the current weights, then trains. "streaming": a rollout thread
+    keeps the engine's slots full and buffers finished groups while the trainer trains (docs/streaming.md)."""
+    max_staleness: int = Field(1, ge=0)
+    """Streaming: the most policy versions a token may lag when trained on (eta; 0 is synchronous). Groups that
+    would exceed it are dropped and their prompts sampled again (``stream/dropped_stale``)."""
+    round_tokens: int = Field(0, ge=0)
+    """Streaming: tokens the rollout may generate per policy version before it pauses, its unfinished responses
+    kept (partial rollouts), until the next weight push (or until the trainer waits for data); 0 is unlimited."""
+    max_buffered_groups: int | None = Field(None, ge=1)
+    """Streaming: most groups buffered or in flight at once; None is prompts_per_step x (max_staleness + 1)."""
     placement: Literal["thread", "process"] = "thread"
     """Where the rollout engine runs: "thread" (a thread of the trainer's process) or "process" (a child process;
     weights cross through shared memory, see docs/streaming.md)."""

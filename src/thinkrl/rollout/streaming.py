@@ -1,0 +1,379 @@
+"""Streaming rollout: a rollout thread keeps the engine's slots full and buffers finished groups while the trainer
+trains; the trainer takes a batch as soon as one is ready (Seed-Thinking-v1.5's streaming rollout system, in one
+process). See docs/streaming.md.
+
+* Admission: the thread starts new groups (G requests per prompt, submitted together) while fewer than
+  ``prompts_per_step x (eta + 1 - pending)`` groups are in flight or buffered, where ``pending`` is how many taken
+  batches the engine's weights are behind (so eta = 0 samples exactly one batch per weight version: synchronous).
+* Partial rollouts: `push_weights` interrupts every in-flight request (`EngineLoop.interrupt`) and then pushes;
+  each interrupted piece continues as a new request over prompt + response so far, its KV recomputed with the new
+  weights (`thinkrl.rollout.partial`). With ``round_tokens`` > 0 the thread also pauses once it generated that
+  many tokens under one weight version, keeping its partial responses until the next push (unless the trainer is
+  waiting for data: a paused rollout never starves it).
+* Staleness: a group whose oldest token lags more than eta versions by the earliest step that could train it is
+  dropped (in flight, or when the trainer takes a batch) and its prompt sampled again; ``stream/dropped_stale``.
+* Dynamic sampling, filters and curricula: every finished group is scored and reported to the prompt source
+  (``observe``), and groups whose responses are all right or all wrong are dropped, as in the synchronous path.
+* Failures: an exception in the rollout thread (or a failed engine) reaches the trainer's next call as a
+  `RolloutError`; every wait polls the other side's liveness; `close` stops the thread and aborts what is in
+  flight.
+
+Streaming runs are not bit-reproducible: which prompts share a batch depends on thread timing.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from thinkrl.engine import Request, TokenEvent
+from thinkrl.records import Trajectory
+from thinkrl.rl import group_has_variance
+from thinkrl.rollout.buffer import FinishedGroup, GroupBuffer, version_lag
+from thinkrl.rollout.groups import RolloutBatch
+from thinkrl.rollout.partial import PartialSample, continuation_request, finish_sample, first_request
+from thinkrl.rollout.requests import SampleRequest, render_prompt, sampling_params
+from thinkrl.rollout.scoring import score_trajectories
+from thinkrl.rollout.sources import SKIPPED_TOTAL, PromptSource
+from thinkrl.rollout.specs import RewardSpec, RolloutSpec, SamplingSpec
+from thinkrl.tasks import Problem
+from thinkrl.tokenizer import TextTokenizer
+
+logger = logging.getLogger(__name__)
+
+
+class RolloutError(RuntimeError):
+    """The rollout thread failed or stopped; the trainer cannot get more data."""
+
+
+@dataclass
+class _Group:
+    group_id: int
+    problem: Problem
+    samples: list[PartialSample]
+    abandoned: bool = False
+
+    def oldest(self) -> int | None:
+        versions = [v for s in self.samples if (v := s.oldest_version) is not None]
+        return min(versions, default=None)
+
+
+@dataclass
+class _Tally:
+    """What happened since the trainer's last batch."""
+
+    sampled: list[Trajectory]
+    groups_completed: int = 0
+    groups_no_variance: int = 0
+    dropped_stale: int = 0
+    continued: int = 0
+
+    @classmethod
+    def empty(cls) -> _Tally:
+        return cls(sampled=[])
+
+
+class StreamingDriver:
+    """The rollout thread and the trainer's side of it: `next_batch`, `push_weights`, `state`, `close`.
+
+    Args:
+        engine: the engine client (``submit / interrupt / abort / update_weights / version``; `EngineLoop` or a
+            client with its interface).
+        tokenizer, source, rollout, sampling, reward: as for `collect_rollout_batch`.
+        seed: seeds the thinking-budget draws and per-request sampling seeds.
+        start_version: the trainer's weight version at start (the last finished step; 0 for a fresh run).
+        stall_timeout_s: `next_batch` raises when the engine generated nothing for this long.
+        poll_s: how often waits check the other side's liveness.
+    """
+
+    def __init__(self, engine: Any, tokenizer: TextTokenizer, source: PromptSource, rollout: RolloutSpec,
+                 sampling: SamplingSpec, reward: RewardSpec, seed: int, start_version: int = 0,
+                 stall_timeout_s: float = 600.0, poll_s: float = 0.2) -> None:
+        self.engine, self.tokenizer, self.source = engine, tokenizer, source
+        self.rollout, self.sampling, self.reward = rollout, sampling, reward
+        self.stall_timeout_s, self.poll_s = stall_timeout_s, poll_s
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()  # guards everything below that two threads touch, and every submission
+        self._ready = threading.Condition(self._lock)
+        self._events: queue.SimpleQueue[TokenEvent | BaseException] = queue.SimpleQueue()
+        self._inflight: dict[Any, tuple[_Group, PartialSample]] = {}
+        self._active: dict[int, _Group] = {}
+        self._held: list[tuple[_Group, PartialSample]] = []
+        self._buffer = GroupBuffer()
+        self._retry: deque[Problem] = deque()
+        self._tally = _Tally.empty()
+        self._version = self._taken = start_version
+        self._tokens = 0  # written by the engine thread only (the sink)
+        self._round_start = self._tokens_reported = 0
+        self._skipped_reported = int(source.metrics().get(SKIPPED_TOTAL, 0))
+        self._holding = self._trainer_waiting = self._closed = False
+        self._error: BaseException | None = None
+        self._ids = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="thinkrl-rollout", daemon=True)
+
+    def start(self) -> StreamingDriver:
+        self._thread.start()
+        return self
+
+    @property
+    def tokens_generated(self) -> int:
+        """Tokens the engine generated for this driver so far (interrupted and dropped ones included)."""
+        return self._tokens
+
+    @property
+    def num_in_flight(self) -> int:
+        """Requests of this driver in the engine (or on their way to it)."""
+        return len(self._inflight)
+
+    # ---- trainer side -------------------------------------------------------------------------------------------
+    def next_batch(self, step: int) -> RolloutBatch:
+        """Block until ``prompts_per_step`` usable groups are buffered (or, with dynamic sampling, until
+        ``prompts_per_step x max_sampling_rounds`` groups finished since the last batch and some are usable); take
+        them. Raises `RolloutError` when the rollout thread failed, TimeoutError when the engine stalls."""
+        need = self.rollout.prompts_per_step
+        enough = need * self.rollout.max_sampling_rounds if self.rollout.dynamic_sampling else need
+        eta = self.rollout.max_staleness
+        started = time.monotonic()
+        with self._ready:
+            self._trainer_waiting = True
+            try:
+                last_tokens, last_progress = -1, started
+                while True:
+                    self._check_alive()
+                    self._drop_stale(self._buffer.take(0, self._version, eta).stale)
+                    usable = self._buffer.num_usable(self._version, eta)
+                    if usable >= need or (usable and self._tally.groups_completed >= enough):
+                        break
+                    now = time.monotonic()
+                    if self._tokens != last_tokens:
+                        last_tokens, last_progress = self._tokens, now
+                    elif now - last_progress > self.stall_timeout_s:
+                        raise TimeoutError(f"streaming rollout: the engine generated nothing for "
+                                           f"{self.stall_timeout_s:.0f} s while the trainer waited for step {step}")
+                    self._ready.wait(self.poll_s)
+            finally:
+                self._trainer_waiting = False
+            taken = self._buffer.take(need, self._version, eta)
+            self._drop_stale(taken.stale)
+            self._taken = step
+            tally, self._tally = self._tally, _Tally.empty()
+            data_metrics = self.source.metrics()
+            buffered = len(self._buffer)
+        return self._batch(taken.groups, tally, data_metrics, time.monotonic() - started, buffered)
+
+    def push_weights(self, weights: Any, version: int) -> None:
+        """Interrupt every in-flight request, then push ``weights`` as ``version`` (blocks until applied); the
+        interrupted responses continue with the new weights."""
+        with self._lock:  # no submission between the interrupts and the push
+            self._check_alive()
+            for request_id in list(self._inflight):
+                self.engine.interrupt(request_id)
+            self.engine.update_weights(weights, version=version)
+            self._version = version
+            self._round_start = self._tokens
+            if self._holding:
+                self._release_held()
+
+    def state(self) -> dict[str, Any]:
+        """The prompt source's state (groups in flight or buffered are not saved: a resumed run skips them)."""
+        with self._lock:
+            return self.source.state()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the rollout thread and abort its in-flight requests (idempotent)."""
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        with self._lock:
+            self._closed = True
+            for request_id in list(self._inflight):
+                self.engine.abort(request_id)
+            self._inflight.clear()
+            self._ready.notify_all()
+
+    def _check_alive(self) -> None:
+        if self._error is not None:
+            raise RolloutError(f"the rollout thread failed: {self._error!r}") from self._error
+        if self._closed or not self._thread.is_alive():
+            raise RolloutError("the rollout thread is not running (closed)")
+
+    def _batch(self, groups: list[FinishedGroup], tally: _Tally, data_metrics: dict[str, float], waited: float,
+               buffered: int) -> RolloutBatch:
+        kept = [t for g in groups for t in g.trajectories]
+        lags = [version_lag(g.oldest, self._version) for g in groups]
+        batch = RolloutBatch(trajectories=kept, sampled=tally.sampled, num_groups_sampled=tally.groups_completed,
+                             num_groups_dropped=tally.groups_no_variance, num_rounds=1, data_metrics=data_metrics)
+        skipped = int(data_metrics.get(SKIPPED_TOTAL, 0))
+        batch.num_prompts_skipped, self._skipped_reported = skipped - self._skipped_reported, skipped
+        tokens, self._tokens_reported = self._tokens - self._tokens_reported, self._tokens
+        batch.stream_metrics = {
+            "stream/buffer_wait_s": waited, "stream/dropped_stale": tally.dropped_stale,
+            "stream/fresh_share": sum(g.is_fresh(self._version) for g in groups) / max(1, len(groups)),
+            "stream/version_lag_mean": sum(lags) / max(1, len(lags)), "stream/continued": tally.continued,
+            "stream/buffered_groups": buffered, "stream/tokens_generated": tokens}
+        return batch
+
+    # ---- rollout thread -----------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._admit()
+                self._pause_or_resume()
+                try:
+                    item = self._events.get(timeout=self.poll_s)
+                except queue.Empty:
+                    continue
+                self._handle(item)
+        except BaseException as error:  # reaches the trainer at its next call
+            logger.exception("the rollout thread failed")
+            with self._ready:
+                self._error = error
+                self._ready.notify_all()
+
+    def _sink(self, item: TokenEvent | BaseException) -> None:
+        """Runs in the engine's thread: count tokens, pass on finished events and errors (never blocks)."""
+        if isinstance(item, TokenEvent):
+            self._tokens += len(item.token_ids)
+            if not item.finished:
+                return
+        self._events.put(item)
+
+    def _capacity(self) -> int:
+        """Groups that may exist at once (in flight + buffered) under the staleness bound."""
+        pending = max(0, self._taken - self._version)  # batches taken whose update is not pushed yet
+        allowed = self.rollout.prompts_per_step * (self.rollout.max_staleness + 1 - pending)
+        if self.rollout.max_buffered_groups is not None:
+            allowed = min(allowed, self.rollout.max_buffered_groups)
+        return allowed
+
+    def _admit(self) -> None:
+        with self._lock:
+            free = self._capacity() - len(self._active) - len(self._buffer)
+            if self._holding or free <= 0:
+                return
+            problems = [self._retry.popleft() for _ in range(min(free, len(self._retry)))]
+            problems += self.source.take(free - len(problems))
+            requests = [r for p in problems for r in self._new_group(p)]
+            if requests:
+                self.engine.submit(requests, self._sink)
+
+    def _new_group(self, problem: Problem) -> list[Request]:
+        prompt = render_prompt(self.tokenizer, problem, self._rng.choice(self.sampling.thinking_budgets))
+        group = _Group(self._ids, problem, [])
+        self._active[group.group_id] = group
+        requests = []
+        for _ in range(self.rollout.group_size):
+            request_id = self._new_id()
+            item = SampleRequest(prompt, sampling_params(self.sampling, self._rng.getrandbits(62)),
+                                 group_id=group.group_id, request_id=request_id)
+            request, sample = first_request(self.tokenizer, item, request_id)
+            group.samples.append(sample)
+            self._inflight[request_id] = (group, sample)
+            requests.append(request)
+        return requests
+
+    def _new_id(self) -> tuple[str, int]:
+        self._ids += 1
+        return ("stream", self._ids)  # never an id another caller of the engine uses (theirs are ints or pairs)
+
+    def _handle(self, item: TokenEvent | BaseException) -> None:
+        if isinstance(item, BaseException):
+            raise RolloutError(f"the engine failed under the rollout: {item!r}") from item
+        with self._lock:
+            entry = self._inflight.pop(item.request_id, None)
+        if entry is None:  # aborted by us (stale group, close)
+            return
+        group, sample = entry
+        traj: Trajectory = item.trajectory
+        if traj.finish_reason == "error":
+            raise RolloutError(f"request {item.request_id} failed in the engine: {traj.error}")
+        sample.pieces.append(traj)
+        with self._lock:
+            if group.abandoned or self._abandon_if_stale(group):
+                return
+            if traj.finish_reason == "abort":  # interrupted: continue now, or after the next push when paused
+                self._tally.continued += 1
+                if self._holding:
+                    self._held.append((group, sample))
+                else:
+                    self._continue(group, sample)
+                return
+        finish_sample(sample, self.tokenizer, item.request_id)
+        if all(s.result is not None for s in group.samples):
+            self._complete(group)
+
+    def _continue(self, group: _Group, sample: PartialSample) -> None:
+        request_id = self._new_id()
+        request = continuation_request(sample, request_id)
+        self._inflight[request_id] = (group, sample)
+        self.engine.submit(request, self._sink)
+
+    def _abandon_if_stale(self, group: _Group) -> bool:
+        """Drop ``group`` (abort its requests, sample its prompt again) when even the next batch to be taken would
+        train its oldest token past the staleness bound. Caller holds the lock."""
+        if version_lag(group.oldest(), max(self._taken, self._version)) <= self.rollout.max_staleness:
+            return False
+        group.abandoned = True
+        for request_id, (owner, _) in list(self._inflight.items()):
+            if owner is group:
+                del self._inflight[request_id]
+                self.engine.abort(request_id)
+        self._held = [(g, s) for g, s in self._held if g is not group]
+        self._active.pop(group.group_id, None)
+        self._tally.dropped_stale += 1
+        self._retry.append(group.problem)
+        return True
+
+    def _drop_stale(self, groups: list[FinishedGroup]) -> None:
+        """Buffered groups past the bound: counted, their prompts sampled again. Caller holds the lock."""
+        self._tally.dropped_stale += len(groups)
+        self._retry.extend(g.problem for g in groups)
+
+    def _complete(self, group: _Group) -> None:
+        trajs: list[Trajectory] = [s.result for s in group.samples]  # type: ignore[misc]
+        score_trajectories(trajs, self.tokenizer, self.reward)
+        correct = [bool(t.correct) for t in trajs]
+        keep = not self.rollout.dynamic_sampling or bool(
+            group_has_variance(torch.tensor(correct, dtype=torch.float), torch.zeros(len(trajs))).all())
+        with self._ready:
+            self.source.observe(group.problem, correct)
+            self._active.pop(group.group_id, None)
+            self._tally.sampled += trajs
+            self._tally.groups_completed += 1
+            if keep:
+                self._buffer.put(FinishedGroup(group.problem, trajs))
+                self._ready.notify_all()
+            else:
+                self._tally.groups_no_variance += 1
+
+    def _pause_or_resume(self) -> None:
+        """``round_tokens``: pause (interrupting what is in flight) once this weight version generated that many
+        tokens, unless the trainer is waiting for data; resume when it is."""
+        if not self.rollout.round_tokens:
+            return
+        with self._lock:
+            spent = self._tokens - self._round_start >= self.rollout.round_tokens
+            pause = spent and not self._trainer_waiting
+            if pause and not self._holding:
+                self._holding = True
+                for request_id in list(self._inflight):
+                    self.engine.interrupt(request_id)
+            elif not pause and self._holding:
+                self._release_held()
+
+    def _release_held(self) -> None:
+        """Continue the responses kept while paused. Caller holds the lock."""
+        self._holding = False
+        held, self._held = self._held, []
+        for group, sample in held:
+            if not group.abandoned and not self._abandon_if_stale(group):
+                self._continue(group, sample)

@@ -1,0 +1,245 @@
+"""The streaming rollout driver against a real engine loop (a tiny random model): the staleness bound is enforced,
+partial responses continue across weight pushes, eta 0 is synchronous, the sync driver is today's rollout, and
+every failure reaches the trainer as an error instead of a hang."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from thinkrl.engine import LLMEngine
+from thinkrl.engine.loop import EngineLoop
+from thinkrl.model import ModelConfig, build_model
+from thinkrl.records import Trajectory
+from thinkrl.rollout import (
+    PromptCursor,
+    RewardSpec,
+    RolloutError,
+    RolloutSpec,
+    SamplingSpec,
+    StreamingDriver,
+    SyncDriver,
+    collect_rollout_batch,
+)
+from thinkrl.rollout.buffer import FinishedGroup, GroupBuffer, version_lag
+from thinkrl.tasks.dataset import generate_dataset
+from thinkrl.tokenizer import load_tokenizer
+
+CFG = ModelConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                  num_attention_heads=2, num_key_value_heads=1)
+TOK = load_tokenizer("builtin")
+PROBLEMS = generate_dataset("arithmetic", 40, 0, "train", {"num_terms": 2, "max_number": 5})
+SAMPLING = SamplingSpec(temperature=1.0, max_new_tokens=12, num_slots=4)
+REWARD = RewardSpec(max_response_len=12, overlong_cache_len=4)
+WAIT_S = 60  # generous: a failure must surface within this, never hang the suite
+
+
+def _loop(num_slots: int = 4) -> EngineLoop:
+    return EngineLoop(LLMEngine(build_model(CFG, seed=0).eval(), TOK, num_slots=num_slots, max_seq_len=128),
+                      idle_wait_s=0.05).start()
+
+
+def _weights(seed: int) -> list:
+    return list(build_model(CFG, seed=seed).state_dict().items())
+
+
+def _rollout(**changes) -> RolloutSpec:
+    fields = {"group_size": 2, "prompts_per_step": 2, "dynamic_sampling": False, "mode": "streaming",
+              "max_staleness": 1, **changes}
+    return RolloutSpec(**fields)
+
+
+@pytest.fixture
+def loop() -> Iterator[EngineLoop]:
+    engine_loop = _loop()
+    yield engine_loop
+    engine_loop.stop()
+
+
+def _driver(loop: EngineLoop, source=None, **changes) -> StreamingDriver:
+    return StreamingDriver(loop, TOK, source or PromptCursor(PROBLEMS, 0), _rollout(**changes), SAMPLING, REWARD,
+                           seed=0, poll_s=0.05).start()
+
+
+def _wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def _train(driver: StreamingDriver, steps: int, tokens: int = 8) -> list:
+    """A trainer: take each batch, let the rollout generate ``tokens`` more tokens meanwhile ("training"), push new
+    weights as version ``step``."""
+    batches = []
+    for step in range(1, steps + 1):
+        batches.append(driver.next_batch(step))
+        start = driver.tokens_generated
+        _wait_for(lambda s=start: driver.tokens_generated >= s + tokens or not driver.num_in_flight,
+                  "the rollout to generate")
+        driver.push_weights(_weights(step), version=step)
+    return batches
+
+
+def test_sync_driver_is_the_synchronous_rollout() -> None:
+    rollout = RolloutSpec(group_size=2, prompts_per_step=2, dynamic_sampling=False)
+    a, b = _loop(), _loop()
+    try:
+        got = SyncDriver(a, TOK, PromptCursor(PROBLEMS, 0), rollout, SAMPLING, REWARD, seed=5).next_batch(3)
+        want = collect_rollout_batch(b, TOK, PromptCursor(PROBLEMS, 0), rollout, SAMPLING, REWARD,
+                                     seed=5 * 100_003 + 3)
+        assert [t.response_ids for t in got.trajectories] == [t.response_ids for t in want.trajectories]
+        assert [t.reward for t in got.trajectories] == [t.reward for t in want.trajectories]
+        assert got.stream_metrics == {}
+    finally:
+        a.stop()
+        b.stop()
+
+
+@pytest.mark.parametrize("eta", [1, 2])
+def test_trained_tokens_never_lag_more_than_eta_and_partials_continue(loop: EngineLoop, eta: int) -> None:
+    driver = _driver(loop, max_staleness=eta)
+    try:
+        batches = _train(driver, steps=5)
+    finally:
+        driver.close()
+    continued = 0
+    mixed = 0
+    for step, batch in enumerate(batches, start=1):
+        assert len({t.group_id for t in batch.trajectories}) == 2 and len(batch.trajectories) == 4
+        for t in batch.trajectories:
+            assert version_lag(t.policy_version, step - 1) <= eta, (step, t.token_versions)
+            assert t.token_versions == sorted(t.token_versions) and max(t.token_versions) <= step - 1
+            assert len(t.response_ids) <= SAMPLING.max_new_tokens and t.reward is not None
+            mixed += len(set(t.token_versions)) > 1
+        m = batch.stream_metrics
+        assert 0 <= m["stream/fresh_share"] <= 1 and m["stream/version_lag_mean"] <= eta
+        continued += m["stream/continued"]
+    assert continued > 0 and mixed > 0  # responses interrupted by a push went on with the new weights
+
+
+def test_eta_zero_is_synchronous(loop: EngineLoop) -> None:
+    driver = _driver(loop, max_staleness=0)
+    try:
+        batches = _train(driver, steps=3, tokens=0)  # eta 0: nothing to sample until the push
+    finally:
+        driver.close()
+    for step, batch in enumerate(batches, start=1):
+        assert all(set(t.token_versions) == {step - 1} for t in batch.trajectories)
+        assert batch.stream_metrics["stream/fresh_share"] == 1.0
+        assert batch.stream_metrics["stream/continued"] == 0 and batch.stream_metrics["stream/dropped_stale"] == 0
+
+
+class _RecordingSource(PromptCursor):
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.taken: list[str] = []
+
+    def take(self, n: int):
+        problems = super().take(n)
+        self.taken += [p.id for p in problems]
+        return problems
+
+
+def test_groups_past_the_bound_are_dropped_counted_and_sampled_again() -> None:
+    loop = _loop(num_slots=8)  # every request of the 2 x (eta + 1) groups decodes at once, from version 0
+    source = _RecordingSource(PROBLEMS, 0)
+    driver = _driver(loop, source=source, max_staleness=1)
+    try:
+        first = driver.next_batch(1)
+        before_push = list(source.taken)
+        driver.push_weights(_weights(1), version=3)  # a jump: everything sampled with version 0 now lags 3
+        later = [driver.next_batch(step) for step in (2, 3, 4)]
+    finally:
+        driver.close()
+        loop.stop()
+    assert len(before_push) == 4  # 2 groups a step x (eta + 1)
+    assert sum(b.stream_metrics["stream/dropped_stale"] for b in later) == 2  # the 2 not trained at step 1
+    for batch in later:
+        assert all(version_lag(t.policy_version, 3) <= 1 for t in batch.trajectories)
+    trained = [t.problem.id for b in [first, *later] for t in b.trajectories[::2]]
+    assert set(before_push) <= set(trained)  # the dropped groups' prompts were sampled again, and trained
+
+
+def test_round_token_budget_pauses_the_rollout_until_the_next_push(loop: EngineLoop) -> None:
+    driver = _driver(loop, max_staleness=2, round_tokens=6)
+    try:
+        driver.next_batch(1)
+        # The trainer is not waiting now: the rollout pauses (its responses interrupted, kept) and the engine idles.
+        _wait_for(lambda: not loop.engine.has_unfinished() and driver._holding, "the rollout to pause")
+        driver.push_weights(_weights(1), version=1)
+        batch = driver.next_batch(2)
+    finally:
+        driver.close()
+    assert len(batch.trajectories) == 4
+    assert batch.stream_metrics["stream/continued"] > 0
+
+
+def test_buffer_take_drops_groups_past_the_bound_oldest_first() -> None:
+    def group(versions: list[int]) -> FinishedGroup:
+        return FinishedGroup(PROBLEMS[0], [Trajectory([1], [5] * len(versions), [0.0] * len(versions),
+                                                      token_versions=versions)])
+
+    buffer = GroupBuffer()
+    for versions in ([0, 1], [2, 2], [1, 3], [3]):
+        buffer.put(group(versions))
+    assert buffer.num_usable(trainer_version=3, max_staleness=1) == 2
+    taken = buffer.take(1, trainer_version=3, max_staleness=1)
+    assert [g.oldest for g in taken.stale] == [0, 1] and [g.oldest for g in taken.groups] == [2]
+    assert len(buffer) == 1 and taken.groups[0].is_fresh(3) is False and group([3]).is_fresh(3)
+
+
+class _FailingSource(PromptCursor):
+    def take(self, n: int):
+        if self.index:
+            raise OSError("the prompt file went away")
+        return super().take(n)
+
+
+def test_an_exception_in_the_rollout_thread_reaches_the_trainer(loop: EngineLoop) -> None:
+    driver = _driver(loop, source=_FailingSource(PROBLEMS, 0))
+    try:
+        with pytest.raises(RolloutError, match="the prompt file went away"):
+            for step in range(1, 10):
+                driver.next_batch(step)
+                driver.push_weights(_weights(step), version=step)
+        assert not driver._thread.is_alive()
+        with pytest.raises(RolloutError):
+            driver.push_weights(_weights(9), version=9)
+    finally:
+        driver.close()
+
+
+def test_close_stops_the_thread_and_aborts_what_is_in_flight(loop: EngineLoop) -> None:
+    driver = _driver(loop, prompts_per_step=4)
+    _wait_for(lambda: loop.num_steps >= 2, "the rollout to start")
+    driver.close()
+    assert not driver._thread.is_alive()
+    _wait_for(lambda: not loop.engine.has_unfinished(), "the engine to drain")
+    with pytest.raises(RolloutError, match="not running"):
+        driver.next_batch(1)
+    assert loop.is_running  # the engine client is the caller's to stop
+
+
+def test_a_failed_weight_push_raises_and_the_run_can_still_close(loop: EngineLoop) -> None:
+    driver = _driver(loop)
+    try:
+        driver.next_batch(1)
+        with pytest.raises(ValueError):
+            driver.push_weights([("model.embed_tokens.weight", build_model(CFG).model.embed_tokens.weight[:3])], 1)
+    finally:
+        driver.close()
+    assert not driver._thread.is_alive() and loop.is_running
+
+
+def test_a_stopped_engine_fails_the_waiting_trainer(loop: EngineLoop) -> None:
+    driver = _driver(loop, prompts_per_step=8)
+    threading.Timer(0.2, loop.stop).start()  # the engine goes away while the trainer waits for its batch
+    try:
+        with pytest.raises(RolloutError, match="engine"):
+            driver.next_batch(1)
+    finally:
+        driver.close()
