@@ -1,32 +1,72 @@
 """The rollout engine of a training run: a frozen copy of the policy's weights in an engine, behind its client.
 
-The trainer gets back the client (`EngineLoop`: submit / stream / generate / abort / update_weights / version) and
-nothing else; it never holds the engine's tensors, and the engine never holds the trainer's.
+The trainer gets back the client (submit / stream / generate / abort / interrupt / update_weights / version / stop)
+and nothing else; it never holds the engine's tensors, and the engine never holds the trainer's. Where the engine
+runs is the recipe's ``rollout.placement``: "thread" (`EngineLoop`, a thread of this process) or "process"
+(`RolloutProcess`, a child process; weights cross through shared memory). See docs/streaming.md.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal, Protocol
 
-from thinkrl.engine import LLMEngine
-from thinkrl.engine.loop import EngineLoop
+import torch
+
+from thinkrl.engine import LLMEngine, Request, TokenEvent
+from thinkrl.engine.loop import EngineLoop, Sink
 from thinkrl.model import CausalLM
+from thinkrl.records import Trajectory
+from thinkrl.rollout.process import start_engine_process
 from thinkrl.rollout.specs import SamplingSpec
 from thinkrl.tasks import Problem
 from thinkrl.tokenizer import TextTokenizer
 
-EngineClient = EngineLoop
-"""The engine client the trainer talks to."""
+Placement = Literal["thread", "process"]
+
+
+class EngineClient(Protocol):
+    """The engine client the trainer talks to: `EngineLoop` (thread placement) or `RolloutProcess` (process)."""
+
+    error: BaseException | None
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def is_running(self) -> bool: ...
+
+    def submit(self, requests: Request | Sequence[Request], sink: Sink, *, finished_only: bool = False) -> None: ...
+
+    def stream(self, requests: Sequence[Request], *, finished_only: bool = False) -> Iterator[TokenEvent]: ...
+
+    def generate(self, requests: Sequence[Request]) -> list[Trajectory]: ...
+
+    def abort(self, request_id: Any) -> None: ...
+
+    def interrupt(self, request_id: Any) -> None: ...
+
+    def update_weights(self, weights: Iterable[tuple[str, torch.Tensor]], version: int,
+                       timeout: float | None = None) -> int: ...
+
+    def stop(self, timeout: float = 10.0) -> None: ...
 
 
 def start_engine(policy: CausalLM, tokenizer: TextTokenizer, sampling: SamplingSpec, sized: list[Problem],
-                 seed: int) -> EngineLoop:
+                 seed: int, placement: Placement = "thread") -> EngineClient:
     """A started engine client over a frozen copy of ``policy``'s weights (version 0), with ``sampling.num_slots``
     slots long enough for the longest of the ``sized`` problems' prompts (at any of the sampling budgets) plus
-    ``sampling.max_new_tokens``. Stop it with ``client.stop()``."""
+    ``sampling.max_new_tokens``; its engine runs in a thread of this process or in a child process
+    (``placement``). Stop it with ``client.stop()``."""
     max_prompt = max(len(tokenizer.encode_chat([{"role": "user", "content": p.prompt}], thinking_budget=b))
                      for p in sized for b in sampling.thinking_budgets)
+    max_seq_len = max_prompt + 16 + sampling.max_new_tokens
+    if placement == "process":
+        return start_engine_process(policy, tokenizer, num_slots=sampling.num_slots, max_seq_len=max_seq_len,
+                                    seed=seed)
+    if placement != "thread":
+        raise ValueError(f"placement must be 'thread' or 'process', got {placement!r}")
     weights = copy.deepcopy(policy).eval().requires_grad_(False)
-    engine = LLMEngine(weights, tokenizer, num_slots=sampling.num_slots,
-                       max_seq_len=max_prompt + 16 + sampling.max_new_tokens, seed=seed)
+    engine = LLMEngine(weights, tokenizer, num_slots=sampling.num_slots, max_seq_len=max_seq_len, seed=seed)
     return EngineLoop(engine).start()

@@ -1,0 +1,398 @@
+"""`RolloutProcess`: the engine client of an engine that runs in a child process (``rollout.placement: process``).
+
+Same interface as the in-process client `EngineLoop` (submit / stream / generate / abort / interrupt /
+update_weights / version / stop / is_running / error), so the trainer does not know where its engine runs. The
+child (`process_child`) is started with torch.multiprocessing's spawn context and runs an `EngineLoop` of its own;
+requests, events and errors cross two pipes as typed records (`process_wire`).
+
+Weights: at start the parent allocates one flat shared-memory buffer laid out like the policy's parameters. A push
+copies the trainer's tensors into it, sends ``(push id, version, names)``, and returns once the child has copied
+the buffer into its engine between two steps (the acknowledgement), so every token sampled afterwards records the
+new version. One push at a time: the buffer is the child's to read until the push is acknowledged.
+
+Never hang. A receiver thread waits on the event pipe *and* the child's process sentinel: when the child dies (a
+crash, SIGKILL, the OOM killer) every waiting caller and every later call gets an `EngineError` naming the exit code
+or signal. An exception in the child comes back with its message and traceback text. ``stop`` asks the child to
+stop, then terminates and finally kills it. The child ignores SIGINT and exits when the parent dies, so neither a
+Ctrl-C nor a killed trainer leaves a rollout process behind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import pickle
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from typing import Any
+
+import torch
+import torch.multiprocessing as tmp
+
+from thinkrl.engine import EngineError, Request, TokenEvent
+from thinkrl.engine.loop import Sink
+from thinkrl.engine.weights import named_weights
+from thinkrl.model import CausalLM
+from thinkrl.records import Trajectory
+from thinkrl.rollout.process_child import child_main
+from thinkrl.rollout.process_wire import (
+    Abort,
+    ChildInit,
+    Event,
+    Fatal,
+    Push,
+    PushDone,
+    Ready,
+    Stop,
+    Submit,
+    SubmitFailed,
+    TokenizerSpec,
+    buffer_views,
+    check_push,
+    describe_exit,
+    pack_request,
+    plan_buffer,
+)
+from thinkrl.tokenizer import TextTokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    """One submit call: its sink, and its requests' controllers (updated when they finish) while open."""
+
+    sink: Sink
+    controllers: dict[Any, Any]
+    open: set[Any] = field(default_factory=set)
+
+
+class RolloutProcess:
+    """Client of an engine in a child process. Build it with `start_engine_process`.
+
+    Attributes:
+        error: why the child can no longer serve (it died or its engine failed), or None.
+        pid: the child's process id.
+    """
+
+    def __init__(self, process: Any, commands: Any, events: Any, buffers: dict[str, torch.Tensor],
+                 idle_wait_s: float = 0.5) -> None:
+        self._process, self._commands, self._events = process, commands, events
+        self._buffers = buffers  # name -> view into the shared weight buffer
+        self.idle_wait_s = idle_wait_s
+        self.error: BaseException | None = None
+        self._version = 0
+        self._lock = threading.Lock()  # guards the tables below
+        self._send_lock = threading.Lock()
+        self._push_lock = threading.Lock()  # one push at a time: the child reads the buffer until it acknowledges
+        self._pending: dict[int, _Pending] = {}
+        self._submit_of: dict[Any, int] = {}  # request id -> its submit
+        self._pushes: dict[int, Future[int]] = {}
+        self._last_push: Future[int] | None = None
+        self._ids = itertools.count()
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._receiver = threading.Thread(target=self._receive, name="thinkrl-rollout-receiver", daemon=True)
+
+    @property
+    def pid(self) -> int:
+        return int(self._process.pid)
+
+    @property
+    def version(self) -> int:
+        """Version of the engine's weights: the last acknowledged push (0 before any)."""
+        return self._version
+
+    @property
+    def is_running(self) -> bool:
+        """True while the child is alive, ready, its engine has not failed and `stop` was not called."""
+        return (self._ready.is_set() and self.error is None and not self._stopping.is_set()
+                and self._process.is_alive())
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def start(self, timeout: float) -> RolloutProcess:
+        """Start the receiver and wait until the child's engine is ready; returns self.
+
+        Raises:
+            EngineError: the child failed to start or died (the child is stopped first).
+        """
+        self._receiver.start()
+        waited = 0.0
+        while not self._ready.wait(self.idle_wait_s):
+            waited += self.idle_wait_s
+            if self.error is not None or waited >= timeout:
+                error = self.error or EngineError(f"the rollout process did not start within {timeout} s")
+                self.stop()
+                raise error
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the child (asked, then terminated after ``timeout`` s, then killed) and fail whatever is in
+        flight with an `EngineError`. Safe to call twice, and from a sink."""
+        self._stopping.set()
+        try:
+            with self._send_lock:
+                self._commands.send(Stop())
+        except (OSError, ValueError):  # already gone or closed
+            pass
+        self._process.join(timeout)
+        if self._process.is_alive():
+            logger.warning("the rollout process (pid %s) did not stop within %s s; terminating it", self.pid, timeout)
+            self._process.terminate()
+            self._process.join(5.0)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        if threading.current_thread() is not self._receiver and self._receiver.is_alive():
+            self._receiver.join(timeout)
+        self._fail_all(EngineError("the rollout process was stopped"))
+        self._commands.close()
+
+    def __enter__(self) -> RolloutProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- client API (thread-safe) ---------------------------------------------------------
+    def submit(self, requests: Request | Sequence[Request], sink: Sink, *, finished_only: bool = False) -> None:
+        """Queue ``requests`` (they enter the engine in the same step); ``sink`` gets their events, in the
+        receiver thread.
+
+        Raises:
+            EngineError: the child is stopped, dead or its engine failed.
+            TypeError: a request's controller cannot cross to the child (only thinking-budget controllers can).
+        """
+        batch = [requests] if isinstance(requests, Request) else list(requests)
+        specs = [pack_request(r) for r in batch]
+        self._check_running()
+        submit_id = next(self._ids)
+        with self._lock:
+            self._pending[submit_id] = _Pending(sink, {r.request_id: r.controller for r in batch},
+                                                {r.request_id for r in batch})
+            self._submit_of.update((r.request_id, submit_id) for r in batch)
+        self._send(Submit(submit_id, specs, finished_only))
+
+    def abort(self, request_id: Any) -> None:
+        """Stop ``request_id`` and deliver no more of its events."""
+        with self._lock:
+            pending = self._pending.get(self._submit_of.pop(request_id, -1))
+            if pending is not None:
+                pending.open.discard(request_id)
+        self._send(Abort(request_id), quiet=True)
+
+    def interrupt(self, request_id: Any) -> None:
+        """Stop ``request_id``; its partial trajectory arrives as its finished event (finish reason "abort")."""
+        self._send(Abort(request_id, interrupt=True), quiet=True)
+
+    def update_weights(self, weights: Iterable[tuple[str, torch.Tensor]], version: int,
+                       timeout: float | None = None) -> int:
+        """Copy named tensors into the shared buffer; the child copies them into its engine between two steps and
+        sets ``version``. Blocks until acknowledged; returns how many tensors were copied.
+
+        A push that timed out may still be applied later; the next push waits for it before reusing the buffer.
+
+        Raises:
+            ValueError: names or shapes do not match the engine's model, or ``version`` is older than the engine's
+                (nothing was applied).
+            EngineError: the child died or stopped before acknowledging.
+            TimeoutError: not acknowledged within ``timeout`` seconds.
+        """
+        if threading.current_thread() is self._receiver:  # a sink: it would wait for its own acknowledgement
+            raise RuntimeError("update_weights was called from the rollout receiver thread (a sink?)")
+        items = [(name, tensor.detach()) for name, tensor in weights]
+        check_push(self._buffers, items)
+        self._check_running()
+        with self._push_lock:
+            if self._last_push is not None:  # a push that timed out: the child may still read the buffer
+                self._wait(self._last_push, timeout, "the previous weight push is still being applied")
+            with torch.no_grad():
+                for name, tensor in items:
+                    self._buffers[name].copy_(tensor)
+            push_id, done = next(self._ids), Future()
+            with self._lock:
+                self._pushes[push_id] = done
+            self._last_push = done
+            self._send(Push(push_id, int(version), [name for name, _ in items]))
+            count = self._wait(done, timeout, f"update_weights: not applied within {timeout} s")
+            self._last_push = None
+            self._version = int(version)
+            return count
+
+    def stream(self, requests: Sequence[Request], *, finished_only: bool = False) -> Iterator[TokenEvent]:
+        """Submit ``requests`` and yield their events until all have finished; leaving early aborts the rest."""
+        inbox: queue.SimpleQueue[TokenEvent | BaseException] = queue.SimpleQueue()
+        unfinished = {r.request_id for r in requests}
+        self.submit(requests, inbox.put, finished_only=finished_only)
+        try:
+            while unfinished:
+                try:
+                    item = inbox.get(timeout=self.idle_wait_s)
+                except queue.Empty:
+                    self._check_running()
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                if item.finished:
+                    unfinished.discard(item.request_id)
+                yield item
+        finally:
+            for request_id in unfinished:
+                self.abort(request_id)
+
+    def generate(self, requests: Sequence[Request]) -> list[Trajectory]:
+        """Complete every request; trajectories in the order of ``requests``."""
+        order = {r.request_id: i for i, r in enumerate(requests)}
+        if len(order) != len(requests):
+            raise ValueError("request ids must be unique within one generate() call")
+        results: list[Trajectory | None] = [None] * len(requests)
+        for event in self.stream(requests, finished_only=True):
+            results[order[event.request_id]] = event.trajectory
+        return results  # type: ignore[return-value]  # every request finished, or stream raised
+
+    # ---- helpers --------------------------------------------------------------------------
+    def _check_running(self) -> None:
+        if not self.is_running:
+            if self.error is None and not self._stopping.is_set() and not self._process.is_alive():
+                self.error = EngineError(describe_exit(self._process))  # before the receiver noticed
+            raise EngineError(f"the rollout engine is not running: {self.error or 'stopped'}")
+
+    def _wait(self, done: Future[int], timeout: float | None, message: str) -> int:
+        waited = 0.0
+        while True:
+            try:
+                return done.result(timeout=self.idle_wait_s)
+            except TimeoutError:
+                waited += self.idle_wait_s
+                self._check_running()
+                if timeout is not None and waited >= timeout:
+                    raise TimeoutError(message) from None
+
+    def _send(self, message: object, quiet: bool = False) -> None:
+        try:
+            with self._send_lock:
+                self._commands.send(message)
+        except (OSError, ValueError) as error:  # the child's end is gone
+            if not quiet:
+                self._check_running()
+                raise EngineError(f"the rollout process cannot be reached: {error}") from error
+
+    # ---- receiver thread ------------------------------------------------------------------------
+    def _receive(self) -> None:
+        """Dispatch the child's records until it exits; then fail whatever still waits."""
+        while True:
+            ready = wait([self._events, self._process.sentinel], timeout=self.idle_wait_s)
+            if self._events in ready:
+                try:
+                    message = self._events.recv()
+                except (EOFError, OSError):
+                    message = None
+                if message is not None:
+                    self._dispatch(message)
+                    continue
+            if self._process.sentinel in ready or (not ready and not self._process.is_alive()):
+                self._process.join(1.0)
+                if self.error is None and not self._stopping.is_set():
+                    self.error = EngineError(describe_exit(self._process))
+                    logger.error("%s", self.error)
+                self._fail_all(self.error or EngineError("the rollout process was stopped"))
+                self._events.close()
+                return
+
+    def _dispatch(self, message: object) -> None:
+        if isinstance(message, Event):
+            self._deliver(message)
+        elif isinstance(message, PushDone):
+            with self._lock:
+                done = self._pushes.pop(message.push_id, None)
+            if done is not None and message.error is not None:
+                done.set_exception(message.error.to_exception())
+            elif done is not None:
+                done.set_result(message.count)
+        elif isinstance(message, SubmitFailed):
+            with self._lock:
+                pending = self._pending.get(message.submit_id)
+            if pending is not None:
+                self._call(pending.sink, message.error.to_exception())
+        elif isinstance(message, Ready):
+            self._version = message.version
+            self._ready.set()
+        elif isinstance(message, Fatal):
+            self.error = EngineError(f"the rollout engine failed during {message.during}: "
+                                     f"{message.error.type_name}: {message.error.message}\n"
+                                     f"--- traceback in the rollout process ---\n{message.error.traceback}")
+            logger.error("%s", self.error)
+            self._fail_all(self.error)
+
+    def _deliver(self, message: Event) -> None:
+        event = message.event
+        with self._lock:
+            pending = self._pending.get(message.submit_id)
+            if pending is None or event.request_id not in pending.open:
+                return  # aborted, or its submit failed
+            if event.finished:
+                pending.open.discard(event.request_id)
+                self._submit_of.pop(event.request_id, None)
+                if not pending.open:
+                    del self._pending[message.submit_id]
+        controller = pending.controllers.get(event.request_id)
+        if message.controller_state is not None and controller is not None:
+            vars(controller).update(message.controller_state)  # the caller reads the counts after generation
+        self._call(pending.sink, event)
+
+    def _fail_all(self, error: BaseException) -> None:
+        with self._lock:
+            sinks = [pending.sink for pending in self._pending.values()]
+            pushes = list(self._pushes.values())
+            self._pending, self._pushes, self._submit_of = {}, {}, {}
+        for done in pushes:
+            if not done.done():
+                done.set_exception(error)
+        for sink in sinks:
+            self._call(sink, error)
+
+    @staticmethod
+    def _call(sink: Sink, item: TokenEvent | BaseException) -> None:
+        try:
+            sink(item)
+        except RuntimeError:  # the handler's event loop is closed: nobody is listening any more
+            logger.debug("dropped an event for a closed event loop")
+
+
+def start_engine_process(policy: CausalLM, tokenizer: Any, *, num_slots: int, max_seq_len: int, seed: int,
+                         device: str | None = None, cuda_graphs: bool = True,
+                         start_timeout: float = 600.0) -> RolloutProcess:
+    """A started `RolloutProcess` whose engine holds a copy of ``policy``'s weights (version 0).
+
+    Args:
+        policy: the trainer's model; only a pickled copy of it leaves this process.
+        tokenizer: a `TextTokenizer` (sent as plain data) or any picklable tokenizer.
+        num_slots / max_seq_len / seed / cuda_graphs: as for `LLMEngine`.
+        device: the engine's device (default: the policy's).
+        start_timeout: seconds to wait for the child's engine to be ready.
+
+    Raises:
+        EngineError: the child failed to start (the message carries its traceback) or died.
+    """
+    weights = named_weights(policy)
+    slots, nbytes = plan_buffer(weights)
+    flat = torch.empty(nbytes, dtype=torch.uint8).share_memory_()
+    spec = TokenizerSpec.of(tokenizer) if isinstance(tokenizer, TextTokenizer) else tokenizer
+    init = ChildInit(pickle.dumps(policy), spec, flat, slots, str(device or policy.device),
+                     {"num_slots": num_slots, "max_seq_len": max_seq_len, "seed": seed, "cuda_graphs": cuda_graphs},
+                     torch.get_num_threads(), os.getpid())
+    context = tmp.get_context("spawn")
+    commands_out, commands_in = context.Pipe(duplex=False)  # (reader, writer)
+    events_out, events_in = context.Pipe(duplex=False)
+    process = context.Process(target=child_main, args=(init, commands_out, events_in), name="thinkrl-rollout",
+                              daemon=True)
+    process.start()
+    commands_out.close()  # the child's ends: closed here, so a dead child reads as end-of-file
+    events_in.close()
+    client = RolloutProcess(process, commands_in, events_out, buffer_views(flat, slots))
+    return client.start(start_timeout)

@@ -1,0 +1,294 @@
+"""What crosses between the trainer's process and its rollout process: typed records, and how requests, thinking-
+budget controllers, tokenizers, errors and the weight buffer are packed into them.
+
+Pickle carries these records between our own two processes only (a pipe the parent created for the child it
+spawned); it never unpickles data from elsewhere, and model text travels as token ids and strings inside our own
+records, never as something that is unpickled or evaluated.
+
+A request's `SequenceController` is an object with state and bound methods; only the thinking-budget controller
+crosses, as a `ControllerSpec` (its token vocabulary without the tokenizer, and its counters), rebuilt in the child
+over the child's tokenizer. When the request finishes, the child's final counters are copied back into the caller's
+controller object, so code that reads ``controller.thinking_tokens`` after ``generate`` works as in-process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from thinkrl.engine import BudgetVocab, EngineError, Request, SamplingParams, ThinkingBudgetController, TokenEvent
+from thinkrl.engine.budget import budget_vocab
+from thinkrl.tokenizer import TextTokenizer
+
+_ALIGN = 64  # bytes: every tensor of the weight buffer starts on a cache line (and any dtype's alignment)
+
+
+# ---- requests and controllers ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ControllerSpec:
+    """A `ThinkingBudgetController` without its tokenizer.
+
+    Fields:
+        vocab: its token vocabulary with ``encode`` dropped; the child rebuilds it from its own tokenizer and checks
+            that the ids agree.
+        state: the controller's attributes except ``vocab`` (budget, limits, phase, counters).
+    """
+
+    vocab: BudgetVocab
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """A `Request` as it crosses to the child (``controller`` as a `ControllerSpec` or None)."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    request_id: Any
+    metadata: dict[str, Any]
+    controller: ControllerSpec | None
+
+
+def controller_state(controller: ThinkingBudgetController) -> dict[str, Any]:
+    """The attributes of ``controller`` except its vocabulary (which holds the tokenizer)."""
+    return {name: value for name, value in vars(controller).items() if name != "vocab"}
+
+
+def pack_request(request: Request) -> RequestSpec:
+    """``request`` as a picklable `RequestSpec`.
+
+    Raises:
+        TypeError: its controller is not a `ThinkingBudgetController` (an arbitrary object cannot be rebuilt in the
+            rollout process).
+    """
+    spec = None
+    if request.controller is not None:
+        if not isinstance(request.controller, ThinkingBudgetController):
+            raise TypeError(f"request {request.request_id!r}: the process placement carries only "
+                            f"ThinkingBudgetController controllers, got {type(request.controller).__name__} "
+                            "(use rollout.placement: thread)")
+        vocab = dataclasses.replace(request.controller.vocab, encode=None)
+        spec = ControllerSpec(vocab, controller_state(request.controller))
+    return RequestSpec(list(request.prompt_ids), request.params, request.request_id, dict(request.metadata), spec)
+
+
+def unpack_request(spec: RequestSpec, tokenizer: Any) -> Request:
+    """The `Request` of ``spec`` in the child, its controller rebuilt over ``tokenizer``.
+
+    Raises:
+        ValueError: the controller's vocabulary differs from ``tokenizer``'s (built for another tokenizer).
+    """
+    controller = None
+    if spec.controller is not None:
+        vocab = budget_vocab(tokenizer, spec.controller.vocab.tags)
+        if vocab != spec.controller.vocab:  # ``encode`` is not compared: the ids are
+            raise ValueError(f"request {spec.request_id!r}: its thinking-budget controller was built for another "
+                             "tokenizer than the rollout engine's")
+        # Bypass __init__: the caller's controller was validated there, and it may already be mid-way (its phase
+        # and counters are part of the state).
+        controller = ThinkingBudgetController.__new__(ThinkingBudgetController)
+        vars(controller).update(spec.controller.state, vocab=vocab)
+    return Request(spec.prompt_ids, spec.params, spec.request_id, spec.metadata, controller)
+
+
+# ---- the tokenizer -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """A `TextTokenizer` as plain data (its compiled chat template does not pickle)."""
+
+    backend_json: str
+    special_tokens: dict[str, str | None]
+    chat_template: str | None
+    template_origin: str
+    stop_token_ids: tuple[int, ...]
+    name_or_path: str
+
+    @staticmethod
+    def of(tokenizer: TextTokenizer) -> TokenizerSpec:
+        return TokenizerSpec(tokenizer.backend.to_str(), dict(tokenizer.special_tokens), tokenizer.chat_template,
+                             getattr(tokenizer, "_template_origin", "<string>"), tuple(tokenizer.stop_token_ids),
+                             tokenizer.name_or_path)
+
+    def build(self) -> TextTokenizer:
+        from tokenizers import Tokenizer
+
+        tokenizer = TextTokenizer(Tokenizer.from_str(self.backend_json), **self.special_tokens,
+                                  chat_template=self.chat_template, template_origin=self.template_origin,
+                                  extra_stop_ids=self.stop_token_ids, name_or_path=self.name_or_path)
+        assert tokenizer.stop_token_ids == self.stop_token_ids, "the rebuilt tokenizer's stop tokens differ"
+        return tokenizer
+
+
+# ---- the weight buffer ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BufferSlot:
+    """Where one named tensor lives in the shared weight buffer: bytes ``[offset, offset + nbytes)``."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    offset: int
+
+    @property
+    def nbytes(self) -> int:
+        return int(torch.Size(self.shape).numel()) * torch.empty((), dtype=self.dtype).element_size()
+
+
+def plan_buffer(weights: list[tuple[str, torch.Tensor]]) -> tuple[list[BufferSlot], int]:
+    """Slots of ``weights`` (each aligned) in one flat buffer, and its size in bytes."""
+    slots, offset = [], 0
+    for name, tensor in weights:
+        slots.append(BufferSlot(name, tuple(tensor.shape), tensor.dtype, offset))
+        offset += -(-slots[-1].nbytes // _ALIGN) * _ALIGN
+    return slots, max(offset, _ALIGN)
+
+
+def buffer_views(flat: torch.Tensor, slots: list[BufferSlot]) -> dict[str, torch.Tensor]:
+    """name -> the tensor view of its slot in the flat uint8 buffer ``flat``."""
+    return {s.name: flat[s.offset:s.offset + s.nbytes].view(s.dtype).view(s.shape) for s in slots}
+
+
+def check_push(buffers: dict[str, torch.Tensor], items: list[tuple[str, torch.Tensor]]) -> None:
+    """The checks of `copy_weights_into` against the buffer's layout, so a bad push never reaches the child.
+
+    Raises:
+        ValueError: an unknown name, a name given twice, a shape mismatch or a missing parameter.
+    """
+    seen: set[str] = set()
+    for name, tensor in items:
+        if name not in buffers:
+            known = ", ".join(list(buffers)[:6])
+            raise ValueError(f"update_weights: unknown parameter {name!r} (the engine's model has e.g. {known})")
+        if name in seen:
+            raise ValueError(f"update_weights: parameter {name!r} is given twice")
+        seen.add(name)
+        if tuple(tensor.shape) != tuple(buffers[name].shape):
+            raise ValueError(f"update_weights: {name!r} has shape {tuple(tensor.shape)}, the engine's is "
+                             f"{tuple(buffers[name].shape)}")
+    missing = [name for name in buffers if name not in seen]
+    if missing:
+        raise ValueError(f"update_weights: {len(missing)} parameters missing, e.g. {missing[:4]}")
+
+
+def describe_exit(process: Any) -> str:
+    """How the child process ended, naming its exit code or the signal that killed it."""
+    code = process.exitcode
+    if code is None:
+        return f"the rollout process (pid {process.pid}) is not responding"
+    if code < 0:
+        return f"the rollout process (pid {process.pid}) was killed by signal {signal.Signals(-code).name}"
+    return f"the rollout process (pid {process.pid}) exited with code {code}"
+
+
+# ---- messages --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RemoteError:
+    """An exception raised in the other process: its type name, message and formatted traceback."""
+
+    type_name: str
+    message: str
+    traceback: str
+
+    @staticmethod
+    def of(error: BaseException) -> RemoteError:
+        return RemoteError(type(error).__name__, str(error), "".join(traceback.format_exception(error)))
+
+    def to_exception(self) -> Exception:
+        """The same type for the errors a caller handles (ValueError, TypeError, EngineError, TimeoutError);
+        otherwise an `EngineError` with the rollout process's traceback."""
+        if self.type_name in ("ValueError", "TypeError", "TimeoutError", "EngineError"):
+            kind = {"ValueError": ValueError, "TypeError": TypeError, "TimeoutError": TimeoutError}.get(
+                self.type_name, EngineError)
+            return kind(f"{self.message} (in the rollout process)")
+        return EngineError(f"the rollout process raised {self.type_name}: {self.message}\n"
+                           f"--- traceback in the rollout process ---\n{self.traceback}")
+
+
+@dataclass(frozen=True)
+class ChildInit:
+    """Everything the rollout process needs to build its engine.
+
+    Fields:
+        model_bytes: the pickled policy copy (on CPU); rebuilt and moved to ``device`` in the child.
+        tokenizer: a `TokenizerSpec`, or the tokenizer object itself when it pickles (e.g. a test stub).
+        flat: the shared-memory weight buffer (uint8) and ``slots``, its layout.
+        device: the engine's device.
+        engine: keyword arguments of `LLMEngine` (num_slots, max_seq_len, seed, cuda_graphs).
+        num_threads: torch intra-op threads (the parent's, so results match the in-process engine bit for bit).
+        parent_pid: the child exits when its parent is no longer this pid.
+    """
+
+    model_bytes: bytes
+    tokenizer: Any
+    flat: torch.Tensor
+    slots: list[BufferSlot]
+    device: str
+    engine: dict[str, Any]
+    num_threads: int
+    parent_pid: int
+
+
+@dataclass(frozen=True)
+class Submit:
+    submit_id: int
+    requests: list[RequestSpec]
+    finished_only: bool
+
+
+@dataclass(frozen=True)
+class Abort:
+    request_id: Any
+    interrupt: bool = False  # True: stop it and deliver its partial trajectory (finish reason "abort")
+
+
+@dataclass(frozen=True)
+class Push:
+    push_id: int
+    version: int
+    names: list[str]
+
+
+@dataclass(frozen=True)
+class Stop:
+    pass
+
+
+@dataclass(frozen=True)
+class Ready:
+    version: int
+    pid: int
+
+
+@dataclass(frozen=True)
+class Event:
+    """A `TokenEvent` of submit ``submit_id``; a finished one carries the controller's final state."""
+
+    submit_id: int
+    event: TokenEvent
+    controller_state: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SubmitFailed:
+    submit_id: int
+    error: RemoteError
+
+
+@dataclass(frozen=True)
+class PushDone:
+    push_id: int
+    count: int = 0
+    error: RemoteError | None = None
+
+
+@dataclass(frozen=True)
+class Fatal:
+    """The child's engine cannot go on (failed to start, or an engine step raised)."""
+
+    error: RemoteError
+    during: str = field(default="an engine step")

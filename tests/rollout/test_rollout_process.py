@@ -1,0 +1,247 @@
+"""The process placement (`RolloutProcess`): same tokens as the in-process engine, weight pushes through shared
+memory, errors from the child, and no hang and no orphan when the child or the parent dies.
+
+One child serves the tests that leave it healthy (spawning costs seconds); the ones that kill or break a child
+start their own. Timeouts below are generous bounds on a feature's own failure detection, not speed assertions.
+"""
+
+from __future__ import annotations
+
+import copy
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from thinkrl.engine import EngineError, LLMEngine, Request, SamplingParams, make_budget_controller
+from thinkrl.engine.loop import EngineLoop
+from thinkrl.model import ModelConfig, build_model
+from thinkrl.rollout.process import RolloutProcess, start_engine_process
+from thinkrl.tokenizer import load_tokenizer
+
+TOK = load_tokenizer("builtin")
+CFG = ModelConfig(vocab_size=TOK.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
+SLOTS, MAX_LEN, SEED = 4, 96, 7
+PROMPTS = ["What is 2 + 3?", "Sort the words: pear apple", "Hello", "Name a prime number."]
+
+
+def _requests(tag: str, budget: int = 6) -> list[Request]:
+    """Seeded requests with enforcing, reflecting budget controllers (forced tokens cross the boundary too)."""
+    return [Request(TOK.encode(text), SamplingParams(max_new_tokens=24, temperature=1.0, seed=100 + i),
+                    request_id=f"{tag}-{i}",
+                    controller=make_budget_controller(TOK, budget, reflect=True, reflect_interval=2,
+                                                      thinking_open=True))
+            for i, text in enumerate(PROMPTS)]
+
+
+def _summary(trajs, requests) -> list[tuple]:
+    return [(t.response_ids, t.logprobs, t.response_mask, t.token_versions, t.finish_reason, t.text,
+             r.controller.thinking_tokens, r.controller.num_reflections, r.controller.forced_end)
+            for t, r in zip(trajs, requests, strict=True)]
+
+
+def _perturbed(model: torch.nn.Module, scale: float) -> list[tuple[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(int(scale * 1000))
+    return [(name, p.detach() + scale * torch.randn(p.shape, generator=gen)) for name, p in model.named_parameters()]
+
+
+def _gone(pid: int) -> bool:
+    """The process no longer runs (absent, or a zombie waiting to be reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+def _wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return build_model(CFG, seed=0).eval()
+
+
+@pytest.fixture(scope="module")
+def thread_loop(model):
+    loop = EngineLoop(LLMEngine(copy.deepcopy(model).requires_grad_(False), TOK, num_slots=SLOTS,
+                                max_seq_len=MAX_LEN, seed=SEED)).start()
+    yield loop
+    loop.stop()
+
+
+@pytest.fixture(scope="module")
+def client(model):
+    client = start_engine_process(model, TOK, num_slots=SLOTS, max_seq_len=MAX_LEN, seed=SEED)
+    yield client
+    client.stop()
+
+
+def test_process_placement_samples_the_same_tokens_as_the_thread_placement(client, thread_loop, model):
+    thread_requests, process_requests = _requests("t"), _requests("p")
+    want = _summary(thread_loop.generate(thread_requests), thread_requests)
+    got = _summary(client.generate(process_requests), process_requests)
+    assert got == want
+    assert any(reflections > 0 for *_, reflections, _ in got), "no forced reflection: the test proves less"
+    # Pushes keep them equal (the same weights reach both engines, tagged with the same version).
+    version = client.version + 1
+    weights = _perturbed(model, 0.05)
+    assert client.update_weights(weights, version) == thread_loop.update_weights(weights, version)
+    thread_requests, process_requests = _requests("t2"), _requests("p2")
+    assert _summary(client.generate(process_requests), process_requests) == _summary(
+        thread_loop.generate(thread_requests), thread_requests)
+
+
+def test_a_push_changes_the_outputs_and_every_token_records_its_version(client, model):
+    before = client.generate(_requests("before", budget=-1))
+    version = client.version + 3
+    assert client.update_weights(_perturbed(model, 0.5), version, timeout=60) == len(list(model.parameters()))
+    assert client.version == version
+    after = client.generate(_requests("after", budget=-1))
+    assert [t.response_ids for t in after] != [t.response_ids for t in before]
+    assert all(t.token_versions == [version] * len(t.response_ids) for t in after)
+
+
+def test_events_stream_and_an_interrupt_delivers_the_partial_trajectory(client):
+    long = SamplingParams(max_new_tokens=MAX_LEN - 8, temperature=1.0, seed=3, stop_token_ids=())
+    request = Request([5, 6, 7], long, request_id="stream-me")
+    tokens, last = [], None
+    for event in client.stream([request]):
+        tokens += event.token_ids
+        if len(tokens) >= 3 and last is None:
+            client.interrupt("stream-me")
+            last = len(tokens)
+        if event.finished:
+            trajectory = event.trajectory
+    assert trajectory.finish_reason == "abort"
+    assert trajectory.response_ids == tokens and last <= len(tokens) < MAX_LEN - 8
+
+
+def test_a_bad_push_raises_valueerror_in_the_parent_and_the_child_keeps_working(client, model):
+    weights = _perturbed(model, 0.1)
+    name, tensor = weights[0]
+    with pytest.raises(ValueError, match=f"{name!r} has shape"):
+        client.update_weights([(name, tensor[:-1])] + weights[1:], client.version + 1)
+    with pytest.raises(ValueError, match="parameters missing"):
+        client.update_weights(weights[1:], client.version + 1)
+    # raised in the child:
+    with pytest.raises(ValueError, match=r"older than the engine.s \d+ \(in the rollout process\)"):
+        client.update_weights(weights, client.version - 1)
+    with pytest.raises(ValueError, match=r"max_seq_len.*\(in the rollout process\)"):  # refused by the child's engine
+        client.generate([Request([5] * (MAX_LEN + 1), SamplingParams(max_new_tokens=4))])
+    with pytest.raises(TypeError, match="only ThinkingBudgetController"):
+        client.generate([Request([5, 6], controller=object())])  # type: ignore[arg-type]
+    assert client.is_running
+    assert all(t.finish_reason in ("stop", "length", "budget") for t in client.generate(_requests("still")))
+
+
+def test_an_engine_failure_in_the_child_reaches_the_parent_with_its_traceback(model):
+    client = start_engine_process(model, TOK, num_slots=SLOTS, max_seq_len=MAX_LEN, seed=SEED)
+    try:
+        with pytest.raises(EngineError, match="IndexError") as failed:  # a token id past the embedding
+            client.generate([Request([5, CFG.vocab_size + 10], SamplingParams(max_new_tokens=4))])
+        assert "traceback in the rollout process" in str(failed.value) and "embedding" in str(failed.value)
+        assert _wait_until(lambda: not client.is_running, 30)
+        with pytest.raises(EngineError, match="IndexError"):
+            client.update_weights(_perturbed(model, 0.1), 1)
+    finally:
+        client.stop()
+    assert not [p for p in multiprocessing.active_children() if p.pid == client.pid] and _gone(client.pid)
+    with pytest.raises(EngineError, match="IndexError"):  # a stopped client keeps saying why it failed
+        client.generate(_requests("late"))
+    client.stop()  # twice is fine
+
+
+def test_a_killed_child_fails_every_wait_with_the_signal_and_leaves_nothing(model):
+    client = start_engine_process(model, TOK, num_slots=SLOTS, max_seq_len=1024, seed=SEED)
+    long = SamplingParams(max_new_tokens=1000, temperature=1.0, seed=1, stop_token_ids=())
+    try:
+        events = client.stream([Request([5, 6, 7], long, request_id="doomed")])
+        next(events)
+        os.kill(client.pid, signal.SIGKILL)
+        with pytest.raises(EngineError, match="killed by signal SIGKILL"):
+            for _ in events:
+                pass
+        with pytest.raises(EngineError, match="SIGKILL"):
+            client.update_weights(_perturbed(model, 0.1), 1, timeout=600)
+        with pytest.raises(EngineError, match="SIGKILL"):
+            client.generate(_requests("after-death"))
+    finally:
+        client.stop()
+    assert not [p for p in multiprocessing.active_children() if p.pid == client.pid] and _gone(client.pid)
+
+
+def test_stop_ends_the_child_and_later_calls_raise(model):
+    client = start_engine_process(model, TOK, num_slots=SLOTS, max_seq_len=MAX_LEN, seed=SEED)
+    client.stop()
+    assert not [p for p in multiprocessing.active_children() if p.pid == client.pid] and _gone(client.pid)
+    with pytest.raises(EngineError, match="stopped"):
+        client.generate(_requests("late"))
+
+
+PARENT = """
+import sys, torch
+from thinkrl.engine import Request, SamplingParams
+from thinkrl.model import ModelConfig, build_model
+from thinkrl.rollout.process import start_engine_process
+from thinkrl.tokenizer import load_tokenizer
+
+if __name__ == "__main__":
+    tok = load_tokenizer("builtin")
+    config = ModelConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1)
+    client = start_engine_process(build_model(config, seed=0), tok, num_slots=2, max_seq_len=4096, seed=0)
+    print(client.pid, flush=True)
+    try:
+        while True:  # long generations, until a signal ends this process
+            client.generate([Request([5, 6], SamplingParams(max_new_tokens=4000, stop_token_ids=()))])
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        raise
+    finally:
+        client.stop()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT], ids=["parent-killed", "ctrl-c"])
+def test_a_parent_that_dies_or_is_interrupted_leaves_no_rollout_process(tmp_path, signum):
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env)
+    try:
+        child_pid = int(parent.stdout.readline())
+        time.sleep(0.5)  # inside a generation
+        parent.send_signal(signum)
+        out, err = parent.communicate(timeout=60)
+        assert _wait_until(lambda: _gone(child_pid), 60), f"rollout process {child_pid} outlived its parent"
+    finally:
+        parent.kill()
+        parent.wait()
+    if signum == signal.SIGINT:
+        assert parent.returncode != 0 and "interrupted" in out and "KeyboardInterrupt" in err
+        assert "Traceback" not in err.split("KeyboardInterrupt")[1]  # one clear exit, no second error after it
+
+
+def test_start_up_failure_is_an_engineerror_naming_the_cause(client, model):
+    with pytest.raises(EngineError, match="during start-up: ValueError: num_slots must be >= 1"):
+        start_engine_process(model, TOK, num_slots=0, max_seq_len=MAX_LEN, seed=SEED)
+    assert [p.pid for p in multiprocessing.active_children() if p.name == "thinkrl-rollout"] == [client.pid]
+
+
+def test_client_type_is_the_process_client(client):
+    assert isinstance(client, RolloutProcess) and client.pid != os.getpid() and client.is_running
