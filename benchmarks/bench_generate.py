@@ -26,7 +26,7 @@ import torch
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.model import ModelConfig, build_model, load_pretrained, save_pretrained
 
-# "demo": the model of recipes/tiny_sft.yaml (what `make demo` trains); "small": ~4x larger.
+# "demo": the model of recipes/tiny_sft.yaml (what `make demo` trains); "small": ~4x larger (3.3M).
 MODELS = {
     "demo": ModelConfig(
         architecture="SeedOssForCausalLM", vocab_size=512, hidden_size=128, intermediate_size=384,
@@ -35,6 +35,12 @@ MODELS = {
     ),
     "small": ModelConfig(
         architecture="SeedOssForCausalLM", vocab_size=512, hidden_size=256, intermediate_size=768,
+        num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, attention_bias=True,
+        max_position_embeddings=2048, rope_theta=1e7,
+    ),
+    # ~12M parameters: the larger training-step model of the peak targets (`bench rl-step --model medium`).
+    "medium": ModelConfig(
+        architecture="SeedOssForCausalLM", vocab_size=512, hidden_size=512, intermediate_size=1536,
         num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, attention_bias=True,
         max_position_embeddings=2048, rope_theta=1e7,
     ),

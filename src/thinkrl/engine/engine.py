@@ -31,7 +31,7 @@ from thinkrl.engine.sampling import sample_tokens, top_logprobs, unpack_top_logp
 from thinkrl.engine.scheduler import Scheduler, SequenceState
 from thinkrl.engine.types import Request, SamplingParams, TokenEvent
 from thinkrl.engine.weights import copy_weights_into
-from thinkrl.model import CachedStep, CausalLM
+from thinkrl.model import CachedStep, CausalLM, pack_linears, packed_linears_unsupported_reason
 from thinkrl.records import Trajectory
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,9 @@ class LLMEngine:
         max_prefill_tokens: prompt tokens admitted (prefilled) in one step, at least one prompt.
         cuda_graphs: replay the decode step from CUDA graphs when the model is on CUDA and dense
             (captured here, once per bucket); False keeps every step eager. Ignored on CPU.
+        packed_linears: on a float32 CPU model, run its linear layers on weights prepacked for oneDNN
+            (`thinkrl.model.pack_linears`, repacked when a weight changes); same results to fp32 rounding,
+            ~1.3x faster matmuls at decode batch sizes. None: on whenever supported. Ignored elsewhere.
 
     Attributes:
         decode_graphs: the CUDA-graph decode runner, or None when every step is eager.
@@ -59,7 +62,8 @@ class LLMEngine:
     """
 
     def __init__(self, model: CausalLM, tokenizer: Any, num_slots: int = 64, max_seq_len: int = 1024,
-                 seed: int = 0, max_prefill_tokens: int = 16384, cuda_graphs: bool = True) -> None:
+                 seed: int = 0, max_prefill_tokens: int = 16384, cuda_graphs: bool = True,
+                 packed_linears: bool | None = None) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.scheduler = Scheduler(num_slots, max_seq_len, max_prefill_tokens)
         self.cache = model.allocate_cache(num_slots, max_seq_len)
@@ -70,6 +74,12 @@ class LLMEngine:
         pad = getattr(tokenizer, "pad_token_id", None)
         self._pad_id = 0 if pad is None else int(pad)
         self._default_stop = tuple(getattr(tokenizer, "stop_token_ids", ()) or ())
+        unpackable = packed_linears_unsupported_reason(model)
+        self.packed_linears = unpackable is None and packed_linears is not False
+        if self.packed_linears:
+            pack_linears(model, batch_hint=num_slots)
+        elif packed_linears:
+            logger.warning("linear layers stay unpacked: %s", unpackable)
         self.decode_graphs: DecodeGraphs | None = None
         reason = graphs_unsupported_reason(model)
         if cuda_graphs and reason is None:

@@ -4,6 +4,8 @@ from thinkrl.model.config import SUPPORTED_ARCHITECTURES, ModelConfig
 from thinkrl.model.decoder import CausalLM, DecoderOutput
 from thinkrl.model.hf_io import build_model, load_pretrained, resolve_device, resolve_dtype, save_pretrained
 from thinkrl.model.kv_cache import CachedStep, KVCache
+from thinkrl.model.lm_head import response_logprobs
+from thinkrl.model.packed_linear import pack_linears, packed_linears_unsupported_reason, unpack_linears
 
 __all__ = [
     "SUPPORTED_ARCHITECTURES",
@@ -14,7 +16,11 @@ __all__ = [
     "ModelConfig",
     "build_model",
     "load_pretrained",
+    "pack_linears",
+    "packed_linears_unsupported_reason",
     "resolve_device",
     "resolve_dtype",
+    "response_logprobs",
     "save_pretrained",
+    "unpack_linears",
 ]

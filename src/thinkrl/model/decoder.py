@@ -30,7 +30,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
 from thinkrl.model.config import ModelConfig
-from thinkrl.model.kv_cache import CachedStep, KVCache
+from thinkrl.model.kv_cache import CachedStep, CachedWrite, KVCache
 from thinkrl.model.layers import MoE, RMSNorm, SwiGLU, apply_rope, rope_cos_sin, rope_inverse_frequencies
 
 
@@ -161,35 +161,26 @@ class Attention(nn.Module):
         out = packed_attention(q, k, v, layout, dropout)  # [N, H, D]
         return self.o_proj(out.reshape(x.shape[0], -1))
 
-    def forward_cached(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        step: CachedStep,
-        write: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        attn_mask: torch.Tensor,
-        cache_k: torch.Tensor,
-        cache_v: torch.Tensor,
-    ) -> torch.Tensor:
-        """Cached: x (S, Q, C) -> (S, Q, C); writes k/v of the valid new tokens into the cache.
+    def forward_cached(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, step: CachedStep,
+                       write: CachedWrite, attn_mask: torch.Tensor, cache_k: torch.Tensor,
+                       cache_v: torch.Tensor) -> torch.Tensor:
+        """Cached: x (M, C), the M valid new tokens -> (M, C); writes their k/v into the cache.
 
-        write: (rows, cols, slots) — index of each valid token in (S, Q) and its cache slot;
+        The projections run on the M valid tokens only (a prefill padded to (S, Q) would multiply the padding
+        too); only the attention core sees the padded (S, H, Q, D) layout.
         attn_mask: (S, 1, Q, context_len) float additive bias (0 allowed, -inf masked).
         """
-        s, q_len, _ = x.shape
-        q, k, v = self._qkv(x, cos, sin)
-        rows, cols, slots = write
-        positions = step.start_positions[rows] + cols
-        cache_k[slots, :, positions] = k[rows, cols]  # [M, K, D] into (slots, K, T, D)
-        cache_v[slots, :, positions] = v[rows, cols]
+        q, k, v = self._qkv(x, cos, sin)  # [M, H, D], [M, K, D], [M, K, D]
+        cache_k[write.slots, :, write.positions] = k  # [M, K, D] into (slots, K, T, D)
+        cache_v[write.slots, :, write.positions] = v
         ctx = step.context_len
+        s, q_len = attn_mask.shape[0], attn_mask.shape[2]
         if step.slots_are_prefix:
             keys, values = cache_k[:s, :, :ctx], cache_v[:s, :, :ctx]  # [S, K, ctx, D] views
         else:
             keys, values = cache_k[step.slot_ids, :, :ctx], cache_v[step.slot_ids, :, :ctx]
-        out = cached_attention(q.transpose(1, 2), keys, values, attn_mask)  # [S, H, Q, D]
-        return self.o_proj(out.transpose(1, 2).reshape(s, q_len, -1))
+        out = cached_attention(write.to_padded(q, s, q_len).transpose(1, 2), keys, values, attn_mask)  # [S, H, Q, D]
+        return self.o_proj(write.from_padded(out.transpose(1, 2)).reshape(x.shape[0], -1))  # [M, C]
 
 
 class DecoderLayer(nn.Module):
@@ -223,9 +214,9 @@ class DecoderLayer(nn.Module):
         return x + y, aux
 
     def forward_cached(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, step: CachedStep,
-                       write: tuple[torch.Tensor, ...], attn_mask: torch.Tensor,
+                       write: CachedWrite, attn_mask: torch.Tensor,
                        cache_k: torch.Tensor, cache_v: torch.Tensor) -> torch.Tensor:
-        """Cached: x (S, Q, C) -> (S, Q, C). Generation never applies dropout, even in train mode."""
+        """Cached: x (M, C) valid new tokens -> (M, C). Generation never applies dropout, even in train mode."""
         x = x + self.self_attn.forward_cached(
             self.input_layernorm(x), cos, sin, step, write, attn_mask, cache_k, cache_v  # type: ignore[arg-type]
         )
@@ -329,12 +320,15 @@ class CausalLM(nn.Module):
         input_ids: (S, Q) long, new tokens (padding past ``step.query_lens`` is ignored).
         Returns final-normed hidden states (S, Q, C); rows past query_lens are garbage.
         """
-        q_len = input_ids.shape[1]
+        s, q_len = input_ids.shape
         cols = torch.arange(q_len, device=input_ids.device)
         positions = step.start_positions[:, None] + cols  # [S, Q]
         valid = cols[None, :] < step.query_lens[:, None]  # [S, Q]
-        rows_idx, cols_idx = valid.nonzero(as_tuple=True)
-        return self._run_cached(input_ids, positions, step, (rows_idx, cols_idx, step.slot_ids[rows_idx]), cache)
+        rows_idx, cols_idx = valid.nonzero(as_tuple=True)  # [M] each, row-major
+        write = CachedWrite(rows_idx, cols_idx, step.slot_ids[rows_idx], positions[rows_idx, cols_idx],
+                            dense=rows_idx.numel() == s * q_len)
+        hidden = self._run_cached(write.from_padded(input_ids), write.positions, positions, step, write, cache)
+        return write.to_padded(hidden, s, q_len)  # [S, Q, C]
 
     @torch.no_grad()
     def forward_decode(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: KVCache,
@@ -350,17 +344,18 @@ class CausalLM(nn.Module):
         """
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         step = CachedStep(rows, positions, torch.ones_like(rows), context_len, slots_are_prefix=True)
-        write = (rows, torch.zeros_like(rows), rows)
-        return self._run_cached(input_ids[:, None], positions[:, None], step, write, cache)[:, 0]
+        write = CachedWrite(rows, torch.zeros_like(rows), rows, positions, dense=True)
+        return self._run_cached(input_ids, positions, positions[:, None], step, write, cache)
 
-    def _run_cached(self, input_ids: torch.Tensor, positions: torch.Tensor, step: CachedStep,
-                    write: tuple[torch.Tensor, ...], cache: KVCache) -> torch.Tensor:
-        """Layers over the cache: input_ids and positions (S, Q) long -> hidden (S, Q, C)."""
+    def _run_cached(self, input_ids: torch.Tensor, token_positions: torch.Tensor, positions: torch.Tensor,
+                    step: CachedStep, write: CachedWrite, cache: KVCache) -> torch.Tensor:
+        """Layers over the cache on the M valid tokens: input_ids and token_positions (M,) long, positions (S, Q)
+        long (for the attention mask) -> hidden (M, C)."""
         key_pos = torch.arange(step.context_len, device=input_ids.device)
-        x = self.model.embed_tokens(input_ids)  # [S, Q, C]
+        x = self.model.embed_tokens(input_ids)  # [M, C]
         allowed = (key_pos[None, None, :] <= positions[:, :, None]).unsqueeze(1)  # [S, 1, Q, ctx]
         attn_mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill_(~allowed, float("-inf"))
-        cos, sin = rope_cos_sin(positions, self.inv_freq, x.dtype)  # [S, Q, D]
+        cos, sin = rope_cos_sin(token_positions, self.inv_freq, x.dtype)  # [M, D]
         for layer, cache_k, cache_v in zip(self.model.layers, cache.keys, cache.values, strict=True):
             x = layer.forward_cached(x, cos, sin, step, write, attn_mask, cache_k, cache_v)
         return self.model.norm(x)

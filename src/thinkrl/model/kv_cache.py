@@ -72,3 +72,30 @@ class CachedStep:
     query_lens: torch.Tensor
     context_len: int
     slots_are_prefix: bool = False
+
+
+@dataclass
+class CachedWrite:
+    """Where the M valid new tokens of a cached forward sit in the padded (S, Q) layout and in the cache.
+
+    Fields:
+        rows, cols: (M,) long — row (sequence) and column (query index) of each valid token, row-major.
+        slots, positions: (M,) long — its cache slot and absolute position.
+        dense: bool — every (S, Q) cell is valid (M == S * Q), so padding and packing are views.
+    """
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    slots: torch.Tensor
+    positions: torch.Tensor
+    dense: bool
+
+    def to_padded(self, x: torch.Tensor, s: int, q_len: int) -> torch.Tensor:
+        """x (M, ...) -> (S, Q, ...), zeros at padding."""
+        if self.dense:
+            return x.view(s, q_len, *x.shape[1:])
+        return x.new_zeros(s, q_len, *x.shape[1:]).index_put_((self.rows, self.cols), x)
+
+    def from_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """x (S, Q, ...) -> (M, ...), the valid cells."""
+        return x.reshape(-1, *x.shape[2:]) if self.dense else x[self.rows, self.cols]

@@ -23,7 +23,8 @@ import torch
 from thinkrl.model import CausalLM
 from thinkrl.rl import POLICY_LOSSES, PolicyLossInputs, PolicyLossMetrics, agg_loss, kl_penalty, positive_lm_loss
 from thinkrl.train.batching import PackedBatch, split_micro_batches
-from thinkrl.train.common import ResponseForward, clipped_step, forward_responses
+from thinkrl.train.common import ResponseForward, clipped_step
+from thinkrl.train.fused_forward import fused_forward_responses
 from thinkrl.train.specs import AlgorithmSpec
 
 if TYPE_CHECKING:  # torch.distributed is imported only where a run is sharded
@@ -71,7 +72,7 @@ def batch_logprobs(model: CausalLM, batch: PackedBatch, micro_batch_tokens: int,
     out = torch.zeros_like(batch.old_logprobs)
     for part in split_micro_batches(batch.seq_lengths, micro_batch_tokens):
         sub = batch.select(part).to(model.device)
-        out[part, : sub.response_ids.shape[1]] = forward_responses(model, sub, temperature).logprobs.cpu()
+        out[part, : sub.response_ids.shape[1]] = fused_forward_responses(model, sub, temperature).logprobs.cpu()
     return out
 
 
@@ -128,7 +129,7 @@ class Actor:
         """Loss of one micro-batch of a mini-batch (``norm``: the mini-batch's global denominators;
         ``num_correct_tokens``: valid tokens of its correct responses; ``share``: its fraction of the sequences)."""
         algo = self.algo
-        fwd = forward_responses(self.model, sub, self.temperature)
+        fwd = fused_forward_responses(self.model, sub, self.temperature)  # LM head fused, response positions only
         loss, metrics = POLICY_LOSSES.get(algo.policy_loss)(PolicyLossInputs(
             fwd.logprobs, sub.old_logprobs, sub.advantages, sub.response_mask,
             eps_low=algo.eps_low, eps_high=algo.eps_high, dual_clip=algo.dual_clip, agg_mode=algo.loss_agg_mode,
