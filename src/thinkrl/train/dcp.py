@@ -23,11 +23,13 @@ ignored by loading and removed by the next save.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,7 +113,8 @@ def save_sharded(root: str | Path, step: int, *, parts: Mapping[str, Trained], t
     if data_parallel is None or data_parallel.is_main:
         tmp = begin_checkpoint(root, step)
     barrier(data_parallel)
-    dcp.save(_dcp_state(parts), checkpoint_id=str(tmp))
+    with _single_process_ok():
+        dcp.save(_dcp_state(parts), checkpoint_id=str(tmp))
     rngs = gather_objects(capture_rng(), data_parallel)
     final = root / f"step-{step:08d}"
     if data_parallel is None or data_parallel.is_main:
@@ -133,6 +136,15 @@ def save_sharded(root: str | Path, step: int, *, parts: Mapping[str, Trained], t
     return final
 
 
+@contextlib.contextmanager
+def _single_process_ok() -> Iterator[None]:
+    """Silence DCP's warning that it saves/loads in a single process without a process group: here that is meant
+    (a plain ``thinkrl train``, or a 1-rank resume of an N-rank checkpoint)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
 def has_checkpoint(root: str | Path) -> bool:
     """Whether ``root`` holds a complete checkpoint (its ``latest`` names one)."""
     return Path(root).is_dir() and latest_checkpoint(root) is not None
@@ -148,7 +160,8 @@ def load_sharded(root_or_step_dir: str | Path, *, parts: Mapping[str, Trained],
         raise ValueError(f"{ckpt.path} is a format-{record.get('format_version')} checkpoint (single-process, "
                          f"HF weights); load it with thinkrl.train.checkpoint.restore_checkpoint")
     state = _dcp_state(parts)
-    dcp.load(state, checkpoint_id=str(ckpt.path))
+    with _single_process_ok():
+        dcp.load(state, checkpoint_id=str(ckpt.path))
     for name, part in parts.items():
         optimizers = (part.optimizer,) if part.optimizer is not None else ()
         set_state_dict(part.model, optimizers, model_state_dict=state[name],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,5 +25,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = overrides_from_layout(args.layout) + list(args.overrides) + (
         ["trainer.resume=true"] if args.resume else [])
     recipe = load_recipe(args.recipe, SFTRecipe, overrides)
-    print(run_sft(recipe))
+    final = run_sft(recipe)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
+        print(final)
     return 0
