@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 import torch.distributed.checkpoint as dcp
+import yaml
 from pydantic import BaseModel
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
@@ -181,18 +182,21 @@ def load_sharded(root_or_step_dir: str | Path, *, parts: Mapping[str, Trained],
 
 
 def export_policy(step_dir: str | Path, out: str | Path) -> Path:
-    """Write the checkpoint's policy (``parts["model"]``) as a Hugging Face folder (config.json + safetensors)
-    in a single process: rebuild the model from ``config.json`` and load its full tensors from the shards."""
+    """Write the checkpoint's policy (``parts["model"]``) as a Hugging Face folder (config.json + safetensors + the
+    run's tokenizer files, so ``thinkrl generate --model out`` works), in a single process: rebuild the model from
+    ``config.json`` and load its full tensors from the shards of any number of ranks."""
+    from thinkrl.train.common import build_tokenizer, save_policy
+    from thinkrl.train.specs import TokenizerSpec
+
     ckpt = load_checkpoint(step_dir)
     config_file = ckpt.path / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"checkpoint file {config_file} is missing (saved without a policy config)")
     model = build_model(ModelConfig.from_hf_dict(json.loads(config_file.read_text())), seed=None)
     load_sharded(ckpt.path, parts={"model": Trained(model)}, data_parallel=None, rng=False)
-    from thinkrl.model import save_pretrained
-
-    save_pretrained(model, out)
-    return Path(out)
+    recipe = yaml.safe_load(ckpt.recipe_path.read_text(encoding="utf-8")) or {}
+    tokenizer = build_tokenizer(TokenizerSpec.model_validate(recipe.get("tokenizer") or {}))
+    return save_policy(model, tokenizer, out)
 
 
 def full_state_copy(model: CausalLM, data_parallel: DataParallel | None) -> CausalLM | None:

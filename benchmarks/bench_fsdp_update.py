@@ -1,0 +1,136 @@
+"""The RL update (`Actor.update`, DAPO loss) on a fixed global batch: step time, peak memory and the fraction of
+the machine's measured matmul peak (MFU), in one process or sharded with FSDP2 under torchrun, with per-layer
+activation recomputation (``--recompute``) and FSDP2 CPU offload of parameters, gradients and optimizer state
+(``--offload``, torchrun only) as switches.
+
+    thinkrl bench fsdp-update [--model medium] [--seqs 32] [--len 128] [--steps 3] [--recompute]
+    python -m torch.distributed.run --nproc-per-node 2 --standalone benchmarks/bench_fsdp_update.py [--offload] ...
+
+Every rank builds the same model (seed 0) and the same global batch of ``--seqs`` random sequences of ``--len``
+tokens (half prompt, half response, advantages +-1), and times ``--steps`` updates after one warm-up (median).
+Memory: each rank's peak resident set (``ru_maxrss``) and its growth over the resident set before the first
+update (what the update itself added: activations, gradients, optimizer state, allocator caches). On CUDA also
+``torch.cuda.max_memory_allocated``. MFU: 3 x forward FLOPs per token (`_peak.forward_flops_per_token`, causal
+mean context (len+1)/2) x tokens/s over the peak; the peak is one rank's measured ``torch.mm`` rate with its
+thread count, times the number of ranks (one core per rank on the CPU box). Recomputation runs each layer's
+forward twice, which MFU does not count (model FLOPs, not hardware FLOPs). Prints one JSON line from rank 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from thinkrl.model import build_model
+from thinkrl.records import Trajectory
+from thinkrl.train.actor import Actor
+from thinkrl.train.batching import PackedBatch, pack_trajectories
+from thinkrl.train.distributed import barrier, data_parallel_from_env, gather_objects, shard_model
+from thinkrl.train.schedule import build_optimizer, build_scheduler
+from thinkrl.train.specs import AlgorithmSpec, OptimSpec
+
+
+def _load_sibling(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def global_batch(vocab_size: int, seqs: int, length: int) -> PackedBatch:
+    """``seqs`` random sequences of ``length`` tokens (half response), groups of 4 with mixed rewards."""
+    rng = random.Random(0)
+    half = length // 2
+    trajs = [Trajectory(prompt_ids=[rng.randrange(1, vocab_size) for _ in range(length - half)],
+                        response_ids=[rng.randrange(1, vocab_size) for _ in range(half)], logprobs=[-6.0] * half,
+                        reward=1.0 if i % 2 else -1.0, group_id=i // 4) for i in range(seqs)]
+    batch = pack_trajectories(trajs)
+    advantages = torch.where(batch.rewards[:, None] > 0, 1.0, -1.0).expand_as(batch.old_logprobs).clone()
+    return replace(batch, advantages=advantages * batch.response_mask)
+
+
+def _rss_mib() -> float:
+    """Current resident set (MiB) from /proc."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="medium")
+    parser.add_argument("--seqs", type=int, default=32)
+    parser.add_argument("--len", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--micro-batch-tokens", type=int, default=2048)
+    parser.add_argument("--recompute", action="store_true", help="per-layer activation recomputation")
+    parser.add_argument("--offload", action="store_true", help="FSDP2 CPUOffloadPolicy (torchrun only)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    dp = data_parallel_from_env()
+    if args.offload and dp is None:
+        raise SystemExit("--offload needs torchrun (FSDP2)")
+    peak_module = _load_sibling("_peak")
+    peak = peak_module.measure_peak("cuda" if torch.cuda.is_available() else "cpu") if dp is None or dp.is_main \
+        else None
+    barrier(dp)
+    config = _load_sibling("bench_generate").MODELS[args.model]
+    device = dp.device if dp is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = build_model(config, device=device, seed=0)
+    model.activation_checkpointing = args.recompute
+    if dp is not None:
+        shard_model(model, dp, offload=args.offload)
+    optim = OptimSpec(lr=1e-5, schedule="constant", grad_clip=1.0)
+    optimizer = build_optimizer(model.parameters(), optim)
+    actor = Actor(model, optimizer, build_scheduler(optimizer, optim, 100), AlgorithmSpec(num_mini_batches=1),
+                  args.micro_batch_tokens, 1.0, temperature=1.0, max_response_len=args.len, data_parallel=dp)
+    batch = global_batch(config.vocab_size, args.seqs, args.len)
+    rss_before = _rss_mib()
+    times = []
+    for step in range(args.steps + 1):
+        barrier(dp)
+        start = time.perf_counter()
+        actor.update(batch, random.Random(step))
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        barrier(dp)
+        times.append(time.perf_counter() - start)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    memory = {"peak_rss_mib": round(peak_rss, 1), "rss_growth_mib": round(peak_rss - rss_before, 1)}
+    if torch.cuda.is_available():
+        memory["cuda_max_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    per_rank = gather_objects(memory, dp)
+    if dp is not None and not dp.is_main:
+        return
+    ranks = dp.world_size if dp is not None else 1
+    step_s = statistics.median(times[1:])
+    tokens = sum(batch.seq_lengths)
+    flops = 3 * peak_module.forward_flops_per_token(config, (args.len + 1) / 2)
+    print(json.dumps({
+        "benchmark": "fsdp-update", "ranks": ranks, "fsdp": dp is not None, "recompute": args.recompute,
+        "offload": args.offload, "model": args.model, "params": config.num_parameters(),
+        "global_batch": {"seqs": args.seqs, "len": args.len, "tokens": tokens},
+        "step_s_median": round(step_s, 3), "step_s": [round(t, 3) for t in times[1:]],
+        "tokens_per_s": round(tokens / step_s, 1), "flops_per_token": round(flops),
+        "peak_one_rank": peak.as_json(), "mfu": round(flops * tokens / step_s / (peak.gflops * 1e9 * ranks), 4),
+        "memory_per_rank": per_rank, "torch": torch.__version__, "cpu_count": os.cpu_count(),
+        "processor": platform.processor(), "load_avg_1m": round(os.getloadavg()[0], 2),
+    }))
+
+
+if __name__ == "__main__":
+    main()
