@@ -22,6 +22,7 @@ import torch
 from thinkrl.engine import EngineError, LLMEngine, Request, SamplingParams, make_budget_controller
 from thinkrl.engine.loop import EngineLoop
 from thinkrl.model import ModelConfig, build_model
+from thinkrl.rollout.partial import ContinuedController
 from thinkrl.rollout.process import RolloutProcess, start_engine_process
 from thinkrl.tokenizer import load_tokenizer
 
@@ -42,9 +43,12 @@ def _requests(tag: str, budget: int = 6) -> list[Request]:
 
 
 def _summary(trajs, requests) -> list[tuple]:
+    """What a trajectory records, and its budget controller's counts (``requests``: requests or controllers)."""
+    controllers = [getattr(r, "controller", r) for r in requests]
+    controllers = [getattr(c, "inner", c) for c in controllers]
     return [(t.response_ids, t.logprobs, t.response_mask, t.token_versions, t.finish_reason, t.text,
-             r.controller.thinking_tokens, r.controller.num_reflections, r.controller.forced_end)
-            for t, r in zip(trajs, requests, strict=True)]
+             c.thinking_tokens, c.num_reflections, c.forced_end)
+            for t, c in zip(trajs, controllers, strict=True)]
 
 
 def _perturbed(model: torch.nn.Module, scale: float) -> list[tuple[str, torch.Tensor]]:
@@ -103,6 +107,21 @@ def test_process_placement_samples_the_same_tokens_as_the_thread_placement(clien
     thread_requests, process_requests = _requests("t2"), _requests("p2")
     assert _summary(client.generate(process_requests), process_requests) == _summary(
         thread_loop.generate(thread_requests), thread_requests)
+
+
+def test_a_partial_rollouts_continued_controller_crosses_and_keeps_its_counts(client, thread_loop):
+    """A continuation (`ContinuedController`: the original controller shown the earlier pieces) samples the same
+    tokens as in-process, and the original controller's counts are the child's when the piece ends."""
+    def continuation(tag: str) -> Request:
+        inner = make_budget_controller(TOK, 12, reflect=True, reflect_interval=3, thinking_open=True)
+        inner.forced_tokens([40])  # the first piece sampled one thinking token
+        params = SamplingParams(max_new_tokens=20, temperature=1.0, seed=5)
+        return Request(TOK.encode("Hi") + [40], params, request_id=tag, controller=ContinuedController(inner, [40]))
+
+    want, got = continuation("t-cont"), continuation("p-cont")
+    assert _summary(client.generate([got]), [got.controller]) == _summary(thread_loop.generate([want]),
+                                                                         [want.controller])
+    assert got.controller.inner.thinking_tokens > 1
 
 
 def test_a_push_changes_the_outputs_and_every_token_records_its_version(client, model):

@@ -52,6 +52,7 @@ from thinkrl.rollout.process_wire import (
     Submit,
     SubmitFailed,
     TokenizerSpec,
+    budget_controller,
     buffer_views,
     check_push,
     describe_exit,
@@ -340,7 +341,7 @@ class RolloutProcess:
                 self._submit_of.pop(event.request_id, None)
                 if not pending.open:
                     del self._pending[message.submit_id]
-        controller = pending.controllers.get(event.request_id)
+        controller = budget_controller(pending.controllers.get(event.request_id))
         if message.controller_state is not None and controller is not None:
             vars(controller).update(message.controller_state)  # the caller reads the counts after generation
         self._call(pending.sink, event)

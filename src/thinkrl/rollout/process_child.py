@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from thinkrl.engine import LLMEngine, ThinkingBudgetController, TokenEvent
+from thinkrl.engine import LLMEngine, TokenEvent
 from thinkrl.engine.loop import EngineLoop
 from thinkrl.rollout.process_wire import (
     Abort,
@@ -34,6 +34,7 @@ from thinkrl.rollout.process_wire import (
     Submit,
     SubmitFailed,
     TokenizerSpec,
+    budget_controller,
     buffer_views,
     controller_state,
     unpack_request,
@@ -138,8 +139,8 @@ def _submit(message: Submit, loop: EngineLoop, tokenizer: Any, sender: _Sender) 
                 cause = loop.error if loop.error is not None else item
                 sender.send(SubmitFailed(message.submit_id, RemoteError.of(cause)))
                 return
-            controller = controllers.get(item.request_id) if item.finished else None
-            state = controller_state(controller) if isinstance(controller, ThinkingBudgetController) else None
+            controller = budget_controller(controllers.get(item.request_id)) if item.finished else None
+            state = controller_state(controller) if controller is not None else None
             sender.send(Event(message.submit_id, item, state))
 
         loop.submit(requests, sink, finished_only=message.finished_only)

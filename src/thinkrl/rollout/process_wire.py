@@ -23,6 +23,7 @@ import torch
 
 from thinkrl.engine import BudgetVocab, EngineError, Request, SamplingParams, ThinkingBudgetController, TokenEvent
 from thinkrl.engine.budget import budget_vocab
+from thinkrl.rollout.partial import ContinuedController
 from thinkrl.tokenizer import TextTokenizer
 
 _ALIGN = 64  # bytes: every tensor of the weight buffer starts on a cache line (and any dtype's alignment)
@@ -37,10 +38,13 @@ class ControllerSpec:
         vocab: its token vocabulary with ``encode`` dropped; the child rebuilds it from its own tokenizer and checks
             that the ids agree.
         state: the controller's attributes except ``vocab`` (budget, limits, phase, counters).
+        prefix: for a partial rollout's continuation (`ContinuedController`), the response ids sampled before;
+            None for a plain controller.
     """
 
     vocab: BudgetVocab
     state: dict[str, Any]
+    prefix: list[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -59,21 +63,29 @@ def controller_state(controller: ThinkingBudgetController) -> dict[str, Any]:
     return {name: value for name, value in vars(controller).items() if name != "vocab"}
 
 
+def budget_controller(controller: Any) -> ThinkingBudgetController | None:
+    """The thinking-budget controller that holds the counts: ``controller`` itself or the one a
+    `ContinuedController` wraps; None for anything else."""
+    inner = controller.inner if isinstance(controller, ContinuedController) else controller
+    return inner if isinstance(inner, ThinkingBudgetController) else None
+
+
 def pack_request(request: Request) -> RequestSpec:
     """``request`` as a picklable `RequestSpec`.
 
     Raises:
-        TypeError: its controller is not a `ThinkingBudgetController` (an arbitrary object cannot be rebuilt in the
-            rollout process).
+        TypeError: its controller is not a `ThinkingBudgetController` or a `ContinuedController` of one (an
+            arbitrary object cannot be rebuilt in the rollout process).
     """
     spec = None
     if request.controller is not None:
-        if not isinstance(request.controller, ThinkingBudgetController):
+        inner = budget_controller(request.controller)
+        if inner is None:
             raise TypeError(f"request {request.request_id!r}: the process placement carries only "
                             f"ThinkingBudgetController controllers, got {type(request.controller).__name__} "
                             "(use rollout.placement: thread)")
-        vocab = dataclasses.replace(request.controller.vocab, encode=None)
-        spec = ControllerSpec(vocab, controller_state(request.controller))
+        prefix = list(request.controller.prefix) if isinstance(request.controller, ContinuedController) else None
+        spec = ControllerSpec(dataclasses.replace(inner.vocab, encode=None), controller_state(inner), prefix)
     return RequestSpec(list(request.prompt_ids), request.params, request.request_id, dict(request.metadata), spec)
 
 
@@ -91,8 +103,10 @@ def unpack_request(spec: RequestSpec, tokenizer: Any) -> Request:
                              "tokenizer than the rollout engine's")
         # Bypass __init__: the caller's controller was validated there, and it may already be mid-way (its phase
         # and counters are part of the state).
-        controller = ThinkingBudgetController.__new__(ThinkingBudgetController)
-        vars(controller).update(spec.controller.state, vocab=vocab)
+        inner = ThinkingBudgetController.__new__(ThinkingBudgetController)
+        vars(inner).update(spec.controller.state, vocab=vocab)
+        prefix = spec.controller.prefix
+        controller = inner if prefix is None else ContinuedController(inner, prefix)
     return Request(spec.prompt_ids, spec.params, spec.request_id, spec.metadata, controller)
 
 
