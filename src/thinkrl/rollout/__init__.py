@@ -21,6 +21,7 @@ from thinkrl.rollout.groups import (
     sample_groups,
     within_budget,
 )
+from thinkrl.rollout.process import RolloutProcess, start_engine_process
 from thinkrl.rollout.requests import (
     GenerateClient,
     RolloutPrompt,
@@ -68,6 +69,7 @@ __all__ = [
     "RolloutDriver",
     "RolloutError",
     "RolloutPrompt",
+    "RolloutProcess",
     "RolloutSpec",
     "SampleRequest",
     "SamplingSpec",
@@ -89,5 +91,6 @@ __all__ = [
     "sampling_params",
     "score_trajectories",
     "start_engine",
+    "start_engine_process",
     "within_budget",
 ]
