@@ -4,7 +4,6 @@ every failure reaches the trainer as an error instead of a hang."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
@@ -118,7 +117,9 @@ def test_trained_tokens_never_lag_more_than_eta_and_partials_continue(loop: Engi
         m = batch.stream_metrics
         assert 0 <= m["stream/fresh_share"] <= 1 and m["stream/version_lag_mean"] <= eta
         continued += m["stream/continued"]
-    assert continued > 0 and mixed > 0  # responses interrupted by a push went on with the new weights
+    assert continued > 0  # responses interrupted by a push went on with the new weights
+    if eta == 2:  # (at eta 1 a response that spans a push is trained only if it finishes before the next batch)
+        assert mixed > 0
 
 
 def test_eta_zero_is_synchronous(loop: EngineLoop) -> None:
@@ -236,8 +237,8 @@ def test_a_failed_weight_push_raises_and_the_run_can_still_close(loop: EngineLoo
 
 
 def test_a_stopped_engine_fails_the_waiting_trainer(loop: EngineLoop) -> None:
-    driver = _driver(loop, prompts_per_step=8)
-    threading.Timer(0.2, loop.stop).start()  # the engine goes away while the trainer waits for its batch
+    driver = _driver(loop, prompts_per_step=40)  # far more than the engine samples before it stops
+    loop.stop()  # the engine goes away while the rollout thread uses it
     try:
         with pytest.raises(RolloutError, match="engine"):
             driver.next_batch(1)

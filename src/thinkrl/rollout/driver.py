@@ -20,6 +20,11 @@ from thinkrl.tokenizer import TextTokenizer
 class RolloutDriver(Protocol):
     """What the RL loop asks of the rollout."""
 
+    @property
+    def version(self) -> int:
+        """The weight version last pushed (the trainer's current weights)."""
+        ...
+
     def next_batch(self, step: int) -> RolloutBatch:
         """The scored groups step ``step`` trains on."""
         ...
@@ -44,6 +49,10 @@ class SyncDriver:
                  sampling: SamplingSpec, reward: RewardSpec, seed: int) -> None:
         self.engine, self.tokenizer, self.source = engine, tokenizer, source
         self.rollout, self.sampling, self.reward, self.seed = rollout, sampling, reward, seed
+
+    @property
+    def version(self) -> int:
+        return self.engine.version
 
     def next_batch(self, step: int) -> RolloutBatch:
         return collect_rollout_batch(self.engine, self.tokenizer, self.source, self.rollout, self.sampling,

@@ -3,8 +3,8 @@ trains; the trainer takes a batch as soon as one is ready (Seed-Thinking-v1.5's 
 process). See docs/streaming.md.
 
 * Admission: the thread starts new groups (G requests per prompt, submitted together) while fewer than
-  ``prompts_per_step x (eta + 1 - pending)`` groups are in flight or buffered, where ``pending`` is how many taken
-  batches the engine's weights are behind (so eta = 0 samples exactly one batch per weight version: synchronous).
+  ``prompts_per_step x (eta + 1 - pending)`` groups are in flight or buffered, where ``pending`` is 1 between a
+  taken batch and its weight push (so eta = 0 samples exactly one batch per weight version: synchronous).
 * Partial rollouts: `push_weights` interrupts every in-flight request (`EngineLoop.interrupt`) and then pushes;
   each interrupted piece continues as a new request over prompt + response so far, its KV recomputed with the new
   weights (`thinkrl.rollout.partial`). With ``round_tokens`` > 0 the thread also pauses once it generated that
@@ -110,7 +110,8 @@ class StreamingDriver:
         self._buffer = GroupBuffer()
         self._retry: deque[Problem] = deque()
         self._tally = _Tally.empty()
-        self._version = self._taken = start_version
+        self._version = start_version
+        self._pending_push = False  # a batch was taken and its update is not pushed yet
         self._tokens = 0  # written by the engine thread only (the sink)
         self._round_start = self._tokens_reported = 0
         self._skipped_reported = int(source.metrics().get(SKIPPED_TOTAL, 0))
@@ -123,6 +124,11 @@ class StreamingDriver:
     def start(self) -> StreamingDriver:
         self._thread.start()
         return self
+
+    @property
+    def version(self) -> int:
+        """The weight version last pushed: the trainer's current weights."""
+        return self._version
 
     @property
     def tokens_generated(self) -> int:
@@ -140,7 +146,7 @@ class StreamingDriver:
         ``prompts_per_step x max_sampling_rounds`` groups finished since the last batch and some are usable); take
         them. Raises `RolloutError` when the rollout thread failed, TimeoutError when the engine stalls."""
         need = self.rollout.prompts_per_step
-        enough = need * self.rollout.max_sampling_rounds if self.rollout.dynamic_sampling else need
+        enough = need * self.rollout.max_sampling_rounds
         eta = self.rollout.max_staleness
         started = time.monotonic()
         with self._ready:
@@ -151,7 +157,7 @@ class StreamingDriver:
                     self._check_alive()
                     self._drop_stale(self._buffer.take(0, self._version, eta).stale)
                     usable = self._buffer.num_usable(self._version, eta)
-                    if usable >= need or (usable and self._tally.groups_completed >= enough):
+                    if usable >= need or self._tally.groups_completed >= enough:  # (as the sync rounds limit)
                         break
                     now = time.monotonic()
                     if self._tokens != last_tokens:
@@ -164,7 +170,7 @@ class StreamingDriver:
                 self._trainer_waiting = False
             taken = self._buffer.take(need, self._version, eta)
             self._drop_stale(taken.stale)
-            self._taken = step
+            self._pending_push = bool(taken.groups)  # the loop pushes after a step that trained
             tally, self._tally = self._tally, _Tally.empty()
             data_metrics = self.source.metrics()
             buffered = len(self._buffer)
@@ -178,7 +184,7 @@ class StreamingDriver:
             for request_id in list(self._inflight):
                 self.engine.interrupt(request_id)
             self.engine.update_weights(weights, version=version)
-            self._version = version
+            self._version, self._pending_push = version, False
             self._round_start = self._tokens
             if self._holding:
                 self._release_held()
@@ -249,8 +255,7 @@ class StreamingDriver:
 
     def _capacity(self) -> int:
         """Groups that may exist at once (in flight + buffered) under the staleness bound."""
-        pending = max(0, self._taken - self._version)  # batches taken whose update is not pushed yet
-        allowed = self.rollout.prompts_per_step * (self.rollout.max_staleness + 1 - pending)
+        allowed = self.rollout.prompts_per_step * (self.rollout.max_staleness + 1 - self._pending_push)
         if self.rollout.max_buffered_groups is not None:
             allowed = min(allowed, self.rollout.max_buffered_groups)
         return allowed
@@ -320,7 +325,8 @@ class StreamingDriver:
     def _abandon_if_stale(self, group: _Group) -> bool:
         """Drop ``group`` (abort its requests, sample its prompt again) when even the next batch to be taken would
         train its oldest token past the staleness bound. Caller holds the lock."""
-        if version_lag(group.oldest(), max(self._taken, self._version)) <= self.rollout.max_staleness:
+        next_version = self._version + self._pending_push  # the trainer's weights at the next batch, at the earliest
+        if version_lag(group.oldest(), next_version) <= self.rollout.max_staleness:
             return False
         group.abandoned = True
         for request_id, (owner, _) in list(self._inflight.items()):
@@ -342,8 +348,9 @@ class StreamingDriver:
         trajs: list[Trajectory] = [s.result for s in group.samples]  # type: ignore[misc]
         score_trajectories(trajs, self.tokenizer, self.reward)
         correct = [bool(t.correct) for t in trajs]
+        one_group = torch.zeros(len(trajs), dtype=torch.long)
         keep = not self.rollout.dynamic_sampling or bool(
-            group_has_variance(torch.tensor(correct, dtype=torch.float), torch.zeros(len(trajs))).all())
+            group_has_variance(torch.tensor(correct, dtype=torch.float), one_group).all())
         with self._ready:
             self.source.observe(group.problem, correct)
             self._active.pop(group.group_id, None)

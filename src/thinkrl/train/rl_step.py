@@ -49,20 +49,26 @@ def prepare_batch(trajs: list[Trajectory], actor: Actor, critic: Critic | None,
     return batch
 
 
-def logprob_gap(batch: PackedBatch) -> dict[str, float]:
-    """Mean and max |trainer log-prob − engine log-prob| over the sampled tokens of the batch's newest weight version:
-    ``old_logprobs`` (the actor's, before the update) against ``behaviour_logprobs`` (the engine's). In synchronous
-    fp32 RL both come from the same weights, so the gap is numerical noise; a large one means a mismatch."""
+def logprob_gap(batch: PackedBatch, current_version: int | None = None) -> dict[str, float]:
+    """Mean and max |trainer log-prob − engine log-prob| over the sampled tokens of weight version
+    ``current_version`` (the actor's current weights; None: the batch's newest version): ``old_logprobs`` (the
+    actor's, before the update) against ``behaviour_logprobs`` (the engine's). Both come from the same weights, so in
+    fp32 the gap is numerical noise; a large one means a mismatch. (A streaming batch may hold no token of the
+    current version: then there is nothing to compare.)"""
     assert batch.behaviour_logprobs is not None and batch.token_versions is not None
-    current = batch.response_mask & (batch.token_versions == batch.token_versions[batch.response_mask].max())
+    if current_version is None:
+        current_version = int(batch.token_versions[batch.response_mask].max())
+    current = batch.response_mask & (batch.token_versions == current_version)
     gap = (batch.old_logprobs - batch.behaviour_logprobs).abs()[current]
     if gap.numel() == 0:
         return {}
     return {"logprob_gap_mean": float(gap.mean()), "logprob_gap_max": float(gap.max())}
 
 
-def update(batch: PackedBatch, actor: Actor, critic: Critic | None, *, seed: int, step: int) -> dict[str, float]:
-    """The actor's update, then the critic's, on ``batch``; returns the step's training metrics."""
+def update(batch: PackedBatch, actor: Actor, critic: Critic | None, *, seed: int, step: int,
+           current_version: int | None = None) -> dict[str, float]:
+    """The actor's update, then the critic's, on ``batch``; returns the step's training metrics. ``current_version``:
+    the weight version of the actor before the update (for `logprob_gap`; None: the batch's newest)."""
     stats = actor.update(batch, random.Random(seed * 1_000_003 + step))
     row = {"loss": stats.loss, "clip_frac": stats.clip_frac, "approx_kl": stats.approx_kl,
            "entropy": stats.entropy, "grad_norm": stats.grad_norm}
@@ -70,7 +76,7 @@ def update(batch: PackedBatch, actor: Actor, critic: Critic | None, *, seed: int
         row["positive_nll"] = stats.positive_nll
     if batch.behaviour_logprobs is not None:
         row["is_weight_mean"] = stats.is_weight_mean
-        row.update(logprob_gap(batch))
+        row.update(logprob_gap(batch, current_version))
     if critic is not None:
         critic_stats = critic.update(batch, epochs=actor.algo.ppo_epochs, num_mini_batches=actor.algo.num_mini_batches,
                                      rng=random.Random(seed * 1_000_033 + step))
