@@ -22,6 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "train": {"rollout", "rl", "model", "tokenizer", "tasks", "eval", "tune"},
     "serve": {"engine", "model", "tokenizer"},
     "tune": {"model"},
+    "launch": {"train", "rollout", "engine", "model", "tokenizer", "tasks", "rl", "eval"},
     "experiments": {"train", "eval", "rollout", "engine", "model", "tokenizer", "tasks", "rl"},
     "records": {"tasks"},
     "spec": set(),

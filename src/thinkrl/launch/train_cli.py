@@ -1,0 +1,64 @@
+"""`thinkrl train RECIPE.yaml [key=value ...] [--ray ...]`: RL training in this process, or placed on Ray.
+
+Without ``--ray`` this is `thinkrl.train.rl_cli` unchanged. With ``--ray`` the run's trainer ranks and rollout
+workers become Ray actors on their own placement groups (see docs/ray.md):
+
+    thinkrl train recipes/tiny_dapo.yaml --ray --trainers 2 --rollout-workers 1                 # local Ray
+    thinkrl train recipe.yaml --ray --ray-address auto --trainers 8 --gpus-per-trainer 1 \\
+        --rollout-workers 8 --gpus-per-rollout-worker 1                                        # a running cluster
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+
+from thinkrl.train import rl_cli
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    rl_cli.add_arguments(parser)
+    group = parser.add_argument_group("Ray placement (pip install 'thinkrl[ray]'; docs/ray.md)")
+    group.add_argument("--ray", action="store_true", help="run trainer ranks and rollout workers as Ray actors")
+    group.add_argument("--ray-address", default=None, help="Ray cluster to join ('auto': the one `ray start` "
+                       "began on this node; default: start a local one for this run)")
+    group.add_argument("--trainers", type=int, default=1, help="data-parallel trainer ranks (FSDP2)")
+    group.add_argument("--rollout-workers", type=int, default=1, help="rollout engines")
+    group.add_argument("--gpus-per-trainer", type=float, default=0.0, help="0: CPU and gloo; 1: a GPU and nccl")
+    group.add_argument("--gpus-per-rollout-worker", type=float, default=0.0, help="GPUs of each engine "
+                       "(fractions allowed)")
+    group.add_argument("--cpus-per-trainer", type=float, default=1.0)
+    group.add_argument("--cpus-per-rollout-worker", type=float, default=1.0)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.ray:
+        return rl_cli.run(args)
+    from thinkrl.launch.ray_placement import INSTALL_HINT, RayPlacement
+
+    if args.layout is not None or args.resume:
+        raise ValueError("--ray does not take --layout or --resume yet (see docs/ray.md)")
+    placement = RayPlacement(args.trainers, args.rollout_workers, args.cpus_per_trainer, args.gpus_per_trainer,
+                             args.cpus_per_rollout_worker, args.gpus_per_rollout_worker)
+    try:
+        import ray
+    except ImportError:
+        raise ValueError(f"--ray: {INSTALL_HINT}") from None
+    from thinkrl.launch.ray_loop import run_rl_on_ray
+    from thinkrl.rl import ALGORITHM_PRESETS
+    from thinkrl.train.config import RLRecipe, load_recipe
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    recipe = load_recipe(args.recipe, RLRecipe, list(args.overrides), presets=ALGORITHM_PRESETS)
+    if args.ray_address:  # join a running cluster, which keeps its own settings
+        ray.init(address=args.ray_address)
+    else:  # a local cluster for this run only, with at least the logical CPUs the placement asks for
+        cpus = max(os.cpu_count() or 1, math.ceil(placement.total()["CPU"]))
+        ray.init(num_cpus=cpus, include_dashboard=False)
+    try:
+        print(run_rl_on_ray(recipe, placement))
+    finally:
+        ray.shutdown()
+    return 0
