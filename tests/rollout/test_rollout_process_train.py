@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,84 @@ def test_process_placement_trains_like_the_thread_placement(sft_model, tmp_path)
     assert [_without_timings(r) for r in process] == [_without_timings(r) for r in thread]
     a, b = (load_pretrained(tmp_path / name / "final").state_dict() for name in ("thread", "process"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _children(pid: int) -> list[int]:
+    """Pids of the live processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def test_streaming_run_in_a_rollout_process_and_a_killed_rollout_process_ends_it_cleanly(sft_model, tmp_path):
+    """Streaming mode with the engine in a child: pushed weights are the trainer's (fp32 log-prob agreement), the
+    staleness bound holds; then the child is SIGKILLed mid-run: the run stops with the signal named, leaves no
+    process behind, and its last checkpoint resumes."""
+    out, eta = tmp_path / "run", 1
+    recipe = {
+        "name": "micro-stream", "model": {"path": str(sft_model), "device": "cpu"}, "data": DATA,
+        "sampling": {"max_new_tokens": 24, "num_slots": 16},
+        "rollout": {"group_size": 4, "prompts_per_step": 4, "mode": "streaming", "max_staleness": eta,
+                    "dynamic_sampling": False, "placement": "process"},
+        "reward": {"max_response_len": 24, "overlong_cache_len": 8},
+        "algorithm": {"preset": "dapo"}, "optim": {"lr": 1e-3, "schedule": "constant"},
+        "trainer": {"steps": 1000, "micro_batch_tokens": 1024, "save_every": 2, "log_every": 1,
+                    "output_dir": str(out), "eval_every": 0},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(json.dumps(recipe))
+    proc = subprocess.Popen([sys.executable, "-m", "thinkrl.cli", "train", str(path)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    try:
+        deadline = time.monotonic() + 600
+        while not metrics.exists() or '"step": 3' not in metrics.read_text():
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "step 3 not reached within 600 s"
+            time.sleep(0.1)
+        helpers = _children(proc.pid)  # the rollout process, and multiprocessing's resource tracker
+        (child,) = [pid for pid in helpers if "resource_tracker" not in _cmdline(pid)]
+        os.kill(child, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=120)  # generous: the failure is detected within a poll interval
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode not in (0, None)
+    assert f"rollout process (pid {child}) was killed by signal SIGKILL" in stderr, stderr[-3000:]
+    deadline = time.monotonic() + 60  # generous: helpers exit when their parent's pipe closes
+    while any(_alive(pid) for pid in helpers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [(pid, _cmdline(pid)) for pid in helpers if _alive(pid)]
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert all(r["version_lag_max"] <= eta for r in rows)
+    gaps = [r for r in rows if "logprob_gap_mean" in r]
+    assert gaps and all(r["logprob_gap_mean"] < 1e-4 and r["logprob_gap_max"] < 1e-3 for r in gaps), gaps
+    saved = int((out / "checkpoints" / "latest").read_text().strip().rsplit("-", 1)[1])
+    assert saved >= 2
+    recipe["trainer"].update(steps=saved + 1, resume=True)
+    path.write_text(json.dumps(recipe))
+    resumed = subprocess.run([sys.executable, "-m", "thinkrl.cli", "train", str(path)], capture_output=True,
+                             text=True, env=ENV, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()][-1] == saved + 1
