@@ -165,6 +165,22 @@ def test_a_bad_push_raises_valueerror_in_the_parent_and_the_child_keeps_working(
         client.generate([Request([5, 6], controller=object())])  # type: ignore[arg-type]
     assert client.is_running
     assert all(t.finish_reason in ("stop", "length", "budget") for t in client.generate(_requests("still")))
+    assert client.update_weights(weights, client.version + 1) == len(weights)  # a failed push left nothing behind
+
+
+def test_a_push_the_child_cannot_acknowledge_times_out_and_the_next_push_waits_for_it(client, model):
+    """SIGSTOP freezes the child (a hung push); the caller gets TimeoutError, not a hang. Once it runs again the
+    pending push lands, and the next push (which waited for it before reusing the buffer) lands after it."""
+    first, second = client.version + 1, client.version + 2
+    os.kill(client.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(TimeoutError, match="not applied within 1.0 s"):
+            client.update_weights(_perturbed(model, 0.2), first, timeout=1.0)
+    finally:
+        os.kill(client.pid, signal.SIGCONT)
+    client.update_weights(_perturbed(model, 0.3), second, timeout=60)
+    assert client.version == second
+    assert all(t.token_versions == [second] * len(t.response_ids) for t in client.generate(_requests("thawed")))
 
 
 def test_an_engine_failure_in_the_child_reaches_the_parent_with_its_traceback(model):

@@ -5,10 +5,9 @@ update_weights / version / stop / is_running / error), so the trainer does not k
 child (`process_child`) is started with torch.multiprocessing's spawn context and runs an `EngineLoop` of its own;
 requests, events and errors cross two pipes as typed records (`process_wire`).
 
-Weights: at start the parent allocates one flat shared-memory buffer laid out like the policy's parameters. A push
-copies the trainer's tensors into it, sends ``(push id, version, names)``, and returns once the child has copied
-the buffer into its engine between two steps (the acknowledgement), so every token sampled afterwards records the
-new version. One push at a time: the buffer is the child's to read until the push is acknowledged.
+Weights: one flat shared-memory buffer laid out like the policy's parameters. A push copies the trainer's tensors
+into it, sends ``(push id, version, names)`` and returns once the child has copied the buffer into its engine
+between two steps (acknowledged): every token sampled afterwards records the new version. One push at a time.
 
 Never hang. A receiver thread waits on the event pipe *and* the child's process sentinel: when the child dies (a
 crash, SIGKILL, the OOM killer) every waiting caller and every later call gets an `EngineError` naming the exit code
@@ -19,6 +18,7 @@ Ctrl-C nor a killed trainer leaves a rollout process behind.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -154,12 +154,6 @@ class RolloutProcess:
         self._fail_all(EngineError("the rollout process was stopped"))
         self._commands.close()
 
-    def __enter__(self) -> RolloutProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # ---- client API (thread-safe) ---------------------------------------------------------
     def submit(self, requests: Request | Sequence[Request], sink: Sink, *, finished_only: bool = False) -> None:
         """Queue ``requests`` (they enter the engine in the same step); ``sink`` gets their events, in the
@@ -182,9 +176,12 @@ class RolloutProcess:
     def abort(self, request_id: Any) -> None:
         """Stop ``request_id`` and deliver no more of its events."""
         with self._lock:
-            pending = self._pending.get(self._submit_of.pop(request_id, -1))
+            submit_id = self._submit_of.pop(request_id, -1)
+            pending = self._pending.get(submit_id)
             if pending is not None:
                 pending.open.discard(request_id)
+                if not pending.open:
+                    del self._pending[submit_id]
         self._send(Abort(request_id), quiet=True)
 
     def interrupt(self, request_id: Any) -> None:
@@ -211,7 +208,9 @@ class RolloutProcess:
         self._check_running()
         with self._push_lock:
             if self._last_push is not None:  # a push that timed out: the child may still read the buffer
-                self._wait(self._last_push, timeout, "the previous weight push is still being applied")
+                with contextlib.suppress(ValueError, TypeError):  # its outcome: its caller no longer waits
+                    self._wait(self._last_push, timeout, "the previous weight push is still being applied")
+                self._last_push = None
             with torch.no_grad():
                 for name, tensor in items:
                     self._buffers[name].copy_(tensor)
@@ -220,10 +219,11 @@ class RolloutProcess:
                 self._pushes[push_id] = done
             self._last_push = done
             self._send(Push(push_id, int(version), [name for name, _ in items]))
-            count = self._wait(done, timeout, f"update_weights: not applied within {timeout} s")
-            self._last_push = None
-            self._version = int(version)
-            return count
+            try:
+                return self._wait(done, timeout, f"update_weights: not applied within {timeout} s")
+            finally:
+                if done.done():  # answered (or failed: the child is gone); else the next push waits for it
+                    self._last_push = None
 
     def stream(self, requests: Sequence[Request], *, finished_only: bool = False) -> Iterator[TokenEvent]:
         """Submit ``requests`` and yield their events until all have finished; leaving early aborts the rest."""
@@ -314,6 +314,7 @@ class RolloutProcess:
             if done is not None and message.error is not None:
                 done.set_exception(message.error.to_exception())
             elif done is not None:
+                self._version = max(self._version, message.version)  # before the caller wakes up
                 done.set_result(message.count)
         elif isinstance(message, SubmitFailed):
             with self._lock:

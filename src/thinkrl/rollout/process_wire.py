@@ -297,6 +297,7 @@ class SubmitFailed:
 class PushDone:
     push_id: int
     count: int = 0
+    version: int = 0
     error: RemoteError | None = None
 
 
