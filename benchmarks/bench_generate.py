@@ -92,9 +92,11 @@ def bench_transformers(folder: str, prompts: list[list[int]], new_tokens: int, d
     return len(prompts) * new_tokens / elapsed
 
 
-def bench_thinkrl(folder: str, prompts: list[list[int]], new_tokens: int, device: str, dtype) -> float:
+def bench_thinkrl(folder: str, prompts: list[list[int]], new_tokens: int, device: str, dtype,
+                  packed_linears: bool | None = None) -> float:
     model = load_pretrained(folder, device=device, dtype=dtype)
-    engine = LLMEngine(model, _IdTokenizer(), num_slots=len(prompts), max_seq_len=max(map(len, prompts)) + new_tokens)
+    engine = LLMEngine(model, _IdTokenizer(), num_slots=len(prompts), max_seq_len=max(map(len, prompts)) + new_tokens,
+                       packed_linears=packed_linears)
     params = SamplingParams(max_new_tokens=new_tokens, temperature=1.0, stop_token_ids=())
     engine.generate_from_ids(prompts[:2], SamplingParams(max_new_tokens=4, stop_token_ids=()))  # warm-up
     _sync(device)
@@ -156,7 +158,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--models", default="demo,small", help=f"comma-separated, from {sorted(MODELS)}")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the best is reported")
+    parser.add_argument("--skip-long-tail", action="store_true", help="skip the continuous vs static batching run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (interleaved); the best is reported")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads > 0:
@@ -172,13 +175,16 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             save_pretrained(build_model(config, seed=args.seed), folder)
             prompts = _prompts(args.prompts, args.seed)
-            ours = max(bench_thinkrl(folder, prompts, args.new_tokens, args.device, dtype)
-                       for _ in range(args.repeats))
-            theirs = None if args.skip_transformers else max(
-                bench_transformers(folder, prompts, args.new_tokens, args.device, dtype)
-                for _ in range(args.repeats))
-            long_tail = bench_long_tail(folder, args.device, dtype, args.long_tail_requests, args.long_tail_slots,
-                                        args.seed)
+            rates: dict[str, list[float]] = {"ours": [], "plain": [], "theirs": []}
+            for _ in range(args.repeats):  # interleaved, so a shared machine's load hits every side alike
+                rates["ours"].append(bench_thinkrl(folder, prompts, args.new_tokens, args.device, dtype))
+                rates["plain"].append(bench_thinkrl(folder, prompts, args.new_tokens, args.device, dtype, False))
+                if not args.skip_transformers:
+                    rates["theirs"].append(bench_transformers(folder, prompts, args.new_tokens, args.device, dtype))
+            ours, plain = max(rates["ours"]), max(rates["plain"])
+            theirs = max(rates["theirs"]) if rates["theirs"] else None
+            long_tail = {} if args.skip_long_tail else bench_long_tail(
+                folder, args.device, dtype, args.long_tail_requests, args.long_tail_slots, args.seed)
         # mean positions a decoded token attends to: its prompt plus, on average, half the new tokens
         context = sum(map(len, prompts)) / len(prompts) + args.new_tokens / 2
         flops = peak_module.forward_flops_per_token(config, context)
@@ -189,6 +195,8 @@ def main() -> None:
             "transformers_fraction_of_peak": None if theirs is None else round(
                 peak_module.fraction_of_peak(flops, theirs, peak), 4),
             "thinkrl_tokens_per_s": round(ours, 1),
+            "thinkrl_unpacked_linears_tokens_per_s": round(plain, 1),  # packed_linears=False, same run
+            "repeats_tokens_per_s": {k: [round(r, 1) for r in v] for k, v in rates.items()},
             "transformers_tokens_per_s": None if theirs is None else round(theirs, 1),
             "ratio_vs_transformers": None if theirs is None else round(ours / theirs, 2),
             "long_tail": {k: round(v, 2) if isinstance(v, float) else v for k, v in long_tail.items()},

@@ -1,15 +1,13 @@
 """One DAPO RL step: thinkrl (engine rollout + packed update) vs TRL's ``GRPOTrainer`` (loss_type "dapo").
 
-Both sides start from the same tiny random weights (the "demo" model of bench_generate.py,
-saved by thinkrl in HF format with the built-in tokenizer files), sample the same prompts
-(identical prompt token ids, checked), G completions each of exactly ``--max-new-tokens``
-tokens (EOS is ignored on both sides: thinkrl's engine gets no stop tokens, TRL gets
-``min_new_tokens`` = ``max_completion_length``), score them with thinkrl's rule verifier
-(+1 / -1), and take one AdamW step (same lr, betas, eps, no weight decay, grad clip 1.0,
-constant lr) of the token-level clip-higher loss (eps_low 0.2, eps_high 0.28, no KL),
-fp32 on CPU. thinkrl runs the RL loop's own pieces (``thinkrl.rollout.sample_groups`` →
-``score_trajectories`` → ``thinkrl.train.rl_step.prepare_batch`` → ``update`` (the `Actor`'s
-update) → ``engine.update_weights``), configured by an RL recipe (the ``dapo`` preset) with
+Both sides start from the same tiny random weights (``--model``: a model of bench_generate.py, "demo" by default,
+saved by thinkrl in HF format with the built-in tokenizer files), sample the same prompts (identical prompt token
+ids, checked), G completions each of exactly ``--max-new-tokens`` tokens (EOS is ignored on both sides: thinkrl's
+engine gets no stop tokens, TRL gets ``min_new_tokens`` = ``max_completion_length``), score them with thinkrl's
+rule verifier (+1 / -1), and take one AdamW step (same lr, betas, eps, no weight decay, grad clip 1.0, constant lr)
+of the token-level clip-higher loss (eps_low 0.2, eps_high 0.28, no KL), fp32 on CPU. thinkrl runs the RL loop's
+own pieces (``thinkrl.rollout.sample_groups`` → ``score_trajectories`` → ``thinkrl.train.rl_step.prepare_batch``
+→ ``update`` (the `Actor`'s update) → ``engine.update_weights``), configured by an RL recipe (the ``dapo`` preset) with
 dynamic sampling, soft overlong punishment and dual-clip off, so both sides do exactly one
 generation round and the same loss. As in ``run_rl``, the engine owns its own copy of the
 weights and the new policy is pushed to it after each update (timed as part of the step,
@@ -42,7 +40,7 @@ from typing import Any
 import torch
 
 from thinkrl.engine import LLMEngine
-from thinkrl.model import ModelConfig, build_model, load_pretrained, save_pretrained
+from thinkrl.model import ModelConfig, build_model, compile_pointwise, load_pretrained, save_pretrained
 from thinkrl.rewards import score_response
 from thinkrl.rl import ALGORITHM_PRESETS
 from thinkrl.rollout import sample_groups, score_trajectories
@@ -68,9 +66,9 @@ def _load_sibling(name: str) -> Any:
     return module
 
 
-def _demo_model_config() -> ModelConfig:
-    """``MODELS["demo"]`` of bench_generate.py (one definition of the benchmark model)."""
-    return _load_sibling("bench_generate").MODELS["demo"]
+def _model_config(name: str = "demo") -> ModelConfig:
+    """``MODELS[name]`` of bench_generate.py (one definition of the benchmark models)."""
+    return _load_sibling("bench_generate").MODELS[name]
 
 
 class _NoStopTokenizer:
@@ -91,9 +89,9 @@ def _is_correct(tokenizer: TextTokenizer, problem: Problem, response_ids: list[i
     return score.correct
 
 
-def _write_model(folder: Path, seed: int) -> int:
-    """Random-init demo model + built-in tokenizer files in ``folder``; returns the parameter count."""
-    config = _demo_model_config()
+def _write_model(folder: Path, seed: int, name: str = "demo") -> int:
+    """Random-init model ``name`` + built-in tokenizer files in ``folder``; returns the parameter count."""
+    config = _model_config(name)
     model = build_model(config, seed=seed)
     save_pretrained(model, folder)
     for name in TOKENIZER_FILES:
@@ -148,6 +146,8 @@ class ThinkrlStepper:
                            recipe.algorithm, recipe.trainer.micro_batch_tokens, recipe.optim.grad_clip,
                            recipe.sampling.temperature, recipe.reward.max_response_len)
         engine_model = copy.deepcopy(model).eval().requires_grad_(False)  # the engine owns its weights
+        if args.compile_pointwise:
+            compile_pointwise(model)
         self.engine = LLMEngine(engine_model, _NoStopTokenizer(self.tokenizer), num_slots=recipe.sampling.num_slots,
                                 max_seq_len=max_prompt + args.max_new_tokens, seed=args.seed)
         self.steps: list[dict[str, float]] = []
@@ -292,12 +292,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--skip-trl", action="store_true")
+    parser.add_argument("--model", default="demo", help="a model of bench_generate.MODELS: demo (0.85M), "
+                        "small (3.3M), medium (12.6M)")
+    parser.add_argument("--compile-pointwise", action="store_true", help="thinkrl.model.compile_pointwise, trainer")
     args = parser.parse_args()
     for name in ("steps", "prompts", "max_new_tokens", "micro_batch_tokens"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.group_size < 2:
         raise SystemExit(f"--group-size must be >= 2, got {args.group_size}")
+    models = _load_sibling("bench_generate").MODELS
+    if args.model not in models:
+        parser.error(f"--model {args.model!r} is not one of {sorted(models)}")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -307,7 +313,7 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        num_params = _write_model(folder, args.seed)
+        num_params = _write_model(folder, args.seed, args.model)
         max_prompt = _check_same_prompt_ids(folder, load_tokenizer(str(folder)), problems)
         ours = ThinkrlStepper(folder, problems, args, max_prompt)
         if args.skip_trl:
@@ -318,18 +324,20 @@ def main() -> None:
             theirs = bench_trl(folder, problems, args, after_step=ours)
     record = _report(args, num_params, max_prompt, ours.steps[1:], theirs and theirs[1:], load_before)
     record["peak"] = peak.as_json()
-    record["fraction_of_peak"] = _update_fraction(peak_module, peak, ours.steps[1:], theirs and theirs[1:])
+    record["fraction_of_peak"] = _update_fraction(peak_module, peak, ours.steps[1:], theirs and theirs[1:],
+                                                  args.model)
     print(json.dumps(record))
 
 
-def _update_fraction(peak_module: Any, peak: Any, ours: list[dict], theirs: list[dict] | None) -> dict:
+def _update_fraction(peak_module: Any, peak: Any, ours: list[dict], theirs: list[dict] | None,
+                     model: str = "demo") -> dict:
     """The training update's model FLOP/s over the measured matmul peak: every prompt + response token of the
     step's sequences, forward + backward (3x forward), each attending to its causal prefix (mean context
     sum L(L+1)/2 / sum L); tokens/s from the median update time. TRL's side uses the same useful tokens."""
     lengths = ours[0]["sequence_lengths"]
     tokens = sum(lengths)
     context = sum(n * (n + 1) / 2 for n in lengths) / tokens
-    flops = 3 * peak_module.forward_flops_per_token(_demo_model_config(), context)
+    flops = 3 * peak_module.forward_flops_per_token(_model_config(model), context)
     ours_rate = tokens / statistics.median(s["update"] for s in ours)
     out = {"update_tokens_per_step": tokens, "mean_attention_context": round(context, 1),
            "flops_per_token": round(flops), "thinkrl_update_tokens_per_s": round(ours_rate, 1),
@@ -364,7 +372,7 @@ def _report(args: argparse.Namespace, num_params: int, max_prompt: int, ours: li
         "benchmark": "rl-step",
         "thinkrl": _summarise(ours), "trl": theirs and _summarise(theirs), "speedup_thinkrl_vs_trl": speedup,
         "settings": {
-            "model": "demo (SeedOssForCausalLM, random init)", "model_params": num_params,
+            "model": f"{args.model} (SeedOssForCausalLM, random init)", "model_params": num_params,
             "task": TASK, "difficulty": DIFFICULTY, "prompts": args.prompts, "group_size": args.group_size,
             "completions_per_step": args.prompts * args.group_size, "max_prompt_tokens": max_prompt,
             "max_completion_tokens": args.max_new_tokens, "eos": "ignored on both sides (fixed-length completions)",
@@ -379,6 +387,7 @@ def _report(args: argparse.Namespace, num_params: int, max_prompt: int, ours: li
             "optimizer": {"name": "AdamW", "lr": LR, "betas": list(BETAS), "eps": ADAM_EPS, "weight_decay": 0.0,
                           "grad_clip": GRAD_CLIP, "schedule": "constant"},
             "thinkrl_micro_batch_tokens": args.micro_batch_tokens, "device": "cpu", "dtype": "float32",
+            "thinkrl_compile_pointwise": args.compile_pointwise,
         },
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl_version},
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),

@@ -18,7 +18,7 @@ from thinkrl.model import (
     packed_linears_unsupported_reason,
     unpack_linears,
 )
-from thinkrl.model.packed_linear import _PackedForward
+from thinkrl.model.packed_linear import _PackedGroup
 from thinkrl.tokenizer import load_tokenizer
 
 CFG = ModelConfig(vocab_size=512, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
@@ -67,15 +67,26 @@ def test_packed_linear_matches_f_linear_and_repacks_after_an_in_place_update():
     x = torch.randn(5, 3, CFG.hidden_size)
     with torch.no_grad():
         torch.testing.assert_close(proj(x), reference.model.layers[0].self_attn.q_proj(x), rtol=1e-5, atol=1e-5)
-        assert isinstance(proj.forward, _PackedForward) and proj.forward.packs == 1
+        assert isinstance(proj.forward, _PackedGroup) and proj.forward.packs == 1
         proj(x)
         assert proj.forward.packs == 1  # unchanged weight: no repack
         proj.weight.mul_(-2.0)  # an in-place change, as update_weights' copy_ makes
         torch.testing.assert_close(proj(x), -2.0 * (x @ reference.model.layers[0].self_attn.q_proj.weight.T)
                                    + proj.bias, rtol=1e-5, atol=1e-5)
         assert proj.forward.packs == 2
+    attention = model.model.layers[1].self_attn
+    plain = reference.model.layers[1].self_attn
+    with torch.no_grad():
+        want = torch.cat([plain.q_proj(x), plain.k_proj(x), plain.v_proj(x)], dim=-1)  # [5, 3, (H + 2K) D]
+        torch.testing.assert_close(attention.fused_qkv(x), want, rtol=1e-5, atol=1e-5)
+        attention.k_proj.bias.add_(1.0)  # a bias alone changed: the fused copy follows
+        plain.k_proj.bias.add_(1.0)
+        want = torch.cat([plain.q_proj(x), plain.k_proj(x), plain.v_proj(x)], dim=-1)
+        torch.testing.assert_close(attention.fused_qkv(x), want, rtol=1e-5, atol=1e-5)
+        assert attention.fused_qkv.packs == 2
+    assert attention.fused_qkv(x.requires_grad_()) is None  # under autograd the layer runs q/k/v one by one
     unpack_linears(model)
-    assert "forward" not in proj.__dict__
+    assert "forward" not in proj.__dict__ and attention.fused_qkv is None
 
 
 def test_engine_update_weights_reaches_the_packed_linears():
@@ -102,7 +113,7 @@ def test_a_packed_model_still_trains_and_deep_copies():
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6, msg=name)
     twin = copy.deepcopy(model)
     proj = twin.model.layers[1].mlp.down_proj
-    assert proj.forward.linear is proj  # bound to the copy's own layer, not the original's
+    assert proj.forward.linears[0] is proj  # bound to the copy's own layer, not the original's
     with torch.no_grad():
         torch.testing.assert_close(twin.logits(twin(ids, positions, cu).hidden),
                                    reference.logits(reference(ids, positions, cu).hidden), rtol=1e-5, atol=1e-5)

@@ -6,6 +6,7 @@ from thinkrl.model.hf_io import build_model, load_pretrained, resolve_device, re
 from thinkrl.model.kv_cache import CachedStep, KVCache
 from thinkrl.model.lm_head import response_logprobs
 from thinkrl.model.packed_linear import pack_linears, packed_linears_unsupported_reason, unpack_linears
+from thinkrl.model.pointwise import compile_pointwise, uncompile_pointwise
 
 __all__ = [
     "SUPPORTED_ARCHITECTURES",
@@ -15,6 +16,7 @@ __all__ = [
     "KVCache",
     "ModelConfig",
     "build_model",
+    "compile_pointwise",
     "load_pretrained",
     "pack_linears",
     "packed_linears_unsupported_reason",
@@ -22,5 +24,6 @@ __all__ = [
     "resolve_dtype",
     "response_logprobs",
     "save_pretrained",
+    "uncompile_pointwise",
     "unpack_linears",
 ]

@@ -21,6 +21,7 @@ runs causal SDPA, so only the attention core touches padding.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -143,15 +144,27 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(d, config.rms_norm_eps) if config.qk_norm else None
         self.k_norm = RMSNorm(d, config.rms_norm_eps) if config.qk_norm else None
         self.attention_dropout = config.attention_dropout
+        # q/k/v as one prepacked projection, set by `thinkrl.model.pack_linears` (returns None under autograd)
+        self.fused_qkv: Callable[[torch.Tensor], torch.Tensor | None] | None = None
+        self.rope_kernel: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None  # compiled rope of q and k
 
     def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x: (..., C) -> q (..., H, D), k and v (..., K, D), rotated."""
         lead = x.shape[:-1]
-        q = self.q_proj(x).view(*lead, self.num_heads, self.head_dim)  # [..., H, D]
-        k = self.k_proj(x).view(*lead, self.num_kv_heads, self.head_dim)  # [..., K, D]
-        v = self.v_proj(x).view(*lead, self.num_kv_heads, self.head_dim)  # [..., K, D]
+        qkv = self.fused_qkv(x) if self.fused_qkv is not None else None  # [..., (H + 2K) D] (inference, packed)
+        if qkv is not None:
+            q, k, v = qkv.split([self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim,
+                                 self.num_kv_heads * self.head_dim], dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(*lead, self.num_heads, self.head_dim)  # [..., H, D]
+        k = k.view(*lead, self.num_kv_heads, self.head_dim)  # [..., K, D]
+        v = v.view(*lead, self.num_kv_heads, self.head_dim)  # [..., K, D]
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope_kernel is not None:  # compiled (`thinkrl.model.compile_pointwise`)
+            q, k = self.rope_kernel(q, k, cos, sin)
+            return q, k, v
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: PackedLayout) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -17,13 +18,24 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+        self.kernel: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] = rms_norm  # or a compiled one
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., C) -> (..., C)."""
-        dtype = x.dtype
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(dtype)
+        return self.kernel(x, self.weight, self.eps)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x (..., C) normalised by its root mean square in fp32, cast back, times weight (C,)."""
+    dtype = x.dtype
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x32.to(dtype)
+
+
+def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """SwiGLU's activation: silu(gate) * up, same shapes."""
+    return F.silu(gate) * up
 
 
 def rope_inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any] | None) -> torch.Tensor:
@@ -72,10 +84,15 @@ class SwiGLU(nn.Module):
         self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
+        # gate/up as one prepacked projection, set by `thinkrl.model.pack_linears` (returns None under autograd)
+        self.fused_gate_up: Callable[[torch.Tensor], torch.Tensor | None] | None = None
+        self.activation: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = silu_mul  # or a compiled one
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (N, C) -> ((N, C), aux_loss ()) — the zero aux loss keeps one signature with `MoE`."""
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x)), x.new_zeros(())
+        gate_up = self.fused_gate_up(x) if self.fused_gate_up is not None else None  # [N, 2 I]
+        gate, up = gate_up.chunk(2, dim=-1) if gate_up is not None else (self.gate_proj(x), self.up_proj(x))
+        return self.down_proj(self.activation(gate, up)), x.new_zeros(())
 
 
 class MoE(nn.Module):

@@ -36,38 +36,59 @@ def packed_linears_unsupported_reason(model: nn.Module) -> str | None:
     return None
 
 
-class _PackedForward:
-    """The ``forward`` of one ``nn.Linear``: oneDNN on its reordered weight, F.linear when autograd is needed."""
+class _PackedGroup:
+    """Linears that read the same input, packed as one oneDNN weight (their output rows concatenated).
 
-    def __init__(self, linear: nn.Linear, batch_hint: int) -> None:
-        self.linear, self.batch_hint = linear, batch_hint
-        self.stamp: tuple[int, int, int] | None = None
+    Called with x (..., in_features): their outputs concatenated on the last dim, or None when autograd is needed
+    (the caller then runs the linears one by one). One linear: the ``forward`` of that linear, F.linear under
+    autograd.
+    """
+
+    def __init__(self, linears: list[nn.Linear], batch_hint: int) -> None:
+        self.linears, self.batch_hint = linears, batch_hint
+        self.stamp: tuple[tuple[int, int, int], ...] | None = None  # (id, address, version) of each tensor
         self.packed: torch.Tensor | None = None
-        self.packs = 0  # how many times the weight was (re)packed; tests read it
+        self.bias: torch.Tensor | None = None
+        self.packs = 0  # how many times the weights were (re)packed; tests read it
 
     def _fresh_packed(self) -> torch.Tensor:
-        weight = self.linear.weight
-        stamp = (id(weight), weight.data_ptr(), weight._version)
+        stamp = tuple((id(t), t.data_ptr(), t._version) for m in self.linears for t in (m.weight, m.bias)
+                      if t is not None)
         if stamp != self.stamp or self.packed is None:
             with torch.no_grad():
-                self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), self.batch_hint)
+                weight = torch.cat([m.weight.detach() for m in self.linears])  # [sum out, in]
+                self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, self.batch_hint)
+                biases = [m.bias for m in self.linears]
+                self.bias = None if all(b is None for b in biases) else torch.cat([
+                    m.weight.new_zeros(m.out_features) if m.bias is None else m.bias.detach() for m in self.linears])
             self.stamp, self.packs = stamp, self.packs + 1
         return self.packed
 
-    def __deepcopy__(self, memo: dict) -> _PackedForward:
-        """A copied model gets its own (not yet packed) forward bound to the copied linear."""
-        return _PackedForward(copy.deepcopy(self.linear, memo), self.batch_hint)
+    def __deepcopy__(self, memo: dict) -> _PackedGroup:
+        """A copied model gets its own (not yet packed) group bound to the copied linears."""
+        return _PackedGroup([copy.deepcopy(m, memo) for m in self.linears], self.batch_hint)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (..., in_features) -> (..., out_features)."""
-        weight, bias = self.linear.weight, self.linear.bias
-        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-            return F.linear(x, weight, bias)
-        return torch.ops.mkldnn._linear_pointwise(x, self._fresh_packed(), bias, "none", [], "")
+    def needs_autograd(self, x: torch.Tensor) -> bool:
+        return torch.is_grad_enabled() and (x.requires_grad or any(m.weight.requires_grad for m in self.linears))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | None:
+        """x: (..., in_features) -> (..., sum of out_features), or None under autograd (for a group)."""
+        if self.needs_autograd(x):
+            if len(self.linears) > 1:
+                return None
+            return F.linear(x, self.linears[0].weight, self.linears[0].bias)
+        packed = self._fresh_packed()
+        return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
+
+
+FUSED_GROUPS = {"fused_qkv": ("q_proj", "k_proj", "v_proj"), "fused_gate_up": ("gate_proj", "up_proj")}
+"""Module attribute that receives a packed group -> the linears (child names) it concatenates. A module opts in by
+defining the attribute (None) and using its output when it is not None (`Attention`, `SwiGLU`)."""
 
 
 def pack_linears(model: nn.Module, batch_hint: int = 64) -> list[nn.Linear]:
-    """Route every ``nn.Linear`` of ``model`` through prepacked oneDNN weights (see the module docstring).
+    """Route every ``nn.Linear`` of ``model`` through prepacked oneDNN weights (see the module docstring), and give
+    each module that declares a fused group (`FUSED_GROUPS`: q/k/v, gate/up) one packed weight for it.
 
     ``batch_hint``: the typical number of rows per call (the oneDNN layout is chosen for it; any row count works).
     Returns the linears changed; `unpack_linears` undoes it.
@@ -80,12 +101,19 @@ def pack_linears(model: nn.Module, batch_hint: int = 64) -> list[nn.Linear]:
         raise ValueError(f"pack_linears: {reason}")
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     for linear in linears:
-        linear.forward = _PackedForward(linear, batch_hint)  # type: ignore[method-assign]
+        linear.forward = _PackedGroup([linear], batch_hint)  # type: ignore[method-assign]
+    for module in model.modules():
+        for attribute, names in FUSED_GROUPS.items():
+            if hasattr(module, attribute):
+                setattr(module, attribute, _PackedGroup([getattr(module, n) for n in names], batch_hint))
     return linears
 
 
 def unpack_linears(model: nn.Module) -> None:
-    """Back to the class's ``forward`` for every linear that `pack_linears` changed."""
+    """Back to the plain ``forward`` of every linear and no fused groups."""
     for module in model.modules():
-        if isinstance(module, nn.Linear) and isinstance(module.__dict__.get("forward"), _PackedForward):
+        if isinstance(module, nn.Linear) and isinstance(module.__dict__.get("forward"), _PackedGroup):
             del module.forward
+        for attribute in FUSED_GROUPS:
+            if isinstance(getattr(module, attribute, None), _PackedGroup):
+                setattr(module, attribute, None)
