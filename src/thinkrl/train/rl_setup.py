@@ -87,7 +87,7 @@ def build_run(recipe: RLRecipe) -> RLRun:
     sized = train_problems[:200] + test_problems[:200]
     if isinstance(source, Curriculum):  # the longest prompts come at the hardest difficulty it may reach
         sized += source.hardest_problems(20, seed=recipe.data.seed)
-    engine = start_engine(model, tokenizer, recipe.sampling, sized, trainer.seed)
+    engine = start_engine(model, tokenizer, recipe.sampling, sized, trainer.seed, recipe.rollout.placement)
     run = RLRun(out, tokenizer, actor, critic, ref_model, engine, source, train_problems, test_problems)
     try:
         if recipe.data.prefilter is not None:
