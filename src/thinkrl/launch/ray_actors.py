@@ -9,7 +9,9 @@
 - `TrainerRank`: one data-parallel rank. It joins a torch process group (the same env:// rendezvous torchrun
   would set up: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), shards the policy with FSDP2
   (`thinkrl.train.distributed`) and runs `thinkrl.train.rl_step.prepare_batch` + `update` on the global batch; the
-  `Actor` gives each rank its share of every mini-batch. nccl when Ray gave the actor a GPU, gloo on CPU.
+  `Actor` gives each rank its share of every mini-batch (the critic, when enabled, is sharded and updated the same
+  way). nccl when Ray gave the actor a GPU, gloo on CPU. Checkpoints are the torchrun path's sharded DCP ones
+  (`thinkrl.train.dcp`), so a run saved on Ray resumes under torchrun or in one process, and the other way round.
 
 Each rank builds its policy from the recipe with the run's seed, so every rank and every rollout worker starts from
 the same weights (the model is loaded from ``model.path``, which must be readable on every node).
@@ -34,6 +36,8 @@ from thinkrl.tasks import Problem
 from thinkrl.train.actor import Actor
 from thinkrl.train.common import build_policy, build_tokenizer, seed_everything
 from thinkrl.train.config import ModelSpec, RLRecipe, TokenizerSpec
+from thinkrl.train.critic import Critic, make_critic
+from thinkrl.train.dcp import Trained, load_sharded, save_sharded
 from thinkrl.train.distributed import DataParallel, close_data_parallel, init_data_parallel, shard_model
 from thinkrl.train.rl_step import prepare_batch, update
 from thinkrl.train.schedule import build_optimizer, build_scheduler
@@ -101,6 +105,7 @@ class TrainerRank:
         """``recipe`` without a critic (`thinkrl.launch.ray_loop.check_ray_recipe`); ``gpus``: Ray's grant."""
         self.recipe, self.rank, self.world_size, self.gpus = recipe, rank, world_size, gpus
         self.actor: Actor | None = None
+        self.critic: Critic | None = None
         self.ref_model: CausalLM | None = None
         self.data_parallel: DataParallel | None = None
 
@@ -122,9 +127,12 @@ class TrainerRank:
         spec = recipe.model.model_copy(update={"device": str(dp.device)})
         model = build_policy(spec, tokenizer, seed=trainer.seed)
         model.activation_checkpointing = trainer.activation_checkpointing
-        if recipe.algorithm.kl_coef > 0:  # a full frozen copy per rank (it only scores)
-            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-        shard_model(model, dp)
+        if recipe.algorithm.kl_coef > 0:  # the frozen reference policy, sharded like the actor
+            self.ref_model = shard_model(copy.deepcopy(model).eval().requires_grad_(False), dp)
+        if recipe.critic.enabled:  # built from the unsharded policy, then sharded itself
+            self.critic = make_critic(recipe.critic, model, recipe.optim, trainer.steps, trainer.micro_batch_tokens,
+                                      dp, trainer.offload_optimizer)
+        shard_model(model, dp, offload=trainer.offload_optimizer)
         optimizer = build_optimizer(model.parameters(), recipe.optim)  # after sharding: sharded optimizer state
         self.actor = Actor(model, optimizer, build_scheduler(optimizer, recipe.optim, trainer.steps),
                            recipe.algorithm, trainer.micro_batch_tokens, recipe.optim.grad_clip,
@@ -136,8 +144,8 @@ class TrainerRank:
         """One update on the step's kept trajectories (the same on every rank); returns the step's training
         metrics (global: all-reduced over ranks) and the learning rate after it."""
         actor = self._actor()
-        batch = prepare_batch(trajectories, actor, None, self.ref_model)
-        row = update(batch, actor, None, seed=self.recipe.trainer.seed, step=step)
+        batch = prepare_batch(trajectories, actor, self.critic, self.ref_model)
+        row = update(batch, actor, self.critic, seed=self.recipe.trainer.seed, step=step)
         row["lr"] = actor.scheduler.get_last_lr()[0]
         return row
 
@@ -150,6 +158,27 @@ class TrainerRank:
         if self.rank != 0:
             return None
         return [(name, tensor.detach().to("cpu", copy=True)) for name, tensor in full]
+
+    def checkpoint_parts(self) -> dict[str, Trained]:
+        """What a checkpoint holds, named as the torchrun path names it (so either loads the other's)."""
+        actor = self._actor()
+        parts = {"model": Trained(actor.model, actor.optimizer, actor.scheduler)}
+        if self.critic is not None:
+            parts["critic"] = Trained(self.critic.model, self.critic.optimizer, self.critic.scheduler)
+        return parts
+
+    def save_checkpoint(self, root: str, step: int, trainer_state: dict[str, Any]) -> str:
+        """A sharded DCP checkpoint of step ``step`` under ``root`` (every rank writes its shards: on several
+        nodes ``root`` must be shared storage); ``trainer_state``: the driver's (step, prompt cursor)."""
+        trainer = self.recipe.trainer
+        return str(save_sharded(root, step, parts=self.checkpoint_parts(), trainer_state=trainer_state,
+                                recipe=self.recipe, config=self._actor().model.config, keep_last=trainer.keep_last,
+                                data_parallel=self.data_parallel))
+
+    def resume(self, root: str) -> dict[str, Any]:
+        """Load the latest checkpoint under ``root`` (saved on any number of ranks, by Ray or torchrun); returns
+        its trainer state."""
+        return load_sharded(root, parts=self.checkpoint_parts(), data_parallel=self.data_parallel)
 
     def close(self) -> None:
         close_data_parallel()

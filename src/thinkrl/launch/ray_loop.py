@@ -8,8 +8,8 @@ Each step is the single-process step (`thinkrl.train.rl_loop.rl_step`) with its 
 
 Same recipe, same seeds, same rows in ``metrics.jsonl``: with one rollout worker the run samples what the
 single-process run samples, and N ranks update as one (tested against `run_rl`). The final policy is written by
-the driver to ``<out>/final`` (HF format). Not yet on Ray: the critic (PPO/VAPO), streaming rollout, mid-run
-checkpoints and resume.
+the driver to ``<out>/final`` (HF format); checkpoints are the torchrun path's sharded DCP ones. Not yet on Ray:
+VAPO value pretraining and the streaming rollout.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 
 from thinkrl.eval.evaluate import evaluate
 from thinkrl.launch.ray_placement import RayCluster, RayPlacement, import_ray, place_run
-from thinkrl.model import CausalLM, ModelConfig
+from thinkrl.model import CausalLM, ModelConfig, build_model
 from thinkrl.rollout import (
     Curriculum,
     PromptSource,
@@ -35,8 +35,9 @@ from thinkrl.rollout import (
 )
 from thinkrl.tasks import Problem
 from thinkrl.tokenizer import TextTokenizer
-from thinkrl.train.common import build_tokenizer, save_policy, seed_everything
+from thinkrl.train.common import build_tokenizer, drop_metrics_after, save_policy, seed_everything
 from thinkrl.train.config import RLRecipe, save_resolved
+from thinkrl.train.dcp import has_checkpoint
 from thinkrl.train.metrics import MetricsLogger, Timer, plot_metrics, progress
 
 logger = logging.getLogger(__name__)
@@ -60,22 +61,19 @@ class PromptData:
     data_log: dict[str, float]
 
 
-def check_ray_recipe(recipe: RLRecipe) -> None:
-    """ValueError for what a Ray run cannot do yet; a warning for what it ignores."""
-    if recipe.critic.enabled:
-        raise ValueError("critic.enabled: the critic has no data-parallel path yet, so --ray trains the actor only "
-                         "(DAPO, GRPO, RLOO, ...); run PPO/VAPO without --ray")
+def check_ray_recipe(recipe: RLRecipe, resuming: bool) -> None:
+    """ValueError for what a Ray run cannot do yet; a warning for what it ignores. ``resuming``: a checkpoint will
+    be loaded (so VAPO's value pretraining, a step-0 affair, is behind the run)."""
+    if recipe.critic.enabled and recipe.critic.pretrain_steps and not resuming:
+        raise ValueError(f"critic.pretrain_steps ({recipe.critic.pretrain_steps}): VAPO value pretraining runs in a "
+                         "single process only so far; pretrain without --ray (save_every > 0) and resume that run "
+                         "with --ray, or set critic.pretrain_steps=0")
     if recipe.rollout.mode != "sync":
         raise ValueError(f"rollout.mode {recipe.rollout.mode!r}: --ray runs the synchronous rollout only so far; "
                          "set rollout.mode=sync")
-    if recipe.trainer.resume:
-        raise ValueError("trainer.resume: Ray runs cannot resume yet (no sharded checkpoints); start a fresh run")
     if recipe.rollout.placement != "thread":  # a rollout worker is its own process already
         logger.warning("rollout.placement=%s: ignored by --ray (each rollout worker is a Ray actor process)",
                        recipe.rollout.placement)
-    if recipe.trainer.save_every:
-        logger.warning("trainer.save_every=%d: Ray runs save only the final policy (no mid-run checkpoints yet)",
-                       recipe.trainer.save_every)
 
 
 def load_prompt_data(recipe: RLRecipe) -> PromptData:
@@ -101,9 +99,12 @@ def prefilter(data: PromptData, cluster: RayCluster, tokenizer: TextTokenizer, r
 
 
 def run_rl_on_ray(recipe: RLRecipe, placement: RayPlacement) -> Path:
-    """Train with RL on the Ray cluster ``ray.init`` connected to; returns the folder of the final HF policy."""
-    check_ray_recipe(recipe)
+    """Train with RL on the Ray cluster ``ray.init`` connected to; returns the folder of the final HF policy.
+
+    Checkpoints (``trainer.save_every``) are sharded DCP folders under ``<out>/checkpoints`` written by the ranks;
+    ``trainer.resume`` continues from the latest one (saved by Ray or torchrun, on any number of ranks)."""
     out = Path(recipe.trainer.output_dir or f"runs/{recipe.name}")
+    check_ray_recipe(recipe, resuming=recipe.trainer.resume and has_checkpoint(out / "checkpoints"))
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(recipe, out / "recipe.yaml")
     seed_everything(recipe.trainer.seed)
@@ -111,26 +112,56 @@ def run_rl_on_ray(recipe: RLRecipe, placement: RayPlacement) -> Path:
     data = load_prompt_data(recipe)
     cluster = place_run(recipe, placement, data.sized)
     try:
-        prefilter(data, cluster, tokenizer, recipe)
+        prefilter(data, cluster, tokenizer, recipe)  # before resuming: the initial policy fixes the kept set
+        start_step = resume(cluster, data, recipe, out) if recipe.trainer.resume else 0
         with MetricsLogger(out) as metrics, progress(recipe.trainer.steps, "rl (ray)") as bar:
-            if data.data_log:
+            bar.update(start_step)
+            if start_step == 0 and data.data_log:
                 metrics.log(0, data.data_log)
-            if recipe.trainer.eval_every:
+            if start_step == 0 and recipe.trainer.eval_every:
                 run_eval(cluster, tokenizer, data.test_problems, recipe, 0, metrics)
-            for step in range(1, recipe.trainer.steps + 1):
+            for step in range(start_step + 1, recipe.trainer.steps + 1):
                 row = ray_rl_step(cluster, tokenizer, data.source, recipe, step)
                 if step % recipe.trainer.log_every == 0:
                     metrics.log(step, row)
                 bar.update(1, reward=round(row["reward"], 3), acc=round(row["accuracy"], 3))
-                every = recipe.trainer.eval_every
-                if every and (step % every == 0 or step == recipe.trainer.steps):
-                    run_eval(cluster, tokenizer, data.test_problems, recipe, step, metrics)
+                after_step(cluster, tokenizer, data, recipe, step, metrics, out)
         final = save_policy(policy_from_weights(_model_config(cluster), gather_weights(cluster)), tokenizer,
                             out / "final")
     finally:
         cluster.stop()
-    plot_metrics(out / "metrics.jsonl", ["reward", "accuracy", "response_length_mean"], out / "curves.png")
+    keys = ["reward", "accuracy", "response_length_mean"] + (["explained_variance"] if recipe.critic.enabled else [])
+    plot_metrics(out / "metrics.jsonl", keys, out / "curves.png")
     return final
+
+
+def resume(cluster: RayCluster, data: PromptData, recipe: RLRecipe, out: Path) -> int:
+    """Load the latest checkpoint on every rank, restore the prompt cursor, push the restored policy to the
+    workers; returns its step (0, and nothing loaded, without a checkpoint)."""
+    root = out / "checkpoints"
+    if not has_checkpoint(root):
+        return 0
+    ray = import_ray()
+    state = ray.get([trainer.resume.remote(str(root)) for trainer in cluster.trainers])[0]
+    step = int(state["step"])
+    data.source = build_prompt_source(recipe.data, data.train_problems,
+                                      exclude_ids={p.id for p in data.test_problems}, state=state["cursor"])
+    cluster.engine.update_weights(push_weights(cluster), version=step)
+    drop_metrics_after(out, step)
+    logger.info("resumed RL at step %d", step)
+    return step
+
+
+def after_step(cluster: RayCluster, tokenizer: TextTokenizer, data: PromptData, recipe: RLRecipe, step: int,
+               metrics: MetricsLogger, out: Path) -> None:
+    """Checkpoint (every rank writes its shards; the driver's prompt cursor goes in) and evaluate when due."""
+    trainer = recipe.trainer
+    if trainer.save_every and step % trainer.save_every == 0:
+        state = {"step": step, "cursor": data.source.state()}
+        import_ray().get([rank.save_checkpoint.remote(str(out / "checkpoints"), step, state)
+                          for rank in cluster.trainers])
+    if trainer.eval_every and (step % trainer.eval_every == 0 or step == trainer.steps):
+        run_eval(cluster, tokenizer, data.test_problems, recipe, step, metrics)
 
 
 def ray_rl_step(cluster: RayCluster, tokenizer: TextTokenizer, source: PromptSource, recipe: RLRecipe,
@@ -177,11 +208,7 @@ def _model_config(cluster: RayCluster) -> ModelConfig:
 
 def policy_from_weights(config: ModelConfig, weights: list[tuple[str, torch.Tensor]]) -> CausalLM:
     """A CPU `CausalLM` of ``config`` holding ``weights`` (named full tensors, as `Actor.weights` gives them)."""
-    with torch.device("meta"):
-        model = CausalLM(config)
-    model = model.to_empty(device="cpu").to(weights[0][1].dtype)
-    if config.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
+    model = build_model(config, dtype=weights[0][1].dtype, seed=None)
     params = dict(model.named_parameters())
     if set(params) != {name for name, _ in weights}:
         raise ValueError(f"weights do not match the model: {sorted(set(params) ^ {n for n, _ in weights})[:10]}")

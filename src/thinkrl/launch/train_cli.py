@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
         return rl_cli.run(args)
     from thinkrl.launch.ray_placement import INSTALL_HINT, RayPlacement
 
-    if args.layout is not None or args.resume:
-        raise ValueError("--ray does not take --layout or --resume yet (see docs/ray.md)")
+    if args.layout is not None:
+        raise ValueError("--ray does not take --layout yet (see docs/ray.md)")
     placement = RayPlacement(args.trainers, args.rollout_workers, args.cpus_per_trainer, args.gpus_per_trainer,
                              args.cpus_per_rollout_worker, args.gpus_per_rollout_worker)
     try:
@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     from thinkrl.train.config import RLRecipe, load_recipe
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    recipe = load_recipe(args.recipe, RLRecipe, list(args.overrides), presets=ALGORITHM_PRESETS)
+    overrides = list(args.overrides) + (["trainer.resume=true"] if args.resume else [])
+    recipe = load_recipe(args.recipe, RLRecipe, overrides, presets=ALGORITHM_PRESETS)
     if args.ray_address:  # join a running cluster, which keeps its own settings
         ray.init(address=args.ray_address)
     else:  # a local cluster for this run only, with at least the logical CPUs the placement asks for
