@@ -27,7 +27,6 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -40,6 +39,7 @@ from thinkrl.engine.weights import named_weights
 from thinkrl.model import CausalLM
 from thinkrl.records import Trajectory
 from thinkrl.rollout.process_child import child_main
+from thinkrl.rollout.process_router import Router
 from thinkrl.rollout.process_wire import (
     Abort,
     ChildInit,
@@ -52,7 +52,6 @@ from thinkrl.rollout.process_wire import (
     Submit,
     SubmitFailed,
     TokenizerSpec,
-    budget_controller,
     buffer_views,
     check_push,
     describe_exit,
@@ -64,15 +63,6 @@ from thinkrl.tokenizer import TextTokenizer
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class _Pending:
-    """One submit call: its sink, and its requests' controllers (updated when they finish) while open."""
-
-    sink: Sink
-    controllers: dict[Any, Any]
-    open: set[Any] = field(default_factory=set)
-
-
 class RolloutProcess:
     """Client of an engine in a child process. Build it with `start_engine_process`.
 
@@ -82,18 +72,16 @@ class RolloutProcess:
     """
 
     def __init__(self, process: Any, commands: Any, events: Any, buffers: dict[str, torch.Tensor],
-                 idle_wait_s: float = 0.5) -> None:
+                 idle_wait_s: float = 0.5, push_timeout_s: float | None = 600.0) -> None:
         self._process, self._commands, self._events = process, commands, events
         self._buffers = buffers  # name -> view into the shared weight buffer
         self.idle_wait_s = idle_wait_s
+        self.push_timeout_s = push_timeout_s  # a push's timeout when the caller gives none: a stuck child ends it
         self.error: BaseException | None = None
         self._version = 0
-        self._lock = threading.Lock()  # guards the tables below
+        self._router = Router()
         self._send_lock = threading.Lock()
         self._push_lock = threading.Lock()  # one push at a time: the child reads the buffer until it acknowledges
-        self._pending: dict[int, _Pending] = {}
-        self._submit_of: dict[Any, int] = {}  # request id -> its submit
-        self._pushes: dict[int, Future[int]] = {}
         self._last_push: Future[int] | None = None
         self._ids = itertools.count()
         self._ready = threading.Event()
@@ -113,7 +101,7 @@ class RolloutProcess:
     def is_running(self) -> bool:
         """True while the child is alive, ready, its engine has not failed and `stop` was not called."""
         return (self._ready.is_set() and self.error is None and not self._stopping.is_set()
-                and self._process.is_alive())
+                and self._process.is_alive() and self._receiver.is_alive())
 
     # ---- lifecycle ----------------------------------------------------------------------
     def start(self, timeout: float) -> RolloutProcess:
@@ -151,7 +139,7 @@ class RolloutProcess:
             self._process.join()
         if threading.current_thread() is not self._receiver and self._receiver.is_alive():
             self._receiver.join(timeout)
-        self._fail_all(EngineError("the rollout process was stopped"))
+        self._router.fail_all(EngineError("the rollout process was stopped"))
         self._commands.close()
 
     # ---- client API (thread-safe) ---------------------------------------------------------
@@ -167,21 +155,12 @@ class RolloutProcess:
         specs = [pack_request(r) for r in batch]
         self._check_running()
         submit_id = next(self._ids)
-        with self._lock:
-            self._pending[submit_id] = _Pending(sink, {r.request_id: r.controller for r in batch},
-                                                {r.request_id for r in batch})
-            self._submit_of.update((r.request_id, submit_id) for r in batch)
+        self._router.add_submit(submit_id, batch, sink)
         self._send(Submit(submit_id, specs, finished_only))
 
     def abort(self, request_id: Any) -> None:
         """Stop ``request_id`` and deliver no more of its events."""
-        with self._lock:
-            submit_id = self._submit_of.pop(request_id, -1)
-            pending = self._pending.get(submit_id)
-            if pending is not None:
-                pending.open.discard(request_id)
-                if not pending.open:
-                    del self._pending[submit_id]
+        self._router.drop(request_id)
         self._send(Abort(request_id), quiet=True)
 
     def interrupt(self, request_id: Any) -> None:
@@ -199,11 +178,12 @@ class RolloutProcess:
             ValueError: names or shapes do not match the engine's model, or ``version`` is older than the engine's
                 (nothing was applied).
             EngineError: the child died or stopped before acknowledging.
-            TimeoutError: not acknowledged within ``timeout`` seconds.
+            TimeoutError: not acknowledged within ``timeout`` seconds (None: ``push_timeout_s``).
         """
         if threading.current_thread() is self._receiver:  # a sink: it would wait for its own acknowledgement
             raise RuntimeError("update_weights was called from the rollout receiver thread (a sink?)")
         items = [(name, tensor.detach()) for name, tensor in weights]
+        timeout = self.push_timeout_s if timeout is None else timeout
         check_push(self._buffers, items)
         self._check_running()
         with self._push_lock:
@@ -214,10 +194,8 @@ class RolloutProcess:
             with torch.no_grad():
                 for name, tensor in items:
                     self._buffers[name].copy_(tensor)
-            push_id, done = next(self._ids), Future()
-            with self._lock:
-                self._pushes[push_id] = done
-            self._last_push = done
+            push_id = next(self._ids)
+            done = self._last_push = self._router.add_push(push_id)
             self._send(Push(push_id, int(version), [name for name, _ in items]))
             try:
                 return self._wait(done, timeout, f"update_weights: not applied within {timeout} s")
@@ -286,6 +264,14 @@ class RolloutProcess:
     # ---- receiver thread ------------------------------------------------------------------------
     def _receive(self) -> None:
         """Dispatch the child's records until it exits; then fail whatever still waits."""
+        try:
+            self._receive_until_exit()
+        except BaseException as error:  # e.g. a sink raised: nobody would deliver again, so fail every waiter
+            logger.exception("the rollout receiver thread failed")
+            self.error = self.error or EngineError(f"the rollout receiver thread failed: {error!r}")
+            self._router.fail_all(self.error)
+
+    def _receive_until_exit(self) -> None:
         while True:
             ready = wait([self._events, self._process.sentinel], timeout=self.idle_wait_s)
             if self._events in ready:
@@ -301,26 +287,19 @@ class RolloutProcess:
                 if self.error is None and not self._stopping.is_set():
                     self.error = EngineError(describe_exit(self._process))
                     logger.error("%s", self.error)
-                self._fail_all(self.error or EngineError("the rollout process was stopped"))
+                self._router.fail_all(self.error or EngineError("the rollout process was stopped"))
                 self._events.close()
                 return
 
     def _dispatch(self, message: object) -> None:
         if isinstance(message, Event):
-            self._deliver(message)
+            self._router.deliver(message)
         elif isinstance(message, PushDone):
-            with self._lock:
-                done = self._pushes.pop(message.push_id, None)
-            if done is not None and message.error is not None:
-                done.set_exception(message.error.to_exception())
-            elif done is not None:
+            if message.error is None:
                 self._version = max(self._version, message.version)  # before the caller wakes up
-                done.set_result(message.count)
+            self._router.push_done(message)
         elif isinstance(message, SubmitFailed):
-            with self._lock:
-                pending = self._pending.get(message.submit_id)
-            if pending is not None:
-                self._call(pending.sink, message.error.to_exception())
+            self._router.fail_submit(message.submit_id, message.error.to_exception())
         elif isinstance(message, Ready):
             self._version = message.version
             self._ready.set()
@@ -329,46 +308,12 @@ class RolloutProcess:
                                      f"{message.error.type_name}: {message.error.message}\n"
                                      f"--- traceback in the rollout process ---\n{message.error.traceback}")
             logger.error("%s", self.error)
-            self._fail_all(self.error)
-
-    def _deliver(self, message: Event) -> None:
-        event = message.event
-        with self._lock:
-            pending = self._pending.get(message.submit_id)
-            if pending is None or event.request_id not in pending.open:
-                return  # aborted, or its submit failed
-            if event.finished:
-                pending.open.discard(event.request_id)
-                self._submit_of.pop(event.request_id, None)
-                if not pending.open:
-                    del self._pending[message.submit_id]
-        controller = budget_controller(pending.controllers.get(event.request_id))
-        if message.controller_state is not None and controller is not None:
-            vars(controller).update(message.controller_state)  # the caller reads the counts after generation
-        self._call(pending.sink, event)
-
-    def _fail_all(self, error: BaseException) -> None:
-        with self._lock:
-            sinks = [pending.sink for pending in self._pending.values()]
-            pushes = list(self._pushes.values())
-            self._pending, self._pushes, self._submit_of = {}, {}, {}
-        for done in pushes:
-            if not done.done():
-                done.set_exception(error)
-        for sink in sinks:
-            self._call(sink, error)
-
-    @staticmethod
-    def _call(sink: Sink, item: TokenEvent | BaseException) -> None:
-        try:
-            sink(item)
-        except RuntimeError:  # the handler's event loop is closed: nobody is listening any more
-            logger.debug("dropped an event for a closed event loop")
+            self._router.fail_all(self.error)
 
 
 def start_engine_process(policy: CausalLM, tokenizer: Any, *, num_slots: int, max_seq_len: int, seed: int,
-                         device: str | None = None, cuda_graphs: bool = True,
-                         start_timeout: float = 600.0) -> RolloutProcess:
+                         device: str | None = None, cuda_graphs: bool = True, start_timeout: float = 600.0,
+                         push_timeout: float | None = 600.0) -> RolloutProcess:
     """A started `RolloutProcess` whose engine holds a copy of ``policy``'s weights (version 0).
 
     Args:
@@ -377,6 +322,8 @@ def start_engine_process(policy: CausalLM, tokenizer: Any, *, num_slots: int, ma
         num_slots / max_seq_len / seed / cuda_graphs: as for `LLMEngine`.
         device: the engine's device (default: the policy's).
         start_timeout: seconds to wait for the child's engine to be ready.
+        push_timeout: a weight push's timeout when its caller gives none (a child that is alive but stuck never
+            acknowledges; the push then raises TimeoutError instead of hanging). None waits forever.
 
     Raises:
         EngineError: the child failed to start (the message carries its traceback) or died.
@@ -396,5 +343,5 @@ def start_engine_process(policy: CausalLM, tokenizer: Any, *, num_slots: int, ma
     process.start()
     commands_out.close()  # the child's ends: closed here, so a dead child reads as end-of-file
     events_in.close()
-    client = RolloutProcess(process, commands_in, events_out, buffer_views(flat, slots))
+    client = RolloutProcess(process, commands_in, events_out, buffer_views(flat, slots), push_timeout_s=push_timeout)
     return client.start(start_timeout)
