@@ -191,7 +191,7 @@ def ray_rl_step(cluster: RayCluster, tokenizer: TextTokenizer, source: PromptSou
 def push_weights(cluster: RayCluster) -> Any:
     """An ObjectRef of rank 0's full weights (every rank joins the gather; the others return None)."""
     refs = [trainer.weights.remote() for trainer in cluster.trainers]
-    import_ray().wait(refs, num_returns=len(refs))  # all ranks finished the collective
+    import_ray().get(refs[1:])  # the other ranks finished the collective (or raise their error); rank 0's stays put
     return refs[0]
 
 
