@@ -7,6 +7,7 @@ rewards.
 
 # The task modules register themselves on import.
 from thinkrl.tasks import arithmetic as _arithmetic  # noqa: F401
+from thinkrl.tasks import big_arithmetic as _big_arithmetic  # noqa: F401
 from thinkrl.tasks import binary_matrix as _binary_matrix  # noqa: F401
 from thinkrl.tasks import bit_manipulation as _bit_manipulation  # noqa: F401
 from thinkrl.tasks import calendar_arithmetic as _calendar_arithmetic  # noqa: F401

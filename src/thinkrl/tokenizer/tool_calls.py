@@ -214,3 +214,59 @@ def coerce_arguments(call: ToolCall, tools: Sequence[Mapping[str, Any]]) -> Tool
                 value = decoded
         arguments[key] = value
     return ToolCall(name=call.name, arguments=arguments, raw=call.raw)
+
+
+# ---- multi-turn tool use: the pieces an agent loop needs -------------------------------------------------
+
+
+def read_tool_calls(text: str, tags: ThinkTags, tools: Sequence[Mapping[str, Any]] | None = None) -> list[ToolCall]:
+    """The tool calls of one assistant turn (decoded with special tokens), typed by ``tools`` when given.
+
+    The same reading as `thinkrl.tokenizer.parse.parse_completion` (which the server and the verifiers use): calls
+    inside the thinking block do not count, a call cut off before its closing tag has ``error`` set.
+    """
+    from thinkrl.tokenizer.parse import parse_completion  # parse imports this module
+
+    calls = parse_completion(text, tags).tool_calls
+    return [coerce_arguments(call, tools) for call in calls] if tools else calls
+
+
+def tool_stop(tokenizer: Any) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """``(stop_token_ids, stop_strings)`` that end an assistant turn at the end of a tool call.
+
+    The tokenizer's own stop tokens plus the tool-call closing tag: as one token id when the vocabulary has it
+    (the built-in tokenizer, Seed-OSS, Qwen), else as a stop string (the engine then keeps every sampled token,
+    including one that runs past the tag).
+    """
+    close = tokenizer.think_tags.tool_close
+    close_id = tokenizer.token_to_id(close)
+    ids = tuple(tokenizer.stop_token_ids)
+    if close_id is not None:
+        return (*ids, close_id), ()
+    return ids, (close,)
+
+
+def tool_turn_suffix(tokenizer: Any, results: Sequence[str], *, thinking_budget: int | None = None) -> str:
+    """The text the chat template writes after an assistant turn's last tool-call closing tag: the end of that
+    turn, one ``tool`` turn per result, and the generation prompt of the next assistant turn.
+
+    Derived from the template itself (a conversation rendered with and without the results), so it is exactly
+    what a rendered history holds, for any template (Seed-OSS: ``<seed:eos><seed:bos>tool\\n...<seed:eos>
+    <seed:bos>assistant\\n``).
+
+    Raises:
+        ValueError: the template does not render a tool-call turn as a prefix of the conversation with results.
+    """
+    close = tokenizer.think_tags.tool_close
+    call = {"type": "function", "function": {"name": "f", "arguments": {}}}
+    head = [{"role": "user", "content": "x"}, {"role": "assistant", "content": None, "tool_calls": [call]}]
+    before = tokenizer.apply_chat_template(head, add_generation_prompt=False, thinking_budget=thinking_budget)
+    cut = before.rfind(close)
+    if cut < 0:
+        raise ValueError(f"the chat template does not write tool calls with {close!r}")
+    before = before[: cut + len(close)]
+    after = tokenizer.apply_chat_template(head + [{"role": "tool", "content": r} for r in results],
+                                          add_generation_prompt=True, thinking_budget=thinking_budget)
+    if not after.startswith(before):
+        raise ValueError("the chat template renders a tool-call turn differently once tool results follow it")
+    return after[len(before):]

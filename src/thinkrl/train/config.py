@@ -24,6 +24,8 @@ from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_va
 
 from thinkrl.rl import VALUE_ESTIMATORS
 from thinkrl.rl.presets import ALGORITHM_PRESETS
+from thinkrl.rollout.agent_spec import AgentSpec
+from thinkrl.rollout.environments import ENVIRONMENTS
 from thinkrl.rollout.specs import (
     CurriculumSpec,
     DataSpec,
@@ -76,11 +78,25 @@ class _Recipe(Section):
     data: DataSpec
     optim: OptimSpec = Field(default_factory=OptimSpec)
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+    agent: AgentSpec | None = None
+    """Multi-turn tool use in an environment (docs/agents.md); None: single-turn responses."""
 
     @model_validator(mode="after")
     def _default_output_dir(self) -> _Recipe:
         if self.trainer.output_dir is None:
             self.trainer.output_dir = str(Path("runs") / self.name)
+        return self
+
+    @model_validator(mode="after")
+    def _agent_task(self) -> _Recipe:
+        if self.agent is not None:
+            task = ENVIRONMENTS.get(self.agent.environment).task
+            if self.data.task != task:
+                raise ValueError(f"agent.environment {self.agent.environment!r} poses {task!r} problems; set "
+                                 f"data.task to {task!r} (got {self.data.task!r})")
+            if self.data.prefilter is not None or self.data.online_filter is not None:
+                raise ValueError("data.prefilter / data.online_filter judge single-turn responses; they do not "
+                                 "apply with agent (set them to null)")
         return self
 
 
