@@ -295,3 +295,12 @@ def test_start_up_failure_is_an_engineerror_naming_the_cause(client, model):
 
 def test_client_type_is_the_process_client(client):
     assert isinstance(client, RolloutProcess) and client.pid != os.getpid() and client.is_running
+
+
+def test_a_policy_that_does_not_pickle_is_a_typeerror_before_any_process_starts():
+    from thinkrl.model import compile_pointwise
+
+    policy = build_model(CFG, seed=0)
+    compile_pointwise(policy)  # compiled kernels are process-local: they cannot cross
+    with pytest.raises(TypeError, match="cannot be copied to the rollout process.*placement: thread"):
+        start_engine_process(policy, TOK, num_slots=SLOTS, max_seq_len=MAX_LEN, seed=SEED)

@@ -327,12 +327,18 @@ def start_engine_process(policy: CausalLM, tokenizer: Any, *, num_slots: int, ma
 
     Raises:
         EngineError: the child failed to start (the message carries its traceback) or died.
+        TypeError: the policy does not pickle (nothing was started).
     """
     weights = named_weights(policy)
     slots, nbytes = plan_buffer(weights)
     flat = torch.empty(nbytes, dtype=torch.uint8).share_memory_()
     spec = TokenizerSpec.of(tokenizer) if isinstance(tokenizer, TextTokenizer) else tokenizer
-    init = ChildInit(pickle.dumps(policy), spec, flat, slots, str(device or policy.device),
+    try:
+        model_bytes = pickle.dumps(policy)
+    except (pickle.PicklingError, TypeError, AttributeError) as error:
+        raise TypeError(f"the policy cannot be copied to the rollout process ({error}); e.g. undo "
+                        "thinkrl.model.compile_pointwise first, or use rollout.placement: thread") from error
+    init = ChildInit(model_bytes, spec, flat, slots, str(device or policy.device),
                      {"num_slots": num_slots, "max_seq_len": max_seq_len, "seed": seed, "cuda_graphs": cuda_graphs},
                      torch.get_num_threads(), os.getpid())
     context = tmp.get_context("spawn")
