@@ -54,7 +54,11 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + (["trainer.resume=true"] if args.resume else [])
     recipe = load_recipe(args.recipe, RLRecipe, overrides, presets=ALGORITHM_PRESETS)
     if args.ray_address:  # join a running cluster, which keeps its own settings
-        ray.init(address=args.ray_address)
+        try:
+            ray.init(address=args.ray_address)
+        except ConnectionError as error:  # no cluster there: one line, exit 2
+            raise ValueError(f"--ray-address {args.ray_address}: {error} (start one with `ray start --head`; "
+                             "docs/ray.md)") from None
     else:  # a local cluster for this run only, with at least the logical CPUs the placement asks for
         cpus = max(os.cpu_count() or 1, math.ceil(placement.total()["CPU"]))
         ray.init(num_cpus=cpus, include_dashboard=False)
