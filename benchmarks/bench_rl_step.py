@@ -9,16 +9,16 @@ of the token-level clip-higher loss (eps_low 0.2, eps_high 0.28, no KL), fp32 on
 own pieces (``thinkrl.rollout.sample_groups`` → ``score_trajectories`` → ``thinkrl.train.rl_step.prepare_batch``
 → ``update`` (the `Actor`'s update) → ``engine.update_weights``), configured by an RL recipe (the ``dapo`` preset) with
 dynamic sampling, soft overlong punishment and dual-clip off, so both sides do exactly one
-generation round and the same loss. As in ``run_rl``, the engine owns its own copy of the
-weights and the new policy is pushed to it after each update (timed as part of the step,
-reported as ``push_s``); TRL generates from the weights it trains. The two sides alternate in
-one process (TRL step i, then thinkrl step i), so on a shared machine both see the same load;
-several steps are timed after one warm-up step and the medians are reported, with the split
-generation (+ scoring) vs update. On a busy machine pass ``--threads 1``: oversubscribed OpenMP
-threads make timings erratic. The fp32 matmul peak of the machine is measured first in the same run
-(``benchmarks/_peak.py``), and the update's model FLOP/s is reported as a fraction of it. Prints one JSON line.
+generation round and the same loss. As in ``run_rl``, the engine owns its own copy of the weights and the new
+policy is pushed to it after each update (timed as part of the step, ``push_s``); TRL generates from the weights
+it trains. The two sides alternate in one process (TRL step i, then thinkrl step i), so on a shared machine both
+see the same load; the medians of several steps after one warm-up are reported, split generation (+ scoring) vs
+update. On a busy machine pass ``--threads 1`` (and ``--clock cpu``: CPU seconds of this process). The fp32 matmul
+peak is measured first in the same run (``benchmarks/_peak.py``); the update's model FLOP/s is reported as a
+fraction of it. Prints one JSON line.
 
     thinkrl bench rl-step [--steps 3] [--prompts 16] [--group-size 8] [--max-new-tokens 64] [--threads N]
+        [--model demo|small|medium] [--compile-pointwise] [--clock wall|cpu]
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from thinkrl.train.schedule import build_optimizer, build_scheduler
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 TASK, DIFFICULTY = "arithmetic", {"num_terms": 3, "max_number": 9}
 LR, BETAS, ADAM_EPS, GRAD_CLIP, EPS_LOW, EPS_HIGH = 1e-5, (0.9, 0.95), 1e-8, 1.0, 0.2, 0.28
+CLOCK = time.perf_counter  # main() sets it from --clock (_peak.CLOCKS)
 
 
 def _load_sibling(name: str) -> Any:
@@ -156,18 +157,18 @@ class ThinkrlStepper:
         """Rollout → score → advantages → update → push weights, appending seconds and token counts to ``steps``."""
         step = len(self.steps) + 1
         recipe = self.recipe
-        start = time.perf_counter()
+        start = CLOCK()
         trajs = sample_groups(self.engine, self.tokenizer, self.problems, recipe.rollout.group_size, recipe.sampling,
                               seed=self.args.seed * 7919 + step - 1, first_group_id=0)
         score_trajectories(trajs, self.tokenizer, recipe.reward)
-        generated = time.perf_counter()
+        generated = CLOCK()
         if any(t.policy_version != step - 1 for t in trajs):  # every token from the weights pushed last step
             raise RuntimeError(f"step {step} sampled with weight versions {sorted({t.policy_version for t in trajs})}")
         batch = prepare_batch(trajs, self.actor, None, None)
         update(batch, self.actor, None, seed=recipe.trainer.seed, step=step)
-        updated = time.perf_counter()
+        updated = CLOCK()
         self.engine.update_weights(self.actor.weights(), version=step)
-        done = time.perf_counter()
+        done = CLOCK()
         self.steps.append({"total": done - start, "generation": generated - start, "update": updated - generated,
                            "push": done - updated, "tokens": sum(len(t.response_ids) for t in trajs),
                            "sequence_lengths": [len(t.prompt_ids) + len(t.response_ids) for t in trajs],
@@ -246,10 +247,10 @@ def _trl_step_timer(trainer: Any, after_step: Callable[[], None] | None) -> Any:
             self.start = self.generation = 0.0
 
         def on_step_begin(self, *a: Any, **k: Any) -> None:
-            self.start, self.generation = time.perf_counter(), 0.0
+            self.start, self.generation = CLOCK(), 0.0
 
         def on_step_end(self, *a: Any, **k: Any) -> None:
-            total = time.perf_counter() - self.start
+            total = CLOCK() - self.start
             self.steps.append({"total": total, "generation": self.generation, "update": total - self.generation})
             if after_step is not None:
                 after_step()
@@ -258,9 +259,9 @@ def _trl_step_timer(trainer: Any, after_step: Callable[[], None] | None) -> Any:
     generate = trainer._generate_and_score_completions
 
     def timed_generate(*a: Any, **k: Any) -> Any:
-        start = time.perf_counter()
+        start = CLOCK()
         out = generate(*a, **k)
-        timer.generation += time.perf_counter() - start
+        timer.generation += CLOCK() - start
         return out
 
     trainer._generate_and_score_completions = timed_generate
@@ -272,14 +273,11 @@ def _summarise(steps: list[dict[str, float]]) -> dict:
     keys = ("total", "generation", "update", "push") if "push" in steps[0] else ("total", "generation", "update")
     median = {key: statistics.median(s[key] for s in steps) for key in keys}
     return {
-        "seconds_per_step": round(median["total"], 3),
-        "generation_s": round(median["generation"], 3),
-        "update_s": round(median["update"], 3),
-        **({"push_s": round(median["push"], 3)} if "push" in median else {}),
+        "seconds_per_step": round(median["total"], 3), "generation_s": round(median["generation"], 3),
+        "update_s": round(median["update"], 3), **({"push_s": round(median["push"], 3)} if "push" in median else {}),
         "tokens_generated_per_step": sorted({int(s["tokens"]) for s in steps}),
         "step_seconds": [round(s["total"], 3) for s in steps],
-        "sampled_accuracy": [round(s["accuracy"], 3) for s in steps],
-    }
+        "sampled_accuracy": [round(s["accuracy"], 3) for s in steps]}
 
 
 def main() -> None:
@@ -295,6 +293,7 @@ def main() -> None:
     parser.add_argument("--model", default="demo", help="a model of bench_generate.MODELS: demo (0.85M), "
                         "small (3.3M), medium (12.6M)")
     parser.add_argument("--compile-pointwise", action="store_true", help="thinkrl.model.compile_pointwise, trainer")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: this process's CPU time")
     args = parser.parse_args()
     for name in ("steps", "prompts", "max_new_tokens", "micro_batch_tokens"):
         if getattr(args, name) < 1:
@@ -308,7 +307,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     peak_module = _load_sibling("_peak")
-    peak = peak_module.measure_peak("cpu", torch.float32)
+    global CLOCK
+    CLOCK = peak_module.CLOCKS[args.clock]
+    peak = peak_module.measure_peak("cpu", torch.float32, clock=args.clock)
     problems = generate_dataset(TASK, args.prompts, args.seed, "train", DIFFICULTY)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -387,8 +388,7 @@ def _report(args: argparse.Namespace, num_params: int, max_prompt: int, ours: li
             "optimizer": {"name": "AdamW", "lr": LR, "betas": list(BETAS), "eps": ADAM_EPS, "weight_decay": 0.0,
                           "grad_clip": GRAD_CLIP, "schedule": "constant"},
             "thinkrl_micro_batch_tokens": args.micro_batch_tokens, "device": "cpu", "dtype": "float32",
-            "thinkrl_compile_pointwise": args.compile_pointwise,
-        },
+            "thinkrl_compile_pointwise": args.compile_pointwise, "clock": args.clock},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl_version},
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "processor": platform.processor() or platform.machine(),
