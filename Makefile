@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo demo3 test test-all lint bench clean
+.PHONY: setup demo demo3 learning test test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	# The code sandbox uses bubblewrap; without it, it refuses untrusted code unless THINKRL_SANDBOX_ALLOW_UNISOLATED=1.
@@ -42,6 +42,10 @@ bench: $(STAMP)
 
 demo3: $(STAMP)
 	$(PY) -m thinkrl.cli demo --seeds 0,1,2
+
+# RL vs continued SFT vs RFT at equal FLOPs, 3 seeds, settings chosen on validation (docs/results/learning.md).
+learning: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m thinkrl.cli learn --seeds 0,1,2
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("thinkrl.eval.cli", "evaluate a model on held-out tasks"),
     "demo": ("thinkrl.experiments.demo", "the tiny end-to-end recipe: data, SFT, DAPO, eval, report"),
     "ablate": ("thinkrl.experiments.ablate", "recipes x seeds on a built-in task: accuracy table and curves"),
+    "learn": ("thinkrl.experiments.learning", "RL vs continued SFT vs RFT at equal FLOPs: splits, sweep, test"),
     "serve": ("thinkrl.serve.cli", "OpenAI-compatible HTTP server"),
     "bench": ("thinkrl.bench", "run a benchmark from benchmarks/ and print its JSON"),
     "tune": ("thinkrl.tune.cli", "AutoTuner: rank parallel layouts by predicted memory and step time"),

@@ -1,0 +1,120 @@
+"""The learning protocol's settings, typed and validated. The defaults *are* the recorded protocol
+(docs/results/learning.md): countdown with 3 numbers, a 0.85M-parameter model, cold-start SFT on correct traces,
+DAPO (``recipes/learning/rl.yaml``) vs continued SFT vs RFT. The cold-start settings were fixed from a pilot on
+seed 0's validation split; the arms' learning rates come from the validation sweep. A YAML file of the same keys
+(or ``--set key=value``) changes them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from thinkrl.train.specs import OptimSpec
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColdStartSettings(_Strict):
+    """Cold-start SFT on correct traces of the first ``num_problems`` train problems."""
+
+    num_problems: int = Field(1000, ge=1)
+    """Train problems the cold start sees (the arms may use the whole train split)."""
+    steps: int = Field(1200, ge=1)
+    """Optimizer steps (batches of ``batch_tokens`` tokens; many epochs over ``num_problems``)."""
+    curve_every: int = Field(100, ge=1)
+    """Greedy validation accuracy every this many steps: the plateau curve."""
+    optim: OptimSpec = Field(default_factory=lambda: OptimSpec(lr=3e-3, warmup_steps=20, weight_decay=0.01))
+
+
+class SweepSettings(_Strict):
+    """The validation sweep: learning rates tried per arm on the ``seeds`` (chosen by greedy val accuracy)."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    rl_lr: list[float] = Field(default_factory=lambda: [1e-4, 3e-4])
+    sft_lr: list[float] = Field(default_factory=lambda: [3e-4, 1e-3])
+    rft_lr: list[float] = Field(default_factory=lambda: [3e-4, 1e-3])
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> SweepSettings:
+        for name in ("seeds", "rl_lr", "sft_lr", "rft_lr"):
+            if not getattr(self, name):
+                raise ValueError(f"sweep.{name} must list at least one value")
+        return self
+
+
+class RFTConfig(_Strict):
+    """Rejection-sampling fine-tuning per iteration: prompts x samples at temperature 1, then epochs."""
+
+    prompts: int = Field(128, ge=1)
+    samples: int = Field(4, ge=1)
+    epochs: int = Field(1, ge=1)
+
+
+class LearningConfig(_Strict):
+    """Everything one protocol run needs."""
+
+    task: str = "countdown"
+    difficulty: dict[str, Any] = Field(default_factory=lambda: {
+        "num_numbers": 3, "max_number": 12, "min_target": 10, "max_target": 60, "min_used": 2})
+    num_train: int = Field(2000, ge=1)
+    num_val: int = Field(200, ge=1)
+    num_test: int = Field(300, ge=1)
+    model: dict[str, Any] = Field(default_factory=lambda: {
+        "architectures": "SeedOssForCausalLM", "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "attention_bias": True, "max_position_embeddings": 512,
+        "tie_word_embeddings": True})
+    """HF config fields of the from-scratch model (``model.init`` of an SFT recipe)."""
+    cold: ColdStartSettings = Field(default_factory=ColdStartSettings)
+    rl_recipe: str = "recipes/learning/rl.yaml"
+    """The DAPO recipe (relative to the working directory); model, data files, seed and lr are set per run."""
+    rl_overrides: list[str] = Field(default_factory=list)
+    batch_tokens: int = Field(1024, ge=64)
+    """Tokens per SFT / RFT optimizer step."""
+    rft: RFTConfig = Field(default_factory=RFTConfig)
+    sweep: SweepSettings = Field(default_factory=SweepSettings)
+    eval_samples: int = Field(8, ge=1)
+    """k of avg@k and pass@k on the test split."""
+    max_new_tokens: int = Field(48, ge=1)
+
+    @model_validator(mode="after")
+    def _cold_fits(self) -> LearningConfig:
+        if self.cold.num_problems > self.num_train:
+            raise ValueError(f"cold.num_problems ({self.cold.num_problems}) exceeds num_train ({self.num_train})")
+        return self
+
+
+def load_learning_config(path: str | Path | None = None,
+                         overrides: list[str] | None = None) -> tuple[LearningConfig, Path]:
+    """The defaults, updated from a YAML file (``path``) and ``key=value`` overrides (YAML values, dotted keys
+    such as ``cold.steps=20``); returns the validated config and the RL recipe path.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"learning config {path} does not exist")
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like 'key=value'")
+        node = raw
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {part!r} is not a section")
+        node[last] = yaml.safe_load(value)
+    try:
+        config = LearningConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ValueError(f"invalid learning config ({path or 'defaults'}): {error}") from None
+    recipe = Path(config.rl_recipe)
+    if not recipe.is_file():
+        raise FileNotFoundError(f"rl_recipe {recipe} does not exist (run from the repository root)")
+    return config, recipe

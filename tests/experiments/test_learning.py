@@ -1,0 +1,154 @@
+"""The learning protocol (`thinkrl learn`): disjoint per-seed splits, the FLOP accounting against hand-computed
+values and an independent parameter count, the seed t-interval against table values, and a tiny end-to-end run of
+every stage producing the report (seconds)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from thinkrl.cli import main
+from thinkrl.experiments.learning_arms import token_batches
+from thinkrl.experiments.learning_compute import (
+    ComputeLedger,
+    FlopModel,
+    rl_step_compute,
+    seed_interval,
+    t_quantile,
+)
+from thinkrl.experiments.learning_data import Splits, check_disjoint, make_splits
+from thinkrl.model import ModelConfig, build_model
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = {"num_train": 60, "num_val": 20, "num_test": 20}
+DIFFICULTY = {"num_numbers": 3, "max_number": 12, "min_target": 10, "max_target": 60, "min_used": 2}
+
+
+def test_splits_are_disjoint_by_id_and_text_and_differ_across_seeds() -> None:
+    a = make_splits("countdown", DIFFICULTY, 0, **SMALL)
+    b = make_splits("countdown", DIFFICULTY, 1, **SMALL)
+    assert (len(a.train), len(a.val), len(a.test)) == (60, 20, 20)
+    for splits in (a, b):
+        groups = [splits.train, splits.val, splits.test]
+        ids = [{p.id for p in g} for g in groups]
+        prompts = [{p.prompt for p in g} for g in groups]
+        assert sum(map(len, ids)) == len(set().union(*ids)) == 100
+        assert sum(map(len, prompts)) == len(set().union(*prompts)) == 100
+    assert {p.id for p in a.test} != {p.id for p in b.test}
+    assert {p.id for p in a.train} != {p.id for p in b.train}
+    again = make_splits("countdown", DIFFICULTY, 0, **SMALL)
+    assert [p.id for p in again.test] == [p.id for p in a.test]  # a seed's splits are reproducible
+
+
+def test_check_disjoint_names_a_problem_in_two_splits() -> None:
+    a = make_splits("countdown", DIFFICULTY, 0, **SMALL)
+    leaked = Splits(train=a.train, val=a.val, test=[*a.test, a.train[3]], data_seed=0)
+    with pytest.raises(ValueError, match=f"{a.train[3].id}.*both train and test"):
+        check_disjoint(leaked)
+
+
+TINY = ModelConfig(vocab_size=10, hidden_size=4, intermediate_size=6, num_hidden_layers=2, num_attention_heads=2,
+                   num_key_value_heads=1, tie_word_embeddings=True)
+
+
+def test_flops_of_a_tiny_config_match_hand_computed_values() -> None:
+    flops = FlopModel.of(TINY)
+    # per layer: q 4*4 + k 4*2 + v 4*2 + o 4*4 + SwiGLU 3*4*6 = 120; two layers 240; LM head 4*10 = 40
+    assert (flops.matmul_params, flops.num_layers, flops.attention_width) == (280, 2, 4)
+    # forward over 3 tokens: 2*280*3 + attention sum_t 4*2*(t+1)*4 for t = 0, 1, 2 = 1680 + 32*6
+    assert flops.forward(3) == 1680 + 192
+    assert flops.train(3) == 3 * 1872
+    assert flops.sample(1, 2) == 1872
+
+
+def test_matmul_parameter_count_equals_the_built_models_weight_matrices() -> None:
+    model = build_model(TINY, device="cpu", seed=0)
+    matrices = {id(p): p.numel() for p in model.parameters() if p.dim() == 2}  # tied embedding counted once
+    assert FlopModel.of(TINY).matmul_params == sum(matrices.values())
+
+
+def test_rl_step_compute_charges_every_sampled_and_every_kept_response() -> None:
+    flops = FlopModel.of(TINY)
+    ledger = ComputeLedger(flops)
+    rl_step_compute(ledger, {"groups_sampled": 3, "groups_kept_trained": 1, "response_length_mean": 5.2},
+                    group_size=2, prompt_tokens=4)
+    assert ledger.sampled_sequences == 6 and ledger.trained_sequences == 2
+    assert ledger.sampling_flops == 6 * flops.forward(9)
+    assert ledger.training_flops == 2 * 3 * flops.forward(9)
+    assert ledger.total == ledger.to_dict()["total_flops"]
+
+
+def test_t_quantiles_match_the_table() -> None:
+    for df, table in ((1, 12.7062), (2, 4.3027), (4, 2.7764), (10, 2.2281)):
+        assert t_quantile(0.975, df) == pytest.approx(table, abs=2e-4)
+
+
+def test_seed_interval_matches_a_hand_computed_t_interval() -> None:
+    interval = seed_interval([0.1, 0.2, 0.6])
+    half = 4.302653 * math.sqrt(0.07) / math.sqrt(3)  # s^2 = (0.04 + 0.01 + 0.09) / 2
+    assert interval.mean == pytest.approx(0.3)
+    assert interval.low == pytest.approx(0.3 - half, abs=1e-5) and interval.high == pytest.approx(0.3 + half, abs=1e-5)
+    single = seed_interval([0.4])
+    assert (single.low, single.high, single.text()) == (None, None, "0.400")
+
+
+def test_token_batches_cover_every_example_once_within_the_budget() -> None:
+    examples = [([0] * n, [True] * n) for n in (5, 7, 3, 9, 4, 6)]
+    batches = token_batches(examples, 12, random.Random(0))
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert all(sum(len(examples[i][0]) for i in b) <= 12 for b in batches)
+
+
+def _tiny_settings(tmp_path: Path) -> list[str]:
+    model = {"architectures": "SeedOssForCausalLM", "hidden_size": 32, "intermediate_size": 64,
+             "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+             "max_position_embeddings": 256, "tie_word_embeddings": True}
+    sets = ["num_train=40", "num_val=8", "num_test=8", f"model={json.dumps(model)}", "cold.num_problems=20",
+            "cold.steps=4", "cold.curve_every=2",
+            "cold.optim={lr: 3.0e-3, warmup_steps: 1}", f"rl_recipe={REPO / 'recipes/learning/rl.yaml'}",
+            "rl_overrides=[trainer.steps=2, trainer.eval_every=0, rollout.prompts_per_step=4, rollout.group_size=2,"
+            " rollout.max_sampling_rounds=1, rollout.dynamic_sampling=false]",
+            "rft={prompts: 8, samples: 2, epochs: 1}", "sweep={seeds: [0], rl_lr: [1.0e-4], sft_lr: [1.0e-3, 3.0e-3],"
+            " rft_lr: [1.0e-3]}", "eval_samples=2", "max_new_tokens=24", "batch_tokens=256"]
+    return [arg for s in sets for arg in ("--set", s)]
+
+
+def test_tiny_end_to_end_run_writes_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = main(["learn", "--seeds", "0,1", "--name", "tiny", "--docs", "docs", *_tiny_settings(tmp_path)])
+    assert code == 0
+    root, docs = tmp_path / "runs" / "tiny", tmp_path / "docs"
+    sweep = json.loads((root / "sweep.json").read_text())
+    assert set(sweep["chosen_lr"]) == {"rl", "sft_more", "rft"} and len(sweep["rows"]) == 4
+    for seed in (0, 1):
+        rl = json.loads((root / f"seed-{seed}/test/rl.json").read_text())
+        budget = rl["compute"]["total_flops"]
+        assert budget > 0
+        for arm in ("sft_more", "rft"):
+            record = json.loads((root / f"seed-{seed}/test/{arm}.json").read_text())
+            assert record["compute"]["total_flops"] >= budget  # the controls spend at least RL's FLOPs ...
+            arm_dir = root / f"seed-{seed}/arms/{arm}/lr={record['lr']:g}"
+            log = json.loads((arm_dir / "result.json").read_text())
+            assert log["budget_flops"] == budget
+        test = rl["test"]
+        assert set(test["pass_at"]) == {"1", "2"} and test["num_problems"] == 8
+        assert test["pass_at"]["1"] == pytest.approx(test["avg_at_k"])
+        assert test["pass_at"]["2"] >= test["pass_at"]["1"]
+    text = (docs / "learning.md").read_text()
+    for heading in ("## Verdict", "## Test split", "## Validation sweep", "## Cold start", "## Response length"):
+        assert heading in text
+    assert sorted(p.name for p in (docs / "raw").glob("learning_*.json")) == sorted(
+        [f"learning_s{s}_{m}.json" for s in (0, 1) for m in ("cold", "sft_more", "rft", "rl")]
+        + ["learning_sweep.json"])
+    assert (docs / "img" / "learning_sft_plateau.png").stat().st_size > 0
+    assert (docs / "img" / "learning_rl_length.png").stat().st_size > 0
+
+
+def test_bad_seeds_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["learn", "--seeds", "0,x", "--stage", "report"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seeds must be comma-separated integers" in err[0]
