@@ -198,12 +198,12 @@ def test_every_preset_runs_two_steps_through_the_trainer(sft_model, tmp_path, pr
         assert all(torch.isfinite(torch.tensor(float(v))) for k, v in row.items() if k != "explained_variance")
     before, after = load_pretrained(sft_model).state_dict(), load_pretrained(final).state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before), f"{preset}: weights did not change"
-    critic_file = tmp_path / "checkpoints" / "step-00000002" / "critic.pt"
+    saved = _checkpoint_keys(tmp_path / "checkpoints" / "step-00000002")
     if ALGORITHM_PRESETS[preset]["critic.enabled"]:
         assert all("value_loss" in r and "explained_variance" in r for r in trained)
-        assert critic_file.exists()
+        assert {"critic", "critic_optimizer"} <= saved
     else:
-        assert not critic_file.exists() and not any("value_loss" in r for r in rows)
+        assert "critic" not in saved and not any("value_loss" in r for r in rows)
     if preset == "vapo":
         assert "positive_nll" in trained[0]
         assert any("value_pretrain/steps" in r for r in rows)
@@ -226,8 +226,24 @@ def test_vapo_resume_restores_critic_and_reproduces_the_run(sft_model, tmp_path)
     resumed = run_rl(_recipe(sft_model, tmp_path / "b", "vapo", steps=3, resume=True))
     a, b = load_pretrained(straight).state_dict(), load_pretrained(resumed).state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
-    ca, cb = (torch.load(p / "checkpoints" / "step-00000003" / "critic.pt") for p in (tmp_path / "a", tmp_path / "b"))
+    ca, cb = (_critic_weights(p / "checkpoints" / "step-00000003", sft_model) for p in (tmp_path / "a", tmp_path / "b"))
     assert all(torch.allclose(ca[k], cb[k], atol=1e-6) for k in ca)
+
+
+def _checkpoint_keys(step_dir: Path) -> set[str]:
+    """The top-level parts of a (DCP) checkpoint: "model", "model_optimizer", "critic", ..."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    return {key.split(".")[0] for key in FileSystemReader(str(step_dir)).read_metadata().state_dict_metadata}
+
+
+def _critic_weights(step_dir: Path, sft_model: Path) -> dict[str, torch.Tensor]:
+    """The critic's weights saved in a (DCP) checkpoint."""
+    from thinkrl.train.dcp import Trained, load_sharded
+
+    critic = ValueModel.from_policy(load_pretrained(sft_model))
+    load_sharded(step_dir, parts={"critic": Trained(critic)}, data_parallel=None, rng=False)
+    return critic.state_dict()
 
 
 def test_algorithm_rules_for_critics_and_groups_of_one():

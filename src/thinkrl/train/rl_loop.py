@@ -6,19 +6,25 @@
 The trainer never shares tensors with the engine: after each update it pushes the policy's weights through the
 engine client, and every token sampled afterwards records the new version. VAPO's value pretraining
 (`thinkrl.train.value_pretrain`) runs once before the first step. `build_run` (`rl_setup`) makes the parts.
+Under torchrun every rank runs this loop: rank 0 rolls out and broadcasts the batch, every rank trains its share
+(FSDP2), and rank 0 alone writes metrics, plots and the final policy; checkpoints are sharded (`thinkrl.train.dcp`).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
+from functools import partial
 from pathlib import Path
 
 from thinkrl.eval.evaluate import evaluate
-from thinkrl.rollout import PromptCursor, collect_rollout_batch, rollout_metrics
-from thinkrl.train.checkpoint import save_checkpoint
-from thinkrl.train.common import save_policy
+from thinkrl.rollout import PromptCursor, RolloutDriver, build_driver, collect_rollout_batch, rollout_metrics
+from thinkrl.rollout.agent_rollout import collect_agent_rollout, evaluate_agent_policy
+from thinkrl.train.common import rank_metrics, save_policy
 from thinkrl.train.config import RLRecipe
+from thinkrl.train.dcp import save_sharded
+from thinkrl.train.distributed import broadcast_object, close_data_parallel, data_parallel_from_env
 from thinkrl.train.metrics import MetricsLogger, Timer, plot_metrics, progress, read_metrics
 from thinkrl.train.rl_setup import RLRun, build_run
 from thinkrl.train.rl_step import prepare_batch, update
@@ -28,40 +34,81 @@ logger = logging.getLogger(__name__)
 
 
 def run_rl(recipe: RLRecipe) -> Path:
-    """Train with RL; returns the folder of the final HF-format policy."""
-    run = build_run(recipe)
+    """Train with RL (on every rank under torchrun); returns the folder of the final HF-format policy."""
+    data_parallel = data_parallel_from_env()
     try:
-        with MetricsLogger(run.out) as metrics, progress(recipe.trainer.steps, "rl") as bar:
+        return _run_rl(recipe, build_run(recipe, data_parallel))
+    finally:
+        close_data_parallel()
+
+
+def _run_rl(recipe: RLRecipe, run: RLRun) -> Path:
+    driver = None
+    try:
+        driver = _streaming_driver(run, recipe)
+        stream = None if run.is_main else io.StringIO()  # one progress bar, rank 0's
+        with rank_metrics(run.out, run.data_parallel) as metrics, progress(recipe.trainer.steps, "rl",
+                                                                           stream=stream) as bar:
             bar.update(run.start_step)
             if run.start_step == 0:
                 before_first_step(run, recipe, metrics)
             for step in range(run.start_step + 1, recipe.trainer.steps + 1):
-                row = rl_step(run, recipe, step)
+                row = rl_step(run, recipe, step, driver)
                 if step % recipe.trainer.log_every == 0:
                     metrics.log(step, row)
                 bar.update(1, reward=round(row["reward"], 3), acc=round(row["accuracy"], 3))
-                after_step(run, recipe, step, metrics)
+                after_step(run, recipe, step, metrics, driver)
+    except KeyboardInterrupt:
+        logger.error("interrupted: the rollout and the engine stop; the last checkpoint in %s is intact",
+                     run.out / "checkpoints")
+        raise
     finally:
-        run.engine.stop()
-    final = save_policy(run.actor.model, run.tokenizer, run.out / "final")
-    plot_run(run, recipe)
+        if driver is not None:
+            driver.close()
+        if run.engine is not None:
+            run.engine.stop()
+    final = save_policy(run.actor.model, run.tokenizer, run.out / "final", run.data_parallel)
+    if run.is_main:
+        plot_run(run, recipe)
     return final
 
 
-def rl_step(run: RLRun, recipe: RLRecipe, step: int) -> dict[str, float]:
-    """One step: next batch → advantages → update → push weights; returns its metrics row."""
+def _streaming_driver(run: RLRun, recipe: RLRecipe) -> RolloutDriver | None:
+    """The started streaming rollout (``rollout.mode: streaming``, on the engine's rank), else None."""
+    if recipe.rollout.mode != "streaming" or run.engine is None:
+        return None
+    return build_driver(run.engine, run.tokenizer, run.source, recipe.rollout, recipe.sampling, recipe.reward,
+                        seed=recipe.trainer.seed, start_version=run.start_step)
+
+
+def rl_step(run: RLRun, recipe: RLRecipe, step: int, driver: RolloutDriver | None = None) -> dict[str, float]:
+    """One step: next batch → advantages → update → push weights; returns its metrics row. ``driver``: the
+    streaming rollout (docs/streaming.md); None samples the batch synchronously."""
     timer = Timer()
     with timer.phase("rollout"):
-        rollout = collect_rollout_batch(run.engine, run.tokenizer, run.source, recipe.rollout, recipe.sampling,
-                                        recipe.reward, seed=recipe.trainer.seed * 100_003 + step)
-    row = {**rollout_metrics(rollout), **rollout.data_metrics}
-    row["version_lag_max"] = max((step - 1 - t.policy_version for t in rollout.sampled), default=0)
+        rollout = None
+        if driver is not None:
+            rollout = driver.next_batch(step)
+        elif run.engine is not None:  # rank 0 (or the single process) samples; every rank gets the same batch
+            collect = (partial(collect_agent_rollout, recipe.agent) if recipe.agent is not None  # docs/agents.md
+                       else collect_rollout_batch)
+            rollout = collect(run.engine, run.tokenizer, run.source, recipe.rollout, recipe.sampling,
+                              recipe.reward, seed=recipe.trainer.seed * 100_003 + step)
+        rollout = broadcast_object(rollout, run.data_parallel)
+    row = {**rollout_metrics(rollout), **rollout.data_metrics, **rollout.stream_metrics}
+    current = driver.version if driver is not None else step - 1  # the actor's weights' version
+    row["version_lag_max"] = max((current - t.policy_version for t in rollout.sampled), default=0)
     if rollout.trajectories:  # a step with no kept group trains nothing (and the schedule does not move)
         with timer.phase("update"):
             batch = prepare_batch(rollout.trajectories, run.actor, run.critic, run.ref_model)
-            row.update(update(batch, run.actor, run.critic, seed=recipe.trainer.seed, step=step))
+            row.update(update(batch, run.actor, run.critic, seed=recipe.trainer.seed, step=step,
+                              current_version=current if driver is not None else None))
         with timer.phase("push"):
-            run.engine.update_weights(run.actor.weights(), version=step)
+            weights = run.actor.weights()  # gathered on every rank (a collective); the engine's owner pushes
+            if driver is not None:  # interrupts what is in flight first (partial rollouts)
+                driver.push_weights(weights, version=step)
+            elif run.engine is not None:
+                run.engine.update_weights(weights, version=step)
     row.update(timer.metrics(), lr=run.actor.scheduler.get_last_lr()[0])
     row["tokens_per_s"] = sum(len(t.response_ids) for t in rollout.sampled) / max(sum(timer.metrics().values()), 1e-9)
     return row
@@ -77,23 +124,32 @@ def before_first_step(run: RLRun, recipe: RLRecipe, metrics: MetricsLogger) -> N
         run_value_pretraining(run, recipe, metrics)
 
 
-def after_step(run: RLRun, recipe: RLRecipe, step: int, metrics: MetricsLogger) -> None:
-    """Checkpoint and evaluate when the recipe asks for it at ``step``."""
+def after_step(run: RLRun, recipe: RLRecipe, step: int, metrics: MetricsLogger,
+               driver: RolloutDriver | None = None) -> None:
+    """Checkpoint and evaluate when the recipe asks for it at ``step`` (the prompt stream's state from ``driver``
+    when streaming)."""
     trainer = recipe.trainer
-    if trainer.save_every and step % trainer.save_every == 0:
-        actor = run.actor
-        save_checkpoint(run.out / "checkpoints", step, model=actor.model, optimizer=actor.optimizer,
-                        scheduler=actor.scheduler, trainer_state={"step": step, "cursor": run.source.state()},
-                        recipe=recipe, extra=run.checkpoint_state(), keep_last=trainer.keep_last)
+    if trainer.save_every and step % trainer.save_every == 0:  # (the cursor that counts is rank 0's, which writes)
+        save_sharded(run.out / "checkpoints", step, parts=run.checkpoint_parts(),
+                     trainer_state={"step": step, "cursor": (driver or run.source).state()}, recipe=recipe,
+                     config=run.actor.model.config, keep_last=trainer.keep_last, data_parallel=run.data_parallel)
     if trainer.eval_every and (step % trainer.eval_every == 0 or step == trainer.steps):
         run_eval(run, recipe, step, metrics)
 
 
 def run_eval(run: RLRun, recipe: RLRecipe, step: int, metrics: MetricsLogger) -> None:
-    """Held-out avg@k of the engine's current policy (= the actor's after the last push)."""
-    if not run.test_problems:
+    """Held-out avg@k of the engine's current policy (= the actor's after the last push); rank 0 only."""
+    if not run.test_problems or run.engine is None:
         return
     sampling = recipe.sampling
+    if recipe.agent is not None:  # episodes with tools, judged by the environment
+        result = evaluate_agent_policy(recipe.agent, run.engine, run.tokenizer, run.test_problems,
+                                       samples=recipe.trainer.eval_samples, temperature=sampling.temperature,
+                                       max_new_tokens=sampling.max_new_tokens, seed=1)
+        metrics.log(step, {"eval/accuracy": result.accuracy, "eval/pass_at_k": result.pass_at_k,
+                           "eval/response_tokens": result.mean_response_tokens,
+                           **{f"eval/{k}": v for k, v in result.metrics.items()}})
+        return
     result = evaluate(run.engine, run.tokenizer, run.test_problems, samples=recipe.trainer.eval_samples,
                       temperature=sampling.temperature, max_new_tokens=sampling.max_new_tokens, seed=1)
     metrics.log(step, {"eval/accuracy": result.accuracy, "eval/pass_at_k": result.pass_at_k,
