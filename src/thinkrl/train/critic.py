@@ -199,11 +199,6 @@ class Critic:
         self.scheduler.step()
         return stats
 
-    def state(self) -> dict[str, object]:
-        """The objects a single-process (format 1) checkpoint saves as extra state."""
-        return {"critic": self.model, "critic_optimizer": self.optimizer, "critic_scheduler": self.scheduler}
-
-
 def make_critic(spec: CriticSpec, policy: CausalLM, optim: OptimSpec, steps: int, micro_batch_tokens: int,
                 data_parallel: DataParallel | None = None, offload: bool = False) -> Critic:
     """The critic of ``spec`` (a copy of ``policy`` — give the unsharded one — or ``spec.path``), sharded with
