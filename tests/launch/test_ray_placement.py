@@ -45,7 +45,7 @@ def sft_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def local_ray():
     """A local Ray cluster for this module (4 logical CPUs: 2 trainer + 2 rollout bundles), shut down after."""
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)  # never a running one
     yield
     ray.shutdown()
 
@@ -145,6 +145,8 @@ def test_placement_errors(sft_model, local_ray, tmp_path):
         g["state"] == "REMOVED" for g in ray.util.placement_group_table().values())
     with pytest.raises(ValueError, match="gpus_per_trainer must be 0 or a whole number"):
         RayPlacement(gpus_per_trainer=0.5)
+    with pytest.raises(ValueError, match="rollout.mode 'streaming'"):
+        run_rl_on_ray(_recipe(sft_model, tmp_path, rollout={"mode": "streaming"}), RayPlacement())
     with pytest.raises(ValueError, match="critic.pretrain_steps"):
         run_rl_on_ray(_recipe(sft_model, tmp_path, preset="vapo", critic={"pretrain_steps": 2}), RayPlacement())
 

@@ -68,6 +68,9 @@ def check_ray_recipe(recipe: RLRecipe, resuming: bool) -> None:
         raise ValueError(f"critic.pretrain_steps ({recipe.critic.pretrain_steps}): VAPO value pretraining runs in a "
                          "single process only so far; pretrain without --ray (save_every > 0) and resume that run "
                          "with --ray, or set critic.pretrain_steps=0")
+    if recipe.agent is not None:
+        raise ValueError("agent: multi-turn tool episodes are not wired into the Ray driver yet; run agent recipes "
+                         "without --ray")
     if recipe.rollout.mode != "sync":
         raise ValueError(f"rollout.mode {recipe.rollout.mode!r}: --ray runs the synchronous rollout only so far; "
                          "set rollout.mode=sync")

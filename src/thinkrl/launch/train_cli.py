@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
                              "docs/ray.md)") from None
     else:  # a local cluster for this run only, with at least the logical CPUs the placement asks for
         cpus = max(os.cpu_count() or 1, math.ceil(placement.total()["CPU"]))
-        ray.init(num_cpus=cpus, include_dashboard=False)
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False)  # even if `ray start` ran here
     try:
         print(run_rl_on_ray(recipe, placement))
     finally:
