@@ -94,15 +94,17 @@ def rl_step(run: RLRun, recipe: RLRecipe, step: int, driver: RolloutDriver | Non
                        else collect_rollout_batch)
             rollout = collect(run.engine, run.tokenizer, run.source, recipe.rollout, recipe.sampling,
                               recipe.reward, seed=recipe.trainer.seed * 100_003 + step)
-        rollout = broadcast_object(rollout, run.data_parallel)
+        # every rank gets rank 0's batch and weight version (only rank 0 holds the engine and the driver)
+        rollout, current = broadcast_object((rollout, driver.version if driver is not None else step - 1),
+                                            run.data_parallel)  # current: the actor's weights' version
+    streaming = recipe.rollout.mode == "streaming"  # (rank 0 has the driver then)
     row = {**rollout_metrics(rollout), **rollout.data_metrics, **rollout.stream_metrics}
-    current = driver.version if driver is not None else step - 1  # the actor's weights' version
     row["version_lag_max"] = max((current - t.policy_version for t in rollout.sampled), default=0)
     if rollout.trajectories:  # a step with no kept group trains nothing (and the schedule does not move)
         with timer.phase("update"):
             batch = prepare_batch(rollout.trajectories, run.actor, run.critic, run.ref_model)
             row.update(update(batch, run.actor, run.critic, seed=recipe.trainer.seed, step=step,
-                              current_version=current if driver is not None else None))
+                              current_version=current if streaming else None))
         with timer.phase("push"):
             weights = run.actor.weights()  # gathered on every rank (a collective); the engine's owner pushes
             if driver is not None:  # interrupts what is in flight first (partial rollouts)
