@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("thinkrl.tasks.cli", "write a JSONL dataset of a built-in task"),
     "sft": ("thinkrl.train.sft_cli", "cold-start supervised fine-tuning on solution traces"),
     "train": ("thinkrl.launch.train_cli", "RL training (DAPO, GRPO, ...) from a YAML recipe"),
+    "export": ("thinkrl.train.export_cli", "a training checkpoint (sharded, any rank count) as a Hugging Face folder"),
     "eval": ("thinkrl.eval.cli", "evaluate a model on held-out tasks"),
     "demo": ("thinkrl.experiments.demo", "the tiny end-to-end recipe: data, SFT, DAPO, eval, report"),
     "ablate": ("thinkrl.experiments.ablate", "recipes x seeds on a built-in task: accuracy table and curves"),

@@ -109,3 +109,15 @@ def test_export_writes_the_policy_as_hf(tmp_path: Path) -> None:
     loaded = load_pretrained(folder)
     for name, param in model.named_parameters():
         assert torch.equal(dict(loaded.named_parameters())[name], param.detach()), name
+
+
+def test_export_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from thinkrl.cli import main
+
+    _, part = parts()
+    save(tmp_path / "ckpt", 3, part)
+    assert main(["export", str(tmp_path / "ckpt"), str(tmp_path / "hf")]) == 0  # a root: its latest checkpoint
+    assert capsys.readouterr().out.strip() == str(tmp_path / "hf")
+    assert (tmp_path / "hf" / "model.safetensors").is_file()
+    assert main(["export", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
