@@ -106,20 +106,18 @@ def test_trained_tokens_never_lag_more_than_eta_and_partials_continue(loop: Engi
     finally:
         driver.close()
     continued = 0
-    mixed = 0
     for step, batch in enumerate(batches, start=1):
         assert len({t.group_id for t in batch.trajectories}) == 2 and len(batch.trajectories) == 4
         for t in batch.trajectories:
             assert version_lag(t.policy_version, step - 1) <= eta, (step, t.token_versions)
             assert t.token_versions == sorted(t.token_versions) and max(t.token_versions) <= step - 1
             assert len(t.response_ids) <= SAMPLING.max_new_tokens and t.reward is not None
-            mixed += len(set(t.token_versions)) > 1
         m = batch.stream_metrics
         assert 0 <= m["stream/fresh_share"] <= 1 and m["stream/version_lag_mean"] <= eta
         continued += m["stream/continued"]
-    assert continued > 0  # responses interrupted by a push went on with the new weights
-    if eta == 2:  # (at eta 1 a response that spans a push is trained only if it finishes before the next batch)
-        assert mixed > 0
+    # Responses interrupted by a push went on (whether one spanning a push finishes in time to be trained depends
+    # on thread timing: test_streaming_partial.py checks a continuation's tokens and versions deterministically).
+    assert continued > 0
 
 
 def test_eta_zero_is_synchronous(loop: EngineLoop) -> None:

@@ -83,5 +83,6 @@ class GroupBuffer:
         ``n`` others (oldest first: they are the next to go stale)."""
         stale = [g for g in self._groups if version_lag(g.oldest, trainer_version) > max_staleness]
         usable = [g for g in self._groups if version_lag(g.oldest, trainer_version) <= max_staleness]
+        usable.sort(key=lambda g: -1 if g.oldest is None else g.oldest)  # stable: first finished first among equals
         self._groups = deque(usable[n:])
         return Taken(usable[:n], stale)

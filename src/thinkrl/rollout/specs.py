@@ -166,6 +166,11 @@ class RolloutSpec(Section):
     round_tokens: int = Field(0, ge=0)
     """Streaming: tokens the rollout may generate per policy version before it pauses, its unfinished responses
     kept (partial rollouts), until the next weight push (or until the trainer waits for data); 0 is unlimited."""
+    wait_for_due: bool = True
+    """Streaming: when a group in flight could be trained only in the batch being taken (its first tokens are eta
+    versions old), the trainer waits for it instead of dropping it later: no response is lost to staleness, long
+    ones included, at the cost of trainer idle time. False takes what is ready (long responses are more often
+    dropped and sampled again: the kept batch leans short)."""
     max_buffered_groups: int | None = Field(None, ge=1)
     """Streaming: most groups buffered or in flight at once; None is prompts_per_step x (max_staleness + 1)."""
     placement: Literal["thread", "process"] = "thread"

@@ -12,6 +12,8 @@ process). See docs/streaming.md.
   waiting for data: a paused rollout never starves it).
 * Staleness: a group whose oldest token lags more than eta versions by the earliest step that could train it is
   dropped (in flight, or when the trainer takes a batch) and its prompt sampled again; ``stream/dropped_stale``.
+  With ``wait_for_due`` the trainer first waits for the groups in flight that only the batch it is taking may
+  still train, so such drops become rare (long responses are not lost; the trainer idles instead).
 * Dynamic sampling, filters and curricula: every finished group is scored and reported to the prompt source
   (``observe``), and groups whose responses are all right or all wrong are dropped, as in the synchronous path.
 * Failures: an exception in the rollout thread (or a failed engine) reaches the trainer's next call as a
@@ -59,6 +61,7 @@ class _Group:
     group_id: int
     problem: Problem
     samples: list[PartialSample]
+    start_version: int  # the engine's version when it was submitted: no token of it is older
     abandoned: bool = False
 
     def oldest(self) -> int | None:
@@ -157,8 +160,8 @@ class StreamingDriver:
                     self._check_alive()
                     self._drop_stale(self._buffer.take(0, self._version, eta).stale)
                     usable = self._buffer.num_usable(self._version, eta)
-                    if usable >= need or self._tally.groups_completed >= enough:  # (as the sync rounds limit)
-                        break
+                    if (usable >= need and not self._num_due()) or self._tally.groups_completed >= enough:
+                        break  # (the second: as the synchronous path's rounds limit)
                     now = time.monotonic()
                     if self._tokens != last_tokens:
                         last_tokens, last_progress = self._tokens, now
@@ -211,6 +214,14 @@ class StreamingDriver:
             raise RolloutError(f"the rollout thread failed: {self._error!r}") from self._error
         if self._closed or not self._thread.is_alive():
             raise RolloutError("the rollout thread is not running (closed)")
+
+    def _num_due(self) -> int:
+        """With ``wait_for_due``: groups in flight that only the batch being taken may still train. Caller holds
+        the lock."""
+        if not self.rollout.wait_for_due:
+            return 0
+        eta = self.rollout.max_staleness
+        return sum(version_lag(g.start_version, self._version) >= eta for g in self._active.values())
 
     def _batch(self, groups: list[FinishedGroup], tally: _Tally, data_metrics: dict[str, float], waited: float,
                buffered: int) -> RolloutBatch:
@@ -273,7 +284,7 @@ class StreamingDriver:
 
     def _new_group(self, problem: Problem) -> list[Request]:
         prompt = render_prompt(self.tokenizer, problem, self._rng.choice(self.sampling.thinking_budgets))
-        group = _Group(self._ids, problem, [])
+        group = _Group(self._ids, problem, [], start_version=self._version)
         self._active[group.group_id] = group
         requests = []
         for _ in range(self.rollout.group_size):

@@ -183,6 +183,23 @@ class RLRecipe(_Recipe):
                 "(e.g. [0, 16, 32, -1])")
         return self
 
+    @model_validator(mode="after")
+    def _streaming_off_policy(self) -> RLRecipe:
+        """Streaming trains on tokens of older policies, so it corrects for them by default: ``algorithm.off_policy``
+        left unset becomes "decoupled"; "none" is accepted only with ``rollout.max_staleness`` 0 (docs/streaming.md)."""
+        rollout, algo = self.rollout, self.algorithm
+        if rollout.mode != "streaming":
+            return self
+        if self.agent is not None:
+            raise ValueError("rollout.mode 'streaming' samples single-turn groups; with agent set rollout.mode 'sync'")
+        if "off_policy" not in algo.model_fields_set:
+            algo.off_policy = "decoupled"
+        elif algo.off_policy == "none" and rollout.max_staleness > 0:
+            raise ValueError(f"algorithm.off_policy 'none' with rollout.mode 'streaming' and max_staleness "
+                             f"{rollout.max_staleness} trains on stale tokens uncorrected; use 'decoupled' (the "
+                             "streaming default) or max_staleness 0")
+        return self
+
 
 RecipeT = TypeVar("RecipeT", bound=_Recipe)
 
