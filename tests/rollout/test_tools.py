@@ -166,3 +166,19 @@ def test_noisy_transcripts_are_wrong_but_consistent_with_the_tool() -> None:
     verdicts = [task.verify(p, _replay(env, env.write_transcript(p, random.Random(i), noise=1.0))).correct
                 for i, p in enumerate(problems)]
     assert not any(verdicts)
+
+
+def test_the_user_defined_environment_of_the_docs_runs(capsys) -> None:
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[2] / "docs" / "agents.md").read_text(encoding="utf-8")
+    block = text.split("### A user-defined environment (runnable)")[1].split("```python\n")[1].split("```")[0]
+    try:
+        exec(compile(block, "docs/agents.md", "exec"), {"__name__": "docs_example"})  # our own docs, not model text
+        env = build_environment("arithmetic_with_tools")
+        assert [t.name for t in env.tools()] == ["calculator", "digit_sum"]
+        assert build_tool("digit_sum").run({"number": -1234}).output == "10"
+    finally:
+        TOOLS.unregister("digit_sum")
+        ENVIRONMENTS.unregister("arithmetic_with_tools")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and all("calls;" in line for line in lines)

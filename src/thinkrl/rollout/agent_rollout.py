@@ -86,18 +86,19 @@ def score_episodes(episodes: list[Episode], env: Environment, tokenizer: TextTok
 
 
 def agent_metrics(episodes: list[Episode]) -> dict[str, float]:
-    """Per-episode means of turns and calls, the share of well-formed calls and of failed ones (by cause), and
-    how often each limit ended an episode (``agent/...``)."""
+    """Per-episode means of turns and calls, the shares of well-formed and of failed calls (when there are calls),
+    timeouts, and how many episodes each limit ended (``agent/...``)."""
     n = max(1, len(episodes))
     calls = [c for e in episodes for c in e.calls]
     errors = Counter((c.result.error or "").split(":")[0] for c in calls if not c.result.ok)
     limits = Counter(e.limit for e in episodes if e.limit)
     row = {"agent/turns_mean": sum(len(e.turn_spans) for e in episodes) / n,
            "agent/tool_calls_mean": len(calls) / n,
-           "agent/wellformed_frac": sum(c.well_formed for c in calls) / max(1, len(calls)),
-           "agent/tool_error_frac": sum(not c.result.ok for c in calls) / max(1, len(calls)),
            "agent/tool_timeouts": float(errors.get("timeout", 0)),
            "agent/episodes_with_calls_frac": sum(bool(e.calls) for e in episodes) / n}
+    if calls:  # shares of calls: undefined without any
+        row["agent/wellformed_frac"] = sum(c.well_formed for c in calls) / len(calls)
+        row["agent/tool_error_frac"] = sum(not c.result.ok for c in calls) / len(calls)
     for name in ("max_turns", "max_total_tokens", "length"):
         row[f"agent/limit_{name}"] = float(limits.get(name, 0))
     return row
