@@ -2,8 +2,9 @@
 weights as one process on the same global batch; sharded checkpoints that resume on another number of ranks; runs
 killed with SIGKILL (at a random step, and inside a save) that resume to the uninterrupted run's weights and metrics.
 
-The RL recipe is VAPO with a KL term, so the actor, the critic and the reference policy are all sharded; the model is
-a fresh random micro model (the critic's advantages are non-zero from the first step, no SFT needed).
+The RL recipe is VAPO with a KL term and decoupled PPO, so the actor, the critic and the reference policy are all
+sharded and the critic's values and the proximal log-probs are scored across ranks; the model is a fresh random
+micro model (the critic's advantages are non-zero from the first step, no SFT needed).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ RL = {
     "sampling": {"max_new_tokens": 16, "num_slots": 16},
     "rollout": {"group_size": 4, "prompts_per_step": 4, "dynamic_sampling": False},
     "reward": {"max_response_len": 16, "overlong_cache_len": 4},
-    "algorithm": {"preset": "vapo", "kl_coef": 0.01, "num_mini_batches": 2},
+    "algorithm": {"preset": "vapo", "kl_coef": 0.01, "num_mini_batches": 2, "off_policy": "decoupled"},
     "critic": {"pretrain_steps": 0},
     "optim": {"lr": 1e-3, "schedule": "linear", "min_lr_ratio": 0.5, "grad_clip": 1.0},
     "trainer": {"steps": STEPS, "micro_batch_tokens": 256, "save_every": 1, "keep_last": STEPS, "log_every": 1},
@@ -50,7 +51,7 @@ SFT = {
 }
 # What a run computes (timings and wall-clock rates differ between runs)
 RL_KEYS = ("reward", "accuracy", "response_length_mean", "loss", "clip_frac", "approx_kl", "entropy", "grad_norm",
-           "value_loss", "value_mse", "critic_grad_norm", "explained_variance", "value_mean", "lr")
+           "value_loss", "value_mse", "critic_grad_norm", "explained_variance", "value_mean", "is_weight_mean", "lr")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 

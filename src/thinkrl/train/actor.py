@@ -31,6 +31,10 @@ if TYPE_CHECKING:  # torch.distributed is imported only where a run is sharded
     from thinkrl.train.distributed import DataParallel
 
 
+_ONE_FORWARD = 1 << 40
+"""A token budget no micro-batch reaches: score a (rank's) micro-batch in exactly one forward."""
+
+
 class NonFiniteError(FloatingPointError):
     """A loss or gradient was NaN/inf; the optimizer step was not taken."""
 
@@ -121,7 +125,13 @@ class Actor:
         return [(name, param.detach()) for name, param in self.model.named_parameters()]
 
     def logprobs(self, batch: PackedBatch) -> torch.Tensor:
-        """(S, R) log-probs of ``batch``'s response tokens under the current policy (no grad)."""
+        """(S, R) log-probs of ``batch``'s response tokens under the current policy (no grad). Sharded: each rank
+        scores its share of the sequences and the rows are all-gathered (`score_across_ranks`)."""
+        if self.data_parallel is not None:
+            from thinkrl.train.distributed import score_across_ranks
+
+            return score_across_ranks(batch, self.data_parallel, self.micro_batch_tokens, lambda sub: batch_logprobs(
+                self.model, sub, _ONE_FORWARD, self.temperature))
         return batch_logprobs(self.model, batch, self.micro_batch_tokens, self.temperature)
 
     def micro_batch_loss(self, sub: PackedBatch, norm: dict[str, int], num_correct_tokens: int,

@@ -188,7 +188,13 @@ class Critic:
     data_parallel: DataParallel | None = None
 
     def values(self, batch: PackedBatch) -> torch.Tensor:
-        """(S, R) values at every response token (no grad)."""
+        """(S, R) values at every response token (no grad). Sharded: each rank computes its share of the sequences
+        and the rows are all-gathered (`score_across_ranks`)."""
+        if self.data_parallel is not None:
+            from thinkrl.train.distributed import score_across_ranks
+
+            return score_across_ranks(batch, self.data_parallel, self.micro_batch_tokens,
+                                      lambda sub: compute_values(self.model, sub, 1 << 40))  # one forward each
         return compute_values(self.model, batch, self.micro_batch_tokens)
 
     def update(self, batch: PackedBatch, *, epochs: int, num_mini_batches: int, rng: random.Random) -> CriticStats:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -186,6 +186,24 @@ def rank_micro_batches(lengths: Sequence[int], num_ranks: int, max_tokens: int, 
                 plan = resplit
         plans[rank] = plan + [[] for _ in range(count - len(plan))]
     return plans
+
+
+def score_across_ranks(batch: PackedBatch, data_parallel: DataParallel, max_tokens: int,
+                       score: Callable[[PackedBatch], torch.Tensor]) -> torch.Tensor:
+    """(S, R) float32 per-token scores (log-probs, values) of the whole global ``batch`` on every rank, each rank
+    computing only its share: its `rank_micro_batches` (the same number on every rank, since each FSDP2 forward
+    is a collective; an empty one scores sequence 0 and drops it), then the rows are all-gathered (pickled CPU
+    tensors of this run's own ranks). ``score(sub)``: the (s, r) CPU scores of micro-batch ``sub``, one forward."""
+    out = torch.zeros(batch.response_ids.shape, dtype=torch.float32)
+    mine = []
+    for part in data_parallel.micro_batches(batch.seq_lengths, max_tokens):
+        values = score(batch.select(part or [0]))
+        if part:
+            mine.append((part, values.float().cpu()))
+    for parts in gather_objects(mine, data_parallel):
+        for part, values in parts:
+            out[part, : values.shape[1]] = values
+    return out
 
 
 def shard_batch(batch: PackedBatch, data_parallel: DataParallel) -> PackedBatch:
