@@ -1,5 +1,10 @@
 """Atomic training checkpoints: save, find, load, restore (weights, optimizer, scheduler, RNG).
 
+`thinkrl train` / `thinkrl sft` write the sharded, reshardable format of `thinkrl.train.dcp` (format 2), which
+uses this module's atomic commit (`begin_checkpoint`, `commit_checkpoint`), lookup and verification
+(`latest_checkpoint`, `load_checkpoint`) and RNG capture. `save_checkpoint` / `restore_checkpoint` below are the
+single-process format 1 (HF weights + ``torch.save`` state dicts), kept for plain modules and old run folders.
+
 Layout under a checkpoint root (usually ``<output_dir>/checkpoints``)::
 
     latest                  text file naming the newest complete checkpoint ("step-00000100")
