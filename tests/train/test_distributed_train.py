@@ -193,6 +193,7 @@ def test_sigkill_at_two_ranks_at_a_random_step_resumes_on_one(recipes, one_rank,
     """SIGKILL to every process of a 2-rank run once step k (random) is saved; resumed in one process from the
     2-rank shards, the run ends with the uninterrupted run's weights and metrics."""
     k = random.Random().randrange(1, STEPS - 1)
+    print(f"SIGKILL once step {k} is saved")  # (shown with a failure: the random step is part of the case)
     out = tmp_path / "killed"
     proc = _launch(2, "train", recipes["train"], out, wait=False)
     try:
@@ -214,6 +215,7 @@ def test_sigkill_inside_a_save_keeps_the_previous_checkpoint_and_resumes_on_two(
     before the rename: ``latest`` still names step k-1, which loads; resumed on 2 ranks (resharded 1 -> 2), the run
     ends with the uninterrupted run's weights and metrics."""
     k = random.Random().randrange(2, STEPS)
+    print(f"SIGKILL inside the save of step {k}")
     out = tmp_path / "killed"
     proc = _launch(1, "train", recipes["train"], out, env={**ENV, KILL_IN_SAVE_ENV: str(k)}, wait=False)
     assert proc.wait(timeout=300) == -signal.SIGKILL, proc.stderr.read()[-3000:]
