@@ -1,0 +1,275 @@
+"""A discrete-event simulation of RL rollout + training, synchronous vs streaming, at cluster scale.
+
+Model (the same rules as `thinkrl.rollout.streaming`):
+
+* Rollout engines decode with continuous batching; one decode step of an engine costs
+  ``step_fixed + step_per_seq x running + ctx_cost x (tokens in the running sequences' contexts)`` (a memory-bound
+  decode reads the weights once per step and every running sequence's KV cache). The engines of a pool are
+  simulated as one fluid engine with all their slots (each real engine steps in parallel with 1/E of the load).
+* Training costs ``train_per_token`` per response token; a weight push costs ``push``.
+* Synchronous (colocated): every GPU samples the step's P x G responses, then every GPU trains on them.
+* Streaming (disaggregated): ``rollout_share`` of the GPUs sample continuously, the rest train; groups are admitted
+  while fewer than ``P x (eta + 1 - pending)`` are in flight or buffered; at a push every in-flight response is
+  interrupted and its KV recomputed (``prefill_per_token`` per token so far); a group the next batch could no longer
+  train is waited for (``wait_for_due``) or dropped and sampled again.
+
+Cluster figures (``--cluster``): Seed-OSS-36B (64 layers, 8 KV heads x 128 head dim, bf16: 72 GB of weights,
+262,144 B of KV cache per token; config in docs/model.md / the Hub config.json) on NVIDIA H100 SXM (3.35 TB/s HBM3,
+989 TFLOP/s dense bf16: NVIDIA H100 Tensor Core GPU datasheet), tensor-parallel 8 per engine, 70% of HBM bandwidth
+in decode, 40% MFU in training with 8 x params FLOPs per token (forward + backward + the proximal forward of
+decoupled PPO), 50% MFU in prefill; weight push 72 GB at 50 GB/s. Lengths: 90% uniform in [2K, 4K], 10% uniform in
+(4K, 32K] (a 32K long tail: most short, a tenth up to 8x longer).
+
+CPU validation (``--calibration FILE``, the JSON of ``thinkrl bench streaming``): the measured per-step engine cost
+and per-token training cost of that run, its workload, one engine; trainer and rollout share the same CPU, so the
+sim gives two bounds for streaming: full overlap (rollout and training on separate cores) and no overlap (their
+work adds up); the measured ratio should lie between them.
+
+    thinkrl bench streaming-sim [--gpus 64] [--steps 30] [--calibration docs/results/raw/streaming.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Seconds: per decode step of the rollout pool, per running sequence, per context token; per trained token
+    (on the training GPUs); per recomputed prompt token; per weight push."""
+
+    step_fixed: float
+    step_per_seq: float
+    ctx_cost: float
+    train_per_token: float
+    prefill_per_token: float
+    push: float
+    per_response: float = 0.0  # rollout work per finished response besides decoding (prefill, scoring, ...)
+
+
+@dataclass(frozen=True)
+class Workload:
+    prompts: int  # P groups per step
+    group: int  # G responses per group
+    slots: int  # decode slots of the rollout pool
+    prompt_len: int
+    draw: Callable[[random.Random], int]  # a response length
+
+
+def cluster_setup(gpus: int, rollout_gpus: int) -> tuple[Costs, Workload]:
+    """Seed-OSS-36B on H100s (see the module docstring), ``rollout_gpus`` of ``gpus`` sampling (TP 8 engines)."""
+    engines = rollout_gpus // 8
+    bandwidth, flops = 3.35e12, 989e12
+    weights, kv_per_token, params = 72e9, 262_144, 36e9
+    step_fixed = weights / 8 / (0.7 * bandwidth)  # each engine reads its weight shard once per step
+    ctx_cost = kv_per_token / 8 / (0.7 * bandwidth) / engines  # fluid pool: the load is spread over the engines
+    train_gpus = gpus - rollout_gpus if rollout_gpus < gpus else gpus
+    costs = Costs(step_fixed=step_fixed, step_per_seq=0.0, ctx_cost=ctx_cost,
+                  train_per_token=8 * params / (train_gpus * 0.4 * flops),
+                  prefill_per_token=2 * params / (rollout_gpus * 0.5 * flops), push=weights / 50e9)
+    draw = lambda rng: rng.randint(2048, 4096) if rng.random() < 0.9 else rng.randint(4097, 32768)  # noqa: E731
+    return costs, Workload(prompts=32, group=16, slots=64 * engines, prompt_len=512, draw=draw)
+
+
+def _decode(costs: Costs, n: int, ctx: int, k: int) -> float:
+    """Time of ``k`` decode steps with ``n`` running sequences whose contexts hold ``ctx`` tokens at the start."""
+    return k * (costs.step_fixed + costs.step_per_seq * n) + costs.ctx_cost * (k * ctx + n * k * (k - 1) / 2)
+
+
+def simulate_sync(costs: Costs, work: Workload, steps: int, seed: int = 0) -> dict[str, float]:
+    """Each step: sample P x G responses (continuous batching), then train on them, then push."""
+    rng, clock, samples, idle = random.Random(seed), 0.0, 0, 0.0
+    for _ in range(steps):
+        lengths = [work.draw(rng) for _ in range(work.prompts * work.group)]
+        rollout = _rollout_time(costs, work, lengths) + costs.per_response * len(lengths)
+        clock += rollout + costs.train_per_token * sum(lengths) + costs.push
+        idle += rollout
+        samples += len(lengths)
+    return {"samples_per_s": samples / clock, "step_s": clock / steps, "trainer_idle_frac": idle / clock}
+
+
+def _rollout_time(costs: Costs, work: Workload, lengths: list[int]) -> float:
+    """Continuous batching of ``lengths`` on the pool's slots: time until the last one finishes."""
+    queue, running, t, step, ctx = list(lengths), [], 0.0, 0, 0  # running: heap of (finish step, length)
+    while queue or running:
+        while queue and len(running) < work.slots:
+            length = queue.pop()
+            heapq.heappush(running, (step + length, length))
+            ctx += work.prompt_len
+        k = running[0][0] - step
+        t += _decode(costs, len(running), ctx, k)
+        ctx += len(running) * k
+        step += k
+        while running and running[0][0] == step:
+            ctx -= work.prompt_len + heapq.heappop(running)[1]
+    return t
+
+
+@dataclass
+class _Seq:
+    group: int
+    left: int
+    done: int = 0
+
+
+@dataclass
+class _Stream:
+    """The state of a streaming simulation."""
+
+    clock: float = 0.0
+    version: int = 0
+    pending: bool = False
+    taken: int = 0
+    next_id: int = 0
+    dropped: int = 0
+    idle: float = 0.0
+    trainer_free_at: float = 0.0
+    train_end: float | None = None
+
+
+def simulate_streaming(costs: Costs, work: Workload, steps: int, eta: int, wait_for_due: bool = True,
+                       overlap: bool = True, seed: int = 0) -> dict[str, float]:
+    """Rollout runs continuously; the trainer takes P finished groups (staleness eta), trains, pushes.
+
+    ``overlap`` False: trainer and rollout share one compute resource (the rollout pauses while the trainer trains).
+    """
+    rng, st = random.Random(seed), _Stream()
+    groups: dict[int, list[int]] = {}  # in flight: id -> [start version, responses left, tokens]
+    buffer: list[tuple[int, int, int]] = []  # finished: (id, start version, tokens)
+    running: list[_Seq] = []
+    queue: list[_Seq] = []
+    while st.taken < steps or st.train_end is not None:
+        if st.train_end is not None and st.clock >= st.train_end:  # push: interrupt, recompute KV, new version
+            st.clock += costs.push + costs.prefill_per_token * sum(work.prompt_len + s.done for s in running)
+            st.version, st.pending, st.train_end, st.trainer_free_at = st.version + 1, False, None, st.clock
+            st.dropped += sum(st.version - g[1] > eta for g in buffer)
+            buffer[:] = [g for g in buffer if st.version - g[1] <= eta]
+            for gid in [gid for gid, g in groups.items() if st.version - g[0] > eta]:
+                st.dropped += 1  # in flight past the bound: dropped (its prompt is sampled again)
+                del groups[gid]
+                running[:] = [s for s in running if s.group != gid]
+                queue[:] = [s for s in queue if s.group != gid]
+            continue
+        while len(groups) + len(buffer) < work.prompts * (eta + 1 - st.pending):  # admit
+            groups[st.next_id] = [st.version, work.group, 0]
+            queue += [_Seq(st.next_id, work.draw(rng)) for _ in range(work.group)]
+            st.next_id += 1
+        while queue and len(running) < work.slots:
+            running.append(queue.pop(0))
+        if st.train_end is None and st.taken < steps and _ready(buffer, groups, st.version, eta, work.prompts,
+                                                                  wait_for_due):
+            buffer.sort(key=lambda g: g[1])
+            batch, buffer[:] = buffer[: work.prompts], buffer[work.prompts:]
+            st.idle += st.clock - st.trainer_free_at
+            st.train_end = st.clock + costs.train_per_token * sum(g[2] for g in batch)
+            st.pending, st.taken = True, st.taken + 1
+            if not overlap:
+                st.clock = st.train_end  # the rollout waits for the shared resource
+            continue
+        if not running:
+            assert st.train_end is not None, "simulation stalled"
+            st.clock = st.train_end
+            continue
+        _decode_until(costs, work, st, running, groups, buffer)
+    samples = steps * work.prompts * work.group
+    return {"samples_per_s": samples / st.clock, "step_s": st.clock / steps,
+            "trainer_idle_frac": st.idle / st.clock, "dropped_groups": st.dropped}
+
+
+def _decode_until(costs: Costs, work: Workload, st: _Stream, running: list[_Seq], groups: dict,
+                  buffer: list) -> None:
+    """Decode until the next response finishes or the trainer's step ends, whichever is first."""
+    k = min(s.left for s in running)
+    ctx = sum(work.prompt_len + s.done for s in running)
+    if st.train_end is not None:
+        per = _decode(costs, len(running), ctx, 1)
+        k = max(1, min(k, int((st.train_end - st.clock) / per) + 1))
+    st.clock += _decode(costs, len(running), ctx, k)
+    for s in running:
+        s.left -= k
+        s.done += k
+    for s in [s for s in running if s.left == 0]:
+        running.remove(s)
+        st.clock += costs.per_response
+        g = groups[s.group]
+        g[1] -= 1
+        g[2] += s.done
+        if g[1] == 0:
+            del groups[s.group]
+            buffer.append((s.group, g[0], g[2]))
+
+
+def _ready(buffer: list, groups: dict, version: int, eta: int, need: int, wait_for_due: bool) -> bool:
+    usable = sum(version - g[1] <= eta for g in buffer)
+    due = wait_for_due and any(version - g[0] >= eta for g in groups.values())
+    return usable >= need and not due
+
+
+def cpu_setup(calibration_file: str) -> tuple[Costs, Workload, dict]:
+    """Costs and workload of a ``thinkrl bench streaming`` run, from its JSON."""
+    data = json.loads(Path(calibration_file).read_text())
+    cal, w, sync = data["calibration"], data["workload"], data["results"]["sync"]
+    short = w["short_len"]
+    # The sync run's rollout time (its trainer idle time) less its decode steps' calibrated cost, per response:
+    # everything else the rollout does (prefill, rendering, scoring, events), as measured in that same run.
+    decode = sync["engine_steps"] * (cal["step_fixed_s"] + cal["step_per_seq_s"] * sync["decode_occupancy"]
+                                     * w["slots"])
+    per_response = max(0.0, (sync["trainer_idle_frac"] * sync["wall_s"] - decode) / sync["samples"])
+    costs = Costs(step_fixed=cal["step_fixed_s"], step_per_seq=cal["step_per_seq_s"], ctx_cost=0.0,
+                  train_per_token=cal["train_per_token_s"], prefill_per_token=0.0, push=0.0,
+                  per_response=per_response)
+    draw = lambda rng: (rng.randint(short // 2, short) if rng.random() < 0.9  # noqa: E731
+                        else rng.randint(short + 1, 8 * short))
+    return costs, Workload(w["prompts_per_step"], w["group_size"], w["slots"], 30, draw), data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gpus", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--calibration", default=None, help="JSON of `thinkrl bench streaming` to validate against")
+    args = parser.parse_args()
+    out: dict = {"bench": "streaming-sim", "steps": args.steps}
+    sync_costs, work = cluster_setup(args.gpus, args.gpus)
+    sync = simulate_sync(sync_costs, work, args.steps)
+    cluster = {"gpus": args.gpus, "sync": sync}
+    for eta in (1, 2, 4):
+        best = None
+        for share in (0.5, 0.625, 0.75, 0.875):
+            costs, w = cluster_setup(args.gpus, int(args.gpus * share) // 8 * 8)
+            for wait in (True, False):
+                r = simulate_streaming(costs, w, args.steps, eta, wait_for_due=wait)
+                r.update(rollout_share=share, wait_for_due=wait, ratio=r["samples_per_s"] / sync["samples_per_s"])
+                if best is None or r["ratio"] > best["ratio"]:
+                    best = r
+        cluster[f"stream_eta{eta}"] = best
+    out["cluster"] = cluster
+    if args.calibration:
+        costs, w, data = cpu_setup(args.calibration)
+        s = simulate_sync(costs, w, args.steps)
+        cpu = {"per_response_s": costs.per_response, "sync_samples_per_s_predicted": s["samples_per_s"],
+               "sync_samples_per_s_measured": data["results"]["sync"]["samples_per_s"]}
+        for name, (eta, wait) in {"stream_eta1": (1, True), "stream_eta2": (2, True), "stream_eta1_drop": (1, False),
+                                  "stream_eta2_drop": (2, False)}.items():
+            full = simulate_streaming(costs, w, args.steps, eta, wait, overlap=True)
+            none = simulate_streaming(costs, w, args.steps, eta, wait, overlap=False)
+            # the trainer's per-token cost as measured in this mode (it slows down beside the rollout thread)
+            slowed = replace(costs, train_per_token=data["results"][name]["train_per_token_s"])
+            contended = simulate_streaming(slowed, w, args.steps, eta, wait, overlap=False)
+            cpu[name] = {"predicted_ratio_full_overlap": full["samples_per_s"] / s["samples_per_s"],
+                         "predicted_ratio_no_overlap": none["samples_per_s"] / s["samples_per_s"],
+                         "predicted_ratio_no_overlap_measured_train_cost": contended["samples_per_s"]
+                         / s["samples_per_s"],
+                         "measured_ratio": data["ratio_samples_per_s"].get(name)}
+        out["cpu_validation"] = cpu
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Streaming RL end to end (``rollout.mode: streaming``): a real run from a briefly SFT-ed micro model trains within
+the staleness bound with decoupled PPO on by default and fp32 log-prob agreement; a trainer-side exception and
+Ctrl-C (SIGINT to a real ``thinkrl train`` process) end the run promptly with no rollout thread left, and the last
+checkpoint resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from thinkrl.rl import ADVANTAGE_ESTIMATORS, ALGORITHM_PRESETS, AdvantageInputs, AdvantageOutputs
+from thinkrl.train.config import RLRecipe, SFTRecipe, validate_recipe
+
+MICRO = {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 2, "tie_word_embeddings": True}
+DATA = {"task": "arithmetic", "num_train": 150, "num_test": 8, "seed": 0,
+        "difficulty": {"num_terms": 2, "max_number": 9}}
+FAILING = "streaming_test_failing_estimator"
+SIGINT_DEADLINE_S = 30  # "ends within seconds": generous slack for a loaded 2-core machine
+
+
+@pytest.fixture(scope="module")
+def sft_model(tmp_path_factory) -> Path:
+    from thinkrl.train.sft import run_sft
+
+    out = tmp_path_factory.mktemp("sft")
+    recipe = validate_recipe({
+        "name": "micro-sft", "model": {"init": MICRO, "device": "cpu"}, "data": DATA, "epochs": 12,
+        "optim": {"lr": 3e-3, "warmup_steps": 5}, "trainer": {"micro_batch_tokens": 384, "save_every": 0,
+                                                              "output_dir": str(out), "log_every": 5},
+    }, SFTRecipe)
+    return run_sft(recipe)
+
+
+def _raw(model: Path, out: Path, steps: int, eta: int = 1, **changes) -> dict:
+    raw = {
+        "name": "micro-stream", "model": {"path": str(model), "device": "cpu"}, "data": DATA,
+        "sampling": {"max_new_tokens": 24, "num_slots": 16},
+        "rollout": {"group_size": 4, "prompts_per_step": 4, "max_sampling_rounds": 2, "mode": "streaming",
+                    "max_staleness": eta},
+        "reward": {"max_response_len": 24, "overlong_cache_len": 8},
+        "algorithm": {"preset": "dapo"},
+        "optim": {"lr": 1e-3, "schedule": "constant"},
+        "trainer": {"steps": steps, "micro_batch_tokens": 1024, "save_every": 1, "log_every": 1,
+                    "output_dir": str(out), "eval_every": 0},
+    }
+    for key, value in changes.items():
+        section, _, field = key.partition(".")
+        raw[section][field] = value
+    return raw
+
+
+def _recipe(raw: dict) -> RLRecipe:
+    return validate_recipe(raw, RLRecipe, presets=ALGORITHM_PRESETS)
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _thinkrl_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("thinkrl-") and t.is_alive()]
+
+
+def test_streaming_defaults_to_decoupled_ppo_and_refuses_uncorrected_staleness(tmp_path):
+    raw = _raw(Path("m"), tmp_path, 1)
+    assert _recipe(raw).algorithm.off_policy == "decoupled"
+    raw["algorithm"]["off_policy"] = "none"
+    with pytest.raises(ValueError, match="off_policy 'none' with rollout.mode 'streaming'"):
+        _recipe(raw)
+    raw["rollout"]["max_staleness"] = 0
+    assert _recipe(raw).algorithm.off_policy == "none"  # eta 0 trains on the current policy only
+    raw["rollout"]["mode"] = "sync"
+    del raw["algorithm"]["off_policy"]
+    assert _recipe(raw).algorithm.off_policy == "none"  # the synchronous default is unchanged
+
+
+def test_streaming_run_trains_within_the_bound_with_fp32_logprob_agreement(sft_model, tmp_path):
+    from thinkrl.train.rl_loop import run_rl
+
+    eta = 1  # every group trains (no dynamic sampling), so every step pushes and the versions move
+    run_rl(_recipe(_raw(sft_model, tmp_path, steps=4, eta=eta, **{"rollout.dynamic_sampling": False})))
+    rows = _rows(tmp_path)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for r in rows:
+        assert r["version_lag_max"] <= eta and r["stream/version_lag_mean"] <= eta
+        assert 0 <= r["stream/fresh_share"] <= 1 and r["stream/dropped_stale"] >= 0
+        assert r["stream/buffer_wait_s"] >= 0 and r["stream/tokens_generated"] >= 0  # (0: the batch was ready)
+    assert sum(r["stream/tokens_generated"] for r in rows) > 0
+    trained = [r for r in rows if "loss" in r]
+    assert trained and all("is_weight_mean" in r for r in trained)  # decoupled PPO, on by default
+    gaps = [r for r in trained if "logprob_gap_mean" in r]
+    assert gaps  # tokens of the trainer's current version reached the batch
+    # Trainer and engine compute the current version's log-probs from the same fp32 weights: noise only.
+    assert all(r["logprob_gap_mean"] < 1e-4 and r["logprob_gap_max"] < 1e-3 for r in gaps), gaps
+    assert not _thinkrl_threads()
+
+
+def _failing(inputs: AdvantageInputs) -> AdvantageOutputs:
+    raise FloatingPointError("the trainer failed at its update")
+
+
+def test_a_trainer_exception_stops_the_rollout_thread(sft_model, tmp_path):
+    from thinkrl.train.rl_loop import run_rl
+
+    ADVANTAGE_ESTIMATORS.register(FAILING)(_failing)
+    try:
+        recipe = _recipe(_raw(sft_model, tmp_path, steps=3, **{"algorithm.advantage_estimator": FAILING}))
+        with pytest.raises(FloatingPointError, match="the trainer failed"):
+            run_rl(recipe)
+    finally:
+        ADVANTAGE_ESTIMATORS.unregister(FAILING)
+    assert not _thinkrl_threads()
+
+
+def test_ctrl_c_ends_the_run_promptly_and_the_last_checkpoint_resumes(sft_model, tmp_path):
+    from thinkrl.train.rl_loop import run_rl
+
+    out = tmp_path / "run"
+    raw = _raw(sft_model, out, steps=1000, **{"trainer.save_every": 2})
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "thinkrl", "train", str(recipe_file)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        # Step 3 is logged: the checkpoint of step 2 is on disk and step 4 (no save) is under way.
+        while not (out / "metrics.jsonl").exists() or '"step": 3' not in (out / "metrics.jsonl").read_text():
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "step 3 not reached within 300 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=SIGINT_DEADLINE_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0
+    assert "interrupted" in stderr and "KeyboardInterrupt" in stderr, stderr[-2000:]
+    saved = int((out / "checkpoints" / "latest").read_text().strip().rsplit("-", 1)[1])
+    raw["trainer"].update(steps=saved + 1, resume=True)
+    run_rl(_recipe(raw))
+    steps = [r["step"] for r in _rows(out)]
+    assert steps[-1] == saved + 1 and steps.count(saved + 1) == 1
+    assert not _thinkrl_threads()
