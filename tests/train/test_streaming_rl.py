@@ -153,3 +153,27 @@ def test_ctrl_c_ends_the_run_promptly_and_the_last_checkpoint_resumes(sft_model,
     steps = [r["step"] for r in _rows(out)]
     assert steps[-1] == saved + 1 and steps.count(saved + 1) == 1
     assert not _thinkrl_threads()
+
+
+@pytest.mark.parametrize("variant", ["curriculum_budgets", "online_filter"])
+def test_data_sources_and_budget_rl_work_unchanged_in_streaming(sft_model, tmp_path, variant):
+    """The rollout thread reports every finished group to the prompt source (the curriculum's window fills, the
+    online filter skips prompts it saw solved or failed) and thinking budgets / budget rewards apply per prompt."""
+    from thinkrl.train.rl_loop import run_rl
+
+    raw = _raw(sft_model, tmp_path, steps=3)
+    if variant == "curriculum_budgets":
+        raw["data"] = {**DATA, "curriculum": {"knobs": {"max_number": 1}, "window": 4}}
+        raw["sampling"]["thinking_budgets"] = [0, 8, -1]
+        raw["reward"]["budget_reward"] = "limit"
+    else:
+        raw["data"] = {**DATA, "num_train": 12, "online_filter": {"window": 1, "retry_after": 2}}
+    run_rl(_recipe(raw))
+    rows = _rows(tmp_path)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    if variant == "curriculum_budgets":
+        assert all("curriculum/arithmetic/window_pass_rate" in r for r in rows)  # the window filled from step 1
+        assert any("budget_adherence" in r for r in rows)
+    else:  # 12 prompts, >= 4 groups a step: by step 3 the filter has seen prompts again and skipped some
+        assert rows[-1]["data/prompts_skipped_total"] > 0
+    assert not _thinkrl_threads()
