@@ -21,9 +21,11 @@ decoupled PPO), 50% MFU in prefill; weight push 72 GB at 50 GB/s. Lengths: 90% u
 (4K, 32K] (a 32K long tail: most short, a tenth up to 8x longer).
 
 CPU validation (``--calibration FILE``, the JSON of ``thinkrl bench streaming``): the measured per-step engine cost
-and per-token training cost of that run, its workload, one engine; trainer and rollout share the same CPU, so the
-sim gives two bounds for streaming: full overlap (rollout and training on separate cores) and no overlap (their
-work adds up); the measured ratio should lie between them.
+and per-token training cost of that run, its workload, one engine, and per response the rest of the sync mode's
+rollout time (which anchors the sim's sync throughput to the measured one); trainer and rollout share the same CPU,
+so the sim gives bounds for streaming: full overlap (rollout and training on separate cores) and no overlap (their
+work adds up, with the sync mode's or the streaming mode's measured training cost); the measured ratio should lie
+between them.
 
     thinkrl bench streaming-sim [--gpus 64] [--steps 30] [--calibration docs/results/raw/streaming.json]
 """
