@@ -148,6 +148,9 @@ def test_ctrl_c_ends_the_run_promptly_and_the_last_checkpoint_resumes(sft_model,
     assert proc.returncode != 0
     assert "interrupted" in stderr and "KeyboardInterrupt" in stderr, stderr[-2000:]
     saved = int((out / "checkpoints" / "latest").read_text().strip().rsplit("-", 1)[1])
+    record = json.loads((out / "checkpoints" / f"step-{saved:08d}" / "trainer_state.json").read_text())
+    cursor = record["trainer_state"]["cursor"]  # the prompt stream as the rollout thread left it
+    assert cursor["epoch"] * DATA["num_train"] + cursor["index"] >= saved * raw["rollout"]["prompts_per_step"]
     raw["trainer"].update(steps=saved + 1, resume=True)
     run_rl(_recipe(raw))
     steps = [r["step"] for r in _rows(out)]
