@@ -3,7 +3,7 @@ the machine's measured matmul peak (MFU), in one process or sharded with FSDP2 u
 activation recomputation (``--recompute``) and FSDP2 CPU offload of parameters, gradients and optimizer state
 (``--offload``, torchrun only) as switches.
 
-    thinkrl bench fsdp-update [--model medium] [--seqs 32] [--len 128] [--steps 3] [--recompute]
+    thinkrl bench fsdp-update [--model medium] [--seqs 32] [--len 128] [--steps 3] [--recompute] [--clock cpu]
     python -m torch.distributed.run --nproc-per-node 2 --standalone benchmarks/bench_fsdp_update.py [--offload] ...
 
 Every rank builds the same model (seed 0) and the same global batch of ``--seqs`` random sequences of ``--len``
@@ -12,8 +12,11 @@ Memory: each rank's peak resident set (``ru_maxrss``) and its growth over the re
 update (what the update itself added: activations, gradients, optimizer state, allocator caches). On CUDA also
 ``torch.cuda.max_memory_allocated``. MFU: 3 x forward FLOPs per token (`_peak.forward_flops_per_token`, causal
 mean context (len+1)/2) x tokens/s over the peak; the peak is one rank's measured ``torch.mm`` rate with its
-thread count, times the number of ranks (one core per rank on the CPU box). Recomputation runs each layer's
-forward twice, which MFU does not count (model FLOPs, not hardware FLOPs). Prints one JSON line from rank 0.
+thread count, times the number of ranks (one core per rank on the CPU box). ``--clock cpu`` times each process's
+CPU seconds instead of wall seconds (both the peak and the updates; a step is the slowest rank's): on a shared
+box with one thread per process that is the time the work actually ran, whatever the other jobs do.
+Recomputation runs each layer's forward twice, which MFU does not count (model FLOPs, not hardware FLOPs). Prints
+one JSON line from rank 0.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import random
 import resource
 import statistics
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -79,14 +81,20 @@ def main() -> None:
     parser.add_argument("--recompute", action="store_true", help="per-layer activation recomputation")
     parser.add_argument("--offload", action="store_true", help="FSDP2 CPUOffloadPolicy (torchrun only)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: each process's CPU seconds (on a shared box, the time it actually ran); a step "
+                             "is then the slowest rank's")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dp = data_parallel_from_env()
     if args.offload and dp is None:
         raise SystemExit("--offload needs torchrun (FSDP2)")
     peak_module = _load_sibling("_peak")
-    peak = peak_module.measure_peak("cuda" if torch.cuda.is_available() else "cpu") if dp is None or dp.is_main \
-        else None
+    if args.clock == "cpu" and torch.cuda.is_available():
+        raise SystemExit("--clock cpu times CPU devices only")
+    clock = peak_module.CLOCKS[args.clock]
+    peak = peak_module.measure_peak("cuda" if torch.cuda.is_available() else "cpu", clock=args.clock) \
+        if dp is None or dp.is_main else None
     barrier(dp)
     config = _load_sibling("bench_generate").MODELS[args.model]
     device = dp.device if dp is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -103,12 +111,13 @@ def main() -> None:
     times = []
     for step in range(args.steps + 1):
         barrier(dp)
-        start = time.perf_counter()
+        start = clock()
         actor.update(batch, random.Random(step))
         if torch.cuda.is_available():
             torch.cuda.synchronize()
+        times.append(clock() - start)
         barrier(dp)
-        times.append(time.perf_counter() - start)
+    times = [max(per_step) for per_step in zip(*gather_objects(times, dp), strict=True)]  # the slowest rank
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
     memory = {"peak_rss_mib": round(peak_rss, 1), "rss_growth_mib": round(peak_rss - rss_before, 1)}
     if torch.cuda.is_available():
@@ -122,7 +131,7 @@ def main() -> None:
     flops = 3 * peak_module.forward_flops_per_token(config, (args.len + 1) / 2)
     print(json.dumps({
         "benchmark": "fsdp-update", "ranks": ranks, "fsdp": dp is not None, "recompute": args.recompute,
-        "offload": args.offload, "model": args.model, "params": config.num_parameters(),
+        "offload": args.offload, "clock": args.clock, "model": args.model, "params": config.num_parameters(),
         "global_batch": {"seqs": args.seqs, "len": args.len, "tokens": tokens},
         "step_s_median": round(step_s, 3), "step_s": [round(t, 3) for t in times[1:]],
         "tokens_per_s": round(tokens / step_s, 1), "flops_per_token": round(flops),
