@@ -9,7 +9,8 @@ formats: prompts arrive as token ids.
 
 On CUDA the decode forward of a step where every sequence feeds one token is a
 CUDA-graph replay (`cuda_graph.DecodeGraphs`); prefill, steps that feed forced
-tokens, sampling and stop checks run eagerly. On CPU everything is eager.
+tokens, sampling and stop checks run eagerly. On CPU everything is eager; a float32 model's linear layers run
+on weights prepacked for oneDNN (`thinkrl.model.pack_linears`, ``packed_linears``).
 
 The engine owns its model's weights: they change only through `update_weights` (named
 tensors copied in place, between steps), which also sets the version that every token
