@@ -155,6 +155,27 @@ def test_tool_tokens_get_zero_gradient(setup) -> None:
     model.zero_grad(set_to_none=True)
 
 
+def test_advantages_cover_every_sampled_token_of_every_turn_and_no_tool_token(setup) -> None:
+    from thinkrl.rl import ALGORITHM_PRESETS
+    from thinkrl.train.rl_step import compute_advantages
+
+    episodes, _ = _run(setup, temperature=1.0, samples=4)
+    rewards = [1.0, -1.0, -1.0, 1.0]
+    for episode, r in zip(episodes, rewards, strict=True):
+        episode.trajectory.reward = r
+    batch = pack_trajectories([e.trajectory for e in episodes])
+    algo = AlgorithmSpec(**{k: v for k, v in ALGORITHM_PRESETS["dapo"].items() if "." not in k})
+    advantages = compute_advantages(batch, torch.zeros(4, dtype=torch.long), algo).advantages
+    std = torch.tensor(rewards).std()  # unbiased, as GRPO/DAPO normalise: (R - mean) / (std + eps), mean 0 here
+    for row, (episode, r) in enumerate(zip(episodes, rewards, strict=True)):
+        n = len(episode.trajectory.response_ids)
+        mask = batch.response_mask[row, :n]
+        assert torch.allclose(advantages[row, :n][mask], torch.full((int(mask.sum()),), r / (float(std) + 1e-6)))
+        assert (advantages[row, :n][~mask] == 0).all()  # the tool tokens between turns
+        for start, end in episode.turn_spans:  # every turn's sampled tokens carry the episode's advantage
+            assert mask[start:end].all()
+
+
 def test_other_episodes_keep_decoding_while_a_tool_runs(setup) -> None:
     tok, env, problems, _, _ = setup
     calls = [expression for expression, _ in env.expression_calls(problems[0])]
