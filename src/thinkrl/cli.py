@@ -53,6 +53,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"thinkrl {args.command}: error: {error} (--traceback for details)", file=sys.stderr)
         return 2
+    except RuntimeError as error:  # the engine or the rollout side failed (a killed rollout process...): one line
+        if args.traceback or not _is_run_failure(error):
+            raise
+        print(f"thinkrl {args.command}: failed: {error} (--traceback for details)", file=sys.stderr)
+        return 1
+
+
+def _is_run_failure(error: BaseException) -> bool:
+    """Whether ``error`` is a failure of a run's engine or rollout side, whose message says what happened."""
+    from thinkrl.engine.loop import EngineError  # imported by then: only a run that used them raises these
+    from thinkrl.rollout.streaming import RolloutError
+
+    return isinstance(error, (EngineError, RolloutError))
 
 
 if __name__ == "__main__":

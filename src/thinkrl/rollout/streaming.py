@@ -211,7 +211,7 @@ class StreamingDriver:
 
     def _check_alive(self) -> None:
         if self._error is not None:
-            raise RolloutError(f"the rollout thread failed: {self._error!r}") from self._error
+            raise RolloutError(f"the rollout thread failed: {self._error}") from self._error
         if self._closed or not self._thread.is_alive():
             raise RolloutError("the rollout thread is not running (closed)")
 
@@ -251,7 +251,7 @@ class StreamingDriver:
                     continue
                 self._handle(item)
         except BaseException as error:  # reaches the trainer at its next call
-            logger.exception("the rollout thread failed")
+            logger.debug("the rollout thread failed", exc_info=True)  # the trainer reports it (--traceback)
             with self._ready:
                 self._error = error
                 self._ready.notify_all()
@@ -303,7 +303,7 @@ class StreamingDriver:
 
     def _handle(self, item: TokenEvent | BaseException) -> None:
         if isinstance(item, BaseException):
-            raise RolloutError(f"the engine failed under the rollout: {item!r}") from item
+            raise RolloutError(f"the engine failed under the rollout: {item}") from item
         with self._lock:
             entry = self._inflight.pop(item.request_id, None)
         if entry is None:  # aborted by us (stale group, close)
