@@ -1,5 +1,6 @@
-"""`thinkrl train/sft --layout`: a tuned layout's micro-batch budget and recompute reach the run; what one process
-cannot honour is refused."""
+"""`thinkrl train/sft --layout`: a tuned layout becomes recipe values (micro-batch budget, recompute, tensor
+parallelism, offload); what the trainer does not implement, or a rank count that is not the launch's, is refused.
+Multi-rank runs with a layout: test_tensor_parallel."""
 
 from __future__ import annotations
 
@@ -29,18 +30,39 @@ def test_single_process_layout_becomes_recipe_values(tmp_path: Path) -> None:
     assert plain.trainer.micro_batch_tokens == 300 and not plain.trainer.activation_checkpointing  # explicit wins
 
 
-@pytest.mark.parametrize(("layout", "message"), [
-    (ParallelLayout(fsdp=8, micro_batch_tokens=4096), "over 8 ranks"),
-    (ParallelLayout(tp=2, micro_batch_tokens=4096), "over 2 ranks"),
-    (ParallelLayout(micro_batch_tokens=4096, offload="optimizer"), "offload 'optimizer' is not supported"),
+def test_multi_rank_layout_becomes_recipe_values() -> None:
+    assert layout_overrides(ParallelLayout(tp=2, fsdp=2, micro_batch_tokens=1024), world_size=4) == [
+        "trainer.micro_batch_tokens=1024", "trainer.activation_checkpointing=false", "trainer.tensor_parallel=2",
+        "trainer.offload_optimizer=false"]
+    assert layout_overrides(ParallelLayout(fsdp=2, micro_batch_tokens=512, recompute="full", offload="full"),
+                            world_size=2)[1:] == [
+        "trainer.activation_checkpointing=true", "trainer.tensor_parallel=1", "trainer.offload_optimizer=true"]
+    # offload "full" needs FSDP2, which one rank under torchrun has
+    assert layout_overrides(ParallelLayout(micro_batch_tokens=512, offload="full"), world_size=1)[-1] == (
+        "trainer.offload_optimizer=true")
+
+
+@pytest.mark.parametrize(("layout", "world_size", "message"), [
+    (ParallelLayout(fsdp=8, micro_batch_tokens=4096), None, r"runs on 8 rank\(s\) with FSDP2: launch with torchrun"),
+    (ParallelLayout(tp=2, micro_batch_tokens=4096), None, "--nproc-per-node 2 -m thinkrl"),
+    (ParallelLayout(micro_batch_tokens=4096, offload="full"), None, "launch with torchrun"),
+    (ParallelLayout(tp=2, micro_batch_tokens=4096), 4, "needs tp\\*fsdp = 2 ranks but WORLD_SIZE is 4"),
+    (ParallelLayout(fsdp=4, micro_batch_tokens=4096), 2, "needs tp\\*fsdp = 4 ranks but WORLD_SIZE is 2"),
+    (ParallelLayout(cp=2, micro_batch_tokens=4096), 2, r"context parallelism \(cp=2\) is not implemented"),
+    (ParallelLayout(ep=2, fsdp=2, micro_batch_tokens=4096), 2, r"expert parallelism \(ep=2\) is not implemented"),
+    (ParallelLayout(fsdp=2, micro_batch_tokens=4096, offload="optimizer"), 2,
+     "offload 'optimizer' .* is not implemented in the trainer"),
+    (ParallelLayout(tp=2, micro_batch_tokens=4096, offload="full"), 2, "offload together with tp > 1"),
 ])
-def test_what_one_process_cannot_run_is_refused(layout: ParallelLayout, message: str) -> None:
+def test_what_the_trainer_cannot_run_is_refused(layout: ParallelLayout, world_size: int | None,
+                                                message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        layout_overrides(layout)
+        layout_overrides(layout, world_size)
 
 
 def test_cli_refuses_a_multi_rank_layout_in_one_line(tmp_path: Path) -> None:
     path = save_layout(ParallelLayout(fsdp=4, micro_batch_tokens=4096), tmp_path / "layout.yaml")
     proc = subprocess.run([sys.executable, "-m", "thinkrl.cli", "train", str(RECIPES / "tiny_dapo.yaml"),
                            "--layout", str(path)], capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 2 and "over 4 ranks" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "runs on 4 rank(s) with FSDP2" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

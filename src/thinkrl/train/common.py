@@ -233,6 +233,10 @@ def prepare_run(recipe: Any, data_parallel: DataParallel | None = None) -> tuple
 
     Returns (output folder, tokenizer, model).
     """
+    if recipe.trainer.tensor_parallel > 1 and data_parallel is None:
+        raise ValueError(f"trainer.tensor_parallel={recipe.trainer.tensor_parallel} needs torchrun")
+    if recipe.trainer.tensor_parallel > 1 and recipe.trainer.offload_optimizer:
+        raise ValueError("trainer.offload_optimizer with trainer.tensor_parallel > 1 is not implemented")
     if recipe.trainer.offload_optimizer and data_parallel is None:
         raise ValueError("trainer.offload_optimizer needs FSDP2: launch with torchrun (python -m torch.distributed.run "
                          "--nproc-per-node N -m thinkrl ...; N = 1 works)")
@@ -254,7 +258,13 @@ def clipped_step(optimizer: torch.optim.Optimizer, parameters: Any, grad_clip: f
     A non-finite norm clears the gradients and raises ``error`` before ``optimizer.step()``, so the weights
     (and the last checkpoint) stay good. Returns the norm before clipping.
     """
-    norm = float(torch.nn.utils.clip_grad_norm_(parameters, grad_clip or float("inf")))
+    params = [p for p in parameters if p.grad is not None]
+    if len({getattr(p.grad, "device_mesh", None) for p in params}) > 1:  # tensor parallel: several meshes
+        from thinkrl.train.tensor_parallel import clip_grad_norm
+
+        norm = clip_grad_norm(params, grad_clip or float("inf"))
+    else:
+        norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip or float("inf")))
     if not math.isfinite(norm):
         optimizer.zero_grad(set_to_none=True)
         raise error(f"{what} norm is {norm}; the step was not applied")

@@ -17,7 +17,9 @@ A run is started by ``torchrun`` (``python -m torch.distributed.run --nproc-per-
 `data_parallel_from_env` is how ``thinkrl train`` / ``thinkrl sft`` join (None outside torchrun),
 `broadcast_object` hands rank 0's rollout to every rank, `shard_module` shards any decoder-backed module (the
 critic's ``ValueModel``, the frozen reference policy). Sharded checkpoints: `thinkrl.train.dcp`.
-Out of scope here (see docs/distributed.md): tensor/context/expert parallelism, multi-node launch.
+Tensor parallelism (``trainer.tensor_parallel``): `thinkrl.train.tensor_parallel` (a 2-D (dp, tp) mesh; the
+data-parallel coordinates below are then those of the dp dimension). Out of scope here (see docs/distributed.md):
+context/expert parallelism, multi-node launch.
 """
 
 from __future__ import annotations
@@ -53,12 +55,25 @@ class DataParallel:
         world_size: number of ranks.
         mesh: the 1-D device mesh FSDP2 shards over.
         device: this rank's device (``cuda:LOCAL_RANK`` or cpu).
+        tp_mesh: the tensor-parallel mesh dimension (None without tensor parallelism); then ``mesh`` is the dp
+            dimension and `dp_rank`/`dp_size` (which data a rank takes) differ from rank/world_size.
     """
 
     rank: int
     world_size: int
     mesh: DeviceMesh
     device: torch.device
+    tp_mesh: DeviceMesh | None = None
+
+    @property
+    def dp_rank(self) -> int:
+        """This rank's index among the ranks that take different data (its tensor-parallel peers share it)."""
+        return self.rank if self.tp_mesh is None else self.mesh.get_local_rank()
+
+    @property
+    def dp_size(self) -> int:
+        """Ranks that take different data: world_size / tensor-parallel size."""
+        return self.world_size if self.tp_mesh is None else self.mesh.size()
 
     @property
     def is_main(self) -> bool:
@@ -69,17 +84,18 @@ class DataParallel:
         """What each rank's loss is multiplied by: FSDP2 averages gradients over ranks, and the losses (normalised
         by global counts) must add up instead. (``set_gradient_divide_factor(1.0)`` would ask for PREMUL_SUM,
         which gloo does not support.)"""
-        return float(self.world_size)
+        return float(self.dp_size)
 
     def all_reduce_sum(self, values: Sequence[float]) -> list[float]:
-        """Element-wise sum of ``values`` over all ranks (a collective: every rank calls it)."""
+        """Element-wise sum of ``values`` over the data-parallel ranks (a collective: every rank calls it; tensor-
+        parallel peers hold the same values and are counted once)."""
         buf = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
-        dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+        dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=None if self.tp_mesh is None else self.mesh.get_group())
         return buf.tolist()
 
     def micro_batches(self, lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
         """This rank's micro-batches of a global mini-batch (indices into ``lengths``); see `rank_micro_batches`."""
-        return rank_micro_batches(lengths, self.world_size, max_tokens)[self.rank]
+        return rank_micro_batches(lengths, self.dp_size, max_tokens)[self.dp_rank]
 
 
 def init_data_parallel(backend: str | None = None) -> DataParallel:
@@ -101,9 +117,14 @@ def init_data_parallel(backend: str | None = None) -> DataParallel:
     return DataParallel(dist.get_rank(), dist.get_world_size(), mesh, device)
 
 
-def data_parallel_from_env(backend: str | None = None) -> DataParallel | None:
+def data_parallel_from_env(backend: str | None = None, tensor_parallel: int = 1) -> DataParallel | None:
     """`init_data_parallel` when this process was started by torchrun (``WORLD_SIZE`` set), else None (a plain
-    single-process run, which takes the unsharded code paths)."""
+    single-process run, which takes the unsharded code paths). ``tensor_parallel`` > 1: a (dp, tp) mesh
+    (`thinkrl.train.tensor_parallel.init_tensor_parallel`); ValueError outside torchrun."""
+    if tensor_parallel > 1:
+        from thinkrl.train.tensor_parallel import init_tensor_parallel
+
+        return init_tensor_parallel(tensor_parallel, backend)
     return init_data_parallel(backend) if "WORLD_SIZE" in os.environ else None
 
 
@@ -119,7 +140,15 @@ def shard_model(model: CausalLM, data_parallel: DataParallel, *, offload: bool =
 def shard_module(module: _Module, layers: Sequence[nn.Module], data_parallel: DataParallel, *,
                  offload: bool = False) -> _Module:
     """`shard_model` for any module built around decoder ``layers`` (e.g. the critic's ``ValueModel``:
-    ``layers = critic.backbone.model.layers``): each layer is one FSDP2 unit, the rest of ``module`` the root's."""
+    ``layers = critic.backbone.model.layers``): each layer is one FSDP2 unit, the rest of ``module`` the root's.
+    With tensor parallelism the layers are first split over the tp ranks (`parallelize_layers`), and FSDP2 shards
+    over the dp dimension only when it has several ranks."""
+    if data_parallel.tp_mesh is not None:
+        from thinkrl.train.tensor_parallel import parallelize_layers
+
+        parallelize_layers(layers, data_parallel.tp_mesh)
+        if data_parallel.dp_size == 1:
+            return module
     policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
               if data_parallel.device.type == "cuda" else MixedPrecisionPolicy())
     offload_policy = CPUOffloadPolicy(pin_memory=data_parallel.device.type == "cuda") if offload else OffloadPolicy()

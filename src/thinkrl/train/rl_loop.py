@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 def run_rl(recipe: RLRecipe) -> Path:
     """Train with RL (on every rank under torchrun); returns the folder of the final HF-format policy."""
-    data_parallel = data_parallel_from_env()
+    data_parallel = data_parallel_from_env(tensor_parallel=recipe.trainer.tensor_parallel)
     try:
         return _run_rl(recipe, build_run(recipe, data_parallel))
     finally:

@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=3e-4 trainer.steps=200")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     parser.add_argument("--layout", default=None, help="parallel layout YAML from `thinkrl tune --out` "
-                        "(its micro-batch budget and recompute choice; see docs/autotuner.md)")
+                        "(micro-batch budget, recompute, tp/fsdp ranks under torchrun, offload; see docs/autotuner.md)")
 
 
 def run(args: argparse.Namespace) -> int:

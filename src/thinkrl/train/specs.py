@@ -184,6 +184,9 @@ class TrainerSpec(Section):
     offload_optimizer: bool = False
     """Under torchrun (FSDP2): keep the sharded parameters, gradients and optimizer state in host memory and run the
     optimizer step on the CPU (``CPUOffloadPolicy``). Refused by a single process."""
+    tensor_parallel: int = Field(1, ge=1)
+    """Under torchrun: split each decoder layer over this many ranks (tensor parallelism; WORLD_SIZE / this many
+    data-parallel ranks, FSDP2-sharded; `thinkrl.train.tensor_parallel`). Not combined with offload_optimizer."""
     save_every: int = Field(50, ge=0)
     """Save a checkpoint every this many steps (and at the end); 0 saves only at the end."""
     keep_last: int = Field(3, ge=1)
