@@ -1,7 +1,7 @@
 """`thinkrl train/sft --layout` under real torchrun (gloo, CPU): tensor parallelism (tp=2), tp=2 composed with
 FSDP2 (fsdp=2, 4 ranks) and FSDP2 with CPU offload (fsdp=2) give the same metrics and final weights as one
-process (1e-5); the sharded checkpoints export to the run's final policy; a layout whose rank count is not the
-launch's is refused in one line.
+process (1e-5); the tp-split checkpoints export to the run's final policy and resume in one process; a layout
+whose rank count is not the launch's is refused in one line.
 
 The RL recipe (VAPO, KL, decoupled PPO: actor, critic and reference all split) and the launch helpers are those
 of test_distributed_train.
@@ -9,6 +9,7 @@ of test_distributed_train.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -68,6 +69,14 @@ def test_sft_tp2_with_recompute_trains_like_one_and_exports(folder, tmp_path) ->
     final = _weights(two / "final")
     for name, weight in _weights(exported).items():
         torch.testing.assert_close(weight, final[name], rtol=0, atol=0, msg=name)
+    # the tp-split checkpoint of step 2 resumes in one process: steps 3-4 again give the same run
+    resumed = tmp_path / "resumed"
+    shutil.copytree(two / "checkpoints", resumed / "checkpoints")
+    (resumed / "checkpoints" / "latest").write_text("step-00000002\n")
+    shutil.rmtree(resumed / "checkpoints" / "step-00000004")
+    shutil.copy(two / "metrics.jsonl", resumed / "metrics.jsonl")
+    _in_process("sft", folder / "sft.yaml", resumed, "trainer.activation_checkpointing=true", "trainer.resume=true")
+    assert_same_run(one, resumed, SFT_KEYS)
 
 
 def test_sft_fsdp2_with_full_offload_trains_like_one(folder, tmp_path) -> None:
