@@ -1,0 +1,245 @@
+"""The AutoTuner's memory and step-time model against 2-rank layouts as `thinkrl train --layout` applies them.
+
+Like ``bench_tune_memory`` (same model m4, sequences, step: two packed micro-batches, token-mean log-prob loss,
+AdamW; the same two meters: allocator peak replayed from ``torch.profiler`` and RSS high-water mark, each in a
+fresh torchrun with gloo), but the model is split by the trainer's own code: ``data_parallel_from_env`` with the
+layout's tp, then ``thinkrl.train.distributed.shard_model`` (tensor parallelism of each decoder layer over the tp
+ranks, FSDP2 over the dp ranks), so what is measured is what ``--layout`` runs. A tp group takes the same
+micro-batches (the layout's ``micro_batch_tokens`` is per tp group); fsdp ranks take different ones.
+
+Step time: median of 3 steps of the slowest rank, by ``--clock`` (``cpu``: each process's CPU seconds, the time the
+work ran on this shared box, whatever the other jobs do); the model's prediction at the matmul rate measured with
+the same clock in the same process (mfu 1), and with one effective mfu fitted on the fsdp=2 row. Links: the gloo
+all-gather bandwidth measured in the same run (wall clock).
+
+    thinkrl bench tune-memory-tp [--clock cpu] [--out docs/results/raw/autotuner_cpu_layouts.json] [--only NAME,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_tune_memory as base  # noqa: E402  (the sibling benchmark: model, batches, step, meters)
+
+# name: (model, tp, fsdp, micro_batch_tokens, recompute)
+CONFIGS = {
+    "m4-mb2048-fsdp2": ("m4", 1, 2, 2048, "none"),
+    "m4-mb2048-tp2": ("m4", 2, 1, 2048, "none"),
+    "m4-mb4096-tp2": ("m4", 2, 1, 4096, "none"),
+    "m4-mb4096-tp2-recompute": ("m4", 2, 1, 4096, "full"),
+}
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _matmul_gflops(clock: str, n: int = 1024, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = CLOCKS[clock]()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (CLOCKS[clock]() - start) / 1e9
+
+
+def run_child(name: str, meter: str, clock: str) -> dict:
+    from thinkrl.train.distributed import close_data_parallel, data_parallel_from_env, shard_model
+
+    model_name, tp, fsdp, mb_tokens, recompute = CONFIGS[name]
+    torch.set_num_threads(1)
+    dp = data_parallel_from_env(backend="gloo", tensor_parallel=tp)
+    assert dp is not None and dp.world_size == tp * fsdp, "launch with torchrun --nproc-per-node tp*fsdp"
+    model, batches, _ = base._build(model_name, mb_tokens, recompute, ranks=1)  # unsplit; split below
+    shard_model(model, dp)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=tp == 1)  # foreach refuses mixed DTensors
+    base._step(model, batches, optimizer)  # warm-up: Adam states exist from here on
+    live = base._live_bytes(model, batches, optimizer)
+    result = {"name": name, "meter": meter, "live_bytes": live, "rank": dp.rank}
+    if meter == "alloc":
+        result["peak_bytes"] = live + base._profiled_peak(lambda: base._step(model, batches, optimizer))
+    else:
+        Path("/proc/self/clear_refs").write_text("5")
+        before = base._rss_kb("VmRSS")
+        base._step(model, batches, optimizer)
+        result["peak_bytes"] = live + (base._rss_kb("VmHWM") - before) * 1024
+        times, rates = [], []
+        for _ in range(3):
+            rates.append(_matmul_gflops(clock))
+            start = CLOCKS[clock]()
+            base._step(model, batches, optimizer)
+            times.append(CLOCKS[clock]() - start)
+        result.update(step_s=statistics.median(times), matmul_gflops=statistics.median(rates),
+                      allgather_gbps=base._allgather_gbps())
+    close_data_parallel()
+    return result
+
+
+def _spawn(name: str, meter: str, clock: str) -> list[dict]:
+    _, tp, fsdp, _, _ = CONFIGS[name]
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+    result_dir = tempfile.mkdtemp(prefix="tune-memory-tp-")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(tp * fsdp), "--master-port",
+           str(29500 + os.getpid() % 1000), str(Path(__file__).resolve()), "--child", name, "--meter", meter,
+           "--clock", clock, "--result-dir", result_dir]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    rows = [json.loads(path.read_text()) for path in sorted(Path(result_dir).glob("*.json"))]
+    shutil.rmtree(result_dir)
+    if len(rows) < tp * fsdp:
+        raise RuntimeError(f"{name} ({meter}) failed:\n{proc.stderr[-3000:]}")
+    if proc.returncode:  # every rank measured and wrote its row, then a rank aborted at exit (recorded, not hidden:
+        # "terminate called without an active exception" after FSDP2 steps with gloo, bench_tune_memory's too)
+        for row in rows:
+            row["exit_status_after_result"] = proc.returncode
+    return rows
+
+
+def predict(name: str, gflops: float, comm_gbps: float, mfu: float = 1.0) -> tuple[dict, dict]:
+    """The tuner's memory and time of configuration ``name`` (per rank), for `bench_tune_memory.predict`'s
+    workload with the layout's tp and fsdp."""
+    from thinkrl.tune import ClusterSpec, ParallelLayout, estimate_memory, estimate_time
+    from thinkrl.tune.shapes import ModelShape, read_hf_config
+
+    model_name, tp, fsdp, mb_tokens, recompute = CONFIGS[name]
+    shape = ModelShape.from_config(read_hf_config(base._hf_config(model_name)), name=model_name)
+    workload = base_workload(name)
+    cluster = ClusterSpec(num_gpus=tp * fsdp, gpus_per_node=tp * fsdp, gpu_mem_gb=24, reserved_gb=0,
+                          peak_tflops=gflops / 1e3, mfu=mfu, intra_node_gbps=comm_gbps)
+    layout = ParallelLayout(tp=tp, fsdp=fsdp, micro_batch_tokens=mb_tokens, recompute=recompute)
+    return estimate_memory(shape, cluster, workload, layout).to_dict(), estimate_time(
+        shape, cluster, workload, layout).to_dict()
+
+
+def predict_without_sp(name: str) -> float:
+    """Train-peak bytes by the tuner's own per-term formulas (`thinkrl.tune.memory`) for the tensor parallelism the
+    trainer runs: no sequence parallelism (norm inputs/outputs and the residual stream whole on every tp rank),
+    embeddings and lm_head replicated (full-vocabulary logits, full embedding parameters). fsdp layouts: the
+    tuner's prediction unchanged."""
+    from thinkrl.tune import memory as mem
+    from thinkrl.tune.shapes import ModelShape, read_hf_config
+
+    model_name, tp, fsdp, mb_tokens, recompute = CONFIGS[name]
+    predicted, _ = predict(name, 1.0, 1.0)
+    if tp == 1:
+        return predicted["train_peak"]
+    shape = ModelShape.from_config(read_hf_config(base._hf_config(model_name)), name=model_name)
+    workload = base_workload(name)
+    b, h, tokens = workload.compute_bytes, shape.hidden_size, mb_tokens
+    response_tokens = tokens * workload.response_len / workload.seq_len
+    layer = (mem.layer_activation_bytes(shape, workload, tp) - 2 * mem.norm_bytes(h / tp, b) - 2 * b * h / tp
+             + 2 * mem.norm_bytes(h, b) + 2 * b * h)
+    final_norm = mem.norm_bytes(h, b, output_saved=False)
+    logits = response_tokens * (b * h + mem.LOGIT_BYTES_PER_VOCAB * shape.vocab_size)
+    backward = mem.layer_backward_bytes(shape, workload, tp)
+    if recompute == "full":
+        activations = tokens * (b * h * shape.num_layers + final_norm)
+        extra = max(logits, tokens * (layer + backward))
+    else:
+        activations = tokens * (b * h + shape.num_layers * layer + final_norm)
+        extra = max(logits, tokens * backward)
+    resident = shape.num_layers * shape.layer_dense_params / tp + shape.embedding_params
+    states = (mem.MASTER_BYTES + mem.GRAD_BYTES + mem.ADAM_BYTES) * resident
+    return states + predicted["comm_buffers"] + activations + extra
+
+
+def base_workload(name: str):
+    from thinkrl.tune import WorkloadSpec
+
+    _, _, fsdp, mb_tokens, _ = CONFIGS[name]
+    seq_len = base.SEQ["prompt_len"] + base.SEQ["response_len"]
+    return WorkloadSpec(**base.SEQ, group_size=1, prompts_per_step=2 * fsdp * (mb_tokens // seq_len),
+                        forward_only_passes=0, precision="fp32", attention="padded_sdpa", rollout_colocated=False)
+
+
+def measure(name: str, clock: str) -> dict:
+    alloc, rss = _spawn(name, "alloc", clock), _spawn(name, "rss", clock)
+    measured, measured_rss = max(r["peak_bytes"] for r in alloc), max(r["peak_bytes"] for r in rss)
+    comm, gflops = min(r["allgather_gbps"] for r in rss), min(r["matmul_gflops"] for r in rss)
+    step_s = max(r["step_s"] for r in rss)
+    memory, timing = predict(name, gflops, comm)
+    model_name, tp, fsdp, mb_tokens, recompute = CONFIGS[name]
+    return {"name": name, "model": model_name, "tp": tp, "fsdp": fsdp, "micro_batch_tokens": mb_tokens,
+            "recompute": recompute, "predicted_peak_mb": memory["train_peak"] / 1e6,
+            "measured_alloc_peak_mb": measured / 1e6, "measured_rss_peak_mb": measured_rss / 1e6,
+            "alloc_error": memory["train_peak"] / measured - 1, "rss_error": memory["train_peak"] / measured_rss - 1,
+            "predicted_no_sp_mb": predict_without_sp(name) / 1e6,
+            "no_sp_alloc_error": predict_without_sp(name) / measured - 1,
+            "predicted_step_s": timing["step_s"], "measured_step_s": step_s,
+            "time_error": timing["step_s"] / step_s - 1, "allgather_gbps": comm, "matmul_gflops": gflops,
+            "predicted": memory, "predicted_time": timing,
+            "exit_status_after_result": max(r.get("exit_status_after_result", 0) for r in alloc + rss)}
+
+
+def calibrate(rows: list[dict], reference: str = "m4-mb2048-fsdp2") -> None:
+    """One effective mfu fitted on the reference row's compute time; every row's time predicted with it."""
+    ref = next((r for r in rows if r["name"] == reference), rows[0])
+    _, timing = predict(ref["name"], ref["matmul_gflops"], ref["allgather_gbps"])
+    mfu = timing["compute_s"] / max(ref["measured_step_s"] - (timing["step_s"] - timing["compute_s"]), 1e-9)
+    for row in rows:
+        _, timing = predict(row["name"], row["matmul_gflops"], row["allgather_gbps"], mfu=min(mfu, 1.0))
+        row.update(calibrated_mfu=mfu, calibrated_step_s=timing["step_s"], calibration_row=ref["name"],
+                   calibrated_time_error=timing["step_s"] / row["measured_step_s"] - 1)
+
+
+def markdown_table(report: dict) -> str:
+    lines = ["| configuration | tp | fsdp | mb tokens | recompute | predicted MB (tuner) | measured MB (allocator) | "
+             "error | measured MB (RSS) | error | tuner terms, no SP: MB | error (allocator) | step s measured | "
+             "predicted (mfu 1) | predicted (calibrated mfu) |", "|---" * 15 + "|"]
+    for r in report["rows"]:
+        lines.append(
+            f"| {r['name']} | {r['tp']} | {r['fsdp']} | {r['micro_batch_tokens']} | {r['recompute']} | "
+            f"{r['predicted_peak_mb']:.1f} | {r['measured_alloc_peak_mb']:.1f} | {100 * r['alloc_error']:+.1f}% | "
+            f"{r['measured_rss_peak_mb']:.1f} | {100 * r['rss_error']:+.1f}% | {r['predicted_no_sp_mb']:.1f} | "
+            f"{100 * r['no_sp_alloc_error']:+.1f}% | {r['measured_step_s']:.2f} | "
+            f"{r['predicted_step_s']:.2f} ({100 * r['time_error']:+.0f}%) | "
+            f"{r['calibrated_step_s']:.2f} ({100 * r['calibrated_time_error']:+.0f}%) |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--meter", default="alloc", choices=["alloc", "rss"], help=argparse.SUPPRESS)
+    parser.add_argument("--result-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall", help="how steps and the matmul peak are timed")
+    parser.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
+    parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--table", help="print a saved report as a markdown table")
+    args = parser.parse_args()
+    if args.child:
+        result = run_child(args.child, args.meter, args.clock)
+        Path(args.result_dir, f"{result['rank']}.json").write_text(json.dumps(result))
+        return
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text())))
+        return
+    names = [n for n in args.only.split(",") if n] or list(CONFIGS)
+    unknown = sorted(set(names) - set(CONFIGS))
+    if unknown:
+        raise SystemExit(f"unknown configuration(s) {unknown}; known: {', '.join(CONFIGS)}")
+    rows = []
+    for name in names:
+        rows.append(measure(name, args.clock))
+        print(json.dumps({k: v for k, v in rows[-1].items() if not k.startswith("predicted")} |
+                         {"predicted_peak_mb": rows[-1]["predicted_peak_mb"]}), flush=True)
+    calibrate(rows)
+    report = {"benchmark": "tune-memory-tp", "clock": args.clock, "machine": {"nproc": os.cpu_count(),
+              "torch": torch.__version__}, "sequence": base.SEQ, "rows": rows,
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps({"benchmark": "tune-memory-tp", "max_abs_alloc_error": max(abs(r["alloc_error"]) for r in rows),
+                      "max_abs_calibrated_time_error": max(abs(r["calibrated_time_error"]) for r in rows)}))
+
+
+if __name__ == "__main__":
+    main()
