@@ -1,0 +1,34 @@
+"""Memory of a tp=2 layout as the trainer splits the model (`shard_model` with `trainer.tensor_parallel`), measured
+in a real 2-rank torchrun (gloo): one rank holds well under the unsplit model's peak, and the tuner's per-term
+formulas for tensor parallelism without sequence parallelism predict it within 15%. The full table:
+`thinkrl bench tune-memory-tp` (docs/results/autotuner.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_tune_memory_tp.py"
+
+
+def _bench():
+    sys.path.insert(0, str(BENCH.parent))  # it imports its sibling bench_tune_memory
+    try:
+        spec = importlib.util.spec_from_file_location("bench_tune_memory_tp", BENCH)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    return module
+
+
+def test_tp2_peak_per_rank_is_split_and_predicted_within_15_percent() -> None:
+    bench = _bench()
+    rows = bench._spawn("m4-mb2048-tp2", "alloc", "wall")
+    assert sorted(row["rank"] for row in rows) == [0, 1]
+    measured = max(row["peak_bytes"] for row in rows)
+    unsplit = bench.base.predict("m4-mb2048", gflops=50.0, comm_gbps=None)[0]["train_peak"]  # 1 rank, same batch
+    assert measured < 0.85 * unsplit, (measured, unsplit)  # the layers' weights and activations are split
+    predicted = bench.predict_without_sp("m4-mb2048-tp2")
+    assert abs(predicted / measured - 1) < 0.15, (predicted, measured)
