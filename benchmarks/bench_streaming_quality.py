@@ -122,6 +122,19 @@ def run_arm(args: argparse.Namespace, sft_model: Path, seed: int, arm: str, fold
             "eval": evaluate_model(final, recipe, args.eval_samples), "load_average_end": os.getloadavg()}
 
 
+def cold_start_eval(args: argparse.Namespace, sft_model: Path) -> dict:
+    """The cold start's held-out figures (same evaluation as the arms), cached in ``<out-dir>/cold_start.json``."""
+    path = Path(args.out_dir) / "cold_start.json"
+    if not path.exists():
+        from thinkrl.experiments.demo import evaluate_model
+        from thinkrl.rl import ALGORITHM_PRESETS
+        from thinkrl.train.config import RLRecipe, load_recipe
+
+        recipe = load_recipe(args.rl, RLRecipe, [f"model.path={sft_model}"], presets=ALGORITHM_PRESETS)
+        path.write_text(json.dumps(evaluate_model(sft_model, recipe, args.eval_samples)) + "\n")
+    return json.loads(path.read_text())
+
+
 def summarize(results: dict[tuple[int, str], dict], seeds: list[int], arms: list[str]) -> dict:
     """Per arm: mean and 95% t-interval of greedy / avg@k accuracy (points); per seed: streaming - sync."""
     def points(seed: int, arm: str, key: str) -> float:
@@ -171,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "streaming-quality", "seeds": args.seeds, "steps": args.steps, "eval_samples": args.eval_samples,
         "sft_recipe": args.sft, "rl_recipe": args.rl, "arm_overrides": {a: ARMS[a] for a in args.arms},
         "summary": summarize(results, args.seeds, args.arms),
+        "cold_start": None if sft_model is None else cold_start_eval(args, sft_model),
         "runs": [results[(s, a)] for s in args.seeds for a in args.arms],
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch threads {torch.get_num_threads()}",
         "load_average": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
