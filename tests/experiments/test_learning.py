@@ -21,7 +21,7 @@ from thinkrl.experiments.learning_compute import (
     t_quantile,
 )
 from thinkrl.experiments.learning_data import Splits, check_disjoint, make_splits
-from thinkrl.model import ModelConfig, build_model
+from thinkrl.model import ModelConfig, build_model, load_pretrained
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = {"num_train": 60, "num_val": 20, "num_test": 20}
@@ -128,9 +128,14 @@ def test_tiny_end_to_end_run_writes_the_report(tmp_path: Path, monkeypatch: pyte
         rl = json.loads((root / f"seed-{seed}/test/rl.json").read_text())
         budget = rl["compute"]["total_flops"]
         assert budget > 0
+        cold = load_pretrained(root / f"seed-{seed}/cold/final").config
+        one_batch = FlopModel.of(cold).train(256)  # >= the FLOPs of any batch of <= 256 tokens
         for arm in ("sft_more", "rft"):
             record = json.loads((root / f"seed-{seed}/test/{arm}.json").read_text())
-            assert record["compute"]["total_flops"] >= budget  # the controls spend at least RL's FLOPs ...
+            spent = record["compute"]["total_flops"]
+            assert budget <= spent  # both controls train until the first step that reaches RL's FLOPs ...
+            if arm == "sft_more":
+                assert spent - one_batch < budget  # ... and no further
             arm_dir = root / f"seed-{seed}/arms/{arm}/lr={record['lr']:g}"
             log = json.loads((arm_dir / "result.json").read_text())
             assert log["budget_flops"] == budget

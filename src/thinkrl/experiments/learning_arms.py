@@ -12,7 +12,7 @@ import copy
 import json
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,32 +169,23 @@ def run_rl_arm(recipe_path: str | Path, cold_dir: Path, paths: dict[str, Path], 
 
 
 def run_sft_more_arm(cold_dir: Path, tokenizer: TextTokenizer, splits: Splits, out: Path, seed: int,
-                     optim: OptimSpec, batch_tokens: int, ledger: ComputeLedger, budget: float,
-                     max_steps: int = 100_000) -> ArmResult:
-    """Continued SFT on fresh correct traces of the train split (new trace draws each epoch) up to ``budget``."""
+                     optim: OptimSpec, batch_tokens: int, ledger: ComputeLedger, budget: float) -> ArmResult:
+    """Continued SFT on fresh correct traces of the train split (new trace draws each epoch), constant learning
+    rate, stopping at the first step whose FLOPs reach ``budget``."""
     model = load_pretrained(cold_dir, device="cpu")
-    steps = _steps_for_budget(trace_examples(tokenizer, splits.train, random.Random(seed)), batch_tokens,
-                              ledger.flops.train, budget, max_steps)
-    runner = SFTRunner(model, optim, steps, batch_tokens, ledger)
+    runner = SFTRunner(model, optim.model_copy(update={"schedule": "constant", "warmup_steps": 0}), 1_000_000,
+                       batch_tokens, ledger)
     rng, epoch, log = random.Random(seed * 7 + 1), 0, []
-    while runner.steps < steps:
+    while ledger.total < budget:
         examples = trace_examples(tokenizer, splits.train, random.Random(f"{seed}:{epoch}"))
         for batch in token_batches(examples, batch_tokens, rng):
             loss = runner.step([examples[i] for i in batch])
-            if runner.steps % 50 == 0:
+            if runner.steps % 50 == 0 or ledger.total >= budget:
                 log.append({"step": runner.steps, "loss": loss, "flops": float(ledger.total)})
-            if runner.steps >= steps:
+            if ledger.total >= budget:
                 break
         epoch += 1
     return ArmResult(save_policy(model, tokenizer, out / "final"), ledger.to_dict(), log)
-
-
-def _steps_for_budget(examples: Sequence[Example], batch_tokens: int, train_flops: Callable[[int], int],
-                      budget: float, max_steps: int) -> int:
-    """How many SFT steps of ``batch_tokens``-token batches of these examples spend ``budget`` FLOPs (>= 1)."""
-    batches = token_batches(examples, batch_tokens, random.Random(0))
-    per_step = sum(train_flops(len(examples[i][0])) for b in batches for i in b) / len(batches)
-    return max(1, min(max_steps, round(budget / per_step)))
 
 
 @dataclass(frozen=True)
