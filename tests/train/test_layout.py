@@ -37,6 +37,11 @@ def test_multi_rank_layout_becomes_recipe_values() -> None:
     assert layout_overrides(ParallelLayout(fsdp=2, micro_batch_tokens=512, recompute="full", offload="full"),
                             world_size=2)[1:] == [
         "trainer.activation_checkpointing=true", "trainer.tensor_parallel=1", "trainer.offload_optimizer=true"]
+    # WORLD_SIZE a multiple of tp*fsdp: replicas of the fsdp-sharded model (HSDP)
+    assert layout_overrides(ParallelLayout(fsdp=2, micro_batch_tokens=512), world_size=4)[0] == (
+        "trainer.fsdp_shard_size=2")
+    assert not any("fsdp_shard_size" in o for o in layout_overrides(ParallelLayout(fsdp=2, micro_batch_tokens=512),
+                                                                   world_size=2))
     # offload "full" needs FSDP2, which one rank under torchrun has
     assert layout_overrides(ParallelLayout(micro_batch_tokens=512, offload="full"), world_size=1)[-1] == (
         "trainer.offload_optimizer=true")
@@ -46,8 +51,10 @@ def test_multi_rank_layout_becomes_recipe_values() -> None:
     (ParallelLayout(fsdp=8, micro_batch_tokens=4096), None, r"runs on 8 rank\(s\) with FSDP2: launch with torchrun"),
     (ParallelLayout(tp=2, micro_batch_tokens=4096), None, "--nproc-per-node 2 -m thinkrl"),
     (ParallelLayout(micro_batch_tokens=4096, offload="full"), None, "launch with torchrun"),
-    (ParallelLayout(tp=2, micro_batch_tokens=4096), 4, "needs tp\\*fsdp = 2 ranks but WORLD_SIZE is 4"),
-    (ParallelLayout(fsdp=4, micro_batch_tokens=4096), 2, "needs tp\\*fsdp = 4 ranks but WORLD_SIZE is 2"),
+    (ParallelLayout(tp=2, micro_batch_tokens=4096), 4, r"on WORLD_SIZE=4 needs 2 replicas \(HSDP\) with tp > 1"),
+    (ParallelLayout(fsdp=4, micro_batch_tokens=4096), 2, r"needs tp\*fsdp = 4 ranks \(or a multiple: replicas\) but "
+     "WORLD_SIZE is 2"),
+    (ParallelLayout(fsdp=2, micro_batch_tokens=4096), 3, "but WORLD_SIZE is 3: launch with --nproc-per-node 2"),
     (ParallelLayout(cp=2, micro_batch_tokens=4096), 2, r"context parallelism \(cp=2\) is not implemented"),
     (ParallelLayout(ep=2, fsdp=2, micro_batch_tokens=4096), 2, r"expert parallelism \(ep=2\) is not implemented"),
     (ParallelLayout(fsdp=2, micro_batch_tokens=4096, offload="optimizer"), 2,

@@ -1,7 +1,7 @@
 """`thinkrl train/sft --layout` under real torchrun (gloo, CPU): tensor parallelism (tp=2), tp=2 composed with
-FSDP2 (fsdp=2, 4 ranks) and FSDP2 with CPU offload (fsdp=2) give the same metrics and final weights as one
-process (1e-5); the tp-split checkpoints export to the run's final policy and resume in one process; a layout
-whose rank count is not the launch's is refused in one line.
+FSDP2 (fsdp=2, 4 ranks), FSDP2 with CPU offload (fsdp=2) and two replicas (HSDP) give the same metrics and
+final weights as one process (1e-5); the tp-split checkpoints export to the run's final policy and resume in one
+process; a layout whose rank count is not the launch's is refused in one line.
 
 The RL recipe (VAPO, KL, decoupled PPO: actor, critic and reference all split) and the launch helpers are those
 of test_distributed_train.
@@ -87,15 +87,25 @@ def test_sft_fsdp2_with_full_offload_trains_like_one(folder, tmp_path) -> None:
     assert_same_run(one, two, SFT_KEYS)
 
 
-def test_a_layout_for_another_rank_count_is_refused_by_every_rank(folder, tmp_path) -> None:
+def test_sft_replicas_of_the_sharded_model_hsdp_train_like_one(folder, tmp_path) -> None:
+    """A layout with fsdp=1 on 2 ranks: 2 replicas (HSDP on a (replicate, shard) = (2, 1) mesh)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    _in_process("sft", folder / "sft.yaml", one)
+    _launch(2, "sft", folder / "sft.yaml", two, "--layout", _layout(folder, "r2", fsdp=1))
+    assert yaml.safe_load((two / "recipe.yaml").read_text())["trainer"]["fsdp_shard_size"] == 1
+    assert_same_run(one, two, SFT_KEYS)
+
+
+def test_a_layout_for_another_rank_count_is_refused_in_one_line(folder, tmp_path) -> None:
     cmd = _torchrun(2) + ["-m", "thinkrl", "sft", str(folder / "sft.yaml"), f"trainer.output_dir={tmp_path}",
                           "--layout", _layout(folder, "tp4", tp=4)]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
-    # each rank exits 2 with the one-line error (the traceback below them is torchrun's own failure report)
-    assert proc.stderr.count("error: layout tp=4 cp=1 ep=1 fsdp=1") == 2
-    assert "needs tp*fsdp = 4 ranks but WORLD_SIZE is 2" in proc.stderr and "ValueError" not in proc.stderr
-    assert proc.stderr.count("exitcode  : 2") == 2
+    # a rank exits 2 with the one-line error (torchrun then stops the other; the traceback below is torchrun's own
+    # failure report)
+    assert "error: layout tp=4 cp=1 ep=1 fsdp=1" in proc.stderr and "exitcode  : 2" in proc.stderr
+    assert "needs tp*fsdp = 4 ranks (or a multiple: replicas) but WORLD_SIZE is 2" in proc.stderr
+    assert "ValueError" not in proc.stderr
     assert not (tmp_path / "recipe.yaml").exists()  # refused before anything ran
 
 

@@ -117,15 +117,35 @@ def init_data_parallel(backend: str | None = None) -> DataParallel:
     return DataParallel(dist.get_rank(), dist.get_world_size(), mesh, device)
 
 
-def data_parallel_from_env(backend: str | None = None, tensor_parallel: int = 1) -> DataParallel | None:
+def data_parallel_from_env(backend: str | None = None, tensor_parallel: int = 1,
+                           shard_size: int = 0) -> DataParallel | None:
     """`init_data_parallel` when this process was started by torchrun (``WORLD_SIZE`` set), else None (a plain
     single-process run, which takes the unsharded code paths). ``tensor_parallel`` > 1: a (dp, tp) mesh
-    (`thinkrl.train.tensor_parallel.init_tensor_parallel`); ValueError outside torchrun."""
+    (`thinkrl.train.tensor_parallel.init_tensor_parallel`); ValueError outside torchrun. ``shard_size`` (0: all
+    ranks): FSDP2 shards over this many ranks, HSDP when fewer than WORLD_SIZE (`init_hybrid_shard`)."""
     if tensor_parallel > 1:
+        if shard_size and shard_size != int(os.environ.get("WORLD_SIZE", "1")) // tensor_parallel:
+            raise ValueError("trainer.fsdp_shard_size (HSDP) with trainer.tensor_parallel > 1 is not implemented")
         from thinkrl.train.tensor_parallel import init_tensor_parallel
 
         return init_tensor_parallel(tensor_parallel, backend)
-    return init_data_parallel(backend) if "WORLD_SIZE" in os.environ else None
+    if "WORLD_SIZE" not in os.environ:
+        return None
+    return init_hybrid_shard(shard_size, backend) if shard_size else init_data_parallel(backend)
+
+
+def init_hybrid_shard(shard_size: int, backend: str | None = None) -> DataParallel:
+    """`init_data_parallel` with FSDP2's mesh 2-D, (replicate, shard) = (WORLD_SIZE / shard_size, shard_size): each
+    parameter sharded over ``shard_size`` ranks, the shards' gradients all-reduced over the replicas (HSDP). Every
+    rank still takes its own data. ValueError when ``shard_size`` does not divide WORLD_SIZE."""
+    flat = init_data_parallel(backend)
+    if flat.world_size % shard_size:
+        raise ValueError(f"trainer.fsdp_shard_size={shard_size} does not divide WORLD_SIZE={flat.world_size}")
+    if shard_size == flat.world_size:
+        return flat
+    mesh = init_device_mesh(flat.device.type, (flat.world_size // shard_size, shard_size),
+                            mesh_dim_names=("replicate", "shard"))
+    return DataParallel(flat.rank, flat.world_size, mesh, flat.device)
 
 
 def shard_model(model: CausalLM, data_parallel: DataParallel, *, offload: bool = False) -> CausalLM:

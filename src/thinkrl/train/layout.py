@@ -5,12 +5,13 @@ what was applied:
 
 - ``micro_batch_tokens`` -> ``trainer.micro_batch_tokens``; ``recompute`` -> ``trainer.activation_checkpointing``;
 - ``tp`` -> ``trainer.tensor_parallel`` (`thinkrl.train.tensor_parallel`), ``fsdp`` -> the remaining
-  ``WORLD_SIZE / tp`` ranks, over which FSDP2 shards (torchrun sets WORLD_SIZE; it must equal ``tp * fsdp``);
+  ``WORLD_SIZE / tp`` ranks, over which FSDP2 shards (torchrun sets WORLD_SIZE: ``tp * fsdp``, or with tp = 1 a
+  multiple of ``fsdp``: replicas of the sharded model, HSDP, ``trainer.fsdp_shard_size = fsdp``);
 - ``offload: full`` -> ``trainer.offload_optimizer`` (FSDP2 ``CPUOffloadPolicy``).
 
 What the trainer cannot run is refused with a one-line reason, never silently dropped: context and expert
 parallelism (cp, ep > 1; the tuner models them), ``offload: optimizer`` (Adam moments alone on the host),
-replicas of the sharded model (HSDP: WORLD_SIZE a multiple of tp * fsdp), offload together with tp > 1.
+replicas (HSDP) together with tp > 1, offload together with tp > 1, a WORLD_SIZE that is no multiple of tp * fsdp.
 """
 
 from __future__ import annotations
@@ -41,12 +42,16 @@ def layout_overrides(layout: ParallelLayout, world_size: int | None = None) -> l
     if world_size is None and (ranks > 1 or layout.offload == "full"):
         raise ValueError(f"{where} runs on {ranks} rank(s) with FSDP2: launch with torchrun "
                          f"({LAUNCH.format(n=ranks)})")
-    if world_size is not None and world_size != ranks:
-        raise ValueError(f"{where} needs tp*fsdp = {ranks} ranks but WORLD_SIZE is {world_size} (replicas of the "
-                         f"sharded model, HSDP, are not implemented): launch with --nproc-per-node {ranks}")
+    if world_size is not None and world_size % ranks:
+        raise ValueError(f"{where} needs tp*fsdp = {ranks} ranks (or a multiple: replicas) but WORLD_SIZE is "
+                         f"{world_size}: launch with --nproc-per-node {ranks}")
+    if world_size is not None and world_size > ranks and layout.tp > 1:
+        raise ValueError(f"{where} on WORLD_SIZE={world_size} needs {world_size // ranks} replicas (HSDP) with "
+                         f"tp > 1, which is not implemented in the trainer: launch with --nproc-per-node {ranks}")
     if layout.tp > 1 and layout.offload != "none":
         raise ValueError(f"{where}: offload together with tp > 1 is not implemented in the trainer")
-    return [f"trainer.micro_batch_tokens={layout.micro_batch_tokens}",
+    hsdp = [f"trainer.fsdp_shard_size={layout.fsdp}"] if world_size is not None and world_size > ranks else []
+    return hsdp + [f"trainer.micro_batch_tokens={layout.micro_batch_tokens}",
             f"trainer.activation_checkpointing={'true' if layout.recompute == 'full' else 'false'}",
             f"trainer.tensor_parallel={layout.tp}",
             f"trainer.offload_optimizer={'true' if layout.offload == 'full' else 'false'}"]

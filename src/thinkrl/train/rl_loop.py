@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 
 def run_rl(recipe: RLRecipe) -> Path:
     """Train with RL (on every rank under torchrun); returns the folder of the final HF-format policy."""
-    data_parallel = data_parallel_from_env(tensor_parallel=recipe.trainer.tensor_parallel)
+    data_parallel = data_parallel_from_env(tensor_parallel=recipe.trainer.tensor_parallel,
+                                           shard_size=recipe.trainer.fsdp_shard_size)
     try:
         return _run_rl(recipe, build_run(recipe, data_parallel))
     finally:

@@ -81,7 +81,8 @@ def _batches(examples: list[tuple[list[int], list[bool]]], max_tokens: int, rng:
 def run_sft(recipe: SFTRecipe) -> Path:
     """Train (on every rank under torchrun); returns the folder of the final HF-format model
     (``<output_dir>/final``)."""
-    data_parallel = data_parallel_from_env(tensor_parallel=recipe.trainer.tensor_parallel)
+    data_parallel = data_parallel_from_env(tensor_parallel=recipe.trainer.tensor_parallel,
+                                           shard_size=recipe.trainer.fsdp_shard_size)
     try:
         return _run_sft(recipe, data_parallel)
     finally:

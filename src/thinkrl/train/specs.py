@@ -187,6 +187,9 @@ class TrainerSpec(Section):
     tensor_parallel: int = Field(1, ge=1)
     """Under torchrun: split each decoder layer over this many ranks (tensor parallelism; WORLD_SIZE / this many
     data-parallel ranks, FSDP2-sharded; `thinkrl.train.tensor_parallel`). Not combined with offload_optimizer."""
+    fsdp_shard_size: int = Field(0, ge=0)
+    """Under torchrun: ranks FSDP2 shards each parameter over; 0 = all data-parallel ranks. Smaller (dividing
+    them): HSDP, replicas of the sharded model whose gradients are all-reduced (not with tensor_parallel > 1)."""
     save_every: int = Field(50, ge=0)
     """Save a checkpoint every this many steps (and at the end); 0 saves only at the end."""
     keep_last: int = Field(3, ge=1)
