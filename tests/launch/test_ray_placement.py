@@ -149,6 +149,10 @@ def test_placement_errors(sft_model, local_ray, tmp_path):
         run_rl_on_ray(_recipe(sft_model, tmp_path, rollout={"mode": "streaming"}), RayPlacement())
     with pytest.raises(ValueError, match="critic.pretrain_steps"):
         run_rl_on_ray(_recipe(sft_model, tmp_path, preset="vapo", critic={"pretrain_steps": 2}), RayPlacement())
+    trainer = {"steps": 3, "micro_batch_tokens": 256, "output_dir": str(tmp_path), "eval_every": 0}
+    for layout in ({"tensor_parallel": 2}, {"fsdp_shard_size": 1}):  # torchrun layouts, not silently dropped
+        with pytest.raises(ValueError, match="launch these layouts with torchrun"):
+            run_rl_on_ray(_recipe(sft_model, tmp_path, trainer={**trainer, **layout}), RayPlacement())
 
 
 def test_split_evenly_keeps_order():

@@ -74,6 +74,10 @@ def check_ray_recipe(recipe: RLRecipe, resuming: bool) -> None:
     if recipe.rollout.mode != "sync":
         raise ValueError(f"rollout.mode {recipe.rollout.mode!r}: --ray runs the synchronous rollout only so far; "
                          "set rollout.mode=sync")
+    trainer = recipe.trainer
+    if trainer.tensor_parallel > 1 or trainer.fsdp_shard_size or trainer.offload_optimizer:
+        raise ValueError("trainer.tensor_parallel / fsdp_shard_size / offload_optimizer: the Ray trainer ranks run "
+                         "plain FSDP2 over all ranks so far; launch these layouts with torchrun (docs/distributed.md)")
     if recipe.rollout.placement != "thread":  # a rollout worker is its own process already
         logger.warning("rollout.placement=%s: ignored by --ray (each rollout worker is a Ray actor process)",
                        recipe.rollout.placement)
