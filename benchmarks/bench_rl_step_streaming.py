@@ -56,10 +56,14 @@ def _load(name: str) -> Any:
 
 RL_STEP, STREAMING = _load("bench_rl_step"), _load("bench_streaming")
 SIDES = {"sync": ("sync", 0), "stream_eta1": ("streaming", 1)}  # side: (rollout.mode, max_staleness)
+# --with-sync-decoupled: sync with streaming's loss (decoupled PPO: one more forward for the proximal log-probs),
+# to tell the loss's cost from the cost of sharing the process with the rollout thread
+SYNC_DECOUPLED = ("sync", 0)
 NUM_TRAIN = 400
 
 
-def side_recipe(folder: Path, out: str, mode: str, eta: int, args: argparse.Namespace) -> RLRecipe:
+def side_recipe(folder: Path, out: str, mode: str, eta: int, args: argparse.Namespace,
+                off_policy: str | None = None) -> RLRecipe:
     """bench_rl_step's recipe (dapo preset, no dynamic sampling / overlong punishment / dual clip, TRL's clip range
     and optimizer) with the long tail's length cap and the side's rollout mode; EOS honoured."""
     cap = 8 * args.short_len
@@ -71,7 +75,8 @@ def side_recipe(folder: Path, out: str, mode: str, eta: int, args: argparse.Name
         "rollout": {"group_size": args.group_size, "prompts_per_step": args.prompts, "dynamic_sampling": False,
                     "mode": mode, "max_staleness": eta},
         "reward": {"overlong_penalty": False, "max_response_len": cap, "overlong_cache_len": 0},
-        "algorithm": {"preset": "dapo", "dual_clip": None, "eps_low": RL_STEP.EPS_LOW, "eps_high": RL_STEP.EPS_HIGH},
+        "algorithm": {"preset": "dapo", "dual_clip": None, "eps_low": RL_STEP.EPS_LOW, "eps_high": RL_STEP.EPS_HIGH,
+                      **({"off_policy": off_policy} if off_policy else {})},
         "optim": {"lr": RL_STEP.LR, "betas": list(RL_STEP.BETAS), "eps": RL_STEP.ADAM_EPS, "weight_decay": 0.0,
                   "schedule": "constant", "grad_clip": RL_STEP.GRAD_CLIP},
         "trainer": {"steps": 10_000, "micro_batch_tokens": args.micro_batch_tokens, "seed": args.seed,
@@ -158,6 +163,8 @@ def summarize(totals: dict[str, float]) -> dict[str, float]:
             "tokens_per_sample": totals["generated_tokens"] / max(1, totals["samples"]),
             "wall_s": totals["wall_s"], "samples": totals["samples"], "steps": totals["steps"],
             **({"generation_s": totals["generation_s"]} if "generation_s" in totals else {}),
+            **({"trainer_idle_frac": totals["idle_s"] / totals["wall_s"],  # waiting for the batch / wall
+                "train_s": totals["train_s"]} if "idle_s" in totals else {}),
             **({"dropped_stale_groups": totals["dropped_stale"]} if "dropped_stale" in totals else {})}
 
 
@@ -171,6 +178,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--micro-batch-tokens", type=int, default=32768, help="thinkrl packed micro-batch size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-trl", action="store_true")
+    parser.add_argument("--with-sync-decoupled", action="store_true", help="also sync with decoupled PPO")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     for name in ("steps", "rounds", "prompts", "micro_batch_tokens"):
@@ -187,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     torch.manual_seed(args.seed)
-    sides = [*SIDES, *([] if args.skip_trl else ["trl"])]
+    sides = [*SIDES, *(["sync_decoupled"] if args.with_sync_decoupled else []), *([] if args.skip_trl else ["trl"])]
     sums: dict[str, dict[str, float]] = {s: {} for s in sides}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -200,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
                     recipe = side_recipe(folder, os.path.join(tmp, f"trl-{r}"), "sync", 0, args)
                     totals = run_trl(folder, recipe, args, r)
                 else:
-                    mode, eta = SIDES[side]
-                    recipe = side_recipe(folder, os.path.join(tmp, f"{side}-{r}"), mode, eta, args)
+                    mode, eta = SIDES.get(side, SYNC_DECOUPLED)
+                    recipe = side_recipe(folder, os.path.join(tmp, f"{side}-{r}"), mode, eta, args,
+                                         "decoupled" if side == "sync_decoupled" else None)
                     totals = STREAMING.run_mode(recipe, args.steps, args.short_len)
                 for key, value in totals.items():
                     sums[side][key] = sums[side].get(key, 0) + value
@@ -209,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "bench": "rl-step-streaming", "results": results,
         "ratio_samples_per_s_vs_trl": None if args.skip_trl else {
-            s: results[s]["samples_per_s"] / results["trl"]["samples_per_s"] for s in SIDES},
+            s: results[s]["samples_per_s"] / results["trl"]["samples_per_s"] for s in results if s != "trl"},
         "ratio_stream_vs_sync": results["stream_eta1"]["samples_per_s"] / results["sync"]["samples_per_s"],
         "workload": {"model": "demo (SeedOssForCausalLM, random init)", "model_params": num_params,
                      "task": RL_STEP.TASK, "difficulty": RL_STEP.DIFFICULTY, "num_train": NUM_TRAIN,

@@ -56,3 +56,17 @@ def test_bad_arguments_exit_2_naming_the_problem(bench, argv, message, capsys):
         bench.parse_args(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_side_recipes_differ_only_in_rollout_mode_and_loss(bench, tmp_path):
+    args = bench.parse_args(["--short-len", "8", "--prompts", "4", "--group-size", "2"])
+    sync = bench.side_recipe(tmp_path, str(tmp_path / "a"), "sync", 0, args)
+    stream = bench.side_recipe(tmp_path, str(tmp_path / "b"), "streaming", 1, args)
+    sync_decoupled = bench.side_recipe(tmp_path, str(tmp_path / "c"), "sync", 0, args, "decoupled")
+    assert sync.algorithm.off_policy == "none"  # the on-policy loss, as TRL's num_iterations=1
+    assert stream.algorithm.off_policy == "decoupled"  # the streaming default
+    assert sync_decoupled.algorithm.off_policy == "decoupled" and sync_decoupled.rollout.mode == "sync"
+    assert stream.rollout.max_staleness == 1 and stream.rollout.mode == "streaming"
+    for recipe in (sync, stream, sync_decoupled):  # the long tail's cap, EOS not ignored, one round
+        assert recipe.sampling.max_new_tokens == 64 and recipe.reward.max_response_len == 64
+        assert recipe.rollout.dynamic_sampling is False and recipe.sampling.num_slots == 8
