@@ -124,15 +124,17 @@ class Actor:
             return full_weights(self.model)
         return [(name, param.detach()) for name, param in self.model.named_parameters()]
 
-    def logprobs(self, batch: PackedBatch) -> torch.Tensor:
-        """(S, R) log-probs of ``batch``'s response tokens under the current policy (no grad). Sharded: each rank
-        scores its share of the sequences and the rows are all-gathered (`score_across_ranks`)."""
+    def logprobs(self, batch: PackedBatch, model: CausalLM | None = None) -> torch.Tensor:
+        """(S, R) log-probs of ``batch``'s response tokens under the current policy, or under ``model`` (the KL
+        reference policy, sharded like the actor), no grad. Sharded: each rank scores its share of the sequences and
+        the rows are all-gathered (`score_across_ranks`)."""
+        model = self.model if model is None else model
         if self.data_parallel is not None:
             from thinkrl.train.distributed import score_across_ranks
 
             return score_across_ranks(batch, self.data_parallel, self.micro_batch_tokens, lambda sub: batch_logprobs(
-                self.model, sub, _ONE_FORWARD, self.temperature))
-        return batch_logprobs(self.model, batch, self.micro_batch_tokens, self.temperature)
+                model, sub, _ONE_FORWARD, self.temperature))
+        return batch_logprobs(model, batch, self.micro_batch_tokens, self.temperature)
 
     def micro_batch_loss(self, sub: PackedBatch, norm: dict[str, int], num_correct_tokens: int,
                          share: float) -> MicroBatchLoss:

@@ -11,7 +11,7 @@ import torch
 from thinkrl.model import CausalLM
 from thinkrl.records import Trajectory
 from thinkrl.rl import ADVANTAGE_ESTIMATORS, AdvantageInputs
-from thinkrl.train.actor import Actor, batch_logprobs
+from thinkrl.train.actor import Actor
 from thinkrl.train.batching import PackedBatch, pack_trajectories
 from thinkrl.train.critic import Critic, explained_variance
 from thinkrl.train.specs import AlgorithmSpec
@@ -42,8 +42,7 @@ def prepare_batch(trajs: list[Trajectory], actor: Actor, critic: Critic | None,
         batch = replace(batch, old_values=critic.values(batch))
     batch = compute_advantages(batch, torch.tensor([t.group_id for t in trajs]), algo)
     if ref_model is not None:
-        batch = replace(batch, ref_logprobs=batch_logprobs(ref_model, batch, actor.micro_batch_tokens,
-                                                           actor.temperature))
+        batch = replace(batch, ref_logprobs=actor.logprobs(batch, model=ref_model))  # each rank scores its share
     if algo.off_policy == "decoupled":
         batch = replace(batch, behaviour_logprobs=batch.old_logprobs, old_logprobs=actor.logprobs(batch))
     return batch
