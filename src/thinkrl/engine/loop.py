@@ -61,7 +61,57 @@ class _WeightPush:
     done: Future[int]
 
 
-class EngineLoop:
+class BlockingClient:
+    """`stream` and `generate` for plain threads, over an engine client's ``submit`` / ``abort`` /
+    ``_check_running`` and its ``idle_wait_s`` (shared by `EngineLoop` and the rollout process's client)."""
+
+    idle_wait_s: float
+
+    def submit(self, requests: Request | Sequence[Request], sink: Sink, *, finished_only: bool = False) -> None:
+        raise NotImplementedError
+
+    def abort(self, request_id: Any) -> None:
+        raise NotImplementedError
+
+    def _check_running(self) -> None:
+        raise NotImplementedError
+
+    def stream(self, requests: Sequence[Request], *, finished_only: bool = False) -> Iterator[TokenEvent]:
+        """Submit ``requests`` and yield their events until all have finished (blocking; for plain threads).
+
+        Leaving the iterator early aborts the unfinished ones.
+        """
+        inbox: queue.SimpleQueue[TokenEvent | BaseException] = queue.SimpleQueue()
+        unfinished = {r.request_id for r in requests}
+        self.submit(requests, inbox.put, finished_only=finished_only)
+        try:
+            while unfinished:
+                try:
+                    item = inbox.get(timeout=self.idle_wait_s)
+                except queue.Empty:
+                    self._check_running()
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                if item.finished:
+                    unfinished.discard(item.request_id)
+                yield item
+        finally:
+            for request_id in unfinished:
+                self.abort(request_id)
+
+    def generate(self, requests: Sequence[Request]) -> list[Trajectory]:
+        """Complete every request; trajectories in the order of ``requests`` (like `LLMEngine.generate`)."""
+        order = {r.request_id: i for i, r in enumerate(requests)}
+        if len(order) != len(requests):
+            raise ValueError("request ids must be unique within one generate() call")
+        results: list[Trajectory | None] = [None] * len(requests)
+        for event in self.stream(requests, finished_only=True):
+            results[order[event.request_id]] = event.trajectory
+        return results  # type: ignore[return-value]  # every request finished, or stream raised
+
+
+class EngineLoop(BlockingClient):
     """Runs ``engine.step()`` in a daemon thread while requests are queued or running.
 
     Args:
@@ -180,40 +230,6 @@ class EngineLoop:
                 self._check_running()
                 if timeout is not None and waited >= timeout:
                     raise TimeoutError(f"update_weights: not applied within {timeout} s") from None
-
-    def stream(self, requests: Sequence[Request], *, finished_only: bool = False) -> Iterator[TokenEvent]:
-        """Submit ``requests`` and yield their events until all have finished (blocking; for plain threads).
-
-        Leaving the iterator early aborts the unfinished ones.
-        """
-        inbox: queue.SimpleQueue[TokenEvent | BaseException] = queue.SimpleQueue()
-        unfinished = {r.request_id for r in requests}
-        self.submit(requests, inbox.put, finished_only=finished_only)
-        try:
-            while unfinished:
-                try:
-                    item = inbox.get(timeout=self.idle_wait_s)
-                except queue.Empty:
-                    self._check_running()
-                    continue
-                if isinstance(item, BaseException):
-                    raise item
-                if item.finished:
-                    unfinished.discard(item.request_id)
-                yield item
-        finally:
-            for request_id in unfinished:
-                self.abort(request_id)
-
-    def generate(self, requests: Sequence[Request]) -> list[Trajectory]:
-        """Complete every request; trajectories in the order of ``requests`` (like `LLMEngine.generate`)."""
-        order = {r.request_id: i for i, r in enumerate(requests)}
-        if len(order) != len(requests):
-            raise ValueError("request ids must be unique within one generate() call")
-        results: list[Trajectory | None] = [None] * len(requests)
-        for event in self.stream(requests, finished_only=True):
-            results[order[event.request_id]] = event.trajectory
-        return results  # type: ignore[return-value]  # every request finished, or stream raised
 
     def _check_running(self) -> None:
         if not self.is_running or self._stopping.is_set():

@@ -37,22 +37,33 @@ def copy_weights_into(model: torch.nn.Module, weights: Iterable[tuple[str, torch
     """
     items = list(weights.items() if isinstance(weights, Mapping) else weights)
     params = dict(model.named_parameters())
-    seen: set[str] = set()
-    for name, tensor in items:
-        if name not in params:
-            known = ", ".join(list(params)[:6])
-            raise ValueError(f"update_weights: unknown parameter {name!r} (the engine's model has e.g. {known})")
-        if name in seen:
-            raise ValueError(f"update_weights: parameter {name!r} is given twice")
-        seen.add(name)
-        if tuple(tensor.shape) != tuple(params[name].shape):
-            raise ValueError(f"update_weights: {name!r} has shape {tuple(tensor.shape)}, the engine's is "
-                             f"{tuple(params[name].shape)}")
-    missing = [name for name in params if name not in seen]
-    if require_all and missing:
-        raise ValueError(f"update_weights: {len(missing)} parameters missing, e.g. {missing[:4]}")
+    check_named_weights(params, items, require_all=require_all)
     for name, tensor in items:
         params[name].copy_(tensor, non_blocking=True)
     if any(p.device.type == "cuda" for p in params.values()):
         torch.cuda.synchronize()  # the source may be freed or changed by the trainer right after we return
     return len(items)
+
+
+def check_named_weights(targets: Mapping[str, torch.Tensor], items: list[tuple[str, torch.Tensor]], *,
+                        require_all: bool = True) -> None:
+    """Check ``(name, tensor)`` pairs against the ``targets`` they would be copied into (names, shapes, each name
+    once, and with ``require_all`` every target given), before anything is copied.
+
+    Raises:
+        ValueError: an unknown name, a name given twice, a shape mismatch, or (``require_all``) a missing one.
+    """
+    seen: set[str] = set()
+    for name, tensor in items:
+        if name not in targets:
+            known = ", ".join(list(targets)[:6])
+            raise ValueError(f"update_weights: unknown parameter {name!r} (the engine's model has e.g. {known})")
+        if name in seen:
+            raise ValueError(f"update_weights: parameter {name!r} is given twice")
+        seen.add(name)
+        if tuple(tensor.shape) != tuple(targets[name].shape):
+            raise ValueError(f"update_weights: {name!r} has shape {tuple(tensor.shape)}, the engine's is "
+                             f"{tuple(targets[name].shape)}")
+    missing = [name for name in targets if name not in seen]
+    if require_all and missing:
+        raise ValueError(f"update_weights: {len(missing)} parameters missing, e.g. {missing[:4]}")

@@ -23,9 +23,8 @@ import itertools
 import logging
 import os
 import pickle
-import queue
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from multiprocessing.connection import wait
 from typing import Any
@@ -33,11 +32,10 @@ from typing import Any
 import torch
 import torch.multiprocessing as tmp
 
-from thinkrl.engine import EngineError, Request, TokenEvent
-from thinkrl.engine.loop import Sink
+from thinkrl.engine import EngineError, Request
+from thinkrl.engine.loop import BlockingClient, Sink
 from thinkrl.engine.weights import named_weights
 from thinkrl.model import CausalLM
-from thinkrl.records import Trajectory
 from thinkrl.rollout.process_child import child_main
 from thinkrl.rollout.process_router import Router
 from thinkrl.rollout.process_wire import (
@@ -63,7 +61,7 @@ from thinkrl.tokenizer import TextTokenizer
 logger = logging.getLogger(__name__)
 
 
-class RolloutProcess:
+class RolloutProcess(BlockingClient):
     """Client of an engine in a child process. Build it with `start_engine_process`.
 
     Attributes:
@@ -202,37 +200,6 @@ class RolloutProcess:
             finally:
                 if done.done():  # answered (or failed: the child is gone); else the next push waits for it
                     self._last_push = None
-
-    def stream(self, requests: Sequence[Request], *, finished_only: bool = False) -> Iterator[TokenEvent]:
-        """Submit ``requests`` and yield their events until all have finished; leaving early aborts the rest."""
-        inbox: queue.SimpleQueue[TokenEvent | BaseException] = queue.SimpleQueue()
-        unfinished = {r.request_id for r in requests}
-        self.submit(requests, inbox.put, finished_only=finished_only)
-        try:
-            while unfinished:
-                try:
-                    item = inbox.get(timeout=self.idle_wait_s)
-                except queue.Empty:
-                    self._check_running()
-                    continue
-                if isinstance(item, BaseException):
-                    raise item
-                if item.finished:
-                    unfinished.discard(item.request_id)
-                yield item
-        finally:
-            for request_id in unfinished:
-                self.abort(request_id)
-
-    def generate(self, requests: Sequence[Request]) -> list[Trajectory]:
-        """Complete every request; trajectories in the order of ``requests``."""
-        order = {r.request_id: i for i, r in enumerate(requests)}
-        if len(order) != len(requests):
-            raise ValueError("request ids must be unique within one generate() call")
-        results: list[Trajectory | None] = [None] * len(requests)
-        for event in self.stream(requests, finished_only=True):
-            results[order[event.request_id]] = event.trajectory
-        return results  # type: ignore[return-value]  # every request finished, or stream raised
 
     # ---- helpers --------------------------------------------------------------------------
     def _check_running(self) -> None:

@@ -23,6 +23,7 @@ import torch
 
 from thinkrl.engine import BudgetVocab, EngineError, Request, SamplingParams, ThinkingBudgetController, TokenEvent
 from thinkrl.engine.budget import budget_vocab
+from thinkrl.engine.weights import check_named_weights
 from thinkrl.rollout.partial import ContinuedController
 from thinkrl.tokenizer import TextTokenizer
 
@@ -173,20 +174,7 @@ def check_push(buffers: dict[str, torch.Tensor], items: list[tuple[str, torch.Te
     Raises:
         ValueError: an unknown name, a name given twice, a shape mismatch or a missing parameter.
     """
-    seen: set[str] = set()
-    for name, tensor in items:
-        if name not in buffers:
-            known = ", ".join(list(buffers)[:6])
-            raise ValueError(f"update_weights: unknown parameter {name!r} (the engine's model has e.g. {known})")
-        if name in seen:
-            raise ValueError(f"update_weights: parameter {name!r} is given twice")
-        seen.add(name)
-        if tuple(tensor.shape) != tuple(buffers[name].shape):
-            raise ValueError(f"update_weights: {name!r} has shape {tuple(tensor.shape)}, the engine's is "
-                             f"{tuple(buffers[name].shape)}")
-    missing = [name for name in buffers if name not in seen]
-    if missing:
-        raise ValueError(f"update_weights: {len(missing)} parameters missing, e.g. {missing[:4]}")
+    check_named_weights(buffers, items)
 
 
 def describe_exit(process: Any) -> str:
