@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from thinkrl.model import load_pretrained
@@ -21,22 +20,6 @@ MICRO = {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2, "nu
 DATA = {"task": "arithmetic", "num_train": 150, "num_test": 8, "seed": 0,
         "difficulty": {"num_terms": 2, "max_number": 9}}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # both runs with the same thread count: bit-identical maths
-
-
-@pytest.fixture(scope="module")
-def sft_model(tmp_path_factory) -> Path:
-    """A micro model that learned the answer format (and some answers) in ~10 s of SFT, so RL groups have mixed
-    rewards and the weights are pushed after every step."""
-    from thinkrl.train.config import SFTRecipe, validate_recipe
-    from thinkrl.train.sft import run_sft
-
-    out = tmp_path_factory.mktemp("sft")
-    recipe = validate_recipe({
-        "name": "micro-sft", "model": {"init": MICRO, "device": "cpu"}, "data": DATA, "epochs": 12,
-        "optim": {"lr": 3e-3, "warmup_steps": 5}, "trainer": {"micro_batch_tokens": 384, "save_every": 0,
-                                                              "output_dir": str(out), "log_every": 5},
-    }, SFTRecipe)
-    return run_sft(recipe)
 
 
 def _train(model: Path, out: Path, placement: str) -> list[dict]:

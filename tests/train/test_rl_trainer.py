@@ -12,26 +12,12 @@ import torch
 
 from thinkrl.model import load_pretrained
 from thinkrl.rl import ALGORITHM_PRESETS
-from thinkrl.train.config import RLRecipe, SFTRecipe, validate_recipe
+from thinkrl.train.config import RLRecipe, validate_recipe
 
 MICRO = {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
          "num_key_value_heads": 2, "tie_word_embeddings": True}
 DATA = {"task": "arithmetic", "num_train": 150, "num_test": 8, "seed": 0,
         "difficulty": {"num_terms": 2, "max_number": 9}}
-
-
-@pytest.fixture(scope="module")
-def sft_model(tmp_path_factory) -> Path:
-    """A micro model that learned the answer format (and some answers) in ~10 s of SFT."""
-    from thinkrl.train.sft import run_sft
-
-    out = tmp_path_factory.mktemp("sft")
-    recipe = validate_recipe({
-        "name": "micro-sft", "model": {"init": MICRO, "device": "cpu"}, "data": DATA, "epochs": 12,
-        "optim": {"lr": 3e-3, "warmup_steps": 5}, "trainer": {"micro_batch_tokens": 384, "save_every": 0,
-                                                              "output_dir": str(out), "log_every": 5},
-    }, SFTRecipe)
-    return run_sft(recipe)
 
 
 def _rl_recipe(model: Path, out: Path, steps: int, **trainer) -> RLRecipe:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from thinkrl.rl import ADVANTAGE_ESTIMATORS, ALGORITHM_PRESETS, AdvantageInputs, AdvantageOutputs
-from thinkrl.train.config import RLRecipe, SFTRecipe, validate_recipe
+from thinkrl.train.config import RLRecipe, validate_recipe
 
 MICRO = {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
          "num_key_value_heads": 2, "tie_word_embeddings": True}
@@ -26,19 +26,6 @@ DATA = {"task": "arithmetic", "num_train": 150, "num_test": 8, "seed": 0,
         "difficulty": {"num_terms": 2, "max_number": 9}}
 FAILING = "streaming_test_failing_estimator"
 SIGINT_DEADLINE_S = 30  # "ends within seconds": generous slack for a loaded 2-core machine
-
-
-@pytest.fixture(scope="module")
-def sft_model(tmp_path_factory) -> Path:
-    from thinkrl.train.sft import run_sft
-
-    out = tmp_path_factory.mktemp("sft")
-    recipe = validate_recipe({
-        "name": "micro-sft", "model": {"init": MICRO, "device": "cpu"}, "data": DATA, "epochs": 12,
-        "optim": {"lr": 3e-3, "warmup_steps": 5}, "trainer": {"micro_batch_tokens": 384, "save_every": 0,
-                                                              "output_dir": str(out), "log_every": 5},
-    }, SFTRecipe)
-    return run_sft(recipe)
 
 
 def _raw(model: Path, out: Path, steps: int, eta: int = 1, **changes) -> dict:

@@ -1,0 +1,24 @@
+"""Fixtures shared across test folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def sft_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A micro model (the test module's ``MICRO`` config) that learned the answer format, and some answers, of the
+    module's ``DATA`` in ~10 s of SFT: RL groups then have mixed rewards and weights are pushed after every step.
+    A module that defines its own ``sft_model`` fixture uses that one instead."""
+    from thinkrl.train.config import SFTRecipe, validate_recipe
+    from thinkrl.train.sft import run_sft
+
+    out = tmp_path_factory.mktemp("sft")
+    recipe = validate_recipe({
+        "name": "micro-sft", "model": {"init": request.module.MICRO, "device": "cpu"}, "data": request.module.DATA,
+        "epochs": 12, "optim": {"lr": 3e-3, "warmup_steps": 5},
+        "trainer": {"micro_batch_tokens": 384, "save_every": 0, "output_dir": str(out), "log_every": 5},
+    }, SFTRecipe)
+    return run_sft(recipe)
