@@ -27,7 +27,8 @@ from thinkrl.registry import Registry
 from thinkrl.rewards import score_response
 from thinkrl.rollout.tools import Tool, build_tool
 from thinkrl.tasks import Problem, get_task
-from thinkrl.tasks.big_arithmetic import SLIPS, product_terms
+from thinkrl.tasks.arithmetic import SLIPS
+from thinkrl.tasks.big_arithmetic import product_terms
 from thinkrl.tokenizer import ThinkTags
 
 Message = dict[str, Any]

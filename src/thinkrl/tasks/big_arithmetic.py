@@ -15,16 +15,11 @@ reduces the expression one operation per line, as ``arithmetic`` does::
 from __future__ import annotations
 
 import random
-import re
-from collections.abc import Mapping
 from typing import Any
 
-from thinkrl.tasks.arithmetic import SLIPS, reduction
-from thinkrl.tasks.base import Knob, Problem, Task, Trace, Verdict, check_noise, require
-from thinkrl.tasks.expr import EvaluationError, parse, to_text
+from thinkrl.tasks.arithmetic import ArithmeticTask
+from thinkrl.tasks.base import Knob
 from thinkrl.tasks.registry import TASKS
-
-_INTEGER = re.compile(r"[+-]?\d{1,60}")
 
 
 def product_terms(expression: str) -> list[tuple[int, int]]:
@@ -37,8 +32,9 @@ def product_terms(expression: str) -> list[tuple[int, int]]:
 
 
 @TASKS.register("big_arithmetic")
-class BigArithmeticTask(Task):
-    """Sum of ``num_products`` products of two ``digits``-digit numbers."""
+class BigArithmeticTask(ArithmeticTask):
+    """Sum of ``num_products`` products of two ``digits``-digit numbers; verdicts and plain traces (one reduction
+    per line, no tools; with ``noise`` one slip) are arithmetic's."""
 
     name = "big_arithmetic"
     difficulty_knobs = (
@@ -51,32 +47,3 @@ class BigArithmeticTask(Task):
         terms = [(rng.randint(low, high), rng.randint(low, high)) for _ in range(difficulty["num_products"])]
         text = "+".join(f"{a}*{b}" for a, b in terms)
         return f"Compute {text}.", {"expression": text, "answer": sum(a * b for a, b in terms)}
-
-    def canonical_key(self, ground_truth: Mapping[str, Any]) -> str:
-        return to_text(parse(require(ground_truth, "expression", str)))
-
-    def check(self, ground_truth: Mapping[str, Any], answer: str) -> Verdict:
-        """The text after the last ``=`` must be exactly the integer answer."""
-        expected = require(ground_truth, "answer", int)
-        value = answer.rsplit("=", 1)[-1].strip()
-        if not _INTEGER.fullmatch(value):
-            return Verdict.wrong("unparseable", f"expected one integer, got {value[:50]!r}")
-        if int(value) != expected:
-            return Verdict.wrong("wrong value", f"{int(value)} is not {expected}")
-        return Verdict.right(str(expected))
-
-    def write_trace(self, problem: Problem, rng: random.Random, noise: float = 0.0) -> Trace:
-        """One reduction per line (no tools); with probability ``noise`` one step slips."""
-        noise = check_noise(noise)
-        node = parse(require(problem.ground_truth, "expression", str))
-        lines, value = reduction(node)
-        if rng.random() < noise:
-            for _ in range(20):
-                try:
-                    slipped, wrong = reduction(node, rng.randrange(len(lines)), rng.choice(SLIPS))
-                except EvaluationError:
-                    continue
-                if wrong != value:
-                    lines, value = slipped, wrong
-                    break
-        return Trace(thinking="\n".join(lines), answer=str(value))
