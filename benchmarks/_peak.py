@@ -12,10 +12,8 @@ the benchmark's thread count, device and dtype. What is counted per token (forwa
 
 A training step (forward + backward) is ``3 x`` the forward count.
 
-Load from a benchmark with ``importlib`` (``thinkrl bench`` runs scripts by path, so sibling modules
-are not importable by name)::
-
-    spec = importlib.util.spec_from_file_location("_peak", Path(__file__).with_name("_peak.py"))
+Import it by name from a benchmark (``import _peak``): ``thinkrl bench``, ``python benchmarks/x.py`` and the
+tests (pytest ``pythonpath``) all put ``benchmarks/`` on ``sys.path``.
 """
 
 from __future__ import annotations

@@ -29,32 +29,22 @@ Prints one JSON line.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
 import random
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
+import bench_generate  # a sibling: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
 from thinkrl.engine import LLMEngine, Request, SamplingParams, make_budget_controller
 from thinkrl.model import CausalLM, ModelConfig, build_model
 from thinkrl.tokenizer import TextTokenizer, load_tokenizer
 
-
-def _load_bench_generate() -> Any:
-    """The sibling benchmark module (its model configs and CUDA sync), loaded by path: benchmarks/ is no package."""
-    spec = importlib.util.spec_from_file_location("bench_generate", Path(__file__).with_name("bench_generate.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_GEN = _load_bench_generate()
+_GEN = bench_generate  # the sibling benchmark: its model configs and CUDA sync
 _sync = _GEN._sync
 
 

@@ -22,20 +22,18 @@ one JSON line from rank 0.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
 import random
 import resource
 import statistics
-import sys
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
 
 import torch
 
+import _peak
+import bench_generate  # siblings: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
 from thinkrl.model import build_model
 from thinkrl.records import Trajectory
 from thinkrl.train.actor import Actor
@@ -43,14 +41,6 @@ from thinkrl.train.batching import PackedBatch, pack_trajectories
 from thinkrl.train.distributed import barrier, data_parallel_from_env, gather_objects, shard_model
 from thinkrl.train.schedule import build_optimizer, build_scheduler
 from thinkrl.train.specs import AlgorithmSpec, OptimSpec
-
-
-def _load_sibling(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def global_batch(vocab_size: int, seqs: int, length: int) -> PackedBatch:
@@ -89,14 +79,14 @@ def main() -> None:
     dp = data_parallel_from_env()
     if args.offload and dp is None:
         raise SystemExit("--offload needs torchrun (FSDP2)")
-    peak_module = _load_sibling("_peak")
+    peak_module = _peak
     if args.clock == "cpu" and torch.cuda.is_available():
         raise SystemExit("--clock cpu times CPU devices only")
     clock = peak_module.CLOCKS[args.clock]
     peak = peak_module.measure_peak("cuda" if torch.cuda.is_available() else "cpu", clock=args.clock) \
         if dp is None or dp.is_main else None
     barrier(dp)
-    config = _load_sibling("bench_generate").MODELS[args.model]
+    config = bench_generate.MODELS[args.model]
     device = dp.device if dp is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = build_model(config, device=device, seed=0)
     model.activation_checkpointing = args.recompute

@@ -11,18 +11,16 @@ fraction of it. Prints one JSON line.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
 import random
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
+import _peak  # siblings: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.model import ModelConfig, build_model, load_pretrained, save_pretrained
 
@@ -47,15 +45,6 @@ MODELS = {
 }
 BENCH_MODEL = MODELS["demo"]
 CLOCK = time.perf_counter  # main() sets it from --clock (_peak.CLOCKS)
-
-
-def _load_peak():
-    """benchmarks/_peak.py (``thinkrl bench`` runs scripts by path, so siblings load by file)."""
-    spec = importlib.util.spec_from_file_location("_peak", Path(__file__).with_name("_peak.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up while being defined
-    spec.loader.exec_module(module)
-    return module
 
 
 class _IdTokenizer:
@@ -170,7 +159,7 @@ def main() -> None:
     dtype_name = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     dtype = getattr(torch, dtype_name)
     torch.manual_seed(args.seed)
-    peak_module = _load_peak()
+    peak_module = _peak
     if args.clock == "cpu" and not args.device.startswith("cpu"):
         parser.error("--clock cpu times CPU runs only")
     global CLOCK

@@ -10,26 +10,17 @@ One engine (a model of bench_generate.MODELS, random weights) generates ``--new-
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+import bench_generate  # siblings: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
 from thinkrl.engine import LLMEngine, SamplingParams
 from thinkrl.model import build_model
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def main() -> None:
@@ -42,7 +33,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also write the table to this file")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    gen = _load("bench_generate")
+    gen = bench_generate
     if args.model not in gen.MODELS:
         parser.error(f"--model {args.model!r} is not one of {sorted(gen.MODELS)}")
     model = build_model(gen.MODELS[args.model], seed=0).eval()

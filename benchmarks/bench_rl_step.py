@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,6 +37,8 @@ from typing import Any
 
 import torch
 
+import _peak  # siblings: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
+import bench_generate
 from thinkrl.engine import LLMEngine
 from thinkrl.model import ModelConfig, build_model, compile_pointwise, load_pretrained, save_pretrained
 from thinkrl.rewards import score_response
@@ -58,18 +58,9 @@ LR, BETAS, ADAM_EPS, GRAD_CLIP, EPS_LOW, EPS_HIGH = 1e-5, (0.9, 0.95), 1e-8, 1.0
 CLOCK = time.perf_counter  # main() sets it from --clock (_peak.CLOCKS)
 
 
-def _load_sibling(name: str) -> Any:
-    """benchmarks/<name>.py (``thinkrl bench`` runs scripts by path, so siblings load by file)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # _peak's dataclass looks its module up while being defined
-    spec.loader.exec_module(module)
-    return module
-
-
 def _model_config(name: str = "demo") -> ModelConfig:
     """``MODELS[name]`` of bench_generate.py (one definition of the benchmark models)."""
-    return _load_sibling("bench_generate").MODELS[name]
+    return bench_generate.MODELS[name]
 
 
 class _NoStopTokenizer:
@@ -300,13 +291,13 @@ def main() -> None:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.group_size < 2:
         raise SystemExit(f"--group-size must be >= 2, got {args.group_size}")
-    models = _load_sibling("bench_generate").MODELS
+    models = bench_generate.MODELS
     if args.model not in models:
         parser.error(f"--model {args.model!r} is not one of {sorted(models)}")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    peak_module = _load_sibling("_peak")
+    peak_module = _peak
     global CLOCK
     CLOCK = peak_module.CLOCKS[args.clock]
     peak = peak_module.measure_peak("cpu", torch.float32, clock=args.clock)

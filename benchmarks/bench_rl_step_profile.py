@@ -10,11 +10,9 @@ outside) twice untimed, times three, and profiles one. Prints one JSON line; ``-
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,19 +20,11 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+import bench_rl_step  # siblings: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
 from thinkrl.model import compile_pointwise
 from thinkrl.rollout import sample_groups, score_trajectories
 from thinkrl.tasks.dataset import generate_dataset
 from thinkrl.tokenizer import load_tokenizer
-
-
-def _load_bench_rl_step():
-    """benchmarks/bench_rl_step.py (``thinkrl bench`` runs scripts by path, so siblings load by file)."""
-    spec = importlib.util.spec_from_file_location("bench_rl_step", Path(__file__).with_name("bench_rl_step.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def main() -> None:
@@ -45,7 +35,7 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     cli = parser.parse_args()
     torch.set_num_threads(1)
-    rl = _load_bench_rl_step()
+    rl = bench_rl_step
     args = argparse.Namespace(steps=1, prompts=16, group_size=8, max_new_tokens=64, micro_batch_tokens=32768,
                               seed=0, threads=1, skip_trl=True, model=cli.model, compile_pointwise=False)
     problems = generate_dataset(rl.TASK, args.prompts, args.seed, "train", rl.DIFFICULTY)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import platform
@@ -38,16 +37,14 @@ from typing import Any
 import httpx
 import torch
 
+import bench_generate  # a sibling: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.model import build_model, save_pretrained
 from thinkrl.tokenizer import load_tokenizer
 
 
 def _demo_config() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_generate", Path(__file__).with_name("bench_generate.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.MODELS["demo"]
+    return bench_generate.MODELS["demo"]
 
 
 def _messages(i: int) -> list[dict[str, str]]:

@@ -28,5 +28,7 @@ def run(args: argparse.Namespace) -> int:
     if not script.exists():
         raise SystemExit(f"unknown benchmark {args.name!r}; available: {', '.join(available())} (in {BENCH_DIR})")
     sys.argv = [str(script), *args.args]
+    if str(BENCH_DIR) not in sys.path:  # as `python benchmarks/x.py` does: benchmarks import their siblings by name
+        sys.path.insert(0, str(BENCH_DIR))
     runpy.run_path(str(script), run_name="__main__")
     return 0
