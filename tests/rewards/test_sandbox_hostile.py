@@ -160,6 +160,33 @@ def test_cannot_read_env_secrets_or_home_files(limits, monkeypatch):
     assert secret not in result.stdout and "THINKRL_TEST_SECRET" not in result.stdout
 
 
+def test_bwrap_sees_no_host_files_outside_the_system_directories(limits, tmp_path):
+    """Only /usr (and its merged-/usr links), a few loader files of /etc and the interpreter are bound: the
+    repository, world-readable files elsewhere and /etc's host details are not there at all."""
+    if limits.isolation != "bwrap":
+        pytest.skip("only bubblewrap gives the program its own filesystem view")
+    readable = tmp_path / "world_readable.txt"
+    readable.write_text("host data")
+    tmp_path.chmod(0o755)
+    probes = [str(Path(__file__).resolve()), str(Path(__file__).resolve().parents[2]), str(readable),
+              "/etc/hostname", "/etc/passwd", "/var", "/opt", "/srv"]
+    code = (f"import os\nfor path in {probes!r}:\n    print(path, os.path.exists(path))\n"
+            "import sys\nprint('ROOT', sorted(os.listdir('/')))\n"
+            "print('PYTHON', os.path.realpath(sys.executable).split('/')[1])\n"
+            "import subprocess\nprint(subprocess.run(['sh', '-c', 'echo shell-ok'], capture_output=True, "
+            "text=True).stdout)\n")
+    result = run_hostile(code, limits)
+    assert result.status is Status.OK, result.stderr
+    interpreter_top = result.stdout.split("PYTHON ")[1].split()[0]  # e.g. opt for /opt/python: bound, alone
+    for path in probes:
+        if path.split("/")[1] != interpreter_top:
+            assert f"{path} False" in result.stdout, result.stdout
+    assert "shell-ok" in result.stdout  # system programs still run
+    listed = result.stdout.split("ROOT ")[1].splitlines()[0]
+    for name in {"work", "home", "root", "var", "opt", "srv", "mnt", "media"} - {interpreter_top}:
+        assert f"'{name}'" not in listed, listed
+
+
 def test_cannot_connect_to_a_local_port(limits):
     if _weak(limits):
         pytest.skip("non-root rlimits fallback has the host's network")

@@ -3,7 +3,8 @@
 Two isolation modes (see docs/sandbox.md for what each guarantees):
 
 - ``bwrap``: bubblewrap with every namespace unshared (user, pid, net, ipc, uts, cgroup) and no nested
-  user namespaces, the whole filesystem read-only, fresh ``/dev`` and ``/proc``, size-limited private
+  user namespaces, only the system directories and the interpreter's prefix bound read-only (not the rest of the
+  host's filesystem), fresh ``/dev`` and ``/proc``, size-limited private
   tmpfs ``/tmp`` and ``/dev/shm``, empty read-only ``/home``, ``/root``, ``/run`` and home directory, a
   cleared environment and ``--die-with-parent``. When the parent runs as root, bubblewrap itself runs under a dedicated
   unprivileged uid, so the sandbox holds no host privilege at all.
@@ -32,7 +33,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from thinkrl.rewards.sandbox.limits import SandboxLimits
@@ -98,12 +98,26 @@ def python_candidates(limits: SandboxLimits) -> list[str]:
     return out
 
 
-def _hidden_dirs() -> list[str]:
-    dirs = ["/home", "/root"]
-    home = str(Path.home())
-    if home not in ("/", "") and not any(home == d or home.startswith(d + "/") for d in dirs):
-        dirs.append(home)
-    return [d for d in dirs if os.path.isdir(d)]
+# What a Python program needs of the host, bound read-only; nothing else of the host filesystem is visible (no
+# repository, data, /etc/hostname or /var): merged-/usr symlinks stay symlinks.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+SYSTEM_ETC = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime")
+
+
+def _system_binds(python: str) -> list[str]:
+    """bubblewrap arguments that make the system directories, a few loader files of ``/etc`` and the prefix of
+    ``python`` (when it is installed outside them, e.g. /opt or a pyenv) visible, read-only."""
+    args: list[str] = []
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    args += [a for path in SYSTEM_ETC if os.path.exists(path) for a in ("--ro-bind", path, path)]
+    prefix = os.path.dirname(os.path.dirname(os.path.realpath(python)))
+    if not any(prefix == d or prefix.startswith(d + "/") for d in SYSTEM_DIRS if os.path.isdir(d)):
+        args += ["--ro-bind", prefix, prefix]
+    return args
 
 
 @functools.cache
@@ -123,14 +137,13 @@ def bwrap_argv(iso: Isolation, limits: SandboxLimits, src_dir: str, result_fd: i
     tmpfs = str(limits.tmpfs_mb << 20)
     argv = [iso.bwrap, "--unshare-all", "--unshare-user", *_no_nested_userns(iso.bwrap),
             "--die-with-parent", "--new-session",
-            "--ro-bind", "/", "/",
+            *_system_binds(iso.python),
             "--dev", "/dev", "--size", tmpfs, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
             "--proc", "/proc",
             "--size", tmpfs, "--tmpfs", "/tmp",
-            "--tmpfs", "/run", "--ro-bind", src_dir, BWRAP_SRC, "--remount-ro", "/run"]
-    for d in _hidden_dirs():
-        argv += ["--tmpfs", d, "--remount-ro", d]
-    argv += ["--chdir", "/tmp", "--clearenv"]
+            "--tmpfs", "/run", "--ro-bind", src_dir, BWRAP_SRC, "--remount-ro", "/run",
+            "--remount-ro", "/",  # bubblewrap's own root is a tmpfs without a size limit: no writes there
+            "--chdir", "/tmp", "--clearenv"]
     for key, value in sandbox_env("/tmp").items():
         argv += ["--setenv", key, value]
     return argv + [iso.python, *PYTHON_FLAGS, f"{BWRAP_SRC}/_runner.py", f"{BWRAP_SRC}/config.bin", str(result_fd)]
