@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 
 from thinkrl.model import ModelConfig, build_model
-from thinkrl.tune import ClusterSpec, ModelShape, ParallelLayout, WorkloadSpec, estimate_memory, read_hf_config
+from thinkrl.tune import (
+    ClusterSpec,
+    ModelShape,
+    ParallelLayout,
+    TrainerSpec,
+    WorkloadSpec,
+    estimate_memory,
+    read_hf_config,
+)
 
 # L=2 layers, C=8, H=2 query heads, K=1 KV head, D=4, I=16, V=32, untied embeddings, no biases.
 TINY = {"architectures": ["SeedOssForCausalLM"], "num_hidden_layers": 2, "hidden_size": 8, "num_attention_heads": 2,
@@ -68,16 +76,63 @@ def test_recompute_keeps_layer_inputs_and_one_layer_by_hand():
     assert mem.train_peak == 27264 + 800 + 5504
 
 
-def test_sharded_bf16_with_tensor_parallel_by_hand():
-    cluster = ClusterSpec(num_gpus=4, gpus_per_node=4, gpu_mem_gb=1, reserved_gb=0)
-    layout = ParallelLayout(tp=2, fsdp=2, micro_batch_tokens=8)
-    mem = estimate_memory(tiny_shape(), cluster, workload(precision="bf16"), layout)
-    # TP halves every parameter, FSDP halves again: 1704 / 4 = 426 per rank, x 16 B
-    assert mem.model_states == 16 * 426
-    # unsharded bf16 copies: root 520/2 + two layers 2 x 592/2 + lm_head grad 256/2 = 980 params x 2 B
-    assert mem.gathered == 2 * 980
-    # TP buffers: gathered layer input + reduce-scatter buffer, 2 x 8 tokens x 8 x 2 B
+TP_CLUSTER = ClusterSpec(num_gpus=4, gpus_per_node=4, gpu_mem_gb=1, reserved_gb=0)
+TP_LAYOUT = ParallelLayout(tp=2, fsdp=2, micro_batch_tokens=8)
+
+
+def test_tensor_parallel_as_thinkrl_train_runs_it_by_hand():
+    """thinkrl's trainer: tp splits attention and the FFN only; norms, residual stream, embeddings, lm_head and
+    logits stay whole on each tp rank (the default `TrainerSpec`)."""
+    mem = estimate_memory(tiny_shape(), TP_CLUSTER, workload(precision="bf16"), TP_LAYOUT)
+    # per layer on a tp rank: (attention 192 + SwiGLU 384) / 2 + two norms 16 = 304; root: V*C*2 = 512 + final
+    # norm 8, not split. 2 x 304 + 520 = 1128 on the tp rank, FSDP halves it: 564 x 16 B
+    assert mem.model_states == 16 * 564 == 9024
+    # unsharded bf16 copies: root 520 + two layers 2 x 304 + lm_head grad 32*8 = 256 -> 1384 params x 2 B
+    assert mem.gathered == 2 * 1384
+    # TP buffers: 2 x 8 tokens x C 8 x 2 B
     assert mem.comm_buffers == 256
+    # per token per layer (bf16, C = 8 whole):
+    #   norm: fp32 input copy 4*8 + 1/rms 4 + normed and output 2 x 2*8 = 68; two: 136
+    #   residual mid + out 2 x 2*8 = 32
+    #   attention on a rank: 1 query head, ceil(1/2) = 1 KV head: 2*4*(2+2) = 32 + lse 4*1 -> 36
+    #   SwiGLU: 4 x 2*16/2 = 64                                          -> layer 268
+    # once per token: embedding output 2*8 = 16; final norm 32 + 4 + 16 = 52.  8 x (16 + 2*268 + 52)
+    assert mem.activations == 8 * 604 == 4832
+    # 6 response tokens x (hidden 2*8 + 16 B x V 32, whole vocabulary) = 6 x 528
+    assert mem.logits == mem.backward_extra == 3168
+    assert mem.train_peak == 9024 + 2768 + 256 + 4832 + 3168
+
+
+def test_tensor_parallel_with_sequence_and_vocab_parallelism_by_hand():
+    """A Megatron-style trainer: norms and residual stream split over tp by tokens, embeddings, lm_head and
+    logits by vocabulary."""
+    trainer = TrainerSpec(sequence_parallel=True, vocab_parallel=True)
+    mem = estimate_memory(tiny_shape(), TP_CLUSTER, workload(precision="bf16"), TP_LAYOUT, trainer)
+    # 2 x 304 + 512/2 + 8 = 872 on the tp rank, FSDP halves it: 436 x 16 B
+    assert mem.model_states == 16 * 436
+    # root 256 + 8, two layers 608, lm_head grad 256/2 = 128 -> 1000 params x 2 B
+    assert mem.gathered == 2000
+    # C/tp = 4 per token for norms and residuals: norm fp32 copy 4*4 + 1/rms 4 + 2 x 2*4 = 36 (two: 72), residuals 16,
+    # attention 36, SwiGLU 64 -> layer 188; embedding output 8, final norm 16 + 4 + 8 = 28
+    assert mem.activations == 8 * (8 + 2 * 188 + 28) == 3296
+    # 6 x (16 + 16 x 32/2)
+    assert mem.logits == mem.backward_extra == 6 * 272
+    assert mem.train_peak == 6976 + 2000 + 256 + 3296 + 1632
+
+
+def test_each_tensor_parallel_feature_moves_only_its_terms():
+    shape, work = tiny_shape(), workload(precision="bf16")
+    neither = estimate_memory(shape, TP_CLUSTER, work, TP_LAYOUT)
+    sp = estimate_memory(shape, TP_CLUSTER, work, TP_LAYOUT, TrainerSpec(sequence_parallel=True))
+    vp = estimate_memory(shape, TP_CLUSTER, work, TP_LAYOUT, TrainerSpec(vocab_parallel=True))
+    assert (sp.model_states, sp.gathered, sp.logits) == (neither.model_states, neither.gathered, neither.logits)
+    assert sp.activations == 3296 < neither.activations
+    assert vp.activations == neither.activations
+    assert (vp.model_states, vp.gathered, vp.logits) == (16 * 436, 2000, 1632)
+    # tp = 1: the switches change nothing
+    one = ParallelLayout(fsdp=4, micro_batch_tokens=8)
+    full = TrainerSpec(sequence_parallel=True, vocab_parallel=True)
+    assert estimate_memory(shape, TP_CLUSTER, work, one) == estimate_memory(shape, TP_CLUSTER, work, one, full)
 
 
 def test_offload_moves_states_off_the_gpu():

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from thinkrl.tune import ClusterSpec, ParallelLayout, WorkloadSpec, estimate_memory, estimate_time, load_model_shape
+from thinkrl.tune import (
+    TRAINER_PRESETS,
+    ClusterSpec,
+    ParallelLayout,
+    WorkloadSpec,
+    estimate_memory,
+    estimate_time,
+    load_model_shape,
+)
 from thinkrl.tune.search import SearchSpace, check_layout, evaluate_layout, tune
 
 CONFIGS = Path(__file__).resolve().parents[2] / "src/thinkrl/tune/configs"
@@ -49,8 +57,9 @@ def test_moe_expert_parallel_must_divide_experts():
 
 def test_36b_full_adam_does_not_fit_one_node_without_offload():
     # 36.15e9 params x 16 B / 8 GPUs = 72.3 GB of model states alone: with 77 GB usable nothing but a sliver is
-    # left, so every layout without offload is rejected, each with a reason, and some offload layout fits.
-    result = tune(SEED, h100s(8), WORK)
+    # left, so every layout without offload is rejected, each with a reason, and some offload layout fits (on a
+    # trainer with every modelled feature: thinkrl train has no optimizer-only offload and no offload with tp).
+    result = tune(SEED, h100s(8), WORK, trainer=TRAINER_PRESETS["full"])
     assert result.feasible and all(c.layout.offload != "none" for c in result.feasible)
     no_offload = [c for c in result.rejected if c.layout.offload == "none"]
     assert no_offload and all("GB usable" in c.reason for c in no_offload)
@@ -67,7 +76,8 @@ def test_ranking_is_by_step_time_and_every_winner_fits():
 
 def test_tiny_gpus_fit_nothing_and_say_why():
     cluster = ClusterSpec(num_gpus=8, gpus_per_node=8, gpu_mem_gb=4, reserved_gb=1)
-    result = tune(SEED, cluster, WORK, SearchSpace(tp=[8], recompute=["full"], offload=["full"]))
+    space = SearchSpace(tp=[8], recompute=["full"], offload=["full"])
+    result = tune(SEED, cluster, WORK, space, TRAINER_PRESETS["full"])
     assert not result.feasible
     assert all(c.reason.startswith(("training needs", "rollout needs")) for c in result.rejected)
 

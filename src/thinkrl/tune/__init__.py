@@ -7,6 +7,7 @@ from thinkrl.tune.memory import MemoryBreakdown, estimate_memory
 from thinkrl.tune.shapes import ModelShape, load_model_shape, read_hf_config
 from thinkrl.tune.specs import CLUSTER_PRESETS, ClusterSpec, WorkloadSpec
 from thinkrl.tune.timing import TimeBreakdown, estimate_time
+from thinkrl.tune.trainer import TRAINER_PRESETS, TrainerSpec
 
 __all__ = [
     "CLUSTER_PRESETS",
@@ -14,7 +15,9 @@ __all__ = [
     "MemoryBreakdown",
     "ModelShape",
     "ParallelLayout",
+    "TRAINER_PRESETS",
     "TimeBreakdown",
+    "TrainerSpec",
     "WorkloadSpec",
     "estimate_memory",
     "estimate_time",

@@ -2,8 +2,9 @@
 
     thinkrl tune --model seed-oss-36b --gpus 8 --gpu-mem-gb 80 [--json] [--out layout.yaml]
 
-``--model`` is a HF ``config.json`` (or its folder) or a built-in name (see ``--model list``).
-Bad input is one line on stderr and exit status 2.
+``--model`` is a HF ``config.json`` (or its folder) or a built-in name (see ``--model list``). The target trainer
+is `thinkrl train` unless ``--trainer full`` (`thinkrl.tune.trainer.TRAINER_PRESETS`): only layouts it runs are
+ranked, the others are listed with the reason. Bad input is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         kind = str if name in ("precision", "attention") else int
         parser.add_argument("--" + name.replace("_", "-"), type=kind)
     parser.add_argument("--no-rollout", action="store_true", help="the rollout engine runs on other GPUs")
+    parser.add_argument("--trainer", default="thinkrl", help="the trainer that runs the layout: thinkrl (thinkrl "
+                        "train: no sequence or vocabulary parallelism, no cp/ep, no optimizer-only offload; only "
+                        "layouts it runs are ranked) or full (every modelled feature, e.g. Megatron-LM)")
+    parser.add_argument("--assume-sequence-parallel", action="store_true", help="model tp with sequence "
+                        "parallelism (norms and residual stream split over tp ranks)")
+    parser.add_argument("--assume-vocab-parallel", action="store_true", help="model tp with vocabulary-parallel "
+                        "embedding, lm_head and logits")
     for name in SPACE_FLAGS:
         parser.add_argument("--" + name.replace("_", "-"), metavar="A,B,..", help=f"{name} values to try")
     parser.add_argument("--top", type=int, default=5, help="feasible layouts to print")
@@ -90,6 +98,7 @@ def build_inputs(args: argparse.Namespace):
     """(shape, cluster, workload, space) from the arguments; ValueError names the bad one."""
     from thinkrl.tune import CLUSTER_PRESETS, ClusterSpec, WorkloadSpec, load_model_shape
     from thinkrl.tune.search import SearchSpace
+    from thinkrl.tune.trainer import TRAINER_PRESETS
 
     if args.cluster not in CLUSTER_PRESETS:
         raise ValueError(f"unknown --cluster {args.cluster!r}; known: {', '.join(CLUSTER_PRESETS)}")
@@ -99,17 +108,29 @@ def build_inputs(args: argparse.Namespace):
     workload_raw = {**_given(args, WORKLOAD_FLAGS), "rollout_colocated": not args.no_rollout}
     workload = _validate(WorkloadSpec, workload_raw, "workload")
     space = _validate(SearchSpace, _parse_lists(args), "search")
-    return load_model_shape(_model_path(args.model)), cluster, workload, space
+    if args.trainer not in TRAINER_PRESETS:
+        raise ValueError(f"unknown --trainer {args.trainer!r}; known: {', '.join(TRAINER_PRESETS)}")
+    assumed = {key: True for key, flag in (("sequence_parallel", args.assume_sequence_parallel),
+                                           ("vocab_parallel", args.assume_vocab_parallel)) if flag}
+    trainer = TRAINER_PRESETS[args.trainer].model_copy(update=assumed)
+    return load_model_shape(_model_path(args.model)), cluster, workload, space, trainer
 
 
-def format_table(result, shape, cluster, workload, top: int) -> str:
-    """The ranked feasible layouts, then the rejected ones counted by reason with the closest example."""
+def _describe_trainer(trainer) -> str:
+    sp = "with" if trainer.sequence_parallel else "no"
+    vp = "vocabulary-parallel" if trainer.vocab_parallel else "replicated"
+    return f"trainer: {trainer.name} (tp: {sp} sequence parallelism, {vp} embeddings/lm_head)"
+
+
+def format_table(result, shape, cluster, workload, top: int, trainer) -> str:
+    """The ranked feasible layouts, then the rejected ones counted by reason with the closest example, and the
+    fastest layout the trainer cannot run if it would fit."""
     gb = 1e9
     lines = [
         f"{shape.name}: {shape.total_params / 1e9:.1f}B parameters ({shape.active_params / 1e9:.1f}B active); "
         f"{cluster.num_gpus} GPUs x {cluster.gpu_mem_gb:g} GB ({cluster.usable_bytes / gb:.1f} GB usable); "
         f"{workload.prompts_per_step} prompts x {workload.group_size} responses x "
-        f"({workload.prompt_len} + {workload.response_len}) tokens",
+        f"({workload.prompt_len} + {workload.response_len}) tokens; {_describe_trainer(trainer)}",
         f"{'#':>3} {'tp':>3} {'cp':>3} {'ep':>3} {'fsdp':>4} {'mb_tokens':>9} {'recompute':>9} {'offload':>9}"
         f" {'peak GB':>8} {'train':>6} {'rollout':>7} {'step s':>8} {'micro':>5}",
     ]
@@ -126,6 +147,11 @@ def format_table(result, shape, cluster, workload, top: int) -> str:
     for kind, count in kinds.most_common():
         example = min((c for c in result.rejected if _reason_kind(c.reason) == kind), key=_overshoot)
         lines.append(f"  {count:>5} rejected: {kind} — e.g. {example.layout.describe()}: {example.reason}")
+    unrunnable = [c for c in result.rejected if not c.runnable and c.time is not None]
+    best = min(unrunnable, key=lambda c: c.time.step_s, default=None)
+    if best and (not result.feasible or best.time.step_s < result.feasible[0].time.step_s):
+        lines.append(f"Fastest layout that fits but {trainer.name} cannot run: {best.layout.describe()}, step "
+                     f"{best.time.step_s:.1f} s ({best.reason.split(': ', 1)[1]}; --trainer full ranks these).")
     return "\n".join(lines)
 
 
@@ -157,10 +183,10 @@ def run(args: argparse.Namespace) -> int:
     if args.top < 1:
         return _error(f"--top must be >= 1, got {args.top}")
     try:
-        shape, cluster, workload, space = build_inputs(args)
+        shape, cluster, workload, space, trainer = build_inputs(args)
     except ValueError as err:
         return _error(str(err))
-    result = tune(shape, cluster, workload, space)
+    result = tune(shape, cluster, workload, space, trainer)
     if args.out and result.feasible:
         best = result.feasible[0]
         header = (f"thinkrl tune: {shape.name} on {cluster.num_gpus} GPUs x {cluster.gpu_mem_gb:g} GB; predicted "
@@ -169,11 +195,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({
             "model": {"name": shape.name, "total_params": shape.total_params, "active_params": shape.active_params},
-            "cluster": cluster.model_dump(), "workload": workload.model_dump(),
+            "cluster": cluster.model_dump(), "workload": workload.model_dump(), "trainer": trainer.model_dump(),
             "feasible": [c.to_dict() for c in result.feasible], "rejected": [c.to_dict() for c in result.rejected],
         }))
     else:
-        print(format_table(result, shape, cluster, workload, args.top))
+        print(format_table(result, shape, cluster, workload, args.top, trainer))
     if not result.feasible:
         return 1
     return 0

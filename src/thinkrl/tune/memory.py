@@ -11,11 +11,16 @@ docs/results/autotuner.md):
   root module's parameters (embeddings, lm_head) unsharded in the compute dtype for the whole forward and
   backward (FSDP2 does not reshard the root after forward), two decoder layers' worth (the current one and
   the prefetched / copy-out one), and lm_head's unsharded gradient.
+- Tensor parallelism follows the target trainer (`TrainerSpec`, default: thinkrl train): tp always splits
+  attention heads and the FFN width (parameters and activations); the norms and the residual stream only with
+  ``sequence_parallel`` (else every tp rank holds them whole: thinkrl's trainer); embeddings, lm_head and the
+  logits' vocabulary only with ``vocab_parallel`` (else replicated on every tp rank: thinkrl's trainer). Norm
+  weights are replicated either way.
 - Activations: what autograd saves, per token, per layer, counted tensor by tensor for thinkrl's decoder
-  (`layer_activation_bytes`); TP divides head and FFN tensors by tp and, with sequence parallelism, the
-  norms and residual stream too; CP divides the tokens.
+  (`layer_activation_bytes`); CP divides the tokens.
 - Logits: only response positions get logits; fp32 logits are kept for backward, and the backward of
-  ``gather - logsumexp`` holds three more (V,)-sized fp32 tensors per token at its peak: 16 B x V / tp.
+  ``gather - logsumexp`` holds three more (V,)-sized fp32 tensors per token at its peak: 16 B x V (/ tp with
+  vocabulary parallelism).
 - Peak of the training phase = model states + gathered + comm buffers + activations of every layer (or
   the layer inputs with full recompute) + the larger of (logits peak, one layer's backward working set,
   which with recompute includes that layer's recomputed activations).
@@ -32,6 +37,7 @@ from dataclasses import asdict, dataclass
 from thinkrl.tune.layout import ParallelLayout
 from thinkrl.tune.shapes import ModelShape
 from thinkrl.tune.specs import ClusterSpec, WorkloadSpec
+from thinkrl.tune.trainer import TrainerSpec
 
 MASTER_BYTES, GRAD_BYTES, ADAM_BYTES = 4, 4, 8
 LOGIT_BYTES_PER_VOCAB = 16  # saved fp32 logits + three fp32 (V,) tensors in their backward
@@ -81,26 +87,35 @@ class MemoryBreakdown:
         return {**asdict(self), "peak": self.peak}
 
 
-def local_param_counts(shape: ModelShape, layout: ParallelLayout) -> tuple[float, float]:
+def vocab_local_params(shape: ModelShape, layout: ParallelLayout, trainer: TrainerSpec) -> float:
+    """Embedding and lm_head parameters on a rank: split over tp only with vocabulary parallelism."""
+    return shape.vocab_params / (layout.tp if trainer.vocab_parallel else 1)
+
+
+def layer_local_params(shape: ModelShape, layout: ParallelLayout) -> float:
+    """One decoder layer's parameters on a rank once all-gathered: attention, dense/shared FFN and router over
+    tp, routed experts over tp * ep, the two norm weights whole."""
+    norms = shape.layer_norm_params
+    return (shape.layer_dense_params - norms) / layout.tp + norms + shape.expert_params / (layout.tp * layout.ep)
+
+
+def local_param_counts(shape: ModelShape, layout: ParallelLayout, trainer: TrainerSpec) -> tuple[float, float]:
     """(dense, expert) parameters one rank computes with, after TP and EP but before FSDP sharding.
 
-    Dense = embeddings, lm_head, attention, dense/shared FFN, router and norms, all split over tp (norms are
-    replicated in practice; they are < 0.01% of a layer). Expert = routed experts, split over tp * ep.
+    Dense = the layers' attention, dense/shared FFN and router (over tp), their norms and the final norm (whole),
+    embeddings and lm_head (`vocab_local_params`). Expert = routed experts, split over tp * ep.
     """
-    dense = (shape.num_layers * shape.layer_dense_params + shape.embedding_params) / layout.tp
+    norms = shape.layer_norm_params
+    layers = shape.num_layers * ((shape.layer_dense_params - norms) / layout.tp + norms)
+    dense = layers + vocab_local_params(shape, layout, trainer) + shape.hidden_size
     expert = shape.num_layers * shape.expert_params / (layout.tp * layout.ep)
     return dense, expert
 
 
-def resident_params(shape: ModelShape, layout: ParallelLayout) -> float:
+def resident_params(shape: ModelShape, layout: ParallelLayout, trainer: TrainerSpec) -> float:
     """Parameters whose fp32 master, gradient and Adam state live on the rank (FSDP shards)."""
-    dense, expert = local_param_counts(shape, layout)
+    dense, expert = local_param_counts(shape, layout, trainer)
     return dense / layout.shard_group + expert * layout.ep / layout.shard_group
-
-
-def layer_local_params(shape: ModelShape, layout: ParallelLayout) -> float:
-    """One decoder layer's parameters on a rank once all-gathered (after TP and EP)."""
-    return shape.layer_dense_params / layout.tp + shape.expert_params / (layout.tp * layout.ep)
 
 
 def norm_bytes(hidden: float, compute_bytes: int, output_saved: bool = True) -> float:
@@ -134,10 +149,11 @@ def ffn_bytes(shape: ModelShape, workload: WorkloadSpec, tp: int) -> float:
     return routed + 4 * shape.num_experts + 4 * b * shape.shared_expert_size / tp
 
 
-def layer_activation_bytes(shape: ModelShape, workload: WorkloadSpec, tp: int) -> float:
+def layer_activation_bytes(shape: ModelShape, workload: WorkloadSpec, tp: int, sequence_parallel: bool) -> float:
     """Bytes one decoder layer saves for backward per token (two norms, mid and output residual, attention,
-    FFN). With tp > 1 the norm and residual tensors are sequence-parallel (divided by tp)."""
-    c, b = shape.hidden_size / tp, workload.compute_bytes
+    FFN). Attention and FFN tensors are divided by tp; the norm and residual tensors only with
+    ``sequence_parallel`` (without it every tp rank computes them whole)."""
+    c, b = shape.hidden_size / (tp if sequence_parallel else 1), workload.compute_bytes
     return (2 * norm_bytes(c, b) + 2 * b * c + attention_bytes(shape, workload, tp) + ffn_bytes(shape, workload, tp))
 
 
@@ -152,15 +168,17 @@ def layer_backward_bytes(shape: ModelShape, workload: WorkloadSpec, tp: int) -> 
     return workload.compute_bytes * 2 * width / tp
 
 
-def activation_terms(shape: ModelShape, workload: WorkloadSpec, layout: ParallelLayout) -> tuple[float, ...]:
+def activation_terms(shape: ModelShape, workload: WorkloadSpec, layout: ParallelLayout,
+                     trainer: TrainerSpec) -> tuple[float, ...]:
     """(activations, backward_extra, logits) bytes of one micro-batch on one rank."""
     b, tp = workload.compute_bytes, layout.tp
     tokens = layout.micro_batch_tokens / layout.cp
     response_tokens = tokens * workload.response_len / workload.seq_len
-    c_local = shape.hidden_size / tp
-    layer = layer_activation_bytes(shape, workload, tp)
+    c_local = shape.hidden_size / (tp if trainer.sequence_parallel else 1)  # residual stream, norms
+    layer = layer_activation_bytes(shape, workload, tp, trainer.sequence_parallel)
     final_norm = norm_bytes(c_local, b, output_saved=False)
-    logits = response_tokens * (b * shape.hidden_size + LOGIT_BYTES_PER_VOCAB * shape.vocab_size / tp)
+    vocab_local = shape.vocab_size / (tp if trainer.vocab_parallel else 1)
+    logits = response_tokens * (b * shape.hidden_size + LOGIT_BYTES_PER_VOCAB * vocab_local)
     backward = layer_backward_bytes(shape, workload, tp)
     if layout.recompute == "full":
         activations = tokens * (b * c_local * shape.num_layers + final_norm)  # each layer's input
@@ -171,19 +189,21 @@ def activation_terms(shape: ModelShape, workload: WorkloadSpec, layout: Parallel
     return activations, extra, logits
 
 
-def gathered_bytes(shape: ModelShape, workload: WorkloadSpec, layout: ParallelLayout) -> float:
+def gathered_bytes(shape: ModelShape, workload: WorkloadSpec, layout: ParallelLayout, trainer: TrainerSpec) -> float:
     """Unsharded compute copies: root params, two layers in flight, lm_head's unsharded gradient (0 when
     there is nothing to gather or cast: fp32 compute and no sharding)."""
     b = workload.compute_bytes
     if layout.shard_group == 1 and b == 4 and layout.offload != "full":
         return 0.0
-    root = shape.embedding_params / layout.tp
-    lm_head_grad = shape.vocab_size * shape.hidden_size / layout.tp
+    root = vocab_local_params(shape, layout, trainer) + shape.hidden_size
+    lm_head_grad = shape.vocab_size * shape.hidden_size / (layout.tp if trainer.vocab_parallel else 1)
     return b * (root + PREFETCH_LAYERS * layer_local_params(shape, layout) + lm_head_grad)
 
 
 def comm_buffer_bytes(shape: ModelShape, workload: WorkloadSpec, layout: ParallelLayout) -> float:
-    """TP: the all-gathered layer input and a reduce-scatter buffer; EP: dispatch and combine buffers."""
+    """TP: two (N, C) buffers per block (with sequence parallelism the all-gathered input and the
+    reduce-scatter's; without it the row-wise projection's partial sum and its all-reduced copy); EP: dispatch
+    and combine buffers."""
     b = workload.compute_bytes
     tokens = layout.micro_batch_tokens / layout.cp
     out = 0.0
@@ -205,17 +225,19 @@ def kv_cache_bytes(shape: ModelShape, workload: WorkloadSpec, cluster: ClusterSp
     return seqs * workload.seq_len * per_token
 
 
-def estimate_memory(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec,
-                    layout: ParallelLayout) -> MemoryBreakdown:
-    """Per-GPU memory of training ``shape`` with ``layout`` (bytes, by term; see the module docstring)."""
-    resident = resident_params(shape, layout)
+def estimate_memory(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec, layout: ParallelLayout,
+                    trainer: TrainerSpec | None = None) -> MemoryBreakdown:
+    """Per-GPU memory of training ``shape`` with ``layout`` on ``trainer`` (None: thinkrl train as it is) (bytes,
+    by term; see the module docstring)."""
+    trainer = trainer or TrainerSpec()
+    resident = resident_params(shape, layout, trainer)
     on_gpu = layout.offload != "full"
     params = MASTER_BYTES * resident if on_gpu else 0.0
     grads = GRAD_BYTES * resident if on_gpu else 0.0
     optimizer = ADAM_BYTES * resident if layout.offload == "none" else 0.0
-    gathered = gathered_bytes(shape, workload, layout)
+    gathered = gathered_bytes(shape, workload, layout, trainer)
     comm = comm_buffer_bytes(shape, workload, layout)
-    activations, extra, logits = activation_terms(shape, workload, layout)
+    activations, extra, logits = activation_terms(shape, workload, layout, trainer)
     step_tmp = 4 * resident if layout.offload == "none" else 0.0
     kv, engine_weights, rollout = 0.0, 0.0, 0.0
     if workload.rollout_colocated:

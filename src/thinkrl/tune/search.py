@@ -1,7 +1,9 @@
 """Enumerate parallel layouts, drop the invalid ones and those that do not fit, rank the rest by step time.
 
 `check_layout` gives the reason a layout cannot run at all (divisibility, node size, sequences per
-group); `evaluate_layout` adds the memory verdict. Ranking: predicted step time, then peak memory.
+group); `evaluate_layout` adds the memory verdict and whether the target trainer (`TrainerSpec`, default thinkrl
+train) can run it: layouts it cannot run are rejected with that reason (their memory, and their time when they
+fit, still reported). Ranking: predicted step time, then peak memory.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from thinkrl.tune.memory import MemoryBreakdown, estimate_memory
 from thinkrl.tune.shapes import ModelShape
 from thinkrl.tune.specs import GB, ClusterSpec, WorkloadSpec
 from thinkrl.tune.timing import TimeBreakdown, estimate_time
+from thinkrl.tune.trainer import TrainerSpec, trainer_refusal
 
 
 class SearchSpace(BaseModel):
@@ -38,15 +41,17 @@ class SearchSpace(BaseModel):
 
 @dataclass(frozen=True)
 class Candidate:
-    """One evaluated layout: ``reason`` is None when it fits (then ``time`` is set)."""
+    """One evaluated layout: ``reason`` is None when it fits and the trainer runs it. ``time`` is set when it
+    fits in memory; ``runnable`` is False when the target trainer cannot run it (``reason`` says why)."""
 
     layout: ParallelLayout
     memory: MemoryBreakdown | None
     time: TimeBreakdown | None
     reason: str | None
+    runnable: bool = True
 
     def to_dict(self) -> dict:
-        return {"layout": self.layout.model_dump(), "reason": self.reason,
+        return {"layout": self.layout.model_dump(), "reason": self.reason, "runnable": self.runnable,
                 "memory": self.memory.to_dict() if self.memory else None,
                 "time": self.time.to_dict() if self.time else None}
 
@@ -91,14 +96,9 @@ def check_layout(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec
     return None
 
 
-def evaluate_layout(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec,
-                    layout: ParallelLayout) -> Candidate:
-    """Memory and time of one layout, with the reason it is rejected if it is."""
-    reason = check_layout(shape, cluster, workload, layout)
-    if reason:
-        return Candidate(layout, None, None, reason)
-    memory = estimate_memory(shape, cluster, workload, layout)
-    usable = cluster.usable_bytes
+def memory_refusal(memory: MemoryBreakdown, cluster: ClusterSpec) -> str | None:
+    """Which phase does not fit in the GPU's usable memory, with the largest term (None if all fit)."""
+    usable, reason = cluster.usable_bytes, None
     if memory.train_peak > usable:
         terms = {"activations": memory.activations, "logits/backward": memory.backward_extra,
                  "model states": memory.model_states, "gathered params": memory.gathered}
@@ -110,9 +110,22 @@ def evaluate_layout(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadS
     elif memory.rollout_peak > usable:
         reason = (f"rollout needs {memory.rollout_peak / GB:.1f} GB > {usable / GB:.1f} GB usable "
                   f"(KV cache {memory.kv_cache / GB:.1f} GB, engine weights {memory.rollout_weights / GB:.1f} GB)")
+    return reason
+
+
+def evaluate_layout(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec, layout: ParallelLayout,
+                    trainer: TrainerSpec | None = None) -> Candidate:
+    """Memory and time of one layout on ``trainer`` (None: thinkrl train), with the reason it is rejected if it
+    is: invalid (no memory), not runnable by the trainer (that reason first), or out of memory."""
+    trainer = trainer or TrainerSpec()
+    reason = check_layout(shape, cluster, workload, layout)
     if reason:
-        return Candidate(layout, memory, None, reason)
-    return Candidate(layout, memory, estimate_time(shape, cluster, workload, layout), None)
+        return Candidate(layout, None, None, reason)
+    memory = estimate_memory(shape, cluster, workload, layout, trainer)
+    oom = memory_refusal(memory, cluster)
+    timing = None if oom else estimate_time(shape, cluster, workload, layout, trainer)
+    refusal = trainer_refusal(shape, layout, cluster.num_gpus, trainer)
+    return Candidate(layout, memory, timing, refusal or oom, runnable=refusal is None)
 
 
 def enumerate_layouts(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec,
@@ -153,12 +166,13 @@ def _rank_key(candidate: Candidate) -> tuple:
     return round(tim.step_s, 6), round(mem.peak / 1e6), simplicity
 
 
-def tune(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec,
-         space: SearchSpace | None = None) -> TuneResult:
-    """Evaluate every layout of ``space``; feasible ones sorted by (step time, peak memory)."""
+def tune(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec, space: SearchSpace | None = None,
+         trainer: TrainerSpec | None = None) -> TuneResult:
+    """Evaluate every layout of ``space`` on ``trainer`` (None: thinkrl train); those that fit and the trainer
+    runs sorted by (step time, peak memory)."""
     result = TuneResult()
     for layout in enumerate_layouts(shape, cluster, workload, space or SearchSpace()):
-        candidate = evaluate_layout(shape, cluster, workload, layout)
+        candidate = evaluate_layout(shape, cluster, workload, layout, trainer)
         (result.rejected if candidate.reason else result.feasible).append(candidate)
     result.feasible.sort(key=_rank_key)
     result.rejected.sort(key=lambda c: c.memory.train_peak if c.memory else float("inf"))

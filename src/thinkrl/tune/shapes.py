@@ -35,6 +35,7 @@ class ModelShape:
         intermediate_size: I of the dense SwiGLU (0 for MoE layers).
         num_experts, experts_per_token, moe_intermediate_size, shared_expert_size: E, k, I_moe, I_shared.
         tied_embeddings: lm_head shares the input embedding.
+        qk_norm: per-head RMSNorm on q and k (Qwen3); its 2 x D weights per layer are not counted (< 0.01%).
     """
 
     name: str
@@ -50,6 +51,7 @@ class ModelShape:
     moe_intermediate_size: int
     shared_expert_size: int
     tied_embeddings: bool
+    qk_norm: bool = False
 
     @classmethod
     def from_config(cls, config: ModelConfig, name: str = "") -> ModelShape:
@@ -63,7 +65,7 @@ class ModelShape:
             num_experts=config.num_experts, experts_per_token=config.num_experts_per_tok if moe else 0,
             moe_intermediate_size=config.moe_intermediate_size if moe else 0,
             shared_expert_size=config.shared_expert_intermediate_size if moe else 0,
-            tied_embeddings=config.tie_word_embeddings,
+            tied_embeddings=config.tie_word_embeddings, qk_norm=config.qk_norm,
         )
 
     @property
@@ -89,9 +91,19 @@ class ModelShape:
         return self.attention_params + ffn + 2 * c
 
     @property
+    def layer_norm_params(self) -> int:
+        """The two RMSNorm weights of one layer (replicated on the tp ranks, never split)."""
+        return 2 * self.hidden_size
+
+    @property
+    def vocab_params(self) -> int:
+        """Input embedding plus lm_head (once when tied): what vocabulary parallelism splits."""
+        return self.vocab_size * self.hidden_size * (1 if self.tied_embeddings else 2)
+
+    @property
     def embedding_params(self) -> int:
         """Input embedding plus lm_head (once when tied) plus the final norm."""
-        return self.vocab_size * self.hidden_size * (1 if self.tied_embeddings else 2) + self.hidden_size
+        return self.vocab_params + self.hidden_size
 
     @property
     def total_params(self) -> int:

@@ -4,10 +4,12 @@ Assumptions (stated, not measured here; see docs/autotuner.md):
 - FLOPs: 6 per active parameter per token for forward + backward (2 forward, 4 backward), lm_head only on
   response tokens, causal attention 4 * H * D * (T + 1) / 2 per token per layer forward (x3 with backward);
   full recompute adds one forward of the layers; each forward-only pass (old / reference log-probs) 2 per
-  parameter per token. Work splits evenly over GPUs (TP, balanced CP, data parallel).
+  parameter per token. Work splits evenly over GPUs (TP, balanced CP, data parallel), except lm_head under tp
+  without vocabulary parallelism: every tp rank computes all of it (counted tp times).
 - FSDP all-gathers (forward and backward, compute dtype) and reduce-scatters (fp32) run every micro-batch
-  and overlap with compute; so does CP's ring exchange of K/V. TP (4 collectives per layer per pass with
-  sequence parallelism) and EP all-to-alls (dispatch + combine) sit on the critical path.
+  and overlap with compute; so does CP's ring exchange of K/V. TP collectives (`tp_comm_bytes`: all-reduces
+  without sequence parallelism, all-gathers / reduce-scatters with it) and EP all-to-alls (dispatch + combine)
+  sit on the critical path.
 - A group is intra-node when the ranks it spans fit in one node (rank order tp, cp, fsdp, replicate).
 - The optimizer step is memory-bound: 28 B per parameter (read p, g, m, v; write p, m, v) over HBM, or
   over the host's bandwidth when offloaded, plus PCIe copies of gradients and parameters.
@@ -22,6 +24,7 @@ from thinkrl.tune.layout import ParallelLayout
 from thinkrl.tune.memory import local_param_counts, resident_params
 from thinkrl.tune.shapes import ModelShape
 from thinkrl.tune.specs import GB, ClusterSpec, WorkloadSpec
+from thinkrl.tune.trainer import TrainerSpec
 
 ADAM_TRAFFIC_BYTES = 28
 
@@ -66,6 +69,13 @@ def step_flops(shape: ModelShape, workload: WorkloadSpec, recompute: str) -> flo
     return forward * (passes + workload.forward_only_passes)
 
 
+def lm_head_flops(shape: ModelShape, workload: WorkloadSpec) -> float:
+    """lm_head's share of `step_flops` (response tokens; forward, backward, forward-only passes; never
+    recomputed)."""
+    response_tokens = workload.num_seqs * workload.response_len
+    return 2 * shape.vocab_size * shape.hidden_size * response_tokens * (3 + workload.forward_only_passes)
+
+
 def _bandwidth(cluster: ClusterSpec, span: int) -> float:
     return (cluster.intra_node_gbps if span <= cluster.gpus_per_node else cluster.inter_node_gbps) * GB
 
@@ -75,11 +85,12 @@ def micro_batches(workload: WorkloadSpec, layout: ParallelLayout, num_gpus: int)
     return math.ceil(workload.tokens_per_step / groups / layout.micro_batch_tokens)
 
 
-def fsdp_seconds(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec, layout: ParallelLayout) -> float:
+def fsdp_seconds(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec, layout: ParallelLayout,
+                 trainer: TrainerSpec) -> float:
     """FSDP traffic of one micro-batch: all-gathers per pass (compute dtype), reduce-scatter (fp32), and the
     HSDP all-reduce of gradient shards across replicas."""
     b = workload.compute_bytes
-    dense, expert = local_param_counts(shape, layout)
+    dense, expert = local_param_counts(shape, layout, trainer)
     per_pass = (2 * b + 4) + b * workload.forward_only_passes  # bytes per parameter moved per micro-batch
     volume = 0.0
     g = layout.shard_group
@@ -91,22 +102,51 @@ def fsdp_seconds(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec
     seconds = volume / _bandwidth(cluster, layout.tp * layout.cp * layout.fsdp)
     replicas = layout.replicate(cluster.num_gpus)
     if replicas > 1:
-        shard = resident_params(shape, layout)
+        shard = resident_params(shape, layout, trainer)
         seconds += 2 * (replicas - 1) / replicas * shard * 4 / _bandwidth(cluster, cluster.num_gpus)
     return seconds
 
 
+def tp_comm_bytes(shape: ModelShape, workload: WorkloadSpec, layout: ParallelLayout, trainer: TrainerSpec) -> float:
+    """Bytes one rank sends in TP collectives for one micro-batch, in units u = (tp - 1)/tp x N x C x b (one
+    ring all-gather or reduce-scatter of an (N, C) tensor; an all-reduce is 2 u), per decoder layer:
+
+    - without sequence parallelism: an all-reduce after o_proj and after down_proj in each forward (2 x 2 u),
+      and of the input gradients of q/k/v and gate/up in backward (2 x 2 u);
+    - with it (Megatron-LM): all-gather before and reduce-scatter after attention and FFN in each forward (4 u),
+      the same four in backward plus re-gathering the two saved sharded inputs for the weight gradients (6 u).
+
+    Forwards: the training forward, the recomputed one, and the forward-only passes. With vocabulary parallelism
+    also the embedding output (all-reduce, or reduce-scatter with sequence parallelism) per forward except the
+    recomputed one, and lm_head's input over response tokens (backward all-reduce of its gradient, or an
+    all-gather per forward and a reduce-scatter in backward); the loss's per-token max / sum all-reduces are
+    ignored (4 B per token, not C).
+    """
+    tp = layout.tp
+    if tp == 1:
+        return 0.0
+    tokens = layout.micro_batch_tokens / layout.cp
+    unit = (tp - 1) / tp * tokens * shape.hidden_size * workload.compute_bytes
+    forwards = 1 + (1 if layout.recompute == "full" else 0) + workload.forward_only_passes
+    sp = trainer.sequence_parallel
+    units = shape.num_layers * (4 * forwards + (6 if sp else 4))
+    if trainer.vocab_parallel:
+        outer_forwards = 1 + workload.forward_only_passes
+        response = workload.response_len / workload.seq_len
+        units += outer_forwards * (1 if sp else 2) + response * ((outer_forwards + 1) if sp else 2)
+    return units * unit
+
+
 def activation_comm_seconds(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec,
-                            layout: ParallelLayout) -> tuple[float, float, float]:
-    """(tp, cp, ep) seconds of one micro-batch: TP 4 collectives per layer per pass, CP ring K/V exchange
-    (forward K, V; backward K, V and their gradients), EP dispatch + combine per layer per pass."""
+                            layout: ParallelLayout, trainer: TrainerSpec) -> tuple[float, float, float]:
+    """(tp, cp, ep) seconds of one micro-batch: TP `tp_comm_bytes`, CP ring K/V exchange (forward K, V;
+    backward K, V and their gradients), EP dispatch + combine per layer per pass."""
     b, tokens = workload.compute_bytes, layout.micro_batch_tokens / layout.cp
     passes = 3 + (1 if layout.recompute == "full" else 0) + workload.forward_only_passes  # bwd counts as 2
     layers = shape.num_layers
     tp = cp = ep = 0.0
     if layout.tp > 1:
-        volume = 4 * (layout.tp - 1) / layout.tp * tokens * shape.hidden_size * b * layers * passes
-        tp = volume / _bandwidth(cluster, layout.tp)
+        tp = tp_comm_bytes(shape, workload, layout, trainer) / _bandwidth(cluster, layout.tp)
     if layout.cp > 1:
         kv = tokens * 2 * math.ceil(shape.num_kv_heads / layout.tp) * shape.head_dim * b
         volume = (layout.cp - 1) * kv * layers * (3 + workload.forward_only_passes)
@@ -117,10 +157,10 @@ def activation_comm_seconds(shape: ModelShape, cluster: ClusterSpec, workload: W
     return tp, cp, ep
 
 
-def optimizer_seconds(shape: ModelShape, cluster: ClusterSpec, layout: ParallelLayout,
+def optimizer_seconds(shape: ModelShape, cluster: ClusterSpec, layout: ParallelLayout, trainer: TrainerSpec,
                       num_micro: int) -> tuple[float, float]:
     """(optimizer step, offload copies) seconds per step."""
-    shard = resident_params(shape, layout)
+    shard = resident_params(shape, layout, trainer)
     if layout.offload == "none":
         return shard * ADAM_TRAFFIC_BYTES / (cluster.hbm_gbps * GB), 0.0
     host_step = shard * ADAM_TRAFFIC_BYTES / (cluster.host_adam_gbps * GB)
@@ -130,15 +170,19 @@ def optimizer_seconds(shape: ModelShape, cluster: ClusterSpec, layout: ParallelL
     return host_step, num_micro * shard * 12 / link  # FSDP2 CPU offload: per micro-batch H2D x2, D2H x1
 
 
-def estimate_time(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec,
-                  layout: ParallelLayout) -> TimeBreakdown:
-    """Predicted time of one training step (see the module docstring for what overlaps what)."""
+def estimate_time(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec, layout: ParallelLayout,
+                  trainer: TrainerSpec | None = None) -> TimeBreakdown:
+    """Predicted time of one training step on ``trainer`` (None: thinkrl train as it is; see the module
+    docstring for what overlaps what)."""
+    trainer = trainer or TrainerSpec()
     num_micro = micro_batches(workload, layout, cluster.num_gpus)
     flops = step_flops(shape, workload, layout.recompute)
+    if not trainer.vocab_parallel:
+        flops += (layout.tp - 1) * lm_head_flops(shape, workload)  # each tp rank computes the whole lm_head
     compute = flops / cluster.num_gpus / (cluster.peak_tflops * 1e12 * cluster.mfu)
-    fsdp = fsdp_seconds(shape, cluster, workload, layout)
-    tp, cp, ep = activation_comm_seconds(shape, cluster, workload, layout)
-    optimizer, offload = optimizer_seconds(shape, cluster, layout, num_micro)
+    fsdp = fsdp_seconds(shape, cluster, workload, layout, trainer)
+    tp, cp, ep = activation_comm_seconds(shape, cluster, workload, layout, trainer)
+    optimizer, offload = optimizer_seconds(shape, cluster, layout, trainer, num_micro)
     per_micro = max(compute / num_micro, fsdp + cp) + tp + ep
     step = num_micro * per_micro + optimizer + offload
     return TimeBreakdown(num_micro, flops, compute, num_micro * fsdp, num_micro * cp, num_micro * tp,
