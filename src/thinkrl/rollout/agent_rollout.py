@@ -21,9 +21,11 @@ from thinkrl.model import CausalLM
 from thinkrl.records import RewardParts
 from thinkrl.rl import group_has_variance, soft_overlong_penalty
 from thinkrl.rollout.agent_spec import AgentSpec
+from thinkrl.rollout.engine import EngineClient, Placement
 from thinkrl.rollout.environments import Environment, build_environment
 from thinkrl.rollout.groups import RolloutBatch
 from thinkrl.rollout.multiturn import Episode, EpisodeRequest, MultiTurnRunner, SubmitClient
+from thinkrl.rollout.process import start_engine_process
 from thinkrl.rollout.requests import sampling_params
 from thinkrl.rollout.sources import SKIPPED_TOTAL, PromptSource
 from thinkrl.rollout.specs import RewardSpec, RolloutSpec, SamplingSpec
@@ -188,15 +190,19 @@ def evaluate_agent(runner: MultiTurnRunner, env: Environment, problems: list[Pro
 
 
 def start_agent_engine(policy: CausalLM, tokenizer: TextTokenizer, spec: AgentSpec, sampling: SamplingSpec,
-                       sized: list[Problem], seed: int) -> EngineLoop:
+                       sized: list[Problem], seed: int, placement: Placement = "thread") -> EngineClient:
     """`thinkrl.rollout.start_engine` for episodes: slots long enough for the longest opening prompt (tools
-    rendered, any of the sampling budgets) plus ``spec.max_total_tokens``."""
+    rendered, any of the sampling budgets) plus ``spec.max_total_tokens``; the engine runs in a thread or a child
+    process (``placement``; turn requests carry only thinking-budget controllers, which cross to it)."""
     env = build_environment(spec.environment, spec.options)
     max_prompt = max(len(render_episode_prompt(tokenizer, env, p, b)[0]) for p in sized
                      for b in sampling.thinking_budgets)
+    max_seq_len = max_prompt + 16 + spec.max_total_tokens
+    if placement == "process":
+        return start_engine_process(policy, tokenizer, num_slots=sampling.num_slots, max_seq_len=max_seq_len,
+                                    seed=seed)
     weights = copy.deepcopy(policy).eval().requires_grad_(False)
-    engine = LLMEngine(weights, tokenizer, num_slots=sampling.num_slots,
-                       max_seq_len=max_prompt + 16 + spec.max_total_tokens, seed=seed)
+    engine = LLMEngine(weights, tokenizer, num_slots=sampling.num_slots, max_seq_len=max_seq_len, seed=seed)
     return EngineLoop(engine).start()
 
 

@@ -132,8 +132,9 @@ class Episode:
         return self.limit is None and self.trajectory.finish_reason == "stop"
 
 
-class _State:
-    """One episode in flight."""
+class EpisodeState:
+    """One episode in flight: its ids so far (prompt excluded), their log-probs, mask and versions, and the calls of
+    its last turn while their tools run. `MultiTurnRunner` (and the streaming agent driver) advance it."""
 
     def __init__(self, item: EpisodeRequest) -> None:
         self.item = item
@@ -208,10 +209,10 @@ class MultiTurnRunner:
             RuntimeError: a turn failed in the engine (finish reason "error").
             EngineError: the engine loop stopped.
         """
-        states = [_State(item) for item in items]
+        states = [EpisodeState(item) for item in items]
         inbox: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
         with ThreadPoolExecutor(self.max_workers, thread_name_prefix="thinkrl-tool") as pool:
-            first = [self._turn_request(i, state) for i, state in enumerate(states)]
+            first = [self.turn_request(state, (i, state.item.request_id, 0)) for i, state in enumerate(states)]
             self.client.submit([r for r, _ in first], self._sink(inbox), finished_only=True)
             controllers = {i: c for i, (_, c) in enumerate(first)}
             pending = len(states)
@@ -221,18 +222,19 @@ class MultiTurnRunner:
                     raise item
                 state = states[index]
                 if isinstance(item, TokenEvent):
-                    state.calls = self._finish_turn(state, item.trajectory, controllers.pop(index)) or []
+                    state.calls = self.finish_turn(state, item.trajectory, controllers.pop(index)) or []
                     if not state.calls:
                         pending -= 1
                     else:
                         future = pool.submit(run_tool_calls, state.calls, self.tools, self.limits)
                         future.add_done_callback(lambda f, i=index: inbox.put((i, f.exception() or f.result())))
-                elif self._add_tool_turn(state, item):
-                    request, controllers[index] = self._turn_request(index, state)
+                elif self.add_tool_turn(state, item):
+                    turn_id = (index, state.item.request_id, len(state.episode.turn_spans))
+                    request, controllers[index] = self.turn_request(state, turn_id)
                     self.client.submit([request], self._sink(inbox), finished_only=True)
                 else:
                     pending -= 1
-        return [self._close(state) for state in states]
+        return [self.close_episode(state) for state in states]
 
     @staticmethod
     def _sink(inbox: queue.SimpleQueue) -> Sink:
@@ -240,7 +242,9 @@ class MultiTurnRunner:
             inbox.put((item.request_id[0], item) if isinstance(item, TokenEvent) else (_index_of(item), item))
         return sink
 
-    def _turn_request(self, index: int, state: _State) -> tuple[Request, ThinkingBudgetController]:
+    def turn_request(self, state: EpisodeState, request_id: Any) -> tuple[Request, ThinkingBudgetController]:
+        """The engine request of ``state``'s next assistant turn (prompt = the episode's ids so far; a fresh
+        thinking-budget controller: the budget applies per turn) and its controller."""
         item, turn = state.item, len(state.episode.turn_spans)
         budget = item.thinking_budget
         controller = ThinkingBudgetController(budget_vocab(self.tokenizer), budget,
@@ -253,11 +257,12 @@ class MultiTurnRunner:
             temperature=item.params.temperature, top_p=item.params.top_p, top_k=item.params.top_k, seed=seed,
             stop_token_ids=self.stop_ids, stop_strings=self.stop_strings, top_logprobs=item.params.top_logprobs)
         prompt = list(item.prompt_ids) + state.response
-        return Request(prompt, params, request_id=(index, item.request_id, turn), controller=controller), controller
+        return Request(prompt, params, request_id=request_id, controller=controller), controller
 
-    def _finish_turn(self, state: _State, piece: Trajectory, controller: ThinkingBudgetController
-                     ) -> list[ToolCall] | None:
-        """Append a finished turn; returns its tool calls to run, or None when the episode is over."""
+    def finish_turn(self, state: EpisodeState, piece: Trajectory, controller: ThinkingBudgetController
+                    ) -> list[ToolCall] | None:
+        """Append a finished turn (``piece``: its whole response, prompt = the episode's ids before it); returns
+        its tool calls to run, or None when the episode is over."""
         if piece.finish_reason == "error":
             raise RuntimeError(f"episode {state.item.request_id}: a turn failed in the engine: {piece.error}")
         if piece.prompt_ids != list(state.item.prompt_ids) + state.response:
@@ -294,7 +299,7 @@ class MultiTurnRunner:
         for call, result in zip(calls, results, strict=True):
             episode.calls.append(ToolCallRecord(turn, call.name, dict(call.arguments), result, call.ok))
 
-    def _add_tool_turn(self, state: _State, results: list[ToolResult] | BaseException) -> bool:
+    def add_tool_turn(self, state: EpisodeState, results: list[ToolResult] | BaseException) -> bool:
         """Append the tool turn's tokens; False when the episode ends instead (a limit)."""
         if isinstance(results, BaseException):  # run_tool_calls never raises; a bug here must not hang the loop
             raise results
@@ -312,7 +317,8 @@ class MultiTurnRunner:
         state.thinking_open = self.tags.ends_inside_thinking(suffix)
         return True
 
-    def _close(self, state: _State) -> Episode:
+    def close_episode(self, state: EpisodeState) -> Episode:
+        """The finished `Episode` of ``state``: its trajectory holds every turn's and tool turn's tokens."""
         episode = state.episode
         old = episode.trajectory
         episode.trajectory = Trajectory(

@@ -97,6 +97,8 @@ class StreamingDriver:
         poll_s: how often waits check the other side's liveness.
     """
 
+    score_group = staticmethod(score_trajectories)  # a finished group's rewards (agents: the environment judges)
+
     def __init__(self, engine: Any, tokenizer: TextTokenizer, source: PromptSource, rollout: RolloutSpec,
                  sampling: SamplingSpec, reward: RewardSpec, seed: int, start_version: int = 0,
                  stall_timeout_s: float = 600.0, poll_s: float = 0.2) -> None:
@@ -357,7 +359,7 @@ class StreamingDriver:
 
     def _complete(self, group: _Group) -> None:
         trajs: list[Trajectory] = [s.result for s in group.samples]  # type: ignore[misc]
-        score_trajectories(trajs, self.tokenizer, self.reward)
+        self.score_group(trajs, self.tokenizer, self.reward)
         correct = [bool(t.correct) for t in trajs]
         one_group = torch.zeros(len(trajs), dtype=torch.long)
         keep = not self.rollout.dynamic_sampling or bool(

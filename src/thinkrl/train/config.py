@@ -190,8 +190,6 @@ class RLRecipe(_Recipe):
         rollout, algo = self.rollout, self.algorithm
         if rollout.mode != "streaming":
             return self
-        if self.agent is not None:
-            raise ValueError("rollout.mode 'streaming' samples single-turn groups; with agent set rollout.mode 'sync'")
         if "off_policy" not in algo.model_fields_set:
             algo.off_policy = "decoupled"
         elif algo.off_policy == "none" and rollout.max_staleness > 0:

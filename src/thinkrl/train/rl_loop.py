@@ -21,6 +21,7 @@ from pathlib import Path
 from thinkrl.eval.evaluate import evaluate
 from thinkrl.rollout import PromptCursor, RolloutDriver, build_driver, collect_rollout_batch, rollout_metrics
 from thinkrl.rollout.agent_rollout import collect_agent_rollout, evaluate_agent_policy
+from thinkrl.rollout.agent_streaming import build_agent_driver
 from thinkrl.train.common import rank_metrics, save_policy
 from thinkrl.train.config import RLRecipe
 from thinkrl.train.dcp import save_sharded
@@ -78,6 +79,9 @@ def _streaming_driver(run: RLRun, recipe: RLRecipe) -> RolloutDriver | None:
     """The started streaming rollout (``rollout.mode: streaming``, on the engine's rank), else None."""
     if recipe.rollout.mode != "streaming" or run.engine is None:
         return None
+    if recipe.agent is not None:  # groups of multi-turn episodes (docs/agents.md)
+        return build_agent_driver(run.engine, run.tokenizer, run.source, recipe.rollout, recipe.sampling,
+                                  recipe.reward, recipe.agent, seed=recipe.trainer.seed, start_version=run.start_step)
     return build_driver(run.engine, run.tokenizer, run.source, recipe.rollout, recipe.sampling, recipe.reward,
                         seed=recipe.trainer.seed, start_version=run.start_step)
 

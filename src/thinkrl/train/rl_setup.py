@@ -108,7 +108,8 @@ def build_run(recipe: RLRecipe, data_parallel: DataParallel | None = None) -> RL
         sized += source.hardest_problems(20, seed=recipe.data.seed)
     engine = None
     if dp is None or dp.is_main:  # before sharding: the engine copies the full weights
-        engine = (start_agent_engine(model, tokenizer, recipe.agent, recipe.sampling, sized, trainer.seed)
+        engine = (start_agent_engine(model, tokenizer, recipe.agent, recipe.sampling, sized, trainer.seed,
+                                     recipe.rollout.placement)
                   if recipe.agent is not None else  # multi-turn episodes: slots sized for tools and turns
                   start_engine(model, tokenizer, recipe.sampling, sized, trainer.seed, recipe.rollout.placement))
     try:
