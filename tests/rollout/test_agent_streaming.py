@@ -353,7 +353,7 @@ def _recipe_file(tmp_path: Path, fitted, steps: int, **changes) -> Path:
                     "max_staleness": 1},
         "reward": {"overlong_penalty": False},
         "algorithm": {"preset": "dapo"},
-        "optim": {"lr": 5e-4, "schedule": "constant", "warmup_steps": 0, "grad_clip": 1.0},
+        "optim": {"lr": 1e-3, "schedule": "constant", "warmup_steps": 0, "grad_clip": 1.0},
         "trainer": {"steps": steps, "micro_batch_tokens": 8192, "eval_every": steps, "eval_samples": 48,
                     "save_every": 0, "log_every": 1, "output_dir": str(tmp_path / "run")},
     }
