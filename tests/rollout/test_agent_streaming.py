@@ -286,6 +286,27 @@ def test_multi_turn_groups_never_lag_more_than_eta(fitted, eta) -> None:
         assert continued > 0  # turns interrupted by the pushes went on
 
 
+@pytest.mark.parametrize("limit, name", [({"max_turns": 2}, "max_turns"),
+                                         ({"max_total_tokens": 60}, "max_total_tokens")])
+def test_limits_end_streamed_episodes_and_are_counted(fitted, limit, name) -> None:
+    """The synchronous limits end streamed episodes, with a push interrupting the turns in flight on the way (a
+    continuation has only what its turn had left), and each is counted in the batch's metrics."""
+    agent = AgentSpec(environment="big_arithmetic", **{"max_total_tokens": 300, "max_tokens_per_turn": 48, **limit})
+    loop = _loop(fitted)
+    driver = _driver(loop, group_size=2, agent=agent, max_buffered_groups=1)
+    try:
+        _wait_for(lambda: driver.tokens_generated >= 20, "a first turn")
+        driver.push_weights(list(fitted.state_dict().items()), version=1)  # interrupts what is in flight
+        batch = driver.next_batch(2)
+    finally:
+        driver.close()
+        loop.stop()
+    for t in batch.trajectories:
+        assert t.finish_reason == "length" and t.reward == -1.0 and t.reward_reason == "truncated"
+        assert len(t.response_ids) <= agent.max_total_tokens
+    assert batch.data_metrics[f"agent/limit_{name}"] == len(batch.sampled) == 2
+
+
 def _flaky_calculator(delay_s: float):
     """A calculator that sleeps ``delay_s`` on each call and raises on every other one."""
     (calculator,), count, lock = ENV.tools(), [0], threading.Lock()
