@@ -1,7 +1,8 @@
 """The ``agent`` config section: multi-turn tool use in RL, SFT and evaluation (see docs/agents.md).
 
-Present in a recipe, it switches rollouts to `thinkrl.rollout.multiturn` episodes in the named environment; the
-recipe's ``data.task`` must be the environment's task. Every default lives here.
+Present in a recipe, it switches rollouts to `thinkrl.rollout.multiturn` episodes in the named environment, in
+``rollout.mode`` sync or streaming (`thinkrl.rollout.agent_streaming`); the recipe's ``data.task`` must be the
+environment's task. Every default lives here.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class AgentSpec(Section):
     max_calls_per_turn: int = Field(4, ge=1)
     """Tool calls run per turn; more get an error observation."""
     tool_workers: int = Field(8, ge=1)
-    """Threads running tool calls at once (the engine keeps decoding other episodes meanwhile)."""
+    """Threads running tool calls at once (streaming: turns whose calls run at once); the engine keeps decoding
+    other episodes meanwhile."""
     sft_without_tools: float = Field(0.0, ge=0.0, le=1.0)
     """SFT: share of examples rendered without tools, with the task's own trace (so one model can be evaluated
     with and without tools)."""
