@@ -307,6 +307,51 @@ def test_limits_end_streamed_episodes_and_are_counted(fitted, limit, name) -> No
     assert batch.data_metrics[f"agent/limit_{name}"] == len(batch.sampled) == 2
 
 
+def _with_tool(tool, name: str, tool_timeout_s: float = 120.0) -> AgentSpec:
+    """Register ``name``: the big_arithmetic environment with ``tool`` as its calculator (unregister it after)."""
+
+    @ENVIRONMENTS.register(name)
+    class WithTool(type(ENV)):
+        def tools(self):
+            return [tool]
+
+    WithTool.name = name
+    return AgentSpec(environment=name, max_total_tokens=300, max_tokens_per_turn=48, tool_timeout_s=tool_timeout_s)
+
+
+def test_other_episodes_keep_decoding_while_a_tool_runs(fitted) -> None:
+    """Episode A's first call blocks until the other episode made its last call: only possible if the rollout
+    thread and the engine went on (3 more turns of the other episode) while A's tool ran."""
+    (calculator,) = ENV.tools()
+    calls = [expression for expression, _ in ENV.expression_calls(PROBLEMS[0])]
+    other_done, seen, count, lock = threading.Event(), {}, defaultdict(int), threading.Lock()
+
+    def calculator_tool(expression: str) -> str:
+        with lock:
+            count[expression] += 1
+            nth = count[expression]
+        if expression == calls[0] and nth == 1:
+            seen["other_done_meanwhile"] = other_done.wait(WAIT_S)
+        if expression == calls[-1]:
+            other_done.set()
+        return calculator.function(expression)
+
+    name = "stream_test_blocking"
+    agent = _with_tool(replace(calculator, function=calculator_tool), name)
+    loop = _loop(fitted)
+    try:
+        driver = _driver(loop, group_size=2, agent=agent)
+        try:
+            batch = driver.next_batch(1)
+        finally:
+            driver.close()
+    finally:
+        loop.stop()
+        ENVIRONMENTS.unregister(name)
+    assert seen["other_done_meanwhile"] is True
+    assert all(t.correct for t in batch.trajectories) and batch.data_metrics["agent/tool_calls_mean"] == 3
+
+
 def _flaky_calculator(delay_s: float):
     """A calculator that sleeps ``delay_s`` on each call and raises on every other one."""
     (calculator,), count, lock = ENV.tools(), [0], threading.Lock()
@@ -324,20 +369,12 @@ def _flaky_calculator(delay_s: float):
 
 
 def test_tool_errors_never_kill_the_run_and_close_leaves_no_thread(fitted) -> None:
-    flaky = _flaky_calculator(delay_s=0.2)
     name = "stream_test_flaky"
-
-    @ENVIRONMENTS.register(name)
-    class FlakyEnv(type(ENV)):
-        def tools(self):
-            return [flaky]
-
-    FlakyEnv.name = name
+    agent = _with_tool(_flaky_calculator(delay_s=0.2), name, tool_timeout_s=10.0)
     before = {t.ident for t in threading.enumerate()}
     loop = _loop(fitted)
     try:
-        driver = _driver(loop, group_size=2, agent=AgentSpec(environment=name, max_total_tokens=300,
-                                                                             max_tokens_per_turn=48))
+        driver = _driver(loop, group_size=2, agent=agent)
         try:
             batches = [driver.next_batch(1)]
             driver.push_weights(list(fitted.state_dict().items()), version=1)
