@@ -48,6 +48,9 @@ MODELS = {
                  moe_intermediate_size=256),
     "v16k": dict(hidden_size=128, intermediate_size=352, num_hidden_layers=2, num_attention_heads=2,
                  num_key_value_heads=1, head_dim=64, vocab_size=16384),
+    # v16k with 2 KV heads, so that tp = 2 splits it (bench_tune_memory_tp): logits and embeddings dominate
+    "v16k2": dict(hidden_size=128, intermediate_size=352, num_hidden_layers=2, num_attention_heads=2,
+                  num_key_value_heads=2, head_dim=64, vocab_size=16384),
 }
 # name: (model, ranks, micro_batch_tokens, recompute)
 CONFIGS = {

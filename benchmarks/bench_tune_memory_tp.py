@@ -7,12 +7,18 @@ layout's tp, then ``thinkrl.train.distributed.shard_model`` (tensor parallelism 
 ranks, FSDP2 over the dp ranks), so what is measured is what ``--layout`` runs. A tp group takes the same
 micro-batches (the layout's ``micro_batch_tokens`` is per tp group); fsdp ranks take different ones.
 
+Prediction: the tuner for the trainer it targets by default (`thinkrl.tune.TrainerSpec()`: thinkrl train, tp
+without sequence parallelism, embeddings and lm_head replicated), and, for comparison, the same layout under the
+assumption of sequence- and vocabulary-parallel tp (``--assume-sequence-parallel --assume-vocab-parallel``), which
+is what the tuner assumed before it modelled the trainer.
+
 Step time: median of 3 steps of the slowest rank, by ``--clock`` (``cpu``: each process's CPU seconds, the time the
 work ran on this shared box, whatever the other jobs do); the model's prediction at the matmul rate measured with
 the same clock in the same process (mfu 1), and with one effective mfu fitted on the fsdp=2 row. Links: the gloo
 all-gather bandwidth measured in the same run (wall clock).
 
     thinkrl bench tune-memory-tp [--clock cpu] [--out docs/results/raw/autotuner_cpu_layouts.json] [--only NAME,...]
+    thinkrl bench tune-memory-tp --repredict docs/results/raw/autotuner_cpu_layouts.json  # same measurements
 """
 
 from __future__ import annotations
@@ -39,7 +45,10 @@ CONFIGS = {
     "m4-mb2048-tp2": ("m4", 2, 1, 2048, "none"),
     "m4-mb4096-tp2": ("m4", 2, 1, 4096, "none"),
     "m4-mb4096-tp2-recompute": ("m4", 2, 1, 4096, "full"),
+    "v16k2-mb2048-tp2": ("v16k2", 2, 1, 2048, "none"),
+    "m4-mb2048-tp2-fsdp2": ("m4", 2, 2, 2048, "none"),
 }
+SP_VP = {"sequence_parallel": True, "vocab_parallel": True}  # the assumption the tuner made before
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
@@ -103,10 +112,11 @@ def _spawn(name: str, meter: str, clock: str) -> list[dict]:
     return rows
 
 
-def predict(name: str, gflops: float, comm_gbps: float, mfu: float = 1.0) -> tuple[dict, dict]:
+def predict(name: str, gflops: float, comm_gbps: float, mfu: float = 1.0,
+            assume: dict | None = None) -> tuple[dict, dict]:
     """The tuner's memory and time of configuration ``name`` (per rank), for `bench_tune_memory.predict`'s
-    workload with the layout's tp and fsdp."""
-    from thinkrl.tune import ClusterSpec, ParallelLayout, estimate_memory, estimate_time
+    workload with the layout's tp and fsdp, on thinkrl train (``assume``: TrainerSpec fields to set instead)."""
+    from thinkrl.tune import ClusterSpec, ParallelLayout, TrainerSpec, estimate_memory, estimate_time
     from thinkrl.tune.shapes import ModelShape, read_hf_config
 
     model_name, tp, fsdp, mb_tokens, recompute = CONFIGS[name]
@@ -115,40 +125,16 @@ def predict(name: str, gflops: float, comm_gbps: float, mfu: float = 1.0) -> tup
     cluster = ClusterSpec(num_gpus=tp * fsdp, gpus_per_node=tp * fsdp, gpu_mem_gb=24, reserved_gb=0,
                           peak_tflops=gflops / 1e3, mfu=mfu, intra_node_gbps=comm_gbps)
     layout = ParallelLayout(tp=tp, fsdp=fsdp, micro_batch_tokens=mb_tokens, recompute=recompute)
-    return estimate_memory(shape, cluster, workload, layout).to_dict(), estimate_time(
-        shape, cluster, workload, layout).to_dict()
+    trainer = TrainerSpec(**(assume or {}))
+    return estimate_memory(shape, cluster, workload, layout, trainer).to_dict(), estimate_time(
+        shape, cluster, workload, layout, trainer).to_dict()
 
 
 def predict_without_sp(name: str) -> float:
-    """Train-peak bytes by the tuner's own per-term formulas (`thinkrl.tune.memory`) for the tensor parallelism the
-    trainer runs: no sequence parallelism (norm inputs/outputs and the residual stream whole on every tp rank),
-    embeddings and lm_head replicated (full-vocabulary logits, full embedding parameters). fsdp layouts: the
-    tuner's prediction unchanged."""
-    from thinkrl.tune import memory as mem
-    from thinkrl.tune.shapes import ModelShape, read_hf_config
-
-    model_name, tp, fsdp, mb_tokens, recompute = CONFIGS[name]
-    predicted, _ = predict(name, 1.0, 1.0)
-    if tp == 1:
-        return predicted["train_peak"]
-    shape = ModelShape.from_config(read_hf_config(base._hf_config(model_name)), name=model_name)
-    workload = base_workload(name)
-    b, h, tokens = workload.compute_bytes, shape.hidden_size, mb_tokens
-    response_tokens = tokens * workload.response_len / workload.seq_len
-    layer = (mem.layer_activation_bytes(shape, workload, tp) - 2 * mem.norm_bytes(h / tp, b) - 2 * b * h / tp
-             + 2 * mem.norm_bytes(h, b) + 2 * b * h)
-    final_norm = mem.norm_bytes(h, b, output_saved=False)
-    logits = response_tokens * (b * h + mem.LOGIT_BYTES_PER_VOCAB * shape.vocab_size)
-    backward = mem.layer_backward_bytes(shape, workload, tp)
-    if recompute == "full":
-        activations = tokens * (b * h * shape.num_layers + final_norm)
-        extra = max(logits, tokens * (layer + backward))
-    else:
-        activations = tokens * (b * h + shape.num_layers * layer + final_norm)
-        extra = max(logits, tokens * backward)
-    resident = shape.num_layers * shape.layer_dense_params / tp + shape.embedding_params
-    states = (mem.MASTER_BYTES + mem.GRAD_BYTES + mem.ADAM_BYTES) * resident
-    return states + predicted["comm_buffers"] + activations + extra
+    """Train-peak bytes the tuner predicts for the tensor parallelism thinkrl train runs (its default `TrainerSpec`:
+    no sequence parallelism, embeddings and lm_head replicated). Kept under this name for
+    tests/train/test_layout_memory.py; before the tuner modelled the trainer this was a re-derivation here."""
+    return predict(name, 1.0, 1.0)[0]["train_peak"]
 
 
 def base_workload(name: str):
@@ -165,18 +151,34 @@ def measure(name: str, clock: str) -> dict:
     measured, measured_rss = max(r["peak_bytes"] for r in alloc), max(r["peak_bytes"] for r in rss)
     comm, gflops = min(r["allgather_gbps"] for r in rss), min(r["matmul_gflops"] for r in rss)
     step_s = max(r["step_s"] for r in rss)
+    row = compare(name, measured / 1e6, measured_rss / 1e6, step_s, comm, gflops)
+    return row | {"exit_status_after_result": max(r.get("exit_status_after_result", 0) for r in alloc + rss)}
+
+
+def compare(name: str, measured_mb: float, measured_rss_mb: float, step_s: float, comm: float, gflops: float) -> dict:
+    """One table row: the tuner's predictions (thinkrl train; and with sequence + vocab parallelism assumed) next
+    to what was measured."""
     memory, timing = predict(name, gflops, comm)
+    assumed = predict(name, gflops, comm, assume=SP_VP)[0]["train_peak"]
+    measured, measured_rss = measured_mb * 1e6, measured_rss_mb * 1e6
     model_name, tp, fsdp, mb_tokens, recompute = CONFIGS[name]
     return {"name": name, "model": model_name, "tp": tp, "fsdp": fsdp, "micro_batch_tokens": mb_tokens,
             "recompute": recompute, "predicted_peak_mb": memory["train_peak"] / 1e6,
             "measured_alloc_peak_mb": measured / 1e6, "measured_rss_peak_mb": measured_rss / 1e6,
             "alloc_error": memory["train_peak"] / measured - 1, "rss_error": memory["train_peak"] / measured_rss - 1,
-            "predicted_no_sp_mb": predict_without_sp(name) / 1e6,
-            "no_sp_alloc_error": predict_without_sp(name) / measured - 1,
+            "predicted_sp_vp_mb": assumed / 1e6, "sp_vp_alloc_error": assumed / measured - 1,
             "predicted_step_s": timing["step_s"], "measured_step_s": step_s,
             "time_error": timing["step_s"] / step_s - 1, "allgather_gbps": comm, "matmul_gflops": gflops,
-            "predicted": memory, "predicted_time": timing,
-            "exit_status_after_result": max(r.get("exit_status_after_result", 0) for r in alloc + rss)}
+            "predicted": memory, "predicted_time": timing}
+
+
+def repredict(report: dict) -> dict:
+    """The same measurements with the tuner's current predictions (after a change to the model)."""
+    rows = [row | compare(row["name"], row["measured_alloc_peak_mb"], row["measured_rss_peak_mb"],
+                          row["measured_step_s"], row["allgather_gbps"], row["matmul_gflops"])
+            for row in report["rows"]]
+    calibrate(rows)
+    return report | {"rows": rows, "repredicted": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 def calibrate(rows: list[dict], reference: str = "m4-mb2048-fsdp2") -> None:
@@ -191,15 +193,16 @@ def calibrate(rows: list[dict], reference: str = "m4-mb2048-fsdp2") -> None:
 
 
 def markdown_table(report: dict) -> str:
-    lines = ["| configuration | tp | fsdp | mb tokens | recompute | predicted MB (tuner) | measured MB (allocator) | "
-             "error | measured MB (RSS) | error | tuner terms, no SP: MB | error (allocator) | step s measured | "
-             "predicted (mfu 1) | predicted (calibrated mfu) |", "|---" * 15 + "|"]
+    lines = ["| configuration | tp | fsdp | mb tokens | recompute | predicted MB (tuner, thinkrl train) | "
+             "measured MB (allocator) | error | measured MB (RSS) | error | predicted MB if SP + vocab-parallel | "
+             "error (allocator) | step s measured | predicted (mfu 1) | predicted (calibrated mfu) |",
+             "|---" * 15 + "|"]
     for r in report["rows"]:
         lines.append(
             f"| {r['name']} | {r['tp']} | {r['fsdp']} | {r['micro_batch_tokens']} | {r['recompute']} | "
             f"{r['predicted_peak_mb']:.1f} | {r['measured_alloc_peak_mb']:.1f} | {100 * r['alloc_error']:+.1f}% | "
-            f"{r['measured_rss_peak_mb']:.1f} | {100 * r['rss_error']:+.1f}% | {r['predicted_no_sp_mb']:.1f} | "
-            f"{100 * r['no_sp_alloc_error']:+.1f}% | {r['measured_step_s']:.2f} | "
+            f"{r['measured_rss_peak_mb']:.1f} | {100 * r['rss_error']:+.1f}% | {r['predicted_sp_vp_mb']:.1f} | "
+            f"{100 * r['sp_vp_alloc_error']:+.1f}% | {r['measured_step_s']:.2f} | "
             f"{r['predicted_step_s']:.2f} ({100 * r['time_error']:+.0f}%) | "
             f"{r['calibrated_step_s']:.2f} ({100 * r['calibrated_time_error']:+.0f}%) |")
     return "\n".join(lines)
@@ -214,7 +217,13 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--table", help="print a saved report as a markdown table")
+    parser.add_argument("--repredict", help="recompute the predictions of a saved report in place")
     args = parser.parse_args()
+    if args.repredict:
+        path = Path(args.repredict)
+        path.write_text(json.dumps(repredict(json.loads(path.read_text())), indent=1) + "\n")
+        print(markdown_table(json.loads(path.read_text())))
+        return
     if args.child:
         result = run_child(args.child, args.meter, args.clock)
         Path(args.result_dir, f"{result['rank']}.json").write_text(json.dumps(result))

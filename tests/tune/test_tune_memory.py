@@ -112,12 +112,13 @@ def test_tensor_parallel_with_sequence_and_vocab_parallelism_by_hand():
     assert mem.model_states == 16 * 436
     # root 256 + 8, two layers 608, lm_head grad 256/2 = 128 -> 1000 params x 2 B
     assert mem.gathered == 2000
-    # C/tp = 4 per token for norms and residuals: norm fp32 copy 4*4 + 1/rms 4 + 2 x 2*4 = 36 (two: 72), residuals 16,
-    # attention 36, SwiGLU 64 -> layer 188; embedding output 8, final norm 16 + 4 + 8 = 28
-    assert mem.activations == 8 * (8 + 2 * 188 + 28) == 3296
+    # sequence parallelism gives each tp rank half the tokens of the norms and residuals: per token of the
+    # micro-batch (two norms 136 + residuals 32) / 2 = 84, attention 36, SwiGLU 64 -> layer 184; embedding
+    # output 16 / 2 = 8, final norm 52 / 2 = 26
+    assert mem.activations == 8 * (8 + 2 * 184 + 26) == 3216
     # 6 x (16 + 16 x 32/2)
     assert mem.logits == mem.backward_extra == 6 * 272
-    assert mem.train_peak == 6976 + 2000 + 256 + 3296 + 1632
+    assert mem.train_peak == 6976 + 2000 + 256 + 3216 + 1632
 
 
 def test_each_tensor_parallel_feature_moves_only_its_terms():
@@ -126,7 +127,7 @@ def test_each_tensor_parallel_feature_moves_only_its_terms():
     sp = estimate_memory(shape, TP_CLUSTER, work, TP_LAYOUT, TrainerSpec(sequence_parallel=True))
     vp = estimate_memory(shape, TP_CLUSTER, work, TP_LAYOUT, TrainerSpec(vocab_parallel=True))
     assert (sp.model_states, sp.gathered, sp.logits) == (neither.model_states, neither.gathered, neither.logits)
-    assert sp.activations == 3296 < neither.activations
+    assert sp.activations == 3216 < neither.activations
     assert vp.activations == neither.activations
     assert (vp.model_states, vp.gathered, vp.logits) == (16 * 436, 2000, 1632)
     # tp = 1: the switches change nothing
@@ -182,3 +183,24 @@ def test_moe_ffn_activation_bytes_by_hand():
     # per routed copy (k = 2): 3 x C fp32 (input, expert output, weighted output) = 96, expert SwiGLU 4 x 4 x 4 = 64;
     # router probabilities 4 x E = 16  ->  2 x 160 + 16 = 336 bytes per token
     assert ffn_bytes(shape, workload(), tp=1) == 336
+
+
+def test_tensor_parallel_split_has_the_structure_of_korthikanti_table_2():
+    """Korthikanti et al. 2022 (arXiv 2205.05198, Table 2): with tensor parallelism alone a layer keeps
+    sbh(10 + 24/t + 5as/(ht)) bytes — the 10sbh of norm inputs, dropout masks and the column-parallel linears'
+    inputs are not divided by t — and with sequence parallelism sbh(34/t + 5as/(ht)): everything is. Our decoder's
+    counts differ (RMSNorm, no dropout, SwiGLU), the structure must not: on the 36B shape (t divides the KV heads)
+    sequence parallelism divides the whole layer by t, and without it exactly the norm and residual bytes stay."""
+    from pathlib import Path
+
+    from thinkrl.tune import load_model_shape
+    from thinkrl.tune.memory import layer_activation_bytes, norm_bytes
+
+    shape = load_model_shape(Path(__file__).resolve().parents[2] / "src/thinkrl/tune/configs/seed_oss_36b.json")
+    work = workload(precision="bf16")
+    whole = layer_activation_bytes(shape, work, 1, sequence_parallel=False)
+    not_split = 2 * norm_bytes(shape.hidden_size, 2) + 2 * 2 * shape.hidden_size  # norms + two residuals
+    for t in (2, 4, 8):
+        assert layer_activation_bytes(shape, work, t, sequence_parallel=True) == pytest.approx(whole / t)
+        assert layer_activation_bytes(shape, work, t, sequence_parallel=False) == pytest.approx(
+            not_split + (whole - not_split) / t)

@@ -142,7 +142,8 @@ def format_table(result, shape, cluster, workload, top: int, trainer) -> str:
     total = len(result.feasible) + len(result.rejected)
     lines.append(f"{len(result.feasible)} of {total} layouts fit.")
     if not result.feasible:
-        lines.append("No layout fits: add GPUs, shorten sequences, or allow recompute/offload.")
+        lines.append("No layout fits: add GPUs, shorten sequences, allow recompute/offload, or run the rollout engine "
+                     "on other GPUs (--no-rollout).")
     kinds = Counter(_reason_kind(c.reason) for c in result.rejected)
     for kind, count in kinds.most_common():
         example = min((c for c in result.rejected if _reason_kind(c.reason) == kind), key=_overshoot)

@@ -151,10 +151,11 @@ def ffn_bytes(shape: ModelShape, workload: WorkloadSpec, tp: int) -> float:
 
 def layer_activation_bytes(shape: ModelShape, workload: WorkloadSpec, tp: int, sequence_parallel: bool) -> float:
     """Bytes one decoder layer saves for backward per token (two norms, mid and output residual, attention,
-    FFN). Attention and FFN tensors are divided by tp; the norm and residual tensors only with
-    ``sequence_parallel`` (without it every tp rank computes them whole)."""
-    c, b = shape.hidden_size / (tp if sequence_parallel else 1), workload.compute_bytes
-    return (2 * norm_bytes(c, b) + 2 * b * c + attention_bytes(shape, workload, tp) + ffn_bytes(shape, workload, tp))
+    FFN). Attention and FFN tensors are divided by tp (heads, FFN width); the norm and residual tensors only with
+    ``sequence_parallel``, which gives each tp rank 1/tp of the tokens (without it every tp rank holds them all)."""
+    c, b = shape.hidden_size, workload.compute_bytes
+    sequence = (2 * norm_bytes(c, b) + 2 * b * c) / (tp if sequence_parallel else 1)
+    return sequence + attention_bytes(shape, workload, tp) + ffn_bytes(shape, workload, tp)
 
 
 def layer_backward_bytes(shape: ModelShape, workload: WorkloadSpec, tp: int) -> float:
@@ -174,9 +175,10 @@ def activation_terms(shape: ModelShape, workload: WorkloadSpec, layout: Parallel
     b, tp = workload.compute_bytes, layout.tp
     tokens = layout.micro_batch_tokens / layout.cp
     response_tokens = tokens * workload.response_len / workload.seq_len
-    c_local = shape.hidden_size / (tp if trainer.sequence_parallel else 1)  # residual stream, norms
+    t_seq = tp if trainer.sequence_parallel else 1  # residual stream and norms: 1/tp of the tokens per rank
+    c_local = shape.hidden_size / t_seq
     layer = layer_activation_bytes(shape, workload, tp, trainer.sequence_parallel)
-    final_norm = norm_bytes(c_local, b, output_saved=False)
+    final_norm = norm_bytes(shape.hidden_size, b, output_saved=False) / t_seq
     vocab_local = shape.vocab_size / (tp if trainer.vocab_parallel else 1)
     logits = response_tokens * (b * shape.hidden_size + LOGIT_BYTES_PER_VOCAB * vocab_local)
     backward = layer_backward_bytes(shape, workload, tp)
