@@ -39,13 +39,13 @@ def test_bad_layout_files_name_the_problem(tmp_path, text, fragment):
 
 
 def test_text_output_ranks_and_explains(capsys):
-    assert main(["tune", "--model", "seed-oss-36b", "--gpus", "32", "--gpu-mem-gb", "80", "--top", "2"]) == 0
+    assert main(["tune", "--model", "seed-oss-36b", "--gpus", "32", "--gpu-mem-gb", "80", "--top", "3",
+                 "--trainer", "full"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].startswith("seed_oss_36b: 36.2B parameters") and "trainer: thinkrl train" in lines[0]
-    assert [line.split()[0] for line in lines[2:4]] == ["1", "2"]
+    assert lines[0].startswith("seed_oss_36b: 36.2B parameters") and "trainer: a trainer with every" in lines[0]
+    assert [line.split()[0] for line in lines[2:5]] == ["1", "2", "3"]
     assert "layouts fit." in out and "rejected: out of memory in training" in out
-    assert "rejected: thinkrl train cannot run it: context parallelism — e.g." in out
 
 
 def test_json_output_and_layout_file(tmp_path):

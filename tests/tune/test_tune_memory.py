@@ -153,6 +153,40 @@ def test_rollout_kv_cache_by_hand():
     assert mem.kv_cache == 512
     # rollout phase: master 6816 + Adam 13632 + engine weights 4 x 1704 + KV 512
     assert mem.rollout_peak == 6816 + 13632 + 6816 + 512
+    # thinkrl train keeps that engine on rank 0 the whole run: training and the optimizer step carry it too
+    assert mem.engine_resident == 6816 + 512
+    assert mem.train_peak == 40032 + 7328 and mem.step_peak == 27264 + 6816 + 7328
+    assert mem.weight_push == 0  # one process: the push reads the parameters in place
+
+
+def test_thinkrl_rollout_engine_and_weight_push_by_hand():
+    """thinkrl train: one engine on rank 0 over an fp32 copy of the policy with an fp32 KV cache of all KV heads,
+    resident the whole run; each push makes the full fp32 tensor of every sharded parameter on every rank."""
+    mem = estimate_memory(tiny_shape(), TP_CLUSTER, workload(precision="bf16", rollout_colocated=True), TP_LAYOUT)
+    # engine: 4 B x 1704 params; KV: both sequences (one engine) x 4 tokens x 2 x L 2 x K 1 x D 4 x 4 B = 512
+    assert (mem.rollout_weights, mem.kv_cache, mem.engine_resident) == (6816, 512, 7328)
+    # push with FSDP: every parameter in full, fp32
+    assert mem.weight_push == 4 * 1704
+    # the tp = 2, fsdp = 2 states of test_tensor_parallel_as_thinkrl_train_runs_it_by_hand: 564 params x 4 / 8
+    assert mem.train_peak == 20048 + 7328
+    assert mem.step_peak == 9024 + 4 * 564 + 7328
+    assert mem.rollout_peak == 4 * 564 + 8 * 564 + 6816 + 512
+    assert mem.push_peak == 4 * 564 + 8 * 564 + 6816 + 7328
+    # tp alone (2 ranks, no FSDP): only the tp-split layer weights are DTensors: L x (attention + SwiGLU) x 4 B
+    tp_only = estimate_memory(tiny_shape(), ClusterSpec(num_gpus=2, gpus_per_node=2, gpu_mem_gb=1, reserved_gb=0),
+                              workload(precision="bf16"), ParallelLayout(tp=2, micro_batch_tokens=8))
+    assert tp_only.weight_push == 4 * 2 * (192 + 384) and tp_only.engine_resident == 0  # no colocated engine
+
+
+def test_hybrid_engine_per_tp_group_by_hand():
+    """A hybrid engine per tp group (the "full" trainer): weights in the compute dtype over tp, the KV heads over
+    tp, the step's sequences over the engines, present only in the rollout phase; a bucketed push."""
+    trainer = TrainerSpec(rollout_engine="per_tp_group", weight_push="bucketed")
+    mem = estimate_memory(tiny_shape(), TP_CLUSTER, workload(precision="bf16", rollout_colocated=True), TP_LAYOUT,
+                          trainer)
+    # 2 B x 1704 / 2; two engines share 2 sequences: 1 x 4 tokens x 2 x L 2 x ceil(1/2) = 1 x D 4 x 2 B = 128
+    assert (mem.rollout_weights, mem.kv_cache, mem.engine_resident, mem.weight_push) == (1704, 128, 0, 0)
+    assert mem.train_peak == 20048 and mem.rollout_peak == 4 * 564 + 8 * 564 + 1704 + 128
 
 
 @pytest.mark.parametrize("num_gpus", [1, 8, 64])

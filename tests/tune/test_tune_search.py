@@ -66,7 +66,7 @@ def test_36b_full_adam_does_not_fit_one_node_without_offload():
 
 
 def test_ranking_is_by_step_time_and_every_winner_fits():
-    result = tune(SEED, h100s(32), WORK)
+    result = tune(SEED, h100s(32), WORK, trainer=TRAINER_PRESETS["full"])
     times = [c.time.step_s for c in result.feasible]
     assert times == sorted(times)
     usable = h100s(32).usable_bytes
@@ -113,5 +113,6 @@ def test_step_flops_match_six_n_d_plus_attention():
 
 
 def test_evaluate_layout_reports_the_largest_term():
-    cand = evaluate_layout(SEED, h100s(8), WORK, ParallelLayout(tp=8, micro_batch_tokens=16 * 9216))
+    cand = evaluate_layout(SEED, h100s(8), WORK, ParallelLayout(tp=8, micro_batch_tokens=16 * 9216),
+                           TRAINER_PRESETS["full"])
     assert cand.reason.startswith("training needs") and "largest: activations" in cand.reason

@@ -146,36 +146,65 @@ def test_parallelize_layers_refuses_moe_and_qk_norm_in_a_real_process():
     assert [c.runnable for c in tuner] == [False, False]
 
 
-@pytest.mark.parametrize(("model", "gpus", "extra"), [
-    ("seed-oss-36b", 32, []), ("seed-oss-36b", 16, ["--cluster", "h200-141gb"]),
-    ("seed-oss-36b", 64, ["--no-rollout", "--recompute", "full"])])
-def test_tuned_layout_is_accepted_by_thinkrl_train(tmp_path, capsys, model, gpus, extra):
-    out = tmp_path / "layout.yaml"
-    assert main(["tune", "--model", model, "--gpus", str(gpus), "--json", "--out", str(out), *extra]) == 0
+# a 1.5B-parameter Qwen2-class decoder (tied embeddings): a size thinkrl train's rank-0 fp32 engine leaves room for
+SMALL = {"architectures": ["Qwen2ForCausalLM"], "hidden_size": 1536, "intermediate_size": 8960,
+         "num_attention_heads": 12, "num_hidden_layers": 28, "num_key_value_heads": 2, "vocab_size": 151936,
+         "tie_word_embeddings": True}
+SMALL_WORK = ["--response-len", "4096", "--rollout-seqs-per-engine", "16"]
+
+
+@pytest.mark.parametrize(("gpus", "extra"), [(8, []), (16, ["--cluster", "h200-141gb"]), (4, ["--recompute", "full"]),
+                                             (16, ["--tp", "2", "--fsdp", "8"])])
+def test_tuned_layout_is_accepted_by_thinkrl_train(tmp_path, capsys, gpus, extra):
+    config, out = tmp_path / "config.json", tmp_path / "layout.yaml"
+    config.write_text(json.dumps(SMALL))
+    assert main(["tune", "--model", str(config), "--gpus", str(gpus), "--json", "--out", str(out), *SMALL_WORK,
+                 *extra]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["trainer"] == TrainerSpec().model_dump()
     assert all(c["runnable"] and c["reason"] is None for c in data["feasible"])
     unrunnable = [c for c in data["rejected"] if not c["runnable"]]
-    assert unrunnable and all(c["memory"] is not None for c in unrunnable)  # still modelled, marked
+    assert all(c["memory"] is not None and c["reason"].startswith("thinkrl train cannot run it: ") for c in unrunnable)
     layout = load_layout(out)
     assert layout.model_dump() == data["feasible"][0]["layout"]
-    shape = load_model_shape(CONFIGS / f"{model.replace('-', '_')}.json")
-    assert _trainer_accepts(shape, layout, gpus)
-    assert layout_overrides(layout, world_size=gpus)[-3].startswith("trainer.activation_checkpointing=")
+    assert _trainer_accepts(ModelShape.from_config(read_hf_config(SMALL)), layout, gpus)
+    assert layout_overrides(layout, world_size=gpus)[-2] == f"trainer.tensor_parallel={layout.tp}"
+
+
+def test_text_output_marks_what_thinkrl_train_cannot_run(tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(SMALL))
+    assert main(["tune", "--model", str(config), "--gpus", "16", *SMALL_WORK]) == 0
+    out = capsys.readouterr().out
+    assert "trainer: thinkrl train (tp: no sequence parallelism, replicated embeddings/lm_head)" in out
+    assert "rejected: thinkrl train cannot run it: context parallelism — e.g." in out
+    assert "rejected: thinkrl train cannot run it: tp with HSDP replicas — e.g." in out
+
+
+def test_36b_does_not_fit_thinkrl_train_and_says_why(capsys):
+    """The rank-0 engine (fp32 copy of 36B parameters, 145 GB) alone exceeds an 80 GB GPU: nothing fits."""
+    assert main(["tune", "--model", "seed-oss-36b", "--gpus", "32", "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert not data["feasible"]
+    runnable = [c for c in data["rejected"] if c["runnable"] and c["memory"] is not None]
+    assert runnable and all(c["memory"]["engine_resident"] > 145e9 for c in runnable)
+    assert any("largest: rollout engine on rank 0" in c["reason"] for c in runnable)
 
 
 def test_full_trainer_ranks_what_thinkrl_cannot_run():
-    shape = load_model_shape(CONFIGS / "seed_oss_36b.json")
-    cluster = ClusterSpec(num_gpus=32, gpus_per_node=8)
-    work = WorkloadSpec(prompt_len=1024, response_len=8192, group_size=16, prompts_per_step=64)
-    space = SearchSpace(tp=[4], cp=[1, 2], fsdp=[4, 8], micro_batch_tokens=[9216], recompute=["full"],
+    shape = ModelShape.from_config(read_hf_config(SMALL))
+    cluster = ClusterSpec(num_gpus=16, gpus_per_node=8)
+    work = WorkloadSpec(prompt_len=1024, response_len=4096, group_size=16, prompts_per_step=64,
+                        rollout_seqs_per_engine=16)
+    space = SearchSpace(tp=[2], cp=[1, 2], fsdp=[4, 8], micro_batch_tokens=[5120], recompute=["full"],
                         offload=["none"])
     thinkrl, full = tune(shape, cluster, work, space), tune(shape, cluster, work, space, TRAINER_PRESETS["full"])
     assert {c.layout.cp for c in thinkrl.feasible} == {1} and 2 in {c.layout.cp for c in full.feasible}
-    # the same layout needs more memory where norms, residuals, embeddings and logits are not split over tp
-    tp4 = ParallelLayout(tp=4, fsdp=8, micro_batch_tokens=9216, recompute="full")
-    assert evaluate_layout(shape, cluster, work, tp4).memory.train_peak > evaluate_layout(
-        shape, cluster, work, tp4, TRAINER_PRESETS["full"]).memory.train_peak
+    # the same layout needs more memory where norms, residuals, embeddings and logits are not split over tp and
+    # rank 0 holds the fp32 engine
+    tp2 = ParallelLayout(tp=2, fsdp=8, micro_batch_tokens=5120, recompute="full")
+    ours, theirs = (evaluate_layout(shape, cluster, work, tp2, t).memory for t in (None, TRAINER_PRESETS["full"]))
+    assert ours.train_peak - ours.engine_resident > theirs.train_peak and ours.engine_resident > 0
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
@@ -186,13 +215,16 @@ def test_bad_trainer_is_one_line_and_exit_2(args, fragment, capsys):
     assert err.count("\n") == 1 and fragment in err
 
 
-def test_assume_flags_change_the_model(capsys):
-    base = ["tune", "--model", "seed-oss-36b", "--gpus", "32", "--tp", "4", "--fsdp", "8", "--recompute", "full",
-            "--offload", "none", "--micro-batch-tokens", "9216", "--json"]
+def test_assume_flags_change_the_model(tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(SMALL))
+    base = ["tune", "--model", str(config), "--gpus", "16", "--tp", "2", "--fsdp", "8", "--recompute", "full",
+            "--offload", "none", "--micro-batch-tokens", "5120", "--json", *SMALL_WORK]
     peaks = []
     for flags in ([], ["--assume-sequence-parallel"], ["--assume-sequence-parallel", "--assume-vocab-parallel"]):
         assert main([*base, *flags]) == 0
         data = json.loads(capsys.readouterr().out)
         assert data["trainer"]["sequence_parallel"] == bool(flags)
+        assert data["trainer"]["vocab_parallel"] == (len(flags) == 2)
         peaks.append(data["feasible"][0]["memory"]["train_peak"])
     assert peaks[0] > peaks[1] > peaks[2]

@@ -161,16 +161,16 @@ def _overshoot(candidate) -> float:
     mem, reason = candidate.memory, candidate.reason or ""
     if mem is None:
         return 0.0
-    return mem.rollout_peak if reason.startswith("rollout") else mem.step_peak if reason.startswith(
-        "optimizer") else mem.train_peak
+    phases = {"rollout": mem.rollout_peak, "optimizer": mem.step_peak, "weight push": mem.push_peak}
+    return next((peak for prefix, peak in phases.items() if reason.startswith(prefix)), mem.train_peak)
 
 
 def _reason_kind(reason: str | None) -> str:
     text = reason or ""
-    for prefix in ("training needs", "optimizer step needs", "rollout needs"):
+    for prefix, phase in (("training needs", "training"), ("optimizer step needs", "the optimizer step"),
+                          ("rollout needs", "rollout"), ("weight push needs", "the weight push")):
         if text.startswith(prefix):
-            return "out of memory in " + prefix.split()[0] if prefix != "optimizer step needs" else \
-                "out of memory in the optimizer step"
+            return "out of memory in " + phase
     return text.split(" (")[0]
 
 

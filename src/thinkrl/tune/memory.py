@@ -26,7 +26,10 @@ docs/results/autotuner.md):
   which with recompute includes that layer's recomputed activations).
 - Optimizer step: model states + one fp32 temporary per parameter (foreach Adam's sqrt(v) buffer).
 - Rollout phase (colocated engine): trainer master weights and Adam moments (gradients freed), the engine's
-  weights in the compute dtype split over tp, and the KV cache of the sequences the engine holds.
+  weights and the KV cache of the sequences it holds: per tp group in the compute dtype split over tp, or
+  (thinkrl train) one fp32 engine resident on rank 0, which then adds to rank 0's every phase.
+- Weight push: master weights and Adam moments plus the transient of the push (thinkrl train: the full fp32
+  tensor of every distributed parameter on every rank at once).
 """
 
 from __future__ import annotations
@@ -57,7 +60,9 @@ class MemoryBreakdown:
         logits: the logits part of backward_extra's candidates (reported for reading).
         optimizer_step: transient of the optimizer step (on top of model states, not of activations).
         kv_cache, rollout_weights: the colocated engine's KV cache and weights (rollout phase).
-        train_peak, step_peak, rollout_peak: the three phases; peak = their max.
+        engine_resident: the part of them that stays on the GPU in every phase (rank 0, thinkrl train).
+        weight_push: transient of one weight push on top of the master weights and Adam moments.
+        train_peak, step_peak, rollout_peak, push_peak: the four phases; peak = their max.
     """
 
     params: float
@@ -71,13 +76,16 @@ class MemoryBreakdown:
     optimizer_step: float
     kv_cache: float
     rollout_weights: float
+    engine_resident: float
+    weight_push: float
     train_peak: float
     step_peak: float
     rollout_peak: float
+    push_peak: float
 
     @property
     def peak(self) -> float:
-        return max(self.train_peak, self.step_peak, self.rollout_peak)
+        return max(self.train_peak, self.step_peak, self.rollout_peak, self.push_peak)
 
     @property
     def model_states(self) -> float:
@@ -216,15 +224,39 @@ def comm_buffer_bytes(shape: ModelShape, workload: WorkloadSpec, layout: Paralle
     return out
 
 
-def kv_cache_bytes(shape: ModelShape, workload: WorkloadSpec, cluster: ClusterSpec, tp: int) -> float:
-    """KV cache of one rollout engine (a TP group), per GPU: its sequences x (prompt + response) x 2 (K, V) x L
-    x KV heads per rank x D x bytes."""
-    engines = cluster.num_gpus // tp
+def kv_cache_bytes(shape: ModelShape, workload: WorkloadSpec, engines: int, kv_heads: int,
+                   dtype_bytes: int) -> float:
+    """KV cache of one rollout engine on one GPU: its sequences (the step's over ``engines`` engines, at most
+    ``rollout_seqs_per_engine``) x (prompt + response) x 2 (K, V) x L x ``kv_heads`` x D x ``dtype_bytes``."""
     seqs = math.ceil(workload.num_seqs / engines)
     if workload.rollout_seqs_per_engine is not None:
         seqs = min(seqs, workload.rollout_seqs_per_engine)
-    per_token = 2 * shape.num_layers * math.ceil(shape.num_kv_heads / tp) * shape.head_dim * workload.compute_bytes
-    return seqs * workload.seq_len * per_token
+    return seqs * workload.seq_len * 2 * shape.num_layers * kv_heads * shape.head_dim * dtype_bytes
+
+
+def engine_bytes(shape: ModelShape, workload: WorkloadSpec, cluster: ClusterSpec, layout: ParallelLayout,
+                 trainer: TrainerSpec) -> tuple[float, float]:
+    """(weights, KV cache) of the colocated rollout engine on the GPU that holds the most of it (0 when the
+    engine runs elsewhere): per tp group in the compute dtype, or thinkrl's one fp32 copy on rank 0."""
+    if not workload.rollout_colocated:
+        return 0.0, 0.0
+    if trainer.rollout_engine == "per_tp_group":
+        kv_heads = math.ceil(shape.num_kv_heads / layout.tp)
+        return (workload.compute_bytes * shape.total_params / layout.tp,
+                kv_cache_bytes(shape, workload, cluster.num_gpus // layout.tp, kv_heads, workload.compute_bytes))
+    return MASTER_BYTES * shape.total_params, kv_cache_bytes(shape, workload, 1, shape.num_kv_heads, MASTER_BYTES)
+
+
+def weight_push_bytes(shape: ModelShape, cluster: ClusterSpec, layout: ParallelLayout, trainer: TrainerSpec) -> float:
+    """Transient of one weight push: with "full_gather" every distributed parameter's full fp32 tensor at once
+    (FSDP or HSDP: all of them; tp alone: the tp-split layer weights; one process or host-offloaded
+    parameters: none, the push reads them in place or on the host)."""
+    if trainer.weight_push == "bucketed" or layout.offload == "full":
+        return 0.0
+    if layout.tp * layout.cp == cluster.num_gpus:  # no data-parallel dimension: nothing FSDP-sharded
+        split = shape.num_layers * (shape.layer_dense_params - shape.layer_norm_params + shape.expert_params)
+        return MASTER_BYTES * split if layout.tp > 1 else 0.0
+    return MASTER_BYTES * shape.total_params
 
 
 def estimate_memory(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec, layout: ParallelLayout,
@@ -241,16 +273,16 @@ def estimate_memory(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadS
     comm = comm_buffer_bytes(shape, workload, layout)
     activations, extra, logits = activation_terms(shape, workload, layout, trainer)
     step_tmp = 4 * resident if layout.offload == "none" else 0.0
-    kv, engine_weights, rollout = 0.0, 0.0, 0.0
-    if workload.rollout_colocated:
-        kv = kv_cache_bytes(shape, workload, cluster, layout.tp)
-        engine_weights = workload.compute_bytes * shape.total_params / layout.tp
-        rollout = params + optimizer + engine_weights + kv
+    engine_weights, kv = engine_bytes(shape, workload, cluster, layout, trainer)
+    resident_engine = engine_weights + kv if trainer.rollout_engine == "resident_on_rank0" else 0.0
+    rollout = params + optimizer + engine_weights + kv if workload.rollout_colocated else 0.0
+    push = weight_push_bytes(shape, cluster, layout, trainer)
     states = params + grads + optimizer
     return MemoryBreakdown(
         params=params, grads=grads, optimizer=optimizer, gathered=gathered, comm_buffers=comm,
         activations=activations, backward_extra=extra, logits=logits, optimizer_step=step_tmp,
-        kv_cache=kv, rollout_weights=engine_weights,
-        train_peak=states + gathered + comm + activations + extra, step_peak=states + step_tmp,
-        rollout_peak=rollout,
+        kv_cache=kv, rollout_weights=engine_weights, engine_resident=resident_engine, weight_push=push,
+        train_peak=states + gathered + comm + activations + extra + resident_engine,
+        step_peak=states + step_tmp + resident_engine, rollout_peak=rollout,
+        push_peak=params + optimizer + push + resident_engine,
     )

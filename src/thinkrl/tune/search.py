@@ -101,7 +101,8 @@ def memory_refusal(memory: MemoryBreakdown, cluster: ClusterSpec) -> str | None:
     usable, reason = cluster.usable_bytes, None
     if memory.train_peak > usable:
         terms = {"activations": memory.activations, "logits/backward": memory.backward_extra,
-                 "model states": memory.model_states, "gathered params": memory.gathered}
+                 "model states": memory.model_states, "gathered params": memory.gathered,
+                 "rollout engine on rank 0": memory.engine_resident}
         largest = max(terms, key=terms.__getitem__)
         reason = (f"training needs {memory.train_peak / GB:.1f} GB > {usable / GB:.1f} GB usable "
                   f"(largest: {largest} {terms[largest] / GB:.1f} GB)")
@@ -110,6 +111,9 @@ def memory_refusal(memory: MemoryBreakdown, cluster: ClusterSpec) -> str | None:
     elif memory.rollout_peak > usable:
         reason = (f"rollout needs {memory.rollout_peak / GB:.1f} GB > {usable / GB:.1f} GB usable "
                   f"(KV cache {memory.kv_cache / GB:.1f} GB, engine weights {memory.rollout_weights / GB:.1f} GB)")
+    elif memory.push_peak > usable:
+        reason = (f"weight push needs {memory.push_peak / GB:.1f} GB > {usable / GB:.1f} GB usable (full fp32 "
+                  f"copies {memory.weight_push / GB:.1f} GB, rollout engine {memory.engine_resident / GB:.1f} GB)")
     return reason
 
 

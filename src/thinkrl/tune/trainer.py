@@ -4,12 +4,16 @@ The memory and time model follow it (how tensor parallelism splits activations, 
 collectives), and the search drops the layouts it cannot run. The default is `thinkrl train` as it is
 (`thinkrl.train.tensor_parallel`, `thinkrl.train.layout`): tp splits q/k/v, gate/up column-wise and o/down
 row-wise only — no sequence parallelism, embeddings and lm_head replicated on every tp rank — and there is no
-context or expert parallelism and no optimizer-only offload. ``"full"`` is a trainer with every feature the
-model knows (Megatron-LM / torchtitan class: sequence parallelism, vocabulary-parallel embedding and lm_head, CP,
-EP, optimizer offload).
+context or expert parallelism and no optimizer-only offload; its rollout engine is a full fp32 copy of the
+policy with its KV cache on rank 0 for the whole run, and each weight push gathers the full fp32 model on every
+rank. ``"full"`` is a trainer with every feature the model knows (Megatron-LM / verl class: sequence
+parallelism, vocabulary-parallel embedding and lm_head, CP, EP, optimizer offload, a hybrid rollout engine per
+tp group, bucketed weight push).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -34,6 +38,15 @@ class TrainerSpec(BaseModel):
         tp_moe: tp > 1 for mixture-of-experts layers; tp_qk_norm: tp > 1 with per-head q/k norms (Qwen3).
         kv_head_replication: tp may exceed the KV heads (each KV head copied on tp / K ranks); without it tp must
             divide the KV heads and the FFN width.
+        rollout_engine: where the colocated rollout engine lives. "per_tp_group": one engine per tp group, its
+            weights in the compute dtype split over tp, its KV cache over the tp ranks' KV heads, present only
+            in the rollout phase (a hybrid engine that frees its memory for training). "resident_on_rank0"
+            (thinkrl train, ``rollout.placement: thread``): one engine in rank 0's process over a copy of the
+            policy in its master dtype (fp32) with a preallocated fp32 KV cache of all KV heads, resident for the
+            whole run beside rank 0's training state.
+        weight_push: how new weights reach the engine. "bucketed": layer by layer (no transient counted);
+            "full_gather" (thinkrl train, `thinkrl.train.distributed.full_weights`): every rank makes the full
+            fp32 tensor of every distributed parameter at once.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -49,13 +62,16 @@ class TrainerSpec(BaseModel):
     tp_moe: bool = False
     tp_qk_norm: bool = False
     kv_head_replication: bool = False
+    rollout_engine: Literal["per_tp_group", "resident_on_rank0"] = "resident_on_rank0"
+    weight_push: Literal["bucketed", "full_gather"] = "full_gather"
 
 
 TRAINER_PRESETS: dict[str, TrainerSpec] = {
     "thinkrl": TrainerSpec(),
     "full": TrainerSpec(name="a trainer with every modelled feature", sequence_parallel=True, vocab_parallel=True,
                         context_parallel=True, expert_parallel=True, optimizer_offload=True, tp_with_replicas=True,
-                        tp_with_offload=True, tp_moe=True, tp_qk_norm=True, kv_head_replication=True),
+                        tp_with_offload=True, tp_moe=True, tp_qk_norm=True, kv_head_replication=True,
+                        rollout_engine="per_tp_group", weight_push="bucketed"),
 }
 
 
