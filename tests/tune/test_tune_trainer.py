@@ -228,3 +228,33 @@ def test_assume_flags_change_the_model(tmp_path, capsys):
         assert data["trainer"]["vocab_parallel"] == (len(flags) == 2)
         peaks.append(data["feasible"][0]["memory"]["train_peak"])
     assert peaks[0] > peaks[1] > peaks[2]
+
+
+def test_rank0_engine_term_is_the_real_engines():
+    """thinkrl's engine as `thinkrl train` starts it (`start_engine`, thread placement, CPU): its weights and its
+    preallocated KV cache, summed from the engine's own tensors, are the tuner's "resident_on_rank0" terms."""
+    from thinkrl.model import ModelConfig, build_model
+    from thinkrl.rollout.engine import start_engine
+    from thinkrl.rollout.specs import SamplingSpec
+    from thinkrl.tasks.base import Problem
+    from thinkrl.tokenizer import load_tokenizer
+    from thinkrl.tune.memory import engine_bytes
+
+    cfg = {**TINY, "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+           "intermediate_size": 128, "vocab_size": 512}
+    policy = build_model(ModelConfig.from_hf_dict(cfg))
+    client = start_engine(policy, load_tokenizer("builtin"), SamplingSpec(max_new_tokens=48, num_slots=4),
+                          [Problem("t", "0", "what is 2 + 3?", {})], seed=0)
+    try:
+        engine = client.engine
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in engine.model.parameters()}
+        cache = sum(t.untyped_storage().nbytes() for t in engine.cache.keys + engine.cache.values)
+        max_seq_len = engine.scheduler.max_seq_len
+    finally:
+        client.stop()
+    work = WorkloadSpec(prompt_len=max_seq_len - 48, response_len=48, group_size=1, prompts_per_step=8,
+                        rollout_seqs_per_engine=4)  # 4 slots of max_seq_len tokens
+    shape = ModelShape.from_config(read_hf_config(cfg))
+    weights, kv = engine_bytes(shape, work, ClusterSpec(num_gpus=2, gpus_per_node=2),
+                               ParallelLayout(fsdp=2, micro_batch_tokens=max_seq_len), TrainerSpec())
+    assert (weights, kv) == (sum(storages.values()), cache)
