@@ -5,7 +5,9 @@
 
 For the recipe's environment and held-out problems it runs four evaluations: with tools and without (no tools in
 the prompt; a call the model makes anyway gets an "unknown tool" observation), each greedy and avg@k at the
-recipe's sampling temperature, and prints one JSON object (also written to ``--out``).
+recipe's sampling temperature, and prints one JSON object (also written to ``--out``). ``--split validation``
+evaluates instead on problems of the test split drawn with another seed, the held-out test problems removed: for
+choosing checkpoints without looking at the test set.
 """
 
 from __future__ import annotations
@@ -27,20 +29,38 @@ from thinkrl.rollout.agent_spec import AgentSpec
 from thinkrl.rollout.environments import build_environment
 from thinkrl.rollout.sources import load_problems
 from thinkrl.rollout.specs import DataSpec, SamplingSpec
+from thinkrl.tasks import Problem
+from thinkrl.tasks.dataset import generate_dataset
 from thinkrl.tokenizer import load_tokenizer
+
+VALIDATION_SEED_OFFSET = 2_000_003
+"""Validation problems are generated from ``data.seed`` plus this (the held-out test split uses 1_000_003)."""
+
+
+def validation_problems(data: DataSpec, n: int) -> list[Problem]:
+    """``n`` problems of the test split drawn from another seed, none of them a held-out test problem (same id)."""
+    held_out = {problem.id for problem in load_problems(data, "test")}
+    drawn = generate_dataset(data.task, n + len(held_out), data.seed + VALIDATION_SEED_OFFSET, "test",
+                             data.difficulty)
+    problems = [problem for problem in drawn if problem.id not in held_out][:n]
+    if len(problems) < n:
+        raise ValueError(f"only {len(problems)} validation problems of {data.task} apart from the test set")
+    return problems
 
 
 def evaluate_model(model_dir: str | Path, agent: AgentSpec, data: DataSpec, sampling: SamplingSpec,
-                   samples: int, device: str = "cpu") -> dict[str, Any]:
-    """``{"tools": {"greedy": ..., "sampled": ...}, "no_tools": {...}}`` of the model in ``model_dir``."""
+                   samples: int, device: str = "cpu", validation: int = 0) -> dict[str, Any]:
+    """``{"tools": {"greedy": ..., "sampled": ...}, "no_tools": {...}}`` of the model in ``model_dir``, on the
+    held-out test problems, or on ``validation`` validation problems when > 0."""
     tokenizer = load_tokenizer(model_dir)
     model = load_pretrained(model_dir, device=device).eval().requires_grad_(False)
-    problems = load_problems(data, "test")
+    problems = validation_problems(data, validation) if validation else load_problems(data, "test")
     env = build_environment(agent.environment, agent.options)
     longest = max(len(render_episode_prompt(tokenizer, env, p)[0]) for p in problems)
     engine = LLMEngine(model, tokenizer, num_slots=sampling.num_slots,
                        max_seq_len=longest + 16 + agent.max_total_tokens)
-    out: dict[str, Any] = {"model": str(model_dir), "num_problems": len(problems), "samples": samples}
+    out: dict[str, Any] = {"model": str(model_dir), "split": "validation" if validation else "test",
+                           "num_problems": len(problems), "samples": samples}
     with EngineLoop(engine) as client:
         for use_tools in (True, False):
             row = {}
@@ -70,13 +90,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", required=True, help="RL recipe with an agent section (environment, data, sampling)")
     parser.add_argument("--samples", type=int, default=4, help="samples per problem for avg@k")
     parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--validation", type=int, default=0, metavar="N",
+                        help="evaluate on N validation problems (not the test set) instead")
     args = parser.parse_args(argv)
     try:
         agent, data, sampling, device = read_sections(args.recipe)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    text = json.dumps(evaluate_model(args.model, agent, data, sampling, args.samples, device))
+    try:
+        result = evaluate_model(args.model, agent, data, sampling, args.samples, device, args.validation)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    text = json.dumps(result)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")

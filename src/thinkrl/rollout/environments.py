@@ -112,17 +112,25 @@ def _slip(value: int, rng: random.Random) -> int:
 class BigArithmeticEnv(Environment):
     """``big_arithmetic`` problems with a calculator limited to ``max_operations`` per call (default 1): one
     call per product, then one per addition, then the answer. The transcript's mistakes (``noise``) are
-    copying slips: a factor or an intermediate result written with one digit wrong."""
+    copying slips: a factor or an intermediate result written with one digit wrong.
+
+    ``describe_tools`` False leaves the calculator out of the system turn (no tool block in the prompt: ~20
+    prompt tokens instead of ~310) while it stays callable: the first, short-context stage of a cold-start
+    curriculum, where a small model learns to copy operands into its calls before it sees the long prompt."""
 
     name = "big_arithmetic"
     task = "big_arithmetic"
 
-    def __init__(self, max_operations: int = 1) -> None:
+    def __init__(self, max_operations: int = 1, describe_tools: bool = True) -> None:
         self.max_operations = max_operations
+        self.describe_tools = describe_tools
         self._tools = [build_tool("calculator", max_operations=max_operations)]
 
     def tools(self) -> list[Tool]:
         return list(self._tools)
+
+    def tool_schemas(self) -> list[dict[str, Any]]:
+        return super().tool_schemas() if self.describe_tools else []
 
     def expression_calls(self, problem: Problem) -> list[tuple[str, int]]:
         """``(expression, value)`` of each calculator call of the worked solution, in order."""
