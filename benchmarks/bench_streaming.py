@@ -16,7 +16,13 @@ the step waited for its batch / step time; in sync the whole rollout is idle tim
 occupancy (tokens generated / (engine steps x slots)), stale groups dropped, mean trained response length. Prints
 one JSON line; ratios are streaming / sync.
 
-    thinkrl bench streaming [--steps 6] [--rounds 2] [--short-len 16] [--out FILE]
+    thinkrl bench streaming [--steps 6] [--rounds 2] [--short-len 16] [--modes sync,...] [--placements thread,process]
+        [--out FILE]
+
+``--placements``: where the engine runs (``rollout.placement``); with ``process`` the engine has its own process
+(and core) and the trainer's process keeps the streaming driver. Each mode runs in each placement; ratios are over
+the sync mode of the same placement and over the best sync of the run. ``--modes`` also offers the admission rule
+``slots`` (``_slots``) beside the default ``batch`` (docs/streaming.md).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import json
 import os
 import platform
 import random
+import statistics
 import tempfile
 import time
 from collections.abc import Sequence
@@ -46,11 +53,14 @@ from thinkrl.train.rl_setup import build_run
 
 MICRO = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
          "num_key_value_heads": 2, "tie_word_embeddings": True}
-MODES = {  # name: (rollout.mode, max_staleness, wait_for_due)
-    "sync": ("sync", 0, True),
-    "stream_eta1": ("streaming", 1, True), "stream_eta2": ("streaming", 2, True),
-    "stream_eta1_drop": ("streaming", 1, False), "stream_eta2_drop": ("streaming", 2, False),
+MODES = {  # name: (rollout.mode, max_staleness, wait_for_due, admission)
+    "sync": ("sync", 0, True, "batch"),
+    "stream_eta1": ("streaming", 1, True, "batch"), "stream_eta2": ("streaming", 2, True, "batch"),
+    "stream_eta1_drop": ("streaming", 1, False, "batch"), "stream_eta2_drop": ("streaming", 2, False, "batch"),
+    "stream_eta1_slots": ("streaming", 1, True, "slots"), "stream_eta2_slots": ("streaming", 2, True, "slots"),
+    "stream_eta2_slots_drop": ("streaming", 2, False, "slots"),
 }
+DEFAULT_MODES = "sync,stream_eta1,stream_eta2,stream_eta1_drop,stream_eta2_drop"
 
 
 def draw_length(seed: int | None, short: int) -> int:
@@ -89,13 +99,14 @@ class LengthDrivenClient:
 
 
 def _recipe(out: str, mode: str, eta: int, wait_for_due: bool, short: int, slots: int, prompts: int,
-            group: int) -> RLRecipe:
+            group: int, admission: str = "batch", placement: str = "thread") -> RLRecipe:
     return validate_recipe({
         "name": f"bench-{mode}-{eta}", "model": {"init": MICRO, "device": "cpu"},
         "data": {"task": "arithmetic", "num_train": 400, "num_test": 0, "seed": 0},
         "sampling": {"max_new_tokens": 8 * short, "num_slots": slots},
         "rollout": {"group_size": group, "prompts_per_step": prompts, "dynamic_sampling": False, "mode": mode,
-                    "max_staleness": eta, "wait_for_due": wait_for_due},
+                    "max_staleness": eta, "wait_for_due": wait_for_due, "admission": admission,
+                    "placement": placement},
         "reward": {"max_response_len": 8 * short, "overlong_cache_len": short},
         "algorithm": {"preset": "dapo", "off_policy": "decoupled"},  # the same trainer work in every mode
         "optim": {"lr": 1e-4, "schedule": "constant"},
@@ -108,14 +119,14 @@ def run_mode(recipe: RLRecipe, steps: int, short: int) -> dict[str, float]:
     """``steps`` measured RL steps after one warm-up step; the mode's totals."""
     run = build_run(recipe)
     run.engine = LengthDrivenClient(run.engine, short)
-    loop = run.engine.inner
+    loop = run.engine.inner  # EngineLoop (thread placement: counts its steps) or RolloutProcess (does not)
     driver = build_driver(run.engine, run.tokenizer, run.source, recipe.rollout, recipe.sampling, recipe.reward,
                           seed=recipe.trainer.seed)
     totals = {"wall_s": 0.0, "idle_s": 0.0, "samples": 0, "generated_tokens": 0, "engine_steps": 0,
               "dropped_stale": 0, "steps": steps, "sampled": 0, "train_s": 0.0, "finished_tokens": 0.0}
     try:
         rl_step(run, recipe, 1, driver)  # warm-up (first-call costs); not measured
-        steps0, start = loop.num_steps, time.perf_counter()
+        steps0, start = getattr(loop, "num_steps", 0), time.perf_counter()
         for step in range(2, steps + 2):
             row = rl_step(run, recipe, step, driver)
             totals["idle_s"] += row["time/rollout"]
@@ -128,7 +139,7 @@ def run_mode(recipe: RLRecipe, steps: int, short: int) -> dict[str, float]:
             totals["finished_tokens"] += row["response_length_mean"] * row["groups_sampled"] * recipe.rollout.group_size
             totals["sampled"] += row["groups_sampled"] * recipe.rollout.group_size
         totals["wall_s"] = time.perf_counter() - start
-        totals["engine_steps"] = loop.num_steps - steps0
+        totals["engine_steps"] = getattr(loop, "num_steps", 0) - steps0
     finally:
         driver.close()
         loop.stop()
@@ -166,7 +177,8 @@ def summarize(totals: dict[str, float], slots: int) -> dict[str, float]:
     return {
         "samples_per_s": totals["samples"] / totals["wall_s"],
         "trainer_idle_frac": totals["idle_s"] / totals["wall_s"],
-        "decode_occupancy": totals["generated_tokens"] / max(1, totals["engine_steps"] * slots),
+        "decode_occupancy": (totals["generated_tokens"] / (totals["engine_steps"] * slots)
+                             if totals["engine_steps"] else None),  # None: the engine ran in another process
         "dropped_stale_groups": totals["dropped_stale"],
         "sampled_len_mean": totals["finished_tokens"] / max(1, totals["sampled"]),  # finished responses
         "wall_s": totals["wall_s"], "samples": totals["samples"], "engine_steps": totals["engine_steps"],
@@ -183,31 +195,57 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8, help="prompts (groups) per step")
     parser.add_argument("--group", type=int, default=4, help="samples per prompt")
     parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument("--modes", default=DEFAULT_MODES, help=f"comma list of {', '.join(MODES)}")
+    parser.add_argument("--placements", default="thread", help="comma list of thread, process (engine placement)")
     args = parser.parse_args()
+    modes, placements = args.modes.split(","), args.placements.split(",")
+    unknown = [m for m in modes if m not in MODES] + [p for p in placements if p not in ("thread", "process")]
+    if unknown or "sync" not in modes:
+        parser.error(f"unknown modes or placements {unknown} (sync is always needed)" if unknown else
+                     "--modes must include sync (the baseline)")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    sums: dict[str, dict[str, float]] = {m: {} for m in MODES}
+    names = {(m if p == "thread" else f"{m}@{p}"): (m, p) for p in placements for m in modes}
+    sums: dict[str, dict[str, float]] = {n: {} for n in names}
+    per_round: dict[str, list[float]] = {n: [] for n in names}  # samples/s of each round
+    loads = []
     with tempfile.TemporaryDirectory() as tmp:
         calibrations = []
         for r in range(args.rounds):
             calibrations.append(calibrate_engine(args.slots, args.short_len))  # each round: the load changes
-            for name, (mode, eta, wait) in MODES.items():
-                recipe = _recipe(os.path.join(tmp, f"{name}-{r}"), mode, eta, wait, args.short_len, args.slots,
-                                 args.prompts, args.group)
-                for key, value in run_mode(recipe, args.steps, args.short_len).items():
+            for name, (m, placement) in names.items():
+                mode, eta, wait, admission = MODES[m]
+                recipe = _recipe(os.path.join(tmp, f"{m}-{placement}-{r}"), mode, eta, wait, args.short_len,
+                                 args.slots, args.prompts, args.group, admission, placement)
+                totals = run_mode(recipe, args.steps, args.short_len)
+                for key, value in totals.items():
                     sums[name][key] = sums[name].get(key, 0) + value
+                per_round[name].append(totals["samples"] / totals["wall_s"])
+                loads.append(os.getloadavg()[0])
     results = {name: summarize(t, args.slots) for name, t in sums.items()}
+    syncs = {n: r["samples_per_s"] for n, r in results.items() if names[n][0] == "sync"}
+    best_sync = max(syncs, key=syncs.__getitem__)
     calibration = {**min(calibrations, key=lambda c: c["step_fixed_s"] + c["step_per_seq_s"] * args.slots),
-                   "train_per_token_s": results["sync"]["train_per_token_s"], "rounds": calibrations}
-    base = results["sync"]["samples_per_s"]
+                   "train_per_token_s": results[best_sync]["train_per_token_s"], "rounds": calibrations}
+    sync_of = {n: "sync" if names[n][1] == "thread" else f"sync@{names[n][1]}" for n in names}
+    same = {n: syncs[sync_of[n]] for n in names}
     line = json.dumps({
         "bench": "streaming", "workload": {"short_len": args.short_len, "long_max": 8 * args.short_len,
                                            "long_share": 0.1, "slots": args.slots, "prompts_per_step": args.prompts,
                                            "group_size": args.group, "model": MICRO},
         "steps_per_mode": args.steps * args.rounds, "rounds": args.rounds, "results": results,
-        "calibration": calibration,
-        "ratio_samples_per_s": {n: r["samples_per_s"] / base for n, r in results.items() if n != "sync"},
+        "calibration": calibration, "best_sync": best_sync,
+        # each streaming mode over the sync mode of its own placement, and over the best sync of the run
+        "ratio_samples_per_s": {n: r["samples_per_s"] / same[n] for n, r in results.items() if n not in syncs},
+        "ratio_vs_best_sync": {n: r["samples_per_s"] / syncs[best_sync] for n, r in results.items()
+                               if n not in syncs},
+        # robust to the load drifting between rounds: each round's ratio to its own sync, median over rounds
+        "ratio_median_of_rounds": {n: statistics.median(a / b for a, b in zip(per_round[n], per_round[sync_of[n]],
+                                                                              strict=True))
+                                   for n in names if n not in syncs},
+        "samples_per_s_per_round": per_round,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch threads {torch.get_num_threads()}",
-        "load_average": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average": os.getloadavg(), "load_1min_after_each_mode": loads,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     })
     print(line)
     if args.out:

@@ -9,9 +9,22 @@ Model (the same rules as `thinkrl.rollout.streaming`):
 * Training costs ``train_per_token`` per response token; a weight push costs ``push``.
 * Synchronous (colocated): every GPU samples the step's P x G responses, then every GPU trains on them.
 * Streaming (disaggregated): ``rollout_share`` of the GPUs sample continuously, the rest train; groups are admitted
-  while fewer than ``P x (eta + 1 - pending)`` are in flight or buffered; at a push every in-flight response is
-  interrupted and its KV recomputed (``prefill_per_token`` per token so far); a group the next batch could no longer
-  train is waited for (``wait_for_due``) or dropped and sampled again.
+  by one of the rules below; at a push every in-flight response is interrupted and its KV recomputed
+  (``prefill_per_token`` per token so far), keeping its place ahead of queued new responses; a group the next batch
+  could no longer train is waited for (``wait_for_due``) or dropped and sampled again.
+
+Admission rules (``admit``): "batch" (the driver's default, and AReaL's count): fewer than ``P x (eta + 1 -
+pending)`` groups in flight or buffered; "slots" (``rollout.admission: slots``): the same, and only while the pool
+has free slots for the group; "fill" (over-provisioned, as SRS: keep every slot busy, at most ``P x (eta + 1)``
+groups, no ``pending`` term); "throttle": the batch rule, but no new group while one that only the next batch can
+train is in flight (the pool drains so the long tail decodes faster). Whatever the rule, the bound is enforced by
+waiting or dropping, so no trained token ever lags more than eta versions.
+
+The latency bound (``latency_bound``): a response of length L admitted right after push v must be trained by the
+batch taken after push v + eta, and decodes at best at one token per ``step_fixed`` (a pool running it alone); so
+with a response near the longest length in every step, eta steps last at least ``L_max x step_fixed`` and
+streaming without drops is at most ``sync step x eta / (L_max x step_fixed)`` times faster than sync, whatever the
+admission rule. The ceiling with no bound at all is the same simulation with eta = 10^6.
 
 Cluster figures (``--cluster``): Seed-OSS-36B (64 layers, 8 KV heads x 128 head dim, bf16: 72 GB of weights,
 262,144 B of KV cache per token; config in docs/model.md / the Hub config.json) on NVIDIA H100 SXM (3.35 TB/s HBM3,
@@ -136,7 +149,7 @@ class _Stream:
 
 
 def simulate_streaming(costs: Costs, work: Workload, steps: int, eta: int, wait_for_due: bool = True,
-                       overlap: bool = True, seed: int = 0) -> dict[str, float]:
+                       overlap: bool = True, seed: int = 0, admit: str = "batch") -> dict[str, float]:
     """Rollout runs continuously; the trainer takes P finished groups (staleness eta), trains, pushes.
 
     ``overlap`` False: trainer and rollout share one compute resource (the rollout pauses while the trainer trains).
@@ -158,7 +171,7 @@ def simulate_streaming(costs: Costs, work: Workload, steps: int, eta: int, wait_
                 running[:] = [s for s in running if s.group != gid]
                 queue[:] = [s for s in queue if s.group != gid]
             continue
-        while len(groups) + len(buffer) < work.prompts * (eta + 1 - st.pending):  # admit
+        while _may_admit(admit, work, eta, st, groups, len(buffer), len(running) + len(queue)):
             groups[st.next_id] = [st.version, work.group, 0]
             queue += [_Seq(st.next_id, work.draw(rng)) for _ in range(work.group)]
             st.next_id += 1
@@ -182,6 +195,21 @@ def simulate_streaming(costs: Costs, work: Workload, steps: int, eta: int, wait_
     samples = steps * work.prompts * work.group
     return {"samples_per_s": samples / st.clock, "step_s": st.clock / steps,
             "trainer_idle_frac": st.idle / st.clock, "dropped_groups": st.dropped}
+
+
+def _may_admit(admit: str, work: Workload, eta: int, st: _Stream, groups: dict, buffered: int, requests: int) -> bool:
+    """One more group may start under rule ``admit`` (see the module docstring)."""
+    under_bound = len(groups) + buffered < work.prompts * (eta + 1 - st.pending)
+    fits = requests + work.group <= work.slots or not requests
+    if admit == "batch":
+        return under_bound
+    if admit == "slots":
+        return under_bound and fits
+    if admit == "fill":
+        return fits and len(groups) + buffered < work.prompts * (eta + 1)
+    if admit == "throttle":
+        return under_bound and not any(st.version + st.pending - g[0] >= eta for g in groups.values())
+    raise ValueError(f"unknown admission rule {admit!r}")
 
 
 def _decode_until(costs: Costs, work: Workload, st: _Stream, running: list[_Seq], groups: dict,
@@ -231,47 +259,75 @@ def cpu_setup(calibration_file: str) -> tuple[Costs, Workload, dict]:
     return costs, Workload(w["prompts_per_step"], w["group_size"], w["slots"], 30, draw), data
 
 
+RULES = ("batch", "slots", "fill", "throttle")
+
+
+def _best(gpus: int, steps: int, eta: int, sync: dict, rule: str) -> dict:
+    """The best rollout share and wait/drop policy for one admission rule."""
+    best: dict | None = None
+    for share in (0.5, 0.625, 0.75, 0.875):
+        costs, w = cluster_setup(gpus, int(gpus * share) // 8 * 8)
+        for wait in (True, False):
+            r = simulate_streaming(costs, w, steps, eta, wait_for_due=wait, admit=rule)
+            r.update(rollout_share=share, wait_for_due=wait, admit=rule,
+                     ratio=r["samples_per_s"] / sync["samples_per_s"])
+            if best is None or r["ratio"] > best["ratio"]:
+                best = r
+    assert best is not None
+    return best
+
+
+def cluster_study(gpus: int, steps: int) -> dict:
+    """Sync vs streaming at eta 1, 2, 4 under every admission rule, the no-bound ceiling and the latency bound."""
+    sync_costs, work = cluster_setup(gpus, gpus)
+    sync = simulate_sync(sync_costs, work, steps)
+    cluster: dict = {"gpus": gpus, "sync": sync, "rules": {}, "latency_bound": {}}
+    for eta in (1, 2, 4):
+        by_rule = {rule: _best(gpus, steps, eta, sync, rule) for rule in RULES}
+        cluster["rules"][f"eta{eta}"] = by_rule
+        cluster[f"stream_eta{eta}"] = max(by_rule.values(), key=lambda r: r["ratio"])
+        cluster["latency_bound"][f"eta{eta}"] = sync["step_s"] * eta / (32_768 * sync_costs.step_fixed)
+    cluster["no_bound_ceiling"] = _best(gpus, steps, 10**6, sync, "fill")  # admission by free slots only
+    return cluster
+
+
+def _mode(name: str) -> tuple[int, bool, str]:
+    """(eta, wait_for_due, admission) of a `thinkrl bench streaming` mode name (stream_eta2_slots_drop@process)."""
+    base = name.split("@")[0]
+    return int(base.split("eta")[1][0]), "_drop" not in base, "slots" if "_slots" in base else "batch"
+
+
+def cpu_validation(calibration: str, steps: int) -> dict:
+    """The sim with that run's costs against its measured ratios (bounds: full overlap and none)."""
+    costs, w, data = cpu_setup(calibration)
+    s = simulate_sync(costs, w, steps)
+    cpu: dict = {"per_response_s": costs.per_response, "sync_samples_per_s_predicted": s["samples_per_s"],
+                 "sync_samples_per_s_measured": data["results"]["sync"]["samples_per_s"]}
+    for name in data["ratio_samples_per_s"]:
+        eta, wait, admit = _mode(name)
+        full = simulate_streaming(costs, w, steps, eta, wait, overlap=True, admit=admit)
+        none = simulate_streaming(costs, w, steps, eta, wait, overlap=False, admit=admit)
+        # the trainer's per-token cost as measured in this mode (it slows down beside the rollout)
+        slowed = replace(costs, train_per_token=data["results"][name]["train_per_token_s"])
+        contended = simulate_streaming(slowed, w, steps, eta, wait, overlap=False, admit=admit)
+        cpu[name] = {"predicted_ratio_full_overlap": full["samples_per_s"] / s["samples_per_s"],
+                     "predicted_ratio_no_overlap": none["samples_per_s"] / s["samples_per_s"],
+                     "predicted_ratio_no_overlap_measured_train_cost": contended["samples_per_s"] / s["samples_per_s"],
+                     "measured_ratio": data["ratio_samples_per_s"][name],
+                     "measured_ratio_vs_best_sync": data.get("ratio_vs_best_sync", {}).get(name)}
+    return cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpus", type=int, default=64)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--calibration", default=None, help="JSON of `thinkrl bench streaming` to validate against")
     args = parser.parse_args()
-    out: dict = {"bench": "streaming-sim", "steps": args.steps}
-    sync_costs, work = cluster_setup(args.gpus, args.gpus)
-    sync = simulate_sync(sync_costs, work, args.steps)
-    cluster = {"gpus": args.gpus, "sync": sync}
-    for eta in (1, 2, 4):
-        best = None
-        for share in (0.5, 0.625, 0.75, 0.875):
-            costs, w = cluster_setup(args.gpus, int(args.gpus * share) // 8 * 8)
-            for wait in (True, False):
-                r = simulate_streaming(costs, w, args.steps, eta, wait_for_due=wait)
-                r.update(rollout_share=share, wait_for_due=wait, ratio=r["samples_per_s"] / sync["samples_per_s"])
-                if best is None or r["ratio"] > best["ratio"]:
-                    best = r
-        cluster[f"stream_eta{eta}"] = best
-    out["cluster"] = cluster
+    out: dict = {"bench": "streaming-sim", "steps": args.steps, "cluster": cluster_study(args.gpus, args.steps)}
     if args.calibration:
-        costs, w, data = cpu_setup(args.calibration)
-        s = simulate_sync(costs, w, args.steps)
-        cpu = {"per_response_s": costs.per_response, "sync_samples_per_s_predicted": s["samples_per_s"],
-               "sync_samples_per_s_measured": data["results"]["sync"]["samples_per_s"]}
-        for name, (eta, wait) in {"stream_eta1": (1, True), "stream_eta2": (2, True), "stream_eta1_drop": (1, False),
-                                  "stream_eta2_drop": (2, False)}.items():
-            full = simulate_streaming(costs, w, args.steps, eta, wait, overlap=True)
-            none = simulate_streaming(costs, w, args.steps, eta, wait, overlap=False)
-            # the trainer's per-token cost as measured in this mode (it slows down beside the rollout thread)
-            slowed = replace(costs, train_per_token=data["results"][name]["train_per_token_s"])
-            contended = simulate_streaming(slowed, w, args.steps, eta, wait, overlap=False)
-            cpu[name] = {"predicted_ratio_full_overlap": full["samples_per_s"] / s["samples_per_s"],
-                         "predicted_ratio_no_overlap": none["samples_per_s"] / s["samples_per_s"],
-                         "predicted_ratio_no_overlap_measured_train_cost": contended["samples_per_s"]
-                         / s["samples_per_s"],
-                         "measured_ratio": data["ratio_samples_per_s"].get(name)}
-        out["cpu_validation"] = cpu
+        out["cpu_validation"] = cpu_validation(args.calibration, args.steps)
     print(json.dumps(out))
-
 
 if __name__ == "__main__":
     main()

@@ -70,15 +70,17 @@ def _wait_for(condition, what: str) -> None:
         time.sleep(0.01)
 
 
-def _train(driver: StreamingDriver, steps: int, tokens: int = 8) -> list:
+def _train(driver: StreamingDriver, steps: int, tokens: int = 8, in_flight: list[int] | None = None) -> list:
     """A trainer: take each batch, let the rollout generate ``tokens`` more tokens meanwhile ("training"), push new
-    weights as version ``step``."""
+    weights as version ``step`` (``in_flight``: gets the requests in flight just before each push)."""
     batches = []
     for step in range(1, steps + 1):
         batches.append(driver.next_batch(step))
         start = driver.tokens_generated
         _wait_for(lambda s=start: driver.tokens_generated >= s + tokens or not driver.num_in_flight,
                   "the rollout to generate")
+        if in_flight is not None:
+            in_flight.append(driver.num_in_flight)
         driver.push_weights(_weights(step), version=step)
     return batches
 
@@ -102,7 +104,8 @@ def test_sync_driver_is_the_synchronous_rollout() -> None:
 def test_trained_tokens_never_lag_more_than_eta_and_partials_continue(loop: EngineLoop, eta: int) -> None:
     driver = _driver(loop, max_staleness=eta)
     try:
-        batches = _train(driver, steps=5)
+        in_flight: list[int] = []
+        batches = _train(driver, steps=5, in_flight=in_flight)
     finally:
         driver.close()
     continued = 0
@@ -117,7 +120,9 @@ def test_trained_tokens_never_lag_more_than_eta_and_partials_continue(loop: Engi
         continued += m["stream/continued"]
     # Responses interrupted by a push went on (whether one spanning a push finishes in time to be trained depends
     # on thread timing: test_streaming_partial.py checks a continuation's tokens and versions deterministically).
-    assert continued > 0
+    # Whether anything is in flight at a push depends on timing too (all admitted groups may have finished): the
+    # last push's continuations are reported by no batch, so only the pushes before it count.
+    assert continued > 0 or not any(in_flight[:-1]), in_flight
 
 
 def test_eta_zero_is_synchronous(loop: EngineLoop) -> None:

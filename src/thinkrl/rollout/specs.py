@@ -173,6 +173,11 @@ class RolloutSpec(Section):
     dropped and sampled again: the kept batch leans short)."""
     max_buffered_groups: int | None = Field(None, ge=1)
     """Streaming: most groups buffered or in flight at once; None is prompts_per_step x (max_staleness + 1)."""
+    admission: Literal["batch", "slots"] = "batch"
+    """Streaming: when the rollout starts a new group. "batch": while fewer than prompts_per_step x (eta + 1 -
+    pending) groups are in flight or buffered. "slots": the same, and only while the engine has a free slot for each
+    of its G requests (``sampling.num_slots``; one group at a time when nothing is in flight), so new groups never
+    queue in the engine ahead of the continuations of older ones, which a push resubmits (docs/streaming.md)."""
     placement: Literal["thread", "process"] = "thread"
     """Where the rollout engine runs: "thread" (a thread of the trainer's process) or "process" (a child process;
     weights cross through shared memory, see docs/streaming.md)."""

@@ -2,9 +2,8 @@
 trains; the trainer takes a batch as soon as one is ready (Seed-Thinking-v1.5's streaming rollout system, in one
 process). See docs/streaming.md.
 
-* Admission: the thread starts new groups (G requests per prompt, submitted together) while fewer than
-  ``prompts_per_step x (eta + 1 - pending)`` groups are in flight or buffered, where ``pending`` is 1 between a
-  taken batch and its weight push (so eta = 0 samples exactly one batch per weight version: synchronous).
+* Admission: new groups (G requests each) start as `thinkrl.rollout.admission` allows (``rollout.admission``; eta
+  = 0 is synchronous), after every pending event was handled (continuations reach the engine before new groups).
 * Partial rollouts: `push_weights` interrupts every in-flight request (`EngineLoop.interrupt`) and then pushes;
   each interrupted piece continues as a new request over prompt + response so far, its KV recomputed with the new
   weights (`thinkrl.rollout.partial`). With ``round_tokens`` > 0 the thread also pauses once it generated that
@@ -12,13 +11,11 @@ process). See docs/streaming.md.
   waiting for data: a paused rollout never starves it).
 * Staleness: a group whose oldest token lags more than eta versions by the earliest step that could train it is
   dropped (in flight, or when the trainer takes a batch) and its prompt sampled again; ``stream/dropped_stale``.
-  With ``wait_for_due`` the trainer first waits for the groups in flight that only the batch it is taking may
-  still train, so such drops become rare (long responses are not lost; the trainer idles instead).
+  With ``wait_for_due`` the trainer first waits for the groups only the batch it takes may still train.
 * Dynamic sampling, filters and curricula: every finished group is scored and reported to the prompt source
   (``observe``), and groups whose responses are all right or all wrong are dropped, as in the synchronous path.
 * Failures: an exception in the rollout thread (or a failed engine) reaches the trainer's next call as a
-  `RolloutError`; every wait polls the other side's liveness; `close` stops the thread and aborts what is in
-  flight.
+  `RolloutError`; every wait polls the other side's liveness; `close` stops the thread and aborts its requests.
 
 Streaming runs are not bit-reproducible: which prompts share a batch depends on thread timing.
 """
@@ -39,6 +36,7 @@ import torch
 from thinkrl.engine import Request, TokenEvent
 from thinkrl.records import Trajectory
 from thinkrl.rl import group_has_variance
+from thinkrl.rollout.admission import AdmissionCounts, groups_to_admit
 from thinkrl.rollout.buffer import FinishedGroup, GroupBuffer, version_lag
 from thinkrl.rollout.groups import RolloutBatch
 from thinkrl.rollout.partial import PartialSample, continuation_request, finish_sample, first_request
@@ -88,8 +86,7 @@ class StreamingDriver:
     """The rollout thread and the trainer's side of it: `next_batch`, `push_weights`, `state`, `close`.
 
     Args:
-        engine: the engine client (``submit / interrupt / abort / update_weights / version``; `EngineLoop` or a
-            client with its interface).
+        engine: the engine client (`EngineLoop`, `RolloutProcess` or another with their interface).
         tokenizer, source, rollout, sampling, reward: as for `collect_rollout_batch`.
         seed: seeds the thinking-budget draws and per-request sampling seeds.
         start_version: the trainer's weight version at start (the last finished step; 0 for a fresh run).
@@ -118,6 +115,8 @@ class StreamingDriver:
         self._version = start_version
         self._pending_push = False  # a batch was taken and its update is not pushed yet
         self._tokens = 0  # written by the engine thread only (the sink)
+        # an engine in another process sends a pipe message per event: finished ones only (unless round_tokens)
+        self._finished_only = rollout.placement == "process" and not rollout.round_tokens
         self._round_start = self._tokens_reported = 0
         self._skipped_reported = int(source.metrics().get(SKIPPED_TOTAL, 0))
         self._holding = self._trainer_waiting = self._closed = False
@@ -251,7 +250,12 @@ class StreamingDriver:
                     item = self._events.get(timeout=self.poll_s)
                 except queue.Empty:
                     continue
-                self._handle(item)
+                while True:  # every finished event before admitting: continuations reach the engine first
+                    self._handle(item)
+                    try:
+                        item = self._events.get_nowait()
+                    except queue.Empty:
+                        break
         except BaseException as error:  # reaches the trainer at its next call
             logger.debug("the rollout thread failed", exc_info=True)  # the trainer reports it (--traceback)
             with self._ready:
@@ -260,29 +264,26 @@ class StreamingDriver:
 
     def _sink(self, item: TokenEvent | BaseException) -> None:
         """Runs in the engine's thread: count tokens, pass on finished events and errors (never blocks)."""
-        if isinstance(item, TokenEvent):
-            self._tokens += len(item.token_ids)
+        if isinstance(item, TokenEvent):  # finished_only: the finished event's trajectory holds the piece's tokens
+            self._tokens += len(item.trajectory.response_ids if self._finished_only and item.finished
+                                else item.token_ids)
             if not item.finished:
                 return
         self._events.put(item)
 
-    def _capacity(self) -> int:
-        """Groups that may exist at once (in flight + buffered) under the staleness bound."""
-        allowed = self.rollout.prompts_per_step * (self.rollout.max_staleness + 1 - self._pending_push)
-        if self.rollout.max_buffered_groups is not None:
-            allowed = min(allowed, self.rollout.max_buffered_groups)
-        return allowed
-
     def _admit(self) -> None:
+        """Start the groups `groups_to_admit` allows (``rollout.admission``)."""
         with self._lock:
-            free = self._capacity() - len(self._active) - len(self._buffer)
+            free = groups_to_admit(self.rollout, AdmissionCounts(
+                len(self._active) + len(self._buffer), len(self._inflight) + len(self._held), self._pending_push,
+                self.sampling.num_slots))
             if self._holding or free <= 0:
                 return
             problems = [self._retry.popleft() for _ in range(min(free, len(self._retry)))]
             problems += self.source.take(free - len(problems))
             requests = [r for p in problems for r in self._new_group(p)]
             if requests:
-                self.engine.submit(requests, self._sink)
+                self.engine.submit(requests, self._sink, finished_only=self._finished_only)
 
     def _new_group(self, problem: Problem) -> list[Request]:
         prompt = render_prompt(self.tokenizer, problem, self._rng.choice(self.sampling.thinking_budgets))
@@ -333,7 +334,7 @@ class StreamingDriver:
         request_id = self._new_id()
         request = continuation_request(sample, request_id)
         self._inflight[request_id] = (group, sample)
-        self.engine.submit(request, self._sink)
+        self.engine.submit(request, self._sink, finished_only=self._finished_only)
 
     def _abandon_if_stale(self, group: _Group) -> bool:
         """Drop ``group`` (abort its requests, sample its prompt again) when even the next batch to be taken would
