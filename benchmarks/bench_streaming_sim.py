@@ -24,7 +24,7 @@ The latency bound (``latency_bound``): a response of length L admitted right aft
 batch taken after push v + eta, and decodes at best at one token per ``step_fixed`` (a pool running it alone); so
 with a response near the longest length in every step, eta steps last at least ``L_max x step_fixed`` and
 streaming without drops is at most ``sync step x eta / (L_max x step_fixed)`` times faster than sync, whatever the
-admission rule. The ceiling with no bound at all is the same simulation with eta = 10^6.
+admission rule. The ceiling with no bound at all is the same simulation with eta = 10^6 and the "fill" rule.
 
 Cluster figures (``--cluster``): Seed-OSS-36B (64 layers, 8 KV heads x 128 head dim, bf16: 72 GB of weights,
 262,144 B of KV cache per token; config in docs/model.md / the Hub config.json) on NVIDIA H100 SXM (3.35 TB/s HBM3,
