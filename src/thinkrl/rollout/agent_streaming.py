@@ -166,7 +166,7 @@ class AgentStreamingDriver(StreamingDriver):
         """Submit ``sample``'s (a `StreamedEpisode`) next request. Caller holds the lock."""
         # (as the base driver submits: finished events only from a rollout process, unless round_tokens counts)
         self.engine.submit(self._turn_request(group, sample), self._sink,
-                           finished_only=getattr(self, "_finished_only", False))
+                           finished_only=self._finished_only)
 
     def _handle(self, item: Any) -> None:
         if isinstance(item, _ToolsDone):
