@@ -40,6 +40,7 @@ from thinkrl.rollout.partial import PartialSample, continuation_request, stitch
 from thinkrl.rollout.requests import RolloutPrompt, SampleRequest, sampling_params
 from thinkrl.rollout.sources import PromptSource
 from thinkrl.rollout.specs import RewardSpec, RolloutSpec, SamplingSpec
+from thinkrl.rollout.stream_state import StreamState, restore_state
 from thinkrl.rollout.streaming import StreamingDriver, _Group
 from thinkrl.rollout.tools import ToolResult
 from thinkrl.tasks import Problem
@@ -91,6 +92,8 @@ class _ToolsDone:
 class AgentStreamingDriver(StreamingDriver):
     """`StreamingDriver` whose groups are G multi-turn episodes of ``agent``'s environment (see the module
     docstring). Arguments as `StreamingDriver`'s, plus ``agent``: the recipe's agent section."""
+
+    resume_groups = False  # a checkpoint saves the prompts of its groups, sampled again on resume (stream_state)
 
     def __init__(self, engine: Any, tokenizer: TextTokenizer, source: PromptSource, rollout: RolloutSpec,
                  sampling: SamplingSpec, reward: RewardSpec, agent: AgentSpec, seed: int, start_version: int = 0,
@@ -260,7 +263,10 @@ class AgentStreamingDriver(StreamingDriver):
 
 def build_agent_driver(engine: Any, tokenizer: TextTokenizer, source: PromptSource, rollout: RolloutSpec,
                        sampling: SamplingSpec, reward: RewardSpec, agent: AgentSpec, seed: int,
-                       start_version: int = 0) -> AgentStreamingDriver:
-    """A started `AgentStreamingDriver` (stop it with ``close()``)."""
-    return AgentStreamingDriver(engine, tokenizer, source, rollout, sampling, reward, agent, seed=seed,
-                                start_version=start_version).start()
+                       start_version: int = 0, restore: StreamState | None = None) -> AgentStreamingDriver:
+    """A started `AgentStreamingDriver` (stop it with ``close()``); ``restore``: a resumed run's rollout state."""
+    driver = AgentStreamingDriver(engine, tokenizer, source, rollout, sampling, reward, agent, seed=seed,
+                                  start_version=start_version)
+    if restore is not None:
+        restore_state(driver, restore)
+    return driver.start()

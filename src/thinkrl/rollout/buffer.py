@@ -10,6 +10,7 @@ on (`GroupBuffer.take` returns it as stale; the driver samples its prompt again)
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from thinkrl.records import Trajectory
@@ -70,6 +71,10 @@ class GroupBuffer:
 
     def __len__(self) -> int:
         return len(self._groups)
+
+    def __iter__(self) -> Iterator[FinishedGroup]:
+        """The buffered groups, first finished first (a checkpoint saves them)."""
+        return iter(list(self._groups))
 
     def put(self, group: FinishedGroup) -> None:
         self._groups.append(group)

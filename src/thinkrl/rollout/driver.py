@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from thinkrl.rollout.groups import RolloutBatch, collect_rollout_batch
 from thinkrl.rollout.sources import PromptSource
 from thinkrl.rollout.specs import RewardSpec, RolloutSpec, SamplingSpec
+from thinkrl.rollout.stream_state import StreamState, restore_state
 from thinkrl.rollout.streaming import StreamingDriver
 from thinkrl.tokenizer import TextTokenizer
 
@@ -69,13 +70,18 @@ class SyncDriver:
 
 
 def build_driver(engine: Any, tokenizer: TextTokenizer, source: PromptSource, rollout: RolloutSpec,
-                 sampling: SamplingSpec, reward: RewardSpec, seed: int, start_version: int = 0) -> RolloutDriver:
+                 sampling: SamplingSpec, reward: RewardSpec, seed: int, start_version: int = 0,
+                 restore: StreamState | None = None) -> RolloutDriver:
     """The driver ``rollout.mode`` asks for; a streaming one is started (stop it with ``close()``).
 
     ``seed``: the run's seed (sync: step seeds ``seed * 100_003 + step``, as the RL loop always used);
-    ``start_version``: the engine's weight version at start (the last finished step).
+    ``start_version``: the engine's weight version at start (the last finished step); ``restore``: a resumed
+    streaming run's saved rollout state (buffered and in-flight groups; `thinkrl.rollout.stream_state`).
     """
     if rollout.mode == "sync":
         return SyncDriver(engine, tokenizer, source, rollout, sampling, reward, seed)
-    return StreamingDriver(engine, tokenizer, source, rollout, sampling, reward, seed=seed,
-                           start_version=start_version).start()
+    driver = StreamingDriver(engine, tokenizer, source, rollout, sampling, reward, seed=seed,
+                             start_version=start_version)
+    if restore is not None:
+        restore_state(driver, restore)
+    return driver.start()

@@ -53,12 +53,16 @@ class PartialSample:
         controller: its thinking-budget controller, shared by every piece (it keeps the counts).
         pieces: the pieces sampled so far, oldest first (each a `Trajectory` from the engine).
         result: the stitched response with its rollout fields, once a piece finished other than by interruption.
+        controller_state: the controller's attributes (its vocabulary left out) as they were after the last
+            piece (at the start before any): what a checkpoint saves, since the live controller of a request in
+            flight counts tokens that no piece holds yet (`thinkrl.rollout.stream_state`).
     """
 
     item: SampleRequest
     controller: ThinkingBudgetController
     pieces: list[Trajectory] = field(default_factory=list)
     result: Trajectory | None = None
+    controller_state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_tokens(self) -> int:
@@ -76,7 +80,22 @@ def first_request(tokenizer: TextTokenizer, item: SampleRequest, request_id: Any
                   enforce_budget: bool = False) -> tuple[Request, PartialSample]:
     """The first engine request of ``item`` (as `build_request` makes it) and its `PartialSample`."""
     request = build_request(tokenizer, item, request_id, enforce_budget)
-    return request, PartialSample(item, request.controller)  # type: ignore[arg-type]
+    controller: ThinkingBudgetController = request.controller  # type: ignore[assignment]
+    return request, PartialSample(item, controller, controller_state=controller_counts(controller))
+
+
+def controller_counts(controller: ThinkingBudgetController) -> dict[str, Any]:
+    """The attributes of ``controller`` except its vocabulary (which holds the tokenizer): budget, limits, phase,
+    counters; plain JSON-able values (copied lists)."""
+    return {k: list(v) if isinstance(v, list | tuple) else v for k, v in vars(controller).items() if k != "vocab"}
+
+
+def record_piece(sample: Any, piece: Trajectory) -> None:
+    """Append a finished ``piece`` to ``sample`` (a `PartialSample`, or an agent's episode) and, for a
+    `PartialSample`, note its controller's counts (the request is done: nothing updates them now)."""
+    sample.pieces.append(piece)
+    if isinstance(sample, PartialSample):
+        sample.controller_state = controller_counts(sample.controller)
 
 
 def continuation_request(sample: PartialSample, request_id: Any) -> Request:

@@ -39,11 +39,13 @@ from thinkrl.rl import group_has_variance
 from thinkrl.rollout.admission import AdmissionCounts, groups_to_admit
 from thinkrl.rollout.buffer import FinishedGroup, GroupBuffer, version_lag
 from thinkrl.rollout.groups import RolloutBatch
-from thinkrl.rollout.partial import PartialSample, continuation_request, finish_sample, first_request
+from thinkrl.rollout.partial import PartialSample, continuation_request, finish_sample, first_request, record_piece
 from thinkrl.rollout.requests import SampleRequest, render_prompt, sampling_params
 from thinkrl.rollout.scoring import score_trajectories
 from thinkrl.rollout.sources import SKIPPED_TOTAL, PromptSource
 from thinkrl.rollout.specs import RewardSpec, RolloutSpec, SamplingSpec
+from thinkrl.rollout.stream_state import StreamGroup as _Group
+from thinkrl.rollout.stream_state import snapshot_state
 from thinkrl.tasks import Problem
 from thinkrl.tokenizer import TextTokenizer
 
@@ -52,19 +54,6 @@ logger = logging.getLogger(__name__)
 
 class RolloutError(RuntimeError):
     """The rollout thread failed or stopped; the trainer cannot get more data."""
-
-
-@dataclass
-class _Group:
-    group_id: int
-    problem: Problem
-    samples: list[PartialSample]
-    start_version: int  # the engine's version when it was submitted: no token of it is older
-    abandoned: bool = False
-
-    def oldest(self) -> int | None:
-        versions = [v for s in self.samples if (v := s.oldest_version) is not None]
-        return min(versions, default=None)
 
 
 @dataclass
@@ -95,6 +84,7 @@ class StreamingDriver:
     """
 
     score_group = staticmethod(score_trajectories)  # a finished group's rewards (agents: the environment judges)
+    resume_groups = True  # a checkpoint saves the groups' partial responses (else their prompts: stream_state)
 
     def __init__(self, engine: Any, tokenizer: TextTokenizer, source: PromptSource, rollout: RolloutSpec,
                  sampling: SamplingSpec, reward: RewardSpec, seed: int, start_version: int = 0,
@@ -194,9 +184,8 @@ class StreamingDriver:
                 self._release_held()
 
     def state(self) -> dict[str, Any]:
-        """The prompt source's state (groups in flight or buffered are not saved: a resumed run skips them)."""
-        with self._lock:
-            return self.source.state()
+        """The prompt source's state and the buffered and in-flight groups, JSON (`stream_state.snapshot_state`)."""
+        return snapshot_state(self)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the rollout thread and abort its in-flight requests (idempotent)."""
@@ -315,8 +304,8 @@ class StreamingDriver:
         traj: Trajectory = item.trajectory
         if traj.finish_reason == "error":
             raise RolloutError(f"request {item.request_id} failed in the engine: {traj.error}")
-        sample.pieces.append(traj)
         with self._lock:
+            record_piece(sample, traj)  # (under the lock: a checkpoint's snapshot sees pieces and counts together)
             if group.abandoned or self._abandon_if_stale(group):
                 return
             if traj.finish_reason == "abort":  # interrupted: continue now, or after the next push when paused

@@ -81,9 +81,10 @@ def _streaming_driver(run: RLRun, recipe: RLRecipe) -> RolloutDriver | None:
         return None
     if recipe.agent is not None:  # groups of multi-turn episodes (docs/agents.md)
         return build_agent_driver(run.engine, run.tokenizer, run.source, recipe.rollout, recipe.sampling,
-                                  recipe.reward, recipe.agent, seed=recipe.trainer.seed, start_version=run.start_step)
+                                  recipe.reward, recipe.agent, seed=recipe.trainer.seed, start_version=run.start_step,
+                                  restore=run.stream_state)
     return build_driver(run.engine, run.tokenizer, run.source, recipe.rollout, recipe.sampling, recipe.reward,
-                        seed=recipe.trainer.seed, start_version=run.start_step)
+                        seed=recipe.trainer.seed, start_version=run.start_step, restore=run.stream_state)
 
 
 def rl_step(run: RLRun, recipe: RLRecipe, step: int, driver: RolloutDriver | None = None) -> dict[str, float]:
@@ -133,8 +134,8 @@ def before_first_step(run: RLRun, recipe: RLRecipe, metrics: MetricsLogger) -> N
 
 def after_step(run: RLRun, recipe: RLRecipe, step: int, metrics: MetricsLogger,
                driver: RolloutDriver | None = None) -> None:
-    """Checkpoint and evaluate when the recipe asks for it at ``step`` (the prompt stream's state from ``driver``
-    when streaming)."""
+    """Checkpoint and evaluate when the recipe asks for it at ``step`` (the prompt stream's state, and the groups
+    buffered or in flight, from ``driver`` when streaming)."""
     trainer = recipe.trainer
     if trainer.save_every and step % trainer.save_every == 0:  # (the cursor that counts is rank 0's, which writes)
         save_sharded(run.out / "checkpoints", step, parts=run.checkpoint_parts(),

@@ -28,6 +28,7 @@ from thinkrl.rollout import (
     start_engine,
 )
 from thinkrl.rollout.agent_rollout import start_agent_engine
+from thinkrl.rollout.stream_state import StreamState, split_state
 from thinkrl.tasks import Problem
 from thinkrl.tokenizer import TextTokenizer
 from thinkrl.train.actor import Actor
@@ -59,6 +60,7 @@ class RLRun:
         start_step: the last finished step (0 for a fresh run).
         data_log: step-0 metrics of the prefilter (empty without one).
         data_parallel: this rank's data-parallel group (None: a single process).
+        stream_state: a resumed streaming run's saved rollout state (buffered and in-flight groups), else None.
     """
 
     out: Path
@@ -73,6 +75,7 @@ class RLRun:
     start_step: int = 0
     data_log: dict[str, float] = field(default_factory=dict)
     data_parallel: DataParallel | None = None
+    stream_state: StreamState | None = None
 
     @property
     def is_main(self) -> bool:
@@ -156,7 +159,8 @@ def _resume(run: RLRun, recipe: RLRecipe, exclude: set[str]) -> None:
     """Restore the latest checkpoint into ``run`` and push the restored policy to the engine."""
     state = load_sharded(run.out / "checkpoints", parts=run.checkpoint_parts(), data_parallel=run.data_parallel)
     run.start_step = state["step"]
-    run.source = build_prompt_source(recipe.data, run.train_problems, exclude_ids=exclude, state=state["cursor"])
+    cursor, run.stream_state = split_state(state["cursor"])  # (no rollout state in older checkpoints)
+    run.source = build_prompt_source(recipe.data, run.train_problems, exclude_ids=exclude, state=cursor)
     weights = run.actor.weights()  # gathered on every rank
     if run.engine is not None:
         run.engine.update_weights(weights, version=run.start_step)

@@ -1,0 +1,154 @@
+"""The streaming rollout's checkpoint state against a real engine loop (a tiny random model): a driver's state,
+taken mid-run and passed through JSON, restored into a fresh driver gives back the same buffered groups and the
+same partial responses, which continue under the new weights keeping every token so far with its log-prob and
+version; groups already past the staleness bound at restore are dropped, counted, and their prompts sampled again;
+a cursor without the state (an older checkpoint) restores the prompt source alone."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from thinkrl.engine import LLMEngine
+from thinkrl.engine.loop import EngineLoop
+from thinkrl.model import ModelConfig, build_model
+from thinkrl.rollout import PromptCursor, RewardSpec, RolloutSpec, SamplingSpec, StreamingDriver
+from thinkrl.rollout.stream_state import STATE_KEY, restore_state, split_state
+from thinkrl.tasks.dataset import generate_dataset
+from thinkrl.tokenizer import load_tokenizer
+
+CFG = ModelConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                  num_attention_heads=2, num_key_value_heads=1)
+TOK = load_tokenizer("builtin")
+PROBLEMS = generate_dataset("arithmetic", 40, 0, "train", {"num_terms": 2, "max_number": 5})
+SAMPLING = SamplingSpec(temperature=1.0, max_new_tokens=12, num_slots=4, thinking_budgets=[8, -1])
+REWARD = RewardSpec(max_response_len=12, overlong_cache_len=4)
+ROLLOUT = RolloutSpec(group_size=2, prompts_per_step=1, dynamic_sampling=False, mode="streaming", max_staleness=2,
+                      round_tokens=6)
+WAIT_S = 60  # generous: a failure must surface within this, never hang the suite
+
+
+@pytest.fixture
+def loop() -> Iterator[EngineLoop]:
+    engine_loop = EngineLoop(LLMEngine(build_model(CFG, seed=0).eval(), TOK, num_slots=4, max_seq_len=128),
+                             idle_wait_s=0.05).start()
+    yield engine_loop
+    engine_loop.stop()
+
+
+def _driver(loop: EngineLoop, start_version: int = 0) -> StreamingDriver:
+    return StreamingDriver(loop, TOK, PromptCursor(PROBLEMS, 0), ROLLOUT, SAMPLING, REWARD, seed=0,
+                           start_version=start_version, poll_s=0.05)
+
+
+def _wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def _weights(seed: int) -> list:
+    return list(build_model(CFG, seed=seed).state_dict().items())
+
+
+def _saved_mid_run(loop: EngineLoop) -> dict:
+    """A driver's state (through JSON) once it has a buffered group and partial responses: a batch taken, then
+    a push (version 1), then the round-token pause interrupts what is in flight (the snapshot itself interrupts
+    nothing)."""
+    driver = _driver(loop).start()
+    try:
+        driver.next_batch(1)
+        driver.push_weights(_weights(1), version=1)  # interrupts what is in flight: continued with version 1
+        _wait_for(lambda: driver._holding and not driver.num_in_flight and not loop.engine.has_unfinished(),
+                  "the rollout to pause")
+        state = json.loads(json.dumps(driver.state()))
+    finally:
+        driver.close()
+    assert state["epoch"] == 0 and state["index"] >= 3  # the prompt source's own state is still there
+    saved = state[STATE_KEY]
+    assert saved["buffered"], "the scenario needs a buffered group"
+    assert any(s["pieces"] for g in saved["in_flight"] for s in g["samples"]), "the scenario needs partial samples"
+    return state
+
+
+def _response(sample: dict) -> tuple[list[int], list[float], list[int]]:
+    pieces = sample["pieces"]
+    return ([t for p in pieces for t in p["response_ids"]], [x for p in pieces for x in p["logprobs"]],
+            [v for p in pieces for v in p["token_versions"]])
+
+
+def _without_group_ids(groups: list[dict]) -> list[dict]:
+    """Saved groups with the trajectories' group ids blanked (a restore gives groups new ids)."""
+    def blank(traj: dict | None) -> dict | None:
+        return None if traj is None else {**traj, "group_id": 0}
+    return [{**g, "finished": [blank(t) for t in g["finished"]],
+             "samples": [{**s, "result": blank(s["result"])} for s in g["samples"]]} for g in groups]
+
+
+def test_restored_driver_has_the_same_groups_and_continues_partial_samples_exactly(loop: EngineLoop) -> None:
+    state = _saved_mid_run(loop)
+    saved = state[STATE_KEY]
+    loop.update_weights(_weights(2), version=2)  # the resumed weights
+    source_state, stream = split_state(state)
+    assert source_state == {"epoch": state["epoch"], "index": state["index"]}
+    driver = _driver(loop, start_version=2)
+    restore_state(driver, stream)
+    again = json.loads(json.dumps(driver.state()))[STATE_KEY]  # before it starts: what was put back, saved again
+    assert _without_group_ids(again["buffered"]) == _without_group_ids(saved["buffered"])  # renumbered, no more
+    assert _without_group_ids(again["in_flight"]) == _without_group_ids(saved["in_flight"])
+    partial = [s for g in saved["in_flight"] for s in g["samples"] if s["result"] is None]
+    assert driver.num_in_flight == len(partial)  # every unfinished response was resubmitted
+    finished = {tuple(t["response_ids"]) for g in saved["buffered"] for t in g["finished"]}
+    prefixes = [_response(s)[0] for s in partial]
+    trajectories = []
+
+    def everything_trained() -> bool:
+        got = [t.response_ids for t in trajectories]
+        return finished <= {tuple(r) for r in got} and all(any(r[:len(p)] == p for r in got) for p in prefixes)
+
+    try:
+        driver.start()
+        for step in range(2, 30):  # (new groups may come out in between)
+            trajectories += driver.next_batch(step).trajectories
+            if everything_trained():
+                break
+    finally:
+        driver.close()
+    assert everything_trained()
+    for sample in (s for s in partial if s["pieces"]):
+        ids, logprobs, versions = _response(sample)
+        match = [t for t in trajectories if t.prompt_ids == sample["prompt_ids"] and t.response_ids[:len(ids)] == ids]
+        assert len(match) == 1, "a partial response was not continued"
+        traj = match[0]
+        assert traj.logprobs[:len(ids)] == logprobs and traj.token_versions[:len(ids)] == versions
+        assert set(versions) <= {0, 1} and set(traj.token_versions[len(ids):]) <= {2}  # the rest: resumed weights
+        assert len(traj.response_ids) > len(ids) or traj.finish_reason != "abort"
+
+
+def test_groups_past_the_bound_at_restore_are_dropped_counted_and_sampled_again(loop: EngineLoop) -> None:
+    state = _saved_mid_run(loop)
+    saved = state[STATE_KEY]
+    with_tokens = [g for g in saved["in_flight"] if any(s["pieces"] or s["result"] for s in g["samples"])]
+    # resumed at version 4 with eta = 2: every saved token (version 0 or 1) is too old for the next batch
+    loop.update_weights(_weights(4), version=4)
+    driver = _driver(loop, start_version=4)
+    restore_state(driver, split_state(state)[1])
+    try:
+        driver.start()
+        batch = driver.next_batch(5)
+    finally:
+        driver.close()
+    assert batch.stream_metrics["stream/dropped_stale"] == len(saved["buffered"]) + len(with_tokens)
+    saved_ids = {g["problem"]["id"] for g in saved["buffered"] + saved["in_flight"]} | {p["id"] for p in saved["retry"]}
+    assert {t.problem.id for t in batch.trajectories} <= saved_ids  # resampled (retry queue) before new prompts
+    assert all(set(t.token_versions) == {4} for t in batch.trajectories)
+
+
+def test_a_cursor_without_rollout_state_restores_the_prompt_source_alone() -> None:
+    assert split_state({"epoch": 1, "index": 7}) == ({"epoch": 1, "index": 7}, None)
+    with pytest.raises(ValueError, match="streaming rollout state"):
+        split_state({"epoch": 1, "index": 7, STATE_KEY: {"version": 2}})
