@@ -13,13 +13,17 @@ token-mean log-prob loss, with AdamW (foreach). 2-rank runs wrap every decoder l
 - RSS peak (second opinion, separate process without the profiler): ``VmHWM`` after the step minus ``VmRSS``
   before it (``/proc/self/clear_refs`` resets the high-water mark), plus the same live bytes. glibc's
   ``MALLOC_MMAP_THRESHOLD_`` is pinned to 64 KiB so freed tensors return to the OS and RSS follows them.
-- step time: median of 3 timed steps (no profiler), against the model's compute time at the fp32 matmul
-  rate measured in the same process just before each step (mfu = 1) plus, for 2 ranks, gloo all-gather
-  bandwidth measured in the same run; and with one effective mfu fitted on one row (``_calibrate``).
+- step time (a third process, glibc's default allocator as in training; ``--clock cpu``: process CPU seconds):
+  median of 3 timed steps (no profiler), against the model's compute time at the fp32 matmul rate measured in
+  the same process just before each step (mfu = 1) plus, for 2 ranks, gloo all-gather bandwidth measured in
+  the same run; with one effective mfu fitted on one row (``_calibrate``); and, with ``--profile``, the time
+  the tuner predicts from a machine profile measured beforehand by ``thinkrl tune profile`` (micro-benchmarks,
+  no fitting to these rows).
 
 Offload cannot be measured here: on a CPU-only machine host memory is the device memory.
 
     thinkrl bench tune-memory [--out docs/results/raw/autotuner_cpu.json] [--only NAME,...]
+    thinkrl bench tune-memory --clock cpu --time-only --profile machine.json [--out ...]  # step time only
     thinkrl bench tune-memory --repredict docs/results/raw/autotuner_cpu.json   # new predictions, same measurements
 """
 
@@ -167,7 +171,24 @@ def _allgather_gbps() -> float:
     return shard.nbytes * (world - 1) / seconds / 1e9  # bytes each rank receives per second
 
 
-def run_child(name: str, meter: str) -> dict:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+PROFILE = None  # a thinkrl.tune.profile.MachineProfile given by --profile: rows also get the profile-based time
+
+
+def load_profiles(paths: str):
+    """One MachineProfile from comma-separated profile files (curves of the later files added where new)."""
+    from thinkrl.tune.profile import load_profile
+
+    profiles = [load_profile(p) for p in paths.split(",") if p]
+    merged, seen = profiles[0], {(c.op, c.dims) for c in profiles[0].curves}
+    for other in profiles[1:]:
+        new = [c for c in other.curves if (c.op, c.dims) not in seen]
+        seen |= {(c.op, c.dims) for c in new}
+        merged = merged.model_copy(update={"curves": merged.curves + new})
+    return merged
+
+
+def run_child(name: str, meter: str, clock: str = "wall") -> dict:
     model_name, ranks, mb_tokens, recompute = CONFIGS[name]
     torch.set_num_threads(1)
     if ranks > 1:
@@ -187,10 +208,10 @@ def run_child(name: str, meter: str) -> dict:
         result["peak_bytes"] = live + (_rss_kb("VmHWM") - before) * 1024
         times, rates = [], []
         for _ in range(3):  # the matmul rate right before each timed step: same load as the step
-            rates.append(matmul_gflops())
-            start = time.perf_counter()
+            rates.append(matmul_gflops(clock=clock))
+            start = CLOCKS[clock]()
             _step(model, batches, optimizer)
-            times.append(time.perf_counter() - start)
+            times.append(CLOCKS[clock]() - start)
         result["step_s"], result["matmul_gflops"] = statistics.median(times), statistics.median(rates)
         if ranks > 1:
             result["allgather_gbps"] = _allgather_gbps()
@@ -203,11 +224,19 @@ def run_child(name: str, meter: str) -> dict:
 
 
 # ---------------------------------------------------------------- parent: spawn, predict, compare
-def _spawn(name: str, meter: str) -> list[dict]:
+def spawn_malloc_env(meter: str) -> dict[str, str]:
+    """The RSS meters pin glibc's mmap threshold so freed tensors leave RSS; the "time" meter keeps the default
+    allocator: with the pin every large tensor is a fresh mmap and its page faults (kernel CPU time) would be
+    counted in the step, which real training does not pay."""
+    return {} if meter == "time" else {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def _spawn(name: str, meter: str, clock: str = "wall") -> list[dict]:
     ranks = CONFIGS[name][1]
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} | spawn_malloc_env(meter)
     result_dir = tempfile.mkdtemp(prefix="tune-memory-")
-    script = [str(Path(__file__).resolve()), "--child", name, "--meter", meter, "--result-dir", result_dir]
+    script = [str(Path(__file__).resolve()), "--child", name, "--meter", meter, "--clock", clock,
+              "--result-dir", result_dir]
     if ranks > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks),
                "--master-port", str(29500 + os.getpid() % 1000), *script]
@@ -221,18 +250,18 @@ def _spawn(name: str, meter: str) -> list[dict]:
     return rows
 
 
-def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
+def matmul_gflops(n: int = 1024, repeats: int = 5, clock: str = "wall") -> float:
     """fp32 matmul rate of one thread here (GFLOP/s): the 'peak' the time model is given."""
     torch.set_num_threads(1)
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
-    start = time.perf_counter()
+    start = CLOCKS[clock]()
     for _ in range(repeats):
         a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+    return 2 * n**3 * repeats / (CLOCKS[clock]() - start) / 1e9
 
 
-def predict(name: str, gflops: float, comm_gbps: float | None, mfu: float = 1.0) -> tuple[dict, dict]:
+def predict(name: str, gflops: float, comm_gbps: float | None, mfu: float = 1.0, profile=None) -> tuple[dict, dict]:
     from thinkrl.tune import ClusterSpec, ParallelLayout, WorkloadSpec, estimate_memory, estimate_time
     from thinkrl.tune.shapes import ModelShape, read_hf_config
 
@@ -246,7 +275,7 @@ def predict(name: str, gflops: float, comm_gbps: float | None, mfu: float = 1.0)
                           peak_tflops=gflops / 1e3, mfu=mfu, intra_node_gbps=comm_gbps or 1.0)
     layout = ParallelLayout(fsdp=ranks, micro_batch_tokens=mb_tokens, recompute=recompute)
     return estimate_memory(shape, cluster, workload, layout).to_dict(), estimate_time(
-        shape, cluster, workload, layout).to_dict()
+        shape, cluster, workload, layout, profile=profile).to_dict()
 
 
 def _compare(name: str, measured: float, measured_rss: float, step_s: float, comm: float | None,
@@ -261,8 +290,16 @@ def _compare(name: str, measured: float, measured_rss: float, step_s: float, com
         "rss_error": memory["train_peak"] / measured_rss - 1,
         "predicted_step_s": timing["step_s"], "measured_step_s": step_s,
         "time_error": timing["step_s"] / step_s - 1, "allgather_gbps": comm, "matmul_gflops": gflops,
-        "predicted": memory,
+        "predicted": memory, **profile_columns(predict(name, gflops, comm, profile=PROFILE)[1], step_s),
     }
+
+
+def profile_columns(timing: dict | None, step_s: float) -> dict:
+    """The profile-based prediction of a row (--profile), beside the peak-based one."""
+    if PROFILE is None or timing is None:
+        return {}
+    return {"profile_step_s": timing["step_s"], "profile_time_error": timing["step_s"] / step_s - 1,
+            "profile_time": timing}
 
 
 def _calibrate(rows: list[dict], reference: str = "m4-mb2048") -> None:
@@ -303,15 +340,23 @@ def _report(rows: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--meter", default="alloc", choices=["alloc", "rss"], help=argparse.SUPPRESS)
+    parser.add_argument("--meter", default="alloc", choices=["alloc", "rss", "time"], help=argparse.SUPPRESS)
     parser.add_argument("--result-dir", help=argparse.SUPPRESS)
     parser.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall", help="how steps and the matmul peak are "
+                        "timed (cpu: each process's CPU seconds, for a box shared with other jobs)")
+    parser.add_argument("--profile", help="machine profile(s) (thinkrl tune profile), comma-separated: rows also "
+                        "get the step time predicted from the profile")
+    parser.add_argument("--time-only", action="store_true", help="only the step-time process (no memory meters: "
+                        "the memory columns are then the timing process's RSS, not a measurement)")
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--repredict", help="recompute the predictions of a saved report (measurements kept) in place")
     parser.add_argument("--table", help="print a saved report as the markdown table of docs/results/autotuner.md")
     args = parser.parse_args()
+    global PROFILE
+    PROFILE = load_profiles(args.profile) if args.profile else None
     if args.child:  # one file per rank: ranks share torchrun's stdout and their lines would interleave
-        result = run_child(args.child, args.meter)
+        result = run_child(args.child, args.meter, args.clock)
         Path(args.result_dir, f"{result.get('rank', 0)}.json").write_text(json.dumps(result))
         return
     if args.table:
@@ -333,15 +378,17 @@ def main() -> None:
         raise SystemExit(f"unknown configuration(s) {unknown}; known: {', '.join(CONFIGS)}")
     rows = []
     for name in names:
-        alloc, rss = _spawn(name, "alloc"), _spawn(name, "rss")
-        comm = min((r.get("allgather_gbps") for r in rss if "allgather_gbps" in r), default=None)
+        timed = _spawn(name, "time", args.clock)
+        rss = timed if args.time_only else _spawn(name, "rss", args.clock)
+        alloc = timed if args.time_only else _spawn(name, "alloc", args.clock)
+        comm = min((r.get("allgather_gbps") for r in timed if "allgather_gbps" in r), default=None)
         rows.append(_compare(name, max(r["peak_bytes"] for r in alloc), max(r["peak_bytes"] for r in rss),
-                             max(r["step_s"] for r in rss), comm, min(r["matmul_gflops"] for r in rss)))
+                             max(r["step_s"] for r in timed), comm, min(r["matmul_gflops"] for r in timed)))
         if args.out:  # after every row, so a long run that stops keeps what it measured
             Path(args.out).write_text(json.dumps(_report(rows), indent=1) + "\n")
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "predicted"}), flush=True)
     _calibrate(rows)
-    report = _report(rows)
+    report = _report(rows) | {"clock": args.clock, "time_only": args.time_only, "profile": args.profile}
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({"benchmark": "tune-memory", "max_abs_alloc_error": max(abs(r["alloc_error"]) for r in rows),

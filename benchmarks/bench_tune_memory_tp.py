@@ -12,13 +12,16 @@ without sequence parallelism, embeddings and lm_head replicated), and, for compa
 assumption of sequence- and vocabulary-parallel tp (``--assume-sequence-parallel --assume-vocab-parallel``), which
 is what the tuner assumed before it modelled the trainer.
 
-Step time: median of 3 steps of the slowest rank, by ``--clock`` (``cpu``: each process's CPU seconds, the time the
+Step time (its own torchrun, glibc's default allocator as in training): median of 3 steps of the slowest rank,
+by ``--clock`` (``cpu``: each process's CPU seconds, the time the
 work ran on this shared box, whatever the other jobs do); the model's prediction at the matmul rate measured with
 the same clock in the same process (mfu 1), and with one effective mfu fitted on the fsdp=2 row. Links: the gloo
-all-gather bandwidth measured in the same run (wall clock).
+all-gather bandwidth measured in the same run (wall clock). With ``--profile machine.json`` (``thinkrl tune
+profile``, measured beforehand by micro-benchmarks) each row also gets the profile-based prediction.
 
     thinkrl bench tune-memory-tp [--clock cpu] [--out docs/results/raw/autotuner_cpu_layouts.json] [--only NAME,...]
     thinkrl bench tune-memory-tp --repredict docs/results/raw/autotuner_cpu_layouts.json  # same measurements
+    thinkrl bench tune-memory-tp --clock cpu --time-only --profile machine.json --out t.json; ... --time-table t.json
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ def run_child(name: str, meter: str, clock: str) -> dict:
 
 def _spawn(name: str, meter: str, clock: str) -> list[dict]:
     _, tp, fsdp, _, _ = CONFIGS[name]
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} | base.spawn_malloc_env(meter)
     result_dir = tempfile.mkdtemp(prefix="tune-memory-tp-")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(tp * fsdp), "--master-port",
            str(29500 + os.getpid() % 1000), str(Path(__file__).resolve()), "--child", name, "--meter", meter,
@@ -113,7 +116,7 @@ def _spawn(name: str, meter: str, clock: str) -> list[dict]:
 
 
 def predict(name: str, gflops: float, comm_gbps: float, mfu: float = 1.0,
-            assume: dict | None = None) -> tuple[dict, dict]:
+            assume: dict | None = None, profile=None) -> tuple[dict, dict]:
     """The tuner's memory and time of configuration ``name`` (per rank), for `bench_tune_memory.predict`'s
     workload with the layout's tp and fsdp, on thinkrl train (``assume``: TrainerSpec fields to set instead)."""
     from thinkrl.tune import ClusterSpec, ParallelLayout, TrainerSpec, estimate_memory, estimate_time
@@ -127,7 +130,7 @@ def predict(name: str, gflops: float, comm_gbps: float, mfu: float = 1.0,
     layout = ParallelLayout(tp=tp, fsdp=fsdp, micro_batch_tokens=mb_tokens, recompute=recompute)
     trainer = TrainerSpec(**(assume or {}))
     return estimate_memory(shape, cluster, workload, layout, trainer).to_dict(), estimate_time(
-        shape, cluster, workload, layout, trainer).to_dict()
+        shape, cluster, workload, layout, trainer, profile).to_dict()
 
 
 def predict_without_sp(name: str) -> float:
@@ -146,13 +149,15 @@ def base_workload(name: str):
                         forward_only_passes=0, precision="fp32", attention="padded_sdpa", rollout_colocated=False)
 
 
-def measure(name: str, clock: str) -> dict:
-    alloc, rss = _spawn(name, "alloc", clock), _spawn(name, "rss", clock)
+def measure(name: str, clock: str, time_only: bool = False) -> dict:
+    timed = _spawn(name, "time", clock)
+    rss = timed if time_only else _spawn(name, "rss", clock)
+    alloc = timed if time_only else _spawn(name, "alloc", clock)
     measured, measured_rss = max(r["peak_bytes"] for r in alloc), max(r["peak_bytes"] for r in rss)
-    comm, gflops = min(r["allgather_gbps"] for r in rss), min(r["matmul_gflops"] for r in rss)
-    step_s = max(r["step_s"] for r in rss)
+    comm, gflops = min(r["allgather_gbps"] for r in timed), min(r["matmul_gflops"] for r in timed)
+    step_s = max(r["step_s"] for r in timed)
     row = compare(name, measured / 1e6, measured_rss / 1e6, step_s, comm, gflops)
-    return row | {"exit_status_after_result": max(r.get("exit_status_after_result", 0) for r in alloc + rss)}
+    return row | {"exit_status_after_result": max(r.get("exit_status_after_result", 0) for r in alloc + rss + timed)}
 
 
 def compare(name: str, measured_mb: float, measured_rss_mb: float, step_s: float, comm: float, gflops: float) -> dict:
@@ -169,7 +174,20 @@ def compare(name: str, measured_mb: float, measured_rss_mb: float, step_s: float
             "predicted_sp_vp_mb": assumed / 1e6, "sp_vp_alloc_error": assumed / measured - 1,
             "predicted_step_s": timing["step_s"], "measured_step_s": step_s,
             "time_error": timing["step_s"] / step_s - 1, "allgather_gbps": comm, "matmul_gflops": gflops,
-            "predicted": memory, "predicted_time": timing}
+            "predicted": memory, "predicted_time": timing,
+            **base.profile_columns(predict(name, gflops, comm, profile=base.PROFILE)[1] if base.PROFILE else None,
+                                   step_s)}
+
+
+def time_table(rows: list[dict]) -> str:
+    """Step time: measured, from the profile, and from the peak (mfu 1) — any benchmark's rows."""
+    lines = ["| configuration | step s measured | predicted from profile | error | predicted at peak (mfu 1) | error |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['measured_step_s']:.3f} | {r['profile_step_s']:.3f} | "
+                     f"{100 * r['profile_time_error']:+.1f}% | {r['predicted_step_s']:.3f} | "
+                     f"{100 * r['time_error']:+.0f}% |")
+    return "\n".join(lines)
 
 
 def repredict(report: dict) -> dict:
@@ -211,14 +229,23 @@ def markdown_table(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--meter", default="alloc", choices=["alloc", "rss"], help=argparse.SUPPRESS)
+    parser.add_argument("--meter", default="alloc", choices=["alloc", "rss", "time"], help=argparse.SUPPRESS)
     parser.add_argument("--result-dir", help=argparse.SUPPRESS)
     parser.add_argument("--clock", choices=list(CLOCKS), default="wall", help="how steps and the matmul peak are timed")
     parser.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--table", help="print a saved report as a markdown table")
     parser.add_argument("--repredict", help="recompute the predictions of a saved report in place")
+    parser.add_argument("--profile", help="machine profile(s) (thinkrl tune profile), comma-separated: rows also "
+                        "get the step time predicted from the profile")
+    parser.add_argument("--time-only", action="store_true", help="only the step-time process (no memory meters: "
+                        "the memory columns are then the timing process's RSS, not a measurement)")
+    parser.add_argument("--time-table", help="print a saved report's step-time table (profile vs measured)")
     args = parser.parse_args()
+    base.PROFILE = base.load_profiles(args.profile) if args.profile else None
+    if args.time_table:
+        print(time_table(json.loads(Path(args.time_table).read_text())["rows"]))
+        return
     if args.repredict:
         path = Path(args.repredict)
         path.write_text(json.dumps(repredict(json.loads(path.read_text())), indent=1) + "\n")
@@ -237,13 +264,14 @@ def main() -> None:
         raise SystemExit(f"unknown configuration(s) {unknown}; known: {', '.join(CONFIGS)}")
     rows = []
     for name in names:
-        rows.append(measure(name, args.clock))
+        rows.append(measure(name, args.clock, args.time_only))
         print(json.dumps({k: v for k, v in rows[-1].items() if not k.startswith("predicted")} |
                          {"predicted_peak_mb": rows[-1]["predicted_peak_mb"]}), flush=True)
     calibrate(rows)
     report = {"benchmark": "tune-memory-tp", "clock": args.clock, "machine": {"nproc": os.cpu_count(),
               "torch": torch.__version__}, "sequence": base.SEQ, "rows": rows,
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "time_only": args.time_only,
+              "profile": args.profile}
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({"benchmark": "tune-memory-tp", "max_abs_alloc_error": max(abs(r["alloc_error"]) for r in rows),

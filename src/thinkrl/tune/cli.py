@@ -1,6 +1,7 @@
 """`thinkrl tune`: rank the parallel layouts of an RL run by predicted step time, with the memory they need.
 
-    thinkrl tune --model seed-oss-36b --gpus 8 --gpu-mem-gb 80 [--json] [--out layout.yaml]
+    thinkrl tune --model seed-oss-36b --gpus 8 --gpu-mem-gb 80 [--json] [--out layout.yaml] [--profile machine.json]
+    thinkrl tune profile --model config.json --gpus 8 [--tp 1,2 ...] --out machine.json   # measure this machine
 
 ``--model`` is a HF ``config.json`` (or its folder) or a built-in name (see ``--model list``). The target trainer
 is `thinkrl train` unless ``--trainer full`` (`thinkrl.tune.trainer.TRAINER_PRESETS`): only layouts it runs are
@@ -31,7 +32,9 @@ def builtin_models() -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help=f"HF config.json or built-in: {', '.join(builtin_models())}")
+    parser.add_argument("action", nargs="?", choices=["profile"], help="profile: measure this machine's op times "
+                        "for the layouts the other flags select and write them to --out (see docs/autotuner.md)")
+    parser.add_argument("--model", help=f"HF config.json or built-in: {', '.join(builtin_models())} (required)")
     parser.add_argument("--gpus", type=int, default=8, help="GPUs in the job")
     parser.add_argument("--cluster", default="h100-80gb", help="preset for the GPU figures (h100-80gb, "
                         "h200-141gb, a100-80gb); the flags below override it")
@@ -52,7 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--" + name.replace("_", "-"), metavar="A,B,..", help=f"{name} values to try")
     parser.add_argument("--top", type=int, default=5, help="feasible layouts to print")
     parser.add_argument("--json", action="store_true", help="print JSON (every layout, with its reason)")
-    parser.add_argument("--out", help="write the best layout as YAML (thinkrl.tune.load_layout reads it)")
+    parser.add_argument("--out", help="write the best layout as YAML (thinkrl.tune.load_layout reads it); with "
+                        "profile: the profile JSON")
+    parser.add_argument("--profile", help="a machine profile (thinkrl tune profile): step time from measured op "
+                        "times instead of peak x mfu")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="profile: how ops are timed "
+                        "(cpu: this process's CPU seconds, for a CPU box shared with other jobs)")
+    parser.add_argument("--device", default="cpu", help="profile: the torch device to measure (cpu, cuda)")
 
 
 def _error(message: str) -> int:
@@ -176,8 +185,11 @@ def _reason_kind(reason: str | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from thinkrl.tune.layout import save_layout
+    from thinkrl.tune.profile import load_profile
     from thinkrl.tune.search import tune
 
+    if args.model is None:
+        return _error("--model is required (a config.json, a built-in name, or list)")
     if args.model == "list":
         print("\n".join(builtin_models()))
         return 0
@@ -185,9 +197,12 @@ def run(args: argparse.Namespace) -> int:
         return _error(f"--top must be >= 1, got {args.top}")
     try:
         shape, cluster, workload, space, trainer = build_inputs(args)
+        profile = load_profile(args.profile) if args.profile else None
     except ValueError as err:
         return _error(str(err))
-    result = tune(shape, cluster, workload, space, trainer)
+    if args.action == "profile":
+        return _run_profile(args, shape, cluster, workload, space, trainer)
+    result = tune(shape, cluster, workload, space, trainer, profile)
     if args.out and result.feasible:
         best = result.feasible[0]
         header = (f"thinkrl tune: {shape.name} on {cluster.num_gpus} GPUs x {cluster.gpu_mem_gb:g} GB; predicted "
@@ -203,4 +218,27 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(result, shape, cluster, workload, args.top, trainer))
     if not result.feasible:
         return 1
+    return 0
+
+
+def _run_profile(args: argparse.Namespace, shape, cluster, workload, space, trainer) -> int:
+    """Measure the op times of every layout of ``space`` that ``trainer`` runs and write them to ``--out``."""
+    from thinkrl.tune.profile_measure import measure_profile
+    from thinkrl.tune.search import check_layout, enumerate_layouts
+    from thinkrl.tune.trainer import trainer_refusal
+
+    if not args.out:
+        return _error("thinkrl tune profile needs --out FILE (the profile JSON)")
+    layouts = [lay for lay in enumerate_layouts(shape, cluster, workload, space)
+               if check_layout(shape, cluster, workload, lay) is None
+               and trainer_refusal(shape, lay, cluster.num_gpus, trainer) is None]
+    if not layouts:
+        return _error("no layout of the search space is valid for this trainer: nothing to profile")
+    try:
+        profile = measure_profile(shape, workload, layouts, trainer, cluster.num_gpus, args.clock, args.device,
+                                  log=lambda line: print(line, file=sys.stderr, flush=True))
+    except ValueError as err:
+        return _error(str(err))
+    Path(args.out).write_text(json.dumps(profile.model_dump(), indent=1) + "\n")
+    print(f"wrote {args.out}: {len(profile.curves)} op curves for {len(layouts)} layouts ({args.clock} clock)")
     return 0

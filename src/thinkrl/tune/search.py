@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from thinkrl.tune.layout import ParallelLayout
 from thinkrl.tune.memory import MemoryBreakdown, estimate_memory
+from thinkrl.tune.profile import MachineProfile
 from thinkrl.tune.shapes import ModelShape
 from thinkrl.tune.specs import GB, ClusterSpec, WorkloadSpec
 from thinkrl.tune.timing import TimeBreakdown, estimate_time
@@ -118,16 +119,17 @@ def memory_refusal(memory: MemoryBreakdown, cluster: ClusterSpec) -> str | None:
 
 
 def evaluate_layout(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec, layout: ParallelLayout,
-                    trainer: TrainerSpec | None = None) -> Candidate:
+                    trainer: TrainerSpec | None = None, profile: MachineProfile | None = None) -> Candidate:
     """Memory and time of one layout on ``trainer`` (None: thinkrl train), with the reason it is rejected if it
-    is: invalid (no memory), not runnable by the trainer (that reason first), or out of memory."""
+    is: invalid (no memory), not runnable by the trainer (that reason first), or out of memory. Time from the
+    machine ``profile`` when given, else from peak x mfu."""
     trainer = trainer or TrainerSpec()
     reason = check_layout(shape, cluster, workload, layout)
     if reason:
         return Candidate(layout, None, None, reason)
     memory = estimate_memory(shape, cluster, workload, layout, trainer)
     oom = memory_refusal(memory, cluster)
-    timing = None if oom else estimate_time(shape, cluster, workload, layout, trainer)
+    timing = None if oom else estimate_time(shape, cluster, workload, layout, trainer, profile)
     refusal = trainer_refusal(shape, layout, cluster.num_gpus, trainer)
     return Candidate(layout, memory, timing, refusal or oom, runnable=refusal is None)
 
@@ -171,12 +173,12 @@ def _rank_key(candidate: Candidate) -> tuple:
 
 
 def tune(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec, space: SearchSpace | None = None,
-         trainer: TrainerSpec | None = None) -> TuneResult:
+         trainer: TrainerSpec | None = None, profile: MachineProfile | None = None) -> TuneResult:
     """Evaluate every layout of ``space`` on ``trainer`` (None: thinkrl train); those that fit and the trainer
     runs sorted by (step time, peak memory)."""
     result = TuneResult()
     for layout in enumerate_layouts(shape, cluster, workload, space or SearchSpace()):
-        candidate = evaluate_layout(shape, cluster, workload, layout, trainer)
+        candidate = evaluate_layout(shape, cluster, workload, layout, trainer, profile)
         (result.rejected if candidate.reason else result.feasible).append(candidate)
     result.feasible.sort(key=_rank_key)
     result.rejected.sort(key=lambda c: c.memory.train_peak if c.memory else float("inf"))

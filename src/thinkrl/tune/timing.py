@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 
 from thinkrl.tune.layout import ParallelLayout
 from thinkrl.tune.memory import local_param_counts, resident_params
+from thinkrl.tune.profile import MachineProfile, layout_ops, profiled_time
 from thinkrl.tune.shapes import ModelShape
 from thinkrl.tune.specs import GB, ClusterSpec, WorkloadSpec
 from thinkrl.tune.trainer import TrainerSpec
@@ -52,8 +53,9 @@ class TimeBreakdown:
     offload_s: float
     optimizer_s: float
     step_s: float
+    source: str = "peak"  # "peak": FLOPs at peak x mfu; "profile": measured op times (tune/profile.py)
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | str]:
         return asdict(self)
 
 
@@ -171,14 +173,16 @@ def optimizer_seconds(shape: ModelShape, cluster: ClusterSpec, layout: ParallelL
 
 
 def estimate_time(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec, layout: ParallelLayout,
-                  trainer: TrainerSpec | None = None) -> TimeBreakdown:
+                  trainer: TrainerSpec | None = None, profile: MachineProfile | None = None) -> TimeBreakdown:
     """Predicted time of one training step on ``trainer`` (None: thinkrl train as it is; see the module
-    docstring for what overlaps what)."""
+    docstring for what overlaps what). With a machine ``profile``, the measured op times instead (`_profiled`)."""
     trainer = trainer or TrainerSpec()
     num_micro = micro_batches(workload, layout, cluster.num_gpus)
     flops = step_flops(shape, workload, layout.recompute)
     if not trainer.vocab_parallel:
         flops += (layout.tp - 1) * lm_head_flops(shape, workload)  # each tp rank computes the whole lm_head
+    if profile is not None:
+        return _profiled(shape, cluster, workload, layout, trainer, profile, num_micro, flops)
     compute = flops / cluster.num_gpus / (cluster.peak_tflops * 1e12 * cluster.mfu)
     fsdp = fsdp_seconds(shape, cluster, workload, layout, trainer)
     tp, cp, ep = activation_comm_seconds(shape, cluster, workload, layout, trainer)
@@ -187,3 +191,26 @@ def estimate_time(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpe
     step = num_micro * per_micro + optimizer + offload
     return TimeBreakdown(num_micro, flops, compute, num_micro * fsdp, num_micro * cp, num_micro * tp,
                          num_micro * ep, offload, optimizer, step)
+
+
+def _profiled(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec, layout: ParallelLayout,
+              trainer: TrainerSpec, profile: MachineProfile, num_micro: int, flops: float) -> TimeBreakdown:
+    """Step time from measured op times: per micro-batch the profiled compute, FSDP collectives (beside compute
+    when the profile says they overlap, e.g. GPU streams; added to it on a CPU), exposed TP collectives and the
+    bandwidth-model CP / EP traffic; per step the profiled AdamW (or the offloaded step) and HSDP all-reduce."""
+    uses = layout_ops(shape, workload, layout, trainer, cluster.num_gpus, resident_params(shape, layout, trainer))
+    measured = profiled_time(profile, uses)
+    _, cp, ep = activation_comm_seconds(shape, cluster, workload, layout, trainer)
+    overlapped = measured.fsdp_s + cp
+    if profile.comm_overlaps_compute:
+        per_micro = max(measured.compute_s, overlapped) + measured.tp_s + ep
+    else:
+        per_micro = measured.compute_s + overlapped + measured.tp_s + ep
+    optimizer, offload = measured.step_extra_s, 0.0
+    if layout.offload != "none":
+        optimizer, offload = optimizer_seconds(shape, cluster, layout, trainer, num_micro)
+        optimizer += measured.step_extra_s
+    step = num_micro * per_micro + optimizer + offload
+    return TimeBreakdown(num_micro, flops, num_micro * measured.compute_s, num_micro * measured.fsdp_s,
+                         num_micro * cp, num_micro * measured.tp_s, num_micro * ep, offload, optimizer, step,
+                         "profile")
