@@ -35,7 +35,7 @@ class RolloutDriver(Protocol):
         ...
 
     def state(self) -> dict[str, Any]:
-        """JSON state of the prompt stream, for a checkpoint."""
+        """JSON state of the prompt stream for a checkpoint (streaming: with the groups buffered and in flight)."""
         ...
 
     def close(self) -> None:

@@ -14,6 +14,8 @@ process). See docs/streaming.md.
   With ``wait_for_due`` the trainer first waits for the groups only the batch it takes may still train.
 * Dynamic sampling, filters and curricula: every finished group is scored and reported to the prompt source
   (``observe``), and groups whose responses are all right or all wrong are dropped, as in the synchronous path.
+* Checkpoints: `state` saves the buffered and in-flight groups (partial responses included) with the prompt
+  source's state; a resumed run puts them back before the thread starts (`thinkrl.rollout.stream_state`).
 * Failures: an exception in the rollout thread (or a failed engine) reaches the trainer's next call as a
   `RolloutError`; every wait polls the other side's liveness; `close` stops the thread and aborts its requests.
 
