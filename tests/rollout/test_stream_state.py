@@ -2,7 +2,8 @@
 taken mid-run and passed through JSON, restored into a fresh driver gives back the same buffered groups and the
 same partial responses, which continue under the new weights keeping every token so far with its log-prob and
 version; groups already past the staleness bound at restore are dropped, counted, and their prompts sampled again;
-a cursor without the state (an older checkpoint) restores the prompt source alone."""
+a cursor without the state (an older checkpoint) restores the prompt source alone; multi-turn (agent) groups are
+saved as their prompts and sampled again first."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from thinkrl.engine import LLMEngine
 from thinkrl.engine.loop import EngineLoop
 from thinkrl.model import ModelConfig, build_model
 from thinkrl.rollout import PromptCursor, RewardSpec, RolloutSpec, SamplingSpec, StreamingDriver
+from thinkrl.rollout.agent_spec import AgentSpec
+from thinkrl.rollout.agent_streaming import AgentStreamingDriver
 from thinkrl.rollout.stream_state import STATE_KEY, restore_state, split_state
 from thinkrl.tasks.dataset import generate_dataset
 from thinkrl.tokenizer import load_tokenizer
@@ -152,3 +155,39 @@ def test_a_cursor_without_rollout_state_restores_the_prompt_source_alone() -> No
     assert split_state({"epoch": 1, "index": 7}) == ({"epoch": 1, "index": 7}, None)
     with pytest.raises(ValueError, match="streaming rollout state"):
         split_state({"epoch": 1, "index": 7, STATE_KEY: {"version": 2}})
+
+
+def test_agent_groups_are_saved_as_prompts_and_sampled_again_on_resume() -> None:
+    problems = generate_dataset("big_arithmetic", 8, 0, "train", {"digits": 2})
+    agent = AgentSpec(environment="big_arithmetic", max_total_tokens=300, max_tokens_per_turn=24)
+    sampling = SamplingSpec(temperature=1.0, max_new_tokens=24, num_slots=8)
+    engine = EngineLoop(LLMEngine(build_model(CFG, seed=0).eval(), TOK, num_slots=8, max_seq_len=800),
+                        idle_wait_s=0.05).start()
+
+    def driver(start_version: int, eta: int = 1) -> AgentStreamingDriver:
+        spec = RolloutSpec(group_size=2, prompts_per_step=1, dynamic_sampling=False, mode="streaming",
+                           max_staleness=eta)
+        return AgentStreamingDriver(engine, TOK, PromptCursor(problems, 0), spec, sampling, REWARD, agent,
+                                    seed=0, start_version=start_version, poll_s=0.05)
+
+    try:
+        first = driver(0).start()
+        try:
+            first.next_batch(1)
+            state = json.loads(json.dumps(first.state()))
+        finally:
+            first.close()
+        saved = state[STATE_KEY]
+        assert not saved["buffered"] and not saved["in_flight"]  # episodes are not saved piece by piece...
+        assert len(saved["retry"]) == state["index"] - 1 > 0  # ...but every prompt held is (one group trained)
+        engine.update_weights(_weights(1), version=1)
+        second = driver(1, eta=0)  # (eta 0: one group at a time, so the first batch is the first one started)
+        restore_state(second, split_state(state)[1])
+        assert second.state()[STATE_KEY]["retry"] == saved["retry"]
+        try:
+            batch = second.start().next_batch(2)
+        finally:
+            second.close()
+    finally:
+        engine.stop()
+    assert {t.problem.id for t in batch.trajectories} == {saved["retry"][0]["id"]}  # before any new prompt
