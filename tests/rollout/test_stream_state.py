@@ -13,12 +13,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from thinkrl.engine import LLMEngine
+from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.engine.loop import EngineLoop
 from thinkrl.model import ModelConfig, build_model
 from thinkrl.rollout import PromptCursor, RewardSpec, RolloutSpec, SamplingSpec, StreamingDriver
 from thinkrl.rollout.agent_spec import AgentSpec
 from thinkrl.rollout.agent_streaming import AgentStreamingDriver
+from thinkrl.rollout.partial import _SEED_MIX
 from thinkrl.rollout.stream_state import STATE_KEY, restore_state, split_state
 from thinkrl.tasks.dataset import generate_dataset
 from thinkrl.tokenizer import load_tokenizer
@@ -122,14 +123,20 @@ def test_restored_driver_has_the_same_groups_and_continues_partial_samples_exact
     finally:
         driver.close()
     assert everything_trained()
+    resumed = LLMEngine(build_model(CFG, seed=2).eval(), TOK, num_slots=4, max_seq_len=128)  # an independent run
     for sample in (s for s in partial if s["pieces"]):
         ids, logprobs, versions = _response(sample)
+        # what the resumed weights sample from prompt + response so far, for the tokens it had left, with the seed
+        # of a continuation (the original seed mixed with the piece index, as `partial.continuation_request` does)
+        seed = (sample["params"]["seed"] * _SEED_MIX + len(sample["pieces"])) % (1 << 62)
+        params = SamplingParams(max_new_tokens=SAMPLING.max_new_tokens - len(ids), temperature=1.0, seed=seed)
+        rest = resumed.generate([Request(sample["prompt_ids"] + ids, params)])[0]
         match = [t for t in trajectories if t.prompt_ids == sample["prompt_ids"] and t.response_ids[:len(ids)] == ids]
         assert len(match) == 1, "a partial response was not continued"
         traj = match[0]
+        assert traj.response_ids == ids + rest.response_ids  # continued over its prefix, not restarted
         assert traj.logprobs[:len(ids)] == logprobs and traj.token_versions[:len(ids)] == versions
         assert set(versions) <= {0, 1} and set(traj.token_versions[len(ids):]) <= {2}  # the rest: resumed weights
-        assert len(traj.response_ids) > len(ids) or traj.finish_reason != "abort"
 
 
 def test_groups_past_the_bound_at_restore_are_dropped_counted_and_sampled_again(loop: EngineLoop) -> None:
