@@ -14,12 +14,13 @@ from collections.abc import Iterator
 import pytest
 
 from thinkrl.engine import LLMEngine, Request, SamplingParams
+from thinkrl.engine.budget import ThinkingBudgetController, budget_vocab
 from thinkrl.engine.loop import EngineLoop
 from thinkrl.model import ModelConfig, build_model
 from thinkrl.rollout import PromptCursor, RewardSpec, RolloutSpec, SamplingSpec, StreamingDriver
 from thinkrl.rollout.agent_spec import AgentSpec
 from thinkrl.rollout.agent_streaming import AgentStreamingDriver
-from thinkrl.rollout.partial import _SEED_MIX
+from thinkrl.rollout.partial import _SEED_MIX, controller_counts
 from thinkrl.rollout.stream_state import STATE_KEY, restore_state, split_state
 from thinkrl.tasks.dataset import generate_dataset
 from thinkrl.tokenizer import load_tokenizer
@@ -85,6 +86,17 @@ def _response(sample: dict) -> tuple[list[int], list[float], list[int]]:
             [v for p in pieces for v in p["token_versions"]])
 
 
+def _replayed(ids: list[int], budget: int, thinking_open: bool) -> dict:
+    """The counts (`controller_counts`) of one counting controller shown ``ids`` token by token as the engine shows
+    them (``replacement_tokens`` before a sampled token is appended, ``forced_tokens`` after)."""
+    controller = ThinkingBudgetController(budget_vocab(TOK), budget, enforce=False, thinking_open=thinking_open)
+    for i, token in enumerate(ids):
+        assert not controller.replacement_tokens(ids[:i], token)
+        if token not in TOK.stop_token_ids:
+            assert not controller.forced_tokens(ids[:i + 1])
+    return controller_counts(controller)
+
+
 def _without_group_ids(groups: list[dict]) -> list[dict]:
     """Saved groups with the trajectories' group ids blanked (a restore gives groups new ids)."""
     def blank(traj: dict | None) -> dict | None:
@@ -106,6 +118,10 @@ def test_restored_driver_has_the_same_groups_and_continues_partial_samples_exact
     assert _without_group_ids(again["in_flight"]) == _without_group_ids(saved["in_flight"])
     partial = [s for g in saved["in_flight"] for s in g["samples"] if s["result"] is None]
     assert driver.num_in_flight == len(partial)  # every unfinished response was resubmitted
+    for sample in partial:  # the counts saved are those of the tokens saved
+        assert sample["controller"] == _replayed(_response(sample)[0], sample["thinking_budget"],
+                                                 sample["thinking_open"])
+    restored = [s for g in driver._active.values() for s in g.samples if s.result is None]
     finished = {tuple(t["response_ids"]) for g in saved["buffered"] for t in g["finished"]}
     prefixes = [_response(s)[0] for s in partial]
     trajectories = []
@@ -123,6 +139,11 @@ def test_restored_driver_has_the_same_groups_and_continues_partial_samples_exact
     finally:
         driver.close()
     assert everything_trained()
+    for sample in restored:  # its controller went on counting from there: as one controller over the whole response
+        assert sample.result is not None
+        prompt = sample.item.prompt
+        assert controller_counts(sample.controller) == _replayed(sample.result.response_ids, prompt.thinking_budget,
+                                                                  prompt.thinking_open)
     resumed = LLMEngine(build_model(CFG, seed=2).eval(), TOK, num_slots=4, max_seq_len=128)  # an independent run
     for sample in (s for s in partial if s["pieces"]):
         ids, logprobs, versions = _response(sample)
@@ -156,6 +177,25 @@ def test_groups_past_the_bound_at_restore_are_dropped_counted_and_sampled_again(
     saved_ids = {g["problem"]["id"] for g in saved["buffered"] + saved["in_flight"]} | {p["id"] for p in saved["retry"]}
     assert {t.problem.id for t in batch.trajectories} <= saved_ids  # resampled (retry queue) before new prompts
     assert all(set(t.token_versions) == {4} for t in batch.trajectories)
+
+
+def test_a_restored_response_keeps_its_controller_counts(loop: EngineLoop) -> None:
+    """(The tiny random model never opens thinking, so its counts stay trivial: set some, as a response that
+    thought for 5 tokens before the checkpoint has.)"""
+    state = _saved_mid_run(loop)
+    partial = [s for g in state[STATE_KEY]["in_flight"] for s in g["samples"] if s["result"] is None]
+    for sample in partial:
+        sample["controller"].update(phase="thinking", thinking_tokens=5, _run=5)
+    driver = _driver(loop)
+    restore_state(driver, split_state(state)[1])
+    try:
+        resumed = [sample for _, sample in driver._inflight.values()]
+        assert len(resumed) == len(partial)
+        for sample in resumed:
+            counts = controller_counts(sample.controller)
+            assert (counts["phase"], counts["thinking_tokens"], counts["_run"]) == ("thinking", 5, 5)
+    finally:
+        driver.close()
 
 
 def test_a_cursor_without_rollout_state_restores_the_prompt_source_alone() -> None:
