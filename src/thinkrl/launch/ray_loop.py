@@ -33,6 +33,7 @@ from thinkrl.rollout import (
     prefilter_problems,
     rollout_metrics,
 )
+from thinkrl.rollout.stream_state import split_state
 from thinkrl.tasks import Problem
 from thinkrl.tokenizer import TextTokenizer
 from thinkrl.train.common import build_tokenizer, drop_metrics_after, save_policy, seed_everything
@@ -151,8 +152,12 @@ def resume(cluster: RayCluster, data: PromptData, recipe: RLRecipe, out: Path) -
     ray = import_ray()
     state = ray.get([trainer.resume.remote(str(root)) for trainer in cluster.trainers])[0]
     step = int(state["step"])
+    cursor, held = split_state(state["cursor"])  # a streaming run's checkpoint also holds its rollout state
+    if held is not None:  # the Ray loop samples synchronously: groups the streaming run held are not resumed
+        logger.warning("resuming a streaming checkpoint synchronously: %d held groups are not restored",
+                       len(held.buffered) + len(held.in_flight))
     data.source = build_prompt_source(recipe.data, data.train_problems,
-                                      exclude_ids={p.id for p in data.test_problems}, state=state["cursor"])
+                                      exclude_ids={p.id for p in data.test_problems}, state=cursor)
     cluster.engine.update_weights(push_weights(cluster), version=step)
     drop_metrics_after(out, step)
     logger.info("resumed RL at step %d", step)
