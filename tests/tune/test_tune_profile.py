@@ -137,3 +137,16 @@ def test_the_profiler_measures_every_op_a_layout_uses():
             assert all(t >= f for t, f in zip(curve.train_s or curve.forward_s, curve.forward_s, strict=True))
     gloo = _collective_curve("all_reduce", 2, [4096, 65536], "wall", "cpu")  # two real processes, gloo
     assert gloo.dims == (2,) and gloo.x == [4096, 65536] and min(gloo.forward_s) > 0
+
+
+def test_an_moe_layer_is_one_profiled_op_unless_tp_or_ep_split_it():
+    moe = ModelShape.from_config(read_hf_config({**TINY, "num_experts": 4, "num_experts_per_tok": 2,
+                                                 "moe_intermediate_size": 8}), name="moe")
+    trainer = TrainerSpec(expert_parallel=True)
+    whole = layout_ops(moe, workload(), ParallelLayout(micro_batch_tokens=8), trainer, 1, 1.0)
+    assert [(u.op, u.dims, u.x) for u in whole if u.op in ("moe", "silu_mul")] == [("moe", (8, 4, 2, 8, 0), 8)]
+    split = layout_ops(moe, workload(), ParallelLayout(ep=2, fsdp=2, micro_batch_tokens=8), trainer, 2, 1.0)
+    # 2 local experts, each on N k ep / E = 8 * 2 * 2 / 4 = 8 tokens; the router on all 8
+    assert [(u.op, u.dims, u.x, u.count) for u in split if u.op == "silu_mul" and u.kind == "train"] == [
+        ("silu_mul", (8,), 8, 2)]
+    assert ("linear", (8, 4), 8, 1) in [(u.op, u.dims, u.x, u.count) for u in split if u.kind == "train"]

@@ -9,7 +9,9 @@ values has every shape the tuner asks for; a shape it lacks is scaled from the n
 by the ratio of work (`_work`), which is cruder and is counted in `ProfiledTime.scaled_ops`.
 
 Ops (dims; x): linear (in, out; tokens), attention (heads, kv heads, head dim; sequence length, seconds per
-sequence, causal), rope (heads, head dim; tokens), rms_norm / add (hidden; tokens), silu_mul (width; tokens), head
+sequence, causal), rope (heads, head dim; tokens), rms_norm / add (hidden; tokens), silu_mul (width; tokens), moe
+(hidden, experts, top-k, expert width, shared width; tokens: thinkrl's MoE FFN whole, router and per-expert loop
+included, when neither tp nor ep splits it; otherwise router + expert linears at the mean tokens per expert), head
 (hidden, vocab: lm_head matmul + fp32 log-softmax gather + entropy; response tokens), embedding (vocab, hidden;
 tokens), adamw (; parameters), all_reduce / all_gather / reduce_scatter (world; bytes of the full tensor).
 """
@@ -30,7 +32,7 @@ from thinkrl.tune.shapes import ModelShape
 from thinkrl.tune.specs import WorkloadSpec
 from thinkrl.tune.trainer import TrainerSpec
 
-OpName = Literal["linear", "attention", "rope", "rms_norm", "add", "silu_mul", "head", "embedding", "adamw",
+OpName = Literal["linear", "attention", "rope", "rms_norm", "add", "silu_mul", "moe", "head", "embedding", "adamw",
                  "all_reduce", "all_gather", "reduce_scatter"]
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter")
 GROWTH = {"attention": 2.0}  # beyond the largest profiled x, seconds grow as x ** this (causal attention: T^2)
@@ -106,6 +108,8 @@ def _work(op: str, dims: tuple[int, ...]) -> float:
         return max(dims[0] - 1, 1) / dims[0]
     if op == "attention":
         return dims[0] * dims[2]
+    if op == "moe":
+        return dims[0] * (dims[2] * dims[3] + dims[4] + dims[1])
     return float(math.prod(dims)) or 1.0
 
 
@@ -155,7 +159,10 @@ def _layer_compute(shape: ModelShape, layout: ParallelLayout, trainer: TrainerSp
         ops.extend([("linear", (c, width), n, 2 * count), ("silu_mul", (width,), n, count),
                     ("linear", (width, c), n, count)])
 
-    if shape.is_moe:
+    if shape.is_moe and t == 1 and layout.ep == 1:  # the whole MoE FFN as one op: its routing is not matmuls
+        ops.append(("moe", (c, shape.num_experts, shape.experts_per_token, shape.moe_intermediate_size,
+                            shape.shared_expert_size), tokens, 1))
+    elif shape.is_moe:
         local = shape.num_experts // layout.ep
         ops.append(("linear", (c, shape.num_experts), tokens, 1))  # the router
         swiglu(max(shape.moe_intermediate_size // t, 1), tokens * shape.experts_per_token * layout.ep

@@ -90,6 +90,12 @@ def _op_callables(op: str, dims: tuple[int, ...], x: int, dtype: torch.dtype,
     elif op == "silu_mul":
         gate, up = leaf(x, dims[0]), leaf(x, dims[0])
         fwd = lambda: silu_mul(gate, up)  # noqa: E731
+    elif op == "moe":
+        from thinkrl.model.layers import MoE
+
+        moe = MoE(dims[0], dims[3], dims[1], dims[2], dims[4]).to(device=device, dtype=dtype)
+        inp = leaf(x, dims[0])
+        fwd = lambda: moe(inp)[0]  # noqa: E731
     elif op == "head":
         return _head_callables(dims, x, leaf, device)
     elif op == "embedding":
