@@ -150,3 +150,9 @@ def test_an_moe_layer_is_one_profiled_op_unless_tp_or_ep_split_it():
     assert [(u.op, u.dims, u.x, u.count) for u in split if u.op == "silu_mul" and u.kind == "train"] == [
         ("silu_mul", (8,), 8, 2)]
     assert ("linear", (8, 4), 8, 1) in [(u.op, u.dims, u.x, u.count) for u in split if u.kind == "train"]
+
+
+def test_profile_without_out_is_one_line_and_exit_2():
+    proc = subprocess.run([sys.executable, "-m", "thinkrl", "tune", "profile", "--model", "seed-oss-36b"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--out" in proc.stderr
