@@ -1,6 +1,7 @@
 """The profile-based time model: interpolation and a tiny config's step time against hand-computed values from a
 hand-written profile; a malformed profile file is one line and exit 2 at the CLI; the profiler measures every op
-a layout uses (real micro-benchmarks, and a real 2-process gloo collective)."""
+a layout uses (real micro-benchmarks, a real 2-process gloo collective, and tp linears split by DTensor over 2 real
+gloo processes); with tp linears in the profile a tp step is priced from them, by hand."""
 
 from __future__ import annotations
 
@@ -92,9 +93,10 @@ def test_tp_collectives_by_hand_and_shapes_scaled_from_the_nearest():
     shape, profile = tiny_shape(), tiny_profile()
     layout = ParallelLayout(tp=2, micro_batch_tokens=8)
     uses = layout_ops(shape, workload(), layout, TrainerSpec(), 2, resident_params(shape, layout, TrainerSpec()))
-    # without sequence parallelism: 2 all-reduces of the (N, C) fp32 activation per forward and 2 in backward
-    tp_only = [u for u in uses if u.group == "tp"]
-    assert profiled_time(profile, tp_only).tp_s == pytest.approx(4 * 8 * 8 * 4 * 1e-6)
+    # a profile without tp ops (taken before they existed) prices each tp linear as the plain local linear, and
+    # (without sequence parallelism) 2 all-reduces of the (N, C) fp32 activation per forward and 2 in backward
+    assert {u.op for u in uses} >= {"tp_colwise", "tp_rowwise"} and not [u for u in uses if u.group == "tp"]
+    assert profiled_time(profile, uses).tp_s == pytest.approx(4 * 8 * 8 * 4 * 1e-6)
     # tp = 2 halves q (8 -> 4): not profiled, priced from the nearest profiled linear by the ratio of work
     curve, factor = profile.curve("linear", (8, 4))
     assert (curve.dims, factor) == ((8, 4), 1.0)
@@ -102,6 +104,43 @@ def test_tp_collectives_by_hand_and_shapes_scaled_from_the_nearest():
     assert curve.dims == (8, 16) and factor == pytest.approx(2.0)
     with pytest.raises(ValueError, match="no 'reduce_scatter' measurement"):
         profile.curve("reduce_scatter", (2,))
+
+
+# the tp ops of TINY at tp = 2: local (in, out, tp) -> training seconds per token
+TP_RATES = [("tp_colwise", (8, 4, 2), 7e-3), ("tp_colwise", (8, 8, 2), 9e-3), ("tp_rowwise", (4, 8, 2), 11e-3),
+            ("tp_rowwise", (8, 8, 2), 13e-3), ("rope", (1, 4), 3e-3), ("silu_mul", (8,), 4e-3)]
+
+
+def test_tp_step_time_from_profiled_tp_linears_by_hand():
+    shape, trainer = tiny_shape(), TrainerSpec()
+    curves = [c for c in tiny_profile().curves if c.op != "all_reduce"]  # the tp ops carry their all-reduces
+    curves += [OpCurve(op=op, dims=dims, x=[1, 1000], forward_s=[r / 3, 1000 * r / 3], train_s=[r, 1000 * r])
+               for op, dims, r in TP_RATES]
+    curves.append(OpCurve(op="attention", dims=(1, 1, 4), x=[4, 8], forward_s=[0.01, 0.03], train_s=[0.03, 0.1]))
+    profile = tiny_profile().model_copy(update={"curves": curves})
+    # tp = 2: 1 query head and (K = 1, not split further) 1 KV head of D = 4 per rank, I / 2 = 8; N = 8 tokens
+    layer = (2 * 8 * 1e-3 + 2 * 8 * 2e-3  # norms and residual adds, whole on every tp rank
+             + 3 * 8 * 7e-3  # q, k, v: colwise 8 -> 4 local
+             + 8 * 11e-3  # o: rowwise 4 local -> 8
+             + 2 * 8 * 3e-3  # rope of the local q head and KV head
+             + 0.1  # attention (1, 1, 4): 1 sequence of T = 8
+             + 2 * 8 * 9e-3  # gate, up: colwise 8 -> 8 local
+             + 8 * 4e-3  # silu * up on the local 8
+             + 8 * 13e-3)  # down: rowwise 8 local -> 8
+    micro = layer + 8 * 1e-3 + 8 * 1e-3 + 4 * 5e-2  # embedding, final norm, head: whole on every tp rank
+    cluster = ClusterSpec(num_gpus=2, gpus_per_node=2, gpu_mem_gb=1, reserved_gb=0)
+    layout = ParallelLayout(tp=2, micro_batch_tokens=8)
+    timing = estimate_time(shape, cluster, workload(), layout, trainer, profile)
+    assert timing.num_micro_batches == 2 and timing.tp_comm_s == 0.0  # all-reduces are inside the tp ops
+    assert timing.compute_s == pytest.approx(2 * micro)
+    assert timing.step_s == pytest.approx(2 * micro + resident_params(shape, layout, trainer) * 1e-6)
+    # per layer the ops are the trainer's plan: 5 colwise and 2 rowwise projections
+    from thinkrl.train.tensor_parallel import LAYER_PLAN
+
+    uses = layout_ops(shape, workload(), layout, trainer, 2, 1.0)
+    for style in ("colwise", "rowwise"):
+        counted = sum(u.count for u in uses if u.op == f"tp_{style}" and u.kind == "train")
+        assert counted == list(LAYER_PLAN.values()).count(style) * shape.num_layers
 
 
 @pytest.mark.parametrize("text, message", [
@@ -126,12 +165,15 @@ def test_the_profiler_measures_every_op_a_layout_uses():
     from thinkrl.tune.profile_measure import _collective_curve, measure_profile
 
     shape, trainer = tiny_shape(), TrainerSpec()
-    layouts = [ParallelLayout(micro_batch_tokens=8), ParallelLayout(micro_batch_tokens=16, recompute="full")]
-    profile = measure_profile(shape, workload(), layouts, trainer, 1, clock="cpu")
+    layouts = [ParallelLayout(micro_batch_tokens=8), ParallelLayout(micro_batch_tokens=16, recompute="full"),
+               ParallelLayout(tp=2, micro_batch_tokens=8)]
+    profile = measure_profile(shape, workload(), layouts, trainer, 2, clock="cpu")  # tp ops: 2 real gloo processes
+    assert {(c.op, c.dims) for c in profile.curves if c.op.startswith("tp_")} == {
+        ("tp_colwise", (8, 4, 2)), ("tp_colwise", (8, 8, 2)), ("tp_rowwise", (4, 8, 2)), ("tp_rowwise", (8, 8, 2))}
     for layout in layouts:
-        timing = estimate_time(shape, ClusterSpec(num_gpus=1, gpus_per_node=1), workload(), layout, trainer, profile)
+        timing = estimate_time(shape, ClusterSpec(num_gpus=2, gpus_per_node=2), workload(), layout, trainer, profile)
         assert timing.step_s > 0
-        for use in layout_ops(shape, workload(), layout, trainer, 1, resident_params(shape, layout, trainer)):
+        for use in layout_ops(shape, workload(), layout, trainer, 2, resident_params(shape, layout, trainer)):
             curve, factor = profile.curve(use.op, use.dims)
             assert factor == 1.0 and curve.x[0] <= use.x <= curve.x[-1]
             assert all(t >= f for t, f in zip(curve.train_s or curve.forward_s, curve.forward_s, strict=True))

@@ -13,7 +13,11 @@ sequence, causal), rope (heads, head dim; tokens), rms_norm / add (hidden; token
 (hidden, experts, top-k, expert width, shared width; tokens: thinkrl's MoE FFN whole, router and per-expert loop
 included, when neither tp nor ep splits it; otherwise router + expert linears at the mean tokens per expert), head
 (hidden, vocab: lm_head matmul + fp32 log-softmax gather + entropy; response tokens), embedding (vocab, hidden;
-tokens), adamw (; parameters), all_reduce / all_gather / reduce_scatter (world; bytes of the full tensor).
+tokens), adamw (; parameters), all_reduce / all_gather / reduce_scatter (world; bytes of the full tensor),
+tp_colwise / tp_rowwise (local in, local out, tp; tokens): one tensor-parallel linear as thinkrl's trainer runs it
+(torch ``ColwiseParallel`` / ``RowwiseParallel`` on a tp-rank gloo/NCCL group: DTensor dispatch, redistribution and
+the linear's own all-reduce included), used for tp > 1 without sequence parallelism; a profile without them (taken
+before they existed) prices each as the plain local ``linear`` plus the all-reduces of the (N, C) activation.
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ from thinkrl.tune.specs import WorkloadSpec
 from thinkrl.tune.trainer import TrainerSpec
 
 OpName = Literal["linear", "attention", "rope", "rms_norm", "add", "silu_mul", "moe", "head", "embedding", "adamw",
-                 "all_reduce", "all_gather", "reduce_scatter"]
+                 "all_reduce", "all_gather", "reduce_scatter", "tp_colwise", "tp_rowwise"]
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter")
+TP_OPS = ("tp_colwise", "tp_rowwise")
 GROWTH = {"attention": 2.0}  # beyond the largest profiled x, seconds grow as x ** this (causal attention: T^2)
 
 
@@ -110,6 +115,8 @@ def _work(op: str, dims: tuple[int, ...]) -> float:
         return dims[0] * dims[2]
     if op == "moe":
         return dims[0] * (dims[2] * dims[3] + dims[4] + dims[1])
+    if op in TP_OPS:
+        return float(dims[0] * dims[1])
     return float(math.prod(dims)) or 1.0
 
 
@@ -134,7 +141,8 @@ def load_profile(path: str | Path) -> MachineProfile:
 class OpUse:
     """``count`` calls of ``op`` at ``dims`` and size ``x``, each ``kind`` (forward, or train = forward +
     backward); ``group``: compute, tp (exposed TP collectives), fsdp (FSDP collectives, per micro-batch) or
-    step (once per step: optimizer, HSDP all-reduce)."""
+    step (once per step: optimizer, HSDP all-reduce). ``fallback``: what to price instead (per call of this one)
+    when the profile has no ``op`` at all (a tp op in a profile taken before tp ops were measured)."""
 
     op: str
     dims: tuple[int, ...]
@@ -142,6 +150,25 @@ class OpUse:
     count: float
     kind: str = "train"
     group: str = "compute"
+    fallback: tuple[OpUse, ...] = ()
+
+
+def uses_tp_ops(shape: ModelShape, layout: ParallelLayout, trainer: TrainerSpec) -> bool:
+    """Whether a layer's projections are priced as tp_colwise / tp_rowwise: tp > 1 as thinkrl's trainer splits
+    it (no sequence parallelism; dense layers: the trainer does not split MoE)."""
+    return layout.tp > 1 and not trainer.sequence_parallel and not shape.is_moe
+
+
+def _use(op: str, dims: tuple[int, ...], x: float, count: float, kind: str, act_bytes: float) -> OpUse:
+    """One compute use; a tp op gets its fallback for older profiles: the plain local linear, and for a rowwise
+    one the all-reduce of its (N, C) output (``act_bytes``) per forward plus one in backward (the old count of
+    2 per layer per forward and 2 in backward)."""
+    if op not in TP_OPS:
+        return OpUse(op, dims, x, count, kind)
+    fallback = [OpUse("linear", dims[:2], x, 1, kind)]
+    if op == "tp_rowwise":
+        fallback.append(OpUse("all_reduce", (dims[2],), act_bytes, 2 if kind == "train" else 1, "forward", "tp"))
+    return OpUse(op, dims, x, count, kind, fallback=tuple(fallback))
 
 
 def _layer_compute(shape: ModelShape, layout: ParallelLayout, trainer: TrainerSpec, tokens: float,
@@ -150,14 +177,17 @@ def _layer_compute(shape: ModelShape, layout: ParallelLayout, trainer: TrainerSp
     t, c, d = layout.tp, shape.hidden_size, shape.head_dim
     ts = t if trainer.sequence_parallel else 1
     heads, kv = shape.num_heads // t, max(shape.num_kv_heads // t, 1)
+    col, row, tail = ("linear", "linear", ())
+    if uses_tp_ops(shape, layout, trainer):  # thinkrl's trainer: DTensor colwise / rowwise linears
+        col, row, tail = "tp_colwise", "tp_rowwise", (t,)
     ops = [("rms_norm", (c,), tokens / ts, 2), ("add", (c,), tokens / ts, 2),
-           ("linear", (c, heads * d), tokens, 1), ("linear", (c, kv * d), tokens, 2),
-           ("linear", (heads * d, c), tokens, 1), ("rope", (heads, d), tokens, 1), ("rope", (kv, d), tokens, 1),
+           (col, (c, heads * d, *tail), tokens, 1), (col, (c, kv * d, *tail), tokens, 2),
+           (row, (heads * d, c, *tail), tokens, 1), ("rope", (heads, d), tokens, 1), ("rope", (kv, d), tokens, 1),
            ("attention", (heads, kv, d), seq_len, tokens / seq_len)]
 
     def swiglu(width: int, n: float, count: float) -> None:
-        ops.extend([("linear", (c, width), n, 2 * count), ("silu_mul", (width,), n, count),
-                    ("linear", (width, c), n, count)])
+        ops.extend([(col, (c, width, *tail), n, 2 * count), ("silu_mul", (width,), n, count),
+                    (row, (width, c, *tail), n, count)])
 
     if shape.is_moe and t == 1 and layout.ep == 1:  # the whole MoE FFN as one op: its routing is not matmuls
         ops.append(("moe", (c, shape.num_experts, shape.experts_per_token, shape.moe_intermediate_size,
@@ -185,18 +215,18 @@ def layout_ops(shape: ModelShape, workload: WorkloadSpec, layout: ParallelLayout
     vocab = shape.vocab_size // (layout.tp if trainer.vocab_parallel else 1)
     fo, recompute = workload.forward_only_passes, layout.recompute == "full"
     uses: list[OpUse] = []
+    act = n * c * b  # one (N, C) activation
     for op, dims, x, count in _layer_compute(shape, layout, trainer, n, seq):
-        uses.append(OpUse(op, dims, x, L * count, "train"))
+        uses.append(_use(op, dims, x, L * count, "train", act))
         if recompute or fo:
-            uses.append(OpUse(op, dims, x, L * count * (int(recompute) + fo), "forward"))
+            uses.append(_use(op, dims, x, L * count * (int(recompute) + fo), "forward", act))
     response = n * workload.response_len / seq
     for op, dims, x in (("embedding", (vocab, c), n), ("rms_norm", (c,), n / ts), ("head", (c, vocab), response)):
         uses.append(OpUse(op, dims, x, 1, "train"))
         if fo:
             uses.append(OpUse(op, dims, x, fo, "forward"))
     forwards = 1 + int(recompute) + fo
-    if layout.tp > 1:
-        act = n * c * b  # one (N, C) activation
+    if layout.tp > 1 and not uses_tp_ops(shape, layout, trainer):  # (tp ops include their all-reduces)
         if trainer.sequence_parallel:
             uses += [OpUse("all_gather", (layout.tp,), act, L * (2 * forwards + 4), "forward", "tp"),
                      OpUse("reduce_scatter", (layout.tp,), act, L * (2 * forwards + 2), "forward", "tp")]
@@ -236,6 +266,12 @@ def profiled_time(profile: MachineProfile, uses: list[OpUse]) -> ProfiledTime:
     totals = {"compute": 0.0, "tp": 0.0, "fsdp": 0.0, "step": 0.0}
     scaled = 0
     for use in uses:
+        if use.fallback and not any(c.op == use.op for c in profile.curves):
+            part = profiled_time(profile, list(use.fallback))
+            scaled += part.scaled_ops
+            for group, seconds in zip(("compute", "tp"), (part.compute_s, part.tp_s), strict=True):
+                totals[group] += use.count * seconds
+            continue
         curve, factor = profile.curve(use.op, use.dims)
         scaled += factor != 1.0
         totals[use.group] += use.count * factor * curve.seconds(use.x, use.kind)

@@ -4,9 +4,12 @@ Micro-benchmarks, each on synthetic tensors of one op's shape (nothing here runs
 model or a training step): the forward, and forward + backward, of every (op, dims) `layout_ops` lists for the
 layouts asked for, at a grid of sizes (tokens: powers of two up to the largest micro-batch; attention: the workload's
 sequence length and half of it), the AdamW step over a few parameter counts, and the collectives (gloo on CPU,
-NCCL on CUDA) in separate processes for every world size the layouts use. The ops call thinkrl's own kernels
-(`thinkrl.model.layers` rms_norm, apply_rope, silu_mul; `thinkrl.model.decoder.packed_attention`); the head is
-the lm_head matmul, fp32 log-softmax gather and entropy as `thinkrl.train.common.forward_responses` runs them.
+NCCL on CUDA) in separate processes for every world size the layouts use, and so are the tensor-parallel
+linears (``tp_colwise`` / ``tp_rowwise``: torch's DTensor colwise / rowwise split as the trainer applies it, in a
+group of tp processes, so that DTensor's dispatch, redistribution and the all-reduces are in the time). The ops
+call thinkrl's own kernels (`thinkrl.model.layers` rms_norm, apply_rope, silu_mul;
+`thinkrl.model.decoder.packed_attention`); the head is the lm_head matmul, fp32 log-softmax gather and entropy
+as `thinkrl.train.common.forward_responses` runs them.
 
 Timing: one warm-up call, then three measurements of enough calls to last >= 20 ms each, the median per call; by
 the wall clock (CUDA synchronised) or by this process's CPU time (``--clock cpu``: on a shared CPU box the time the
@@ -25,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from thinkrl.tune.profile import COLLECTIVES, MachineProfile, OpCurve, layout_ops
+from thinkrl.tune.profile import COLLECTIVES, TP_OPS, MachineProfile, OpCurve, layout_ops
 
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -179,6 +182,86 @@ def _collective_curve(op: str, world: int, sizes: list[int], clock: str, device:
     return OpCurve(op=op, dims=(world,), x=[float(s) for s in sizes], forward_s=seconds)
 
 
+def _tp_linear_worker(rank: int, world: int, init_file: str, specs: list[tuple[str, tuple[int, ...], list[int]]],
+                      dtype: torch.dtype, clock: str, device: str, out_dir: str) -> None:
+    """One rank of the tp linear benchmarks: for each (op, (in local, out local, tp), sizes), a bias-free linear
+    split over the ``world`` ranks as thinkrl's trainer splits a layer's projections (``parallelize_module`` with
+    ``ColwiseParallel()`` / ``RowwiseParallel()``, `thinkrl.train.tensor_parallel.LAYER_PLAN`), and the seconds of
+    its forward and forward + backward on an (x, in) replicated input (rowwise: the (x, in local) shard)."""
+    import torch.distributed as dist
+    from torch.distributed._functional_collectives import AsyncCollectiveTensor
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    torch.set_num_threads(1)
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+        device = f"cuda:{rank}"
+    dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=world)
+    mesh = init_device_mesh(device.split(":")[0], (world,))
+    lines = []
+    for op, (inp_local, out_local, _), sizes in specs:
+        colwise = op == "tp_colwise"
+        full_in, full_out = (inp_local, out_local * world) if colwise else (inp_local * world, out_local)
+        module = torch.nn.Module()
+        module.proj = torch.nn.Linear(full_in, full_out, bias=False, device=device, dtype=dtype)
+        parallelize_module(module, mesh, {"proj": ColwiseParallel() if colwise else RowwiseParallel()})
+        row = []
+        for x in sizes:
+            inp = torch.randn(x, inp_local, device=device, dtype=dtype, requires_grad=True)
+
+            def train() -> None:
+                out = module.proj(inp)  # noqa: B023
+                out.backward(torch.ones_like(out))
+
+            def forward() -> torch.Tensor:
+                out = module.proj(inp)  # noqa: B023
+                # rowwise: an AsyncCollectiveTensor; the layer's next op waits for its all-reduce, so wait here
+                return out.wait() if isinstance(out, AsyncCollectiveTensor) else out
+
+            calls = (forward, train)
+            for fn in calls:
+                row.append(_timed(fn, clock, device, reps=_agreed_reps(fn, device)))
+        lines.append(" ".join(map(repr, row)))
+    Path(out_dir, f"{rank}.txt").write_text("\n".join(lines))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _agreed_reps(fn: Callable[[], object], device: str) -> int:
+    """Calls per measurement for >= MIN_SECONDS, the same on every rank (the largest any rank asks for): a
+    collective in ``fn`` needs every rank to make as many calls."""
+    import torch.distributed as dist
+
+    fn()
+    start = time.perf_counter()
+    fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    reps = torch.tensor([min(1000, max(1, int(MIN_SECONDS / max(time.perf_counter() - start, 1e-6))))])
+    dist.all_reduce(reps, op=dist.ReduceOp.MAX)
+    return int(reps.item())
+
+
+def _tp_linear_curves(specs: list[tuple[str, tuple[int, ...], list[int]]], world: int, dtype: torch.dtype,
+                      clock: str, device: str) -> list[OpCurve]:
+    """The tp linear ops of ``specs`` measured in ``world`` spawned processes; seconds of the busiest rank."""
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory(prefix="thinkrl-profile-") as tmp:
+        init_file = os.path.join(tmp, "init")
+        mp.spawn(_tp_linear_worker, args=(world, init_file, specs, dtype, clock, device, tmp), nprocs=world)
+        per_rank = [[list(map(float, line.split())) for line in Path(tmp, f"{r}.txt").read_text().splitlines()]
+                    for r in range(world)]
+    curves = []
+    for i, (op, dims, sizes) in enumerate(specs):
+        seconds = [max(rank[i][j] for rank in per_rank) for j in range(2 * len(sizes))]
+        curves.append(OpCurve(op=op, dims=dims, x=[float(s) for s in sizes], forward_s=seconds[0::2],
+                              train_s=seconds[1::2]))
+    return curves
+
+
 def _powers_of_two(low: float, high: float) -> list[int]:
     out, value = [], 1
     while value < high:
@@ -218,10 +301,13 @@ def measure_profile(shape, workload, layouts, trainer, num_gpus: int, clock: str
         raise ValueError("--clock cpu times CPU work only; use --clock wall on a GPU")
     dtype = DTYPES[workload.precision]
     curves: list[OpCurve] = []
+    tp_specs: dict[int, list[tuple[str, tuple[int, ...], list[int]]]] = {}
     for (op, dims), sizes in sorted(plan(shape, workload, layouts, trainer, num_gpus).items()):
         if log:
             log(f"{op} {list(dims)} at {sizes}")
-        if op in COLLECTIVES:
+        if op in TP_OPS:  # measured together below, one process group per tp size
+            tp_specs.setdefault(dims[2], []).append((op, dims, sizes))
+        elif op in COLLECTIVES:
             curves.append(_collective_curve(op, dims[0], sizes, clock, device))
         elif op == "adamw":
             seconds = [_adamw_seconds(n, dtype, clock, device) for n in sizes]
@@ -236,6 +322,8 @@ def measure_profile(shape, workload, layouts, trainer, num_gpus: int, clock: str
                 forward = [s / max(1, 2048 // x) for s, x in zip(forward, sizes, strict=True)]
                 train = [s / max(1, 2048 // x) for s, x in zip(train, sizes, strict=True)]
             curves.append(OpCurve(op=op, dims=dims, x=[float(s) for s in sizes], forward_s=forward, train_s=train))
+    for world, specs in sorted(tp_specs.items()):
+        curves += _tp_linear_curves(specs, world, dtype, clock, device)
     return MachineProfile(device=device, dtype=workload.precision, clock=clock, threads=torch.get_num_threads(),
                           comm_overlaps_compute=device != "cpu", curves=curves,
                           created=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
