@@ -197,7 +197,9 @@ def _profiled(shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec, l
               trainer: TrainerSpec, profile: MachineProfile, num_micro: int, flops: float) -> TimeBreakdown:
     """Step time from measured op times: per micro-batch the profiled compute, FSDP collectives (beside compute
     when the profile says they overlap, e.g. GPU streams; added to it on a CPU), exposed TP collectives and the
-    bandwidth-model CP / EP traffic; per step the profiled AdamW (or the offloaded step) and HSDP all-reduce."""
+    bandwidth-model CP / EP traffic; per step the profiled AdamW (or the offloaded step) and HSDP all-reduce.
+    For tp > 1 as thinkrl's trainer splits it, compute holds the profiled DTensor linears (`tp_colwise` /
+    `tp_rowwise`, their all-reduces inside) and TP collectives are 0, unless the profile predates those ops."""
     uses = layout_ops(shape, workload, layout, trainer, cluster.num_gpus, resident_params(shape, layout, trainer))
     measured = profiled_time(profile, uses)
     _, cp, ep = activation_comm_seconds(shape, cluster, workload, layout, trainer)
