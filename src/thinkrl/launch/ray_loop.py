@@ -186,7 +186,7 @@ def ray_rl_step(cluster: RayCluster, tokenizer: TextTokenizer, source: PromptSou
         rollout = collect_rollout_batch(cluster.engine, tokenizer, source, recipe.rollout, recipe.sampling,
                                         recipe.reward, seed=recipe.trainer.seed * 100_003 + step)
     row: dict[str, Any] = {**rollout_metrics(rollout), **rollout.data_metrics}
-    row["version_lag_max"] = max((step - 1 - t.policy_version for t in rollout.sampled), default=0)
+    row["version_lag_max"] = max((step - 1 - t.policy_version for t in rollout.trajectories), default=0)  # trained
     if rollout.trajectories:  # a step with no kept group trains nothing (and the schedule does not move)
         with timer.phase("update"):
             batch = ray.put(rollout.trajectories)  # one copy in the object store for all ranks

@@ -105,7 +105,8 @@ def rl_step(run: RLRun, recipe: RLRecipe, step: int, driver: RolloutDriver | Non
                                             run.data_parallel)  # current: the actor's weights' version
     streaming = recipe.rollout.mode == "streaming"  # (rank 0 has the driver then)
     row = {**rollout_metrics(rollout), **rollout.data_metrics, **rollout.stream_metrics}
-    row["version_lag_max"] = max((current - t.policy_version for t in rollout.sampled), default=0)
+    # over what this step trains (the staleness bound's subject), not over what finished since the last step
+    row["version_lag_max"] = max((current - t.policy_version for t in rollout.trajectories), default=0)
     if rollout.trajectories:  # a step with no kept group trains nothing (and the schedule does not move)
         with timer.phase("update"):
             batch = prepare_batch(rollout.trajectories, run.actor, run.critic, run.ref_model)
