@@ -132,11 +132,12 @@ def run_mode(recipe: RLRecipe, steps: int, short: int) -> dict[str, float]:
             totals["idle_s"] += row["time/rollout"]
             totals["samples"] += int(row["groups_kept_trained"]) * recipe.rollout.group_size
             totals["generated_tokens"] += int(row.get("stream/tokens_generated",
-                                                      row["response_length_mean"] * row["groups_sampled"]
+                                                      row.get("response_length_mean", 0.0) * row["groups_sampled"]
                                                       * recipe.rollout.group_size))
             totals["dropped_stale"] += int(row.get("stream/dropped_stale", 0))
             totals["train_s"] += row.get("time/update", 0.0) + row.get("time/push", 0.0)
-            totals["finished_tokens"] += row["response_length_mean"] * row["groups_sampled"] * recipe.rollout.group_size
+            finished = row["groups_sampled"] * recipe.rollout.group_size  # (no length logged when 0 finished)
+            totals["finished_tokens"] += row.get("response_length_mean", 0.0) * finished
             totals["sampled"] += row["groups_sampled"] * recipe.rollout.group_size
         totals["wall_s"] = time.perf_counter() - start
         totals["engine_steps"] = getattr(loop, "num_steps", 0) - steps0

@@ -444,7 +444,7 @@ def test_thinkrl_train_streams_multi_turn_dapo_and_the_reward_rises(fitted, tmp_
     assert [r["step"] for r in steps] == list(range(1, 13))
     for r in steps:  # trained within the bound; the agent's metrics of the episodes completed since the last step
         assert r["version_lag_max"] <= 1 and "stream/continued" in r and "agent/turns_mean" in r
-    assert all(r["agent/turns_mean"] > 1 for r in steps if r["response_length_mean"] > 0)  # tools were called
+    assert all(r["agent/turns_mean"] > 1 for r in steps if r.get("response_length_mean", 0) > 0)  # tools were called
     assert sum(r["stream/continued"] for r in steps) > 0  # turns interrupted by pushes went on
     evals = {r["step"]: r["eval/accuracy"] for r in rows if "eval/accuracy" in r}
     assert evals[12] > evals[0] + 0.1, evals

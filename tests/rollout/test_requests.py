@@ -99,3 +99,9 @@ def test_rollout_metrics_by_hand() -> None:
     assert row["thinking_tokens_mean"] == 20 / 4
     assert row["budget_adherence"] == 1 / 2  # of the two responses with a finite budget, one kept it
     assert row["truncated_frac"] == 1 / 4 and row["groups_kept_trained"] == 1 and row["prompts_skipped"] == 3
+    # a streaming batch taken wholly from groups buffered before the last step: nothing sampled since, so no
+    # per-sample figure (not an accuracy of 0), but the trained groups' reward and counts
+    buffered = rollout_metrics(RolloutBatch(trajectories=kept, sampled=[], num_groups_sampled=0, num_groups_dropped=0,
+                                            num_rounds=1))
+    assert buffered["reward"] == 0.0 and buffered["groups_kept_trained"] == 1
+    assert not {"accuracy", "response_length_mean", "truncated_frac", "thinking_tokens_mean"} & set(buffered)

@@ -132,7 +132,7 @@ def run_rl_on_ray(recipe: RLRecipe, placement: RayPlacement) -> Path:
                 row = ray_rl_step(cluster, tokenizer, data.source, recipe, step)
                 if step % recipe.trainer.log_every == 0:
                     metrics.log(step, row)
-                bar.update(1, reward=round(row["reward"], 3), acc=round(row["accuracy"], 3))
+                bar.update(1, reward=round(row["reward"], 3), acc=round(row.get("accuracy", float("nan")), 3))
                 after_step(cluster, tokenizer, data, recipe, step, metrics, out)
         final = save_policy(policy_from_weights(_model_config(cluster), gather_weights(cluster)), tokenizer,
                             out / "final")

@@ -160,23 +160,27 @@ def collect_rollout_batch(client: GenerateClient, tokenizer: TextTokenizer, sour
 
 def rollout_metrics(batch: RolloutBatch) -> dict[str, float]:
     """The step's sampling metrics: reward of the kept responses; accuracy, lengths, truncation, thinking tokens
-    and budget adherence over every sampled one; group counts."""
+    and budget adherence over every sampled one; group counts. With nothing sampled since the last step (a
+    streaming batch taken wholly from groups buffered earlier) the per-sample metrics are left out, not logged as 0."""
     kept, sampled = batch.trajectories, batch.sampled
-    n = max(1, len(sampled))
-    lengths = [len(t.response_ids) for t in sampled]
-    row = {
+    row: dict[str, float] = {
         "reward": sum(float(t.reward) for t in kept) / max(1, len(kept)),  # type: ignore[arg-type]
-        "accuracy": sum(bool(t.correct) for t in sampled) / n,
-        "response_length_mean": sum(lengths) / n,
-        "response_length_max": max(lengths, default=0),
         "groups_sampled": batch.num_groups_sampled,
         "groups_dropped": batch.num_groups_dropped,
         "groups_kept_trained": len({t.group_id for t in kept}),
         "sampling_rounds": batch.num_rounds,
-        "truncated_frac": sum(t.reward_reason == "truncated" for t in sampled) / n,
         "prompts_skipped": batch.num_prompts_skipped,
-        "thinking_tokens_mean": sum(int(t.thinking_tokens or 0) for t in sampled) / n,
     }
+    if not sampled:
+        return row
+    n, lengths = len(sampled), [len(t.response_ids) for t in sampled]
+    row.update({
+        "accuracy": sum(bool(t.correct) for t in sampled) / n,
+        "response_length_mean": sum(lengths) / n,
+        "response_length_max": max(lengths),
+        "truncated_frac": sum(t.reward_reason == "truncated" for t in sampled) / n,
+        "thinking_tokens_mean": sum(int(t.thinking_tokens or 0) for t in sampled) / n,
+    })
     kept_budget = [k for t in sampled if (k := within_budget(t)) is not None]
     if kept_budget:
         row["budget_adherence"] = sum(kept_budget) / len(kept_budget)

@@ -58,7 +58,7 @@ def _run_rl(recipe: RLRecipe, run: RLRun) -> Path:
                 row = rl_step(run, recipe, step, driver)
                 if step % recipe.trainer.log_every == 0:
                     metrics.log(step, row)
-                bar.update(1, reward=round(row["reward"], 3), acc=round(row["accuracy"], 3))
+                bar.update(1, reward=round(row["reward"], 3), acc=round(row.get("accuracy", float("nan")), 3))
                 after_step(run, recipe, step, metrics, driver)
     except KeyboardInterrupt:
         logger.error("interrupted: the rollout and the engine stop; the last checkpoint in %s is intact",
