@@ -24,7 +24,6 @@ ratios to TRL. Prints one JSON line.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -37,24 +36,14 @@ from typing import Any
 
 import torch
 
+import bench_rl_step  # siblings: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
+import bench_streaming
 from thinkrl.rl import ALGORITHM_PRESETS
 from thinkrl.rollout import load_problems
 from thinkrl.tokenizer import load_tokenizer
 from thinkrl.train.config import RLRecipe, validate_recipe
 
-
-def _load(name: str) -> Any:
-    """benchmarks/<name>.py by path (``thinkrl bench`` runs scripts by path, not as a package)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-RL_STEP, STREAMING = _load("bench_rl_step"), _load("bench_streaming")
+RL_STEP, STREAMING = bench_rl_step, bench_streaming
 SIDES = {"sync": ("sync", 0), "stream_eta1": ("streaming", 1)}  # side: (rollout.mode, max_staleness)
 # --with-sync-decoupled: sync with streaming's loss (decoupled PPO: one more forward for the proximal log-probs),
 # to tell the loss's cost from the cost of sharing the process with the rollout thread

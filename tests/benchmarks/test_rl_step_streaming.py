@@ -3,24 +3,17 @@ The speed comparison itself is the benchmark's job (docs/results/rl_step.md)."""
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_rl_step_streaming.py"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_rl_step_streaming", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    import bench_rl_step_streaming  # benchmarks/ is on pytest's pythonpath
+
+    return bench_rl_step_streaming
 
 
 def test_force_eos_at_the_drawn_length(bench):

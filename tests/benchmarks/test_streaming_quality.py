@@ -3,23 +3,16 @@ and its argument checks. The training itself is the benchmark's job (docs/result
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_streaming_quality.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_streaming_quality", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # the dataclass looks its module up while being defined
-    spec.loader.exec_module(module)
-    return module
+    import bench_streaming_quality  # benchmarks/ is on pytest's pythonpath
+
+    return bench_streaming_quality
 
 
 def test_t_interval_matches_hand_computed(bench):

@@ -5,22 +5,11 @@ formulas for tensor parallelism without sequence parallelism predict it within 1
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_tune_memory_tp.py"
-
 
 def _bench():
-    sys.path.insert(0, str(BENCH.parent))  # it imports its sibling bench_tune_memory
-    try:
-        spec = importlib.util.spec_from_file_location("bench_tune_memory_tp", BENCH)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH.parent))
-    return module
+    import bench_tune_memory_tp  # benchmarks/ is on pytest's pythonpath (it imports its sibling bench_tune_memory)
+
+    return bench_tune_memory_tp
 
 
 def test_tp2_peak_per_rank_is_split_and_predicted_within_15_percent() -> None:

@@ -3,19 +3,13 @@ FSDP2). The full table is `thinkrl bench tune-memory` (docs/results/autotuner.md
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_tune_memory.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_tune_memory", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import bench_tune_memory  # benchmarks/ is on pytest's pythonpath
+
+    return bench_tune_memory
 
 
 @pytest.mark.parametrize("name", [pytest.param("m4-mb512", marks=pytest.mark.slow), "m4-mb1024-recompute",
