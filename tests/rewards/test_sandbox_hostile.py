@@ -33,6 +33,17 @@ def limits(request):
     return lim
 
 
+@pytest.fixture(scope="module")
+def bwrap_limits():
+    """The bubblewrap sandbox only: for what only it guarantees (its own filesystem view, no nested namespaces)."""
+    lim = SandboxLimits(isolation="bwrap", timeout_s=1.0, memory_mb=256, max_processes=16, max_output_bytes=1 << 20)
+    try:
+        resolve_isolation(lim)
+    except RuntimeError as exc:
+        pytest.skip(f"bwrap sandbox unavailable here: {exc}")
+    return lim
+
+
 @pytest.fixture
 def marker():
     return f"thinkrl-hostile-{uuid.uuid4().hex}"
@@ -160,11 +171,10 @@ def test_cannot_read_env_secrets_or_home_files(limits, monkeypatch):
     assert secret not in result.stdout and "THINKRL_TEST_SECRET" not in result.stdout
 
 
-def test_bwrap_sees_no_host_files_outside_the_system_directories(limits, tmp_path):
+def test_bwrap_sees_no_host_files_outside_the_system_directories(bwrap_limits, tmp_path):
     """Only /usr (and its merged-/usr links), a few loader files of /etc and the interpreter are bound: the
     repository, world-readable files elsewhere and /etc's host details are not there at all."""
-    if limits.isolation != "bwrap":
-        pytest.skip("only bubblewrap gives the program its own filesystem view")
+    limits = bwrap_limits
     readable = tmp_path / "world_readable.txt"
     readable.write_text("host data")
     tmp_path.chmod(0o755)
@@ -245,9 +255,8 @@ def test_default_recursion_limit_is_a_runtime_error(limits):
     assert result.status is Status.RUNTIME_ERROR and "RecursionError" in result.reason
 
 
-def test_no_nested_user_namespace_under_bwrap(limits):
-    if limits.isolation != "bwrap":
-        pytest.skip("only bubblewrap forbids nested user namespaces (the fallback is for hosts without them)")
+def test_no_nested_user_namespace_under_bwrap(bwrap_limits):
+    limits = bwrap_limits  # (only bubblewrap forbids them: the fallback is for hosts without user namespaces)
     code = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
             "rc = libc.unshare(0x10000000)  # CLONE_NEWUSER\nprint(rc, os.strerror(ctypes.get_errno()))\n")
     result = run_hostile(code, limits)

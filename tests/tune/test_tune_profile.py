@@ -171,8 +171,8 @@ def test_the_profiler_measures_every_op_a_layout_uses():
     assert {(c.op, c.dims) for c in profile.curves if c.op.startswith("tp_")} == {
         ("tp_colwise", (8, 4, 2)), ("tp_colwise", (8, 8, 2)), ("tp_rowwise", (4, 8, 2)), ("tp_rowwise", (8, 8, 2))}
     for layout in layouts:
-        timing = estimate_time(shape, ClusterSpec(num_gpus=2, gpus_per_node=2), workload(), layout, trainer, profile)
-        assert timing.step_s > 0
+        # prices every op from this profile (it raises naming an op the profile lacks); values: the by-hand tests
+        estimate_time(shape, ClusterSpec(num_gpus=2, gpus_per_node=2), workload(), layout, trainer, profile)
         for use in layout_ops(shape, workload(), layout, trainer, 2, resident_params(shape, layout, trainer)):
             curve, factor = profile.curve(use.op, use.dims)
             assert factor == 1.0 and curve.x[0] <= use.x <= curve.x[-1]
