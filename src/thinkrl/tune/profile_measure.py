@@ -145,9 +145,8 @@ def _adamw_seconds(params: int, dtype: torch.dtype, clock: str, device: str) -> 
     return _timed(optimizer.step, clock, device)
 
 
-def _collective_worker(rank: int, world: int, init_file: str, op: str, sizes: list[int], clock: str,
-                       device: str, out_dir: str) -> None:
-    """One rank of a collective benchmark: seconds of ``op`` on a full tensor of each byte size."""
+def _join_group(rank: int, world: int, init_file: str, device: str) -> str:
+    """Join the benchmark's process group (nccl on CUDA, one GPU per rank; gloo on CPU); returns this rank's device."""
     import torch.distributed as dist
 
     torch.set_num_threads(1)
@@ -156,6 +155,15 @@ def _collective_worker(rank: int, world: int, init_file: str, op: str, sizes: li
         torch.cuda.set_device(rank)
         device = f"cuda:{rank}"
     dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=world)
+    return device
+
+
+def _collective_worker(rank: int, world: int, init_file: str, op: str, sizes: list[int], clock: str,
+                       device: str, out_dir: str) -> None:
+    """One rank of a collective benchmark: seconds of ``op`` on a full tensor of each byte size."""
+    import torch.distributed as dist
+
+    device = _join_group(rank, world, init_file, device)
     results = []
     for nbytes in sizes:
         numel = max(world, nbytes // 4 // world * world)
@@ -193,12 +201,7 @@ def _tp_linear_worker(rank: int, world: int, init_file: str, specs: list[tuple[s
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
-    torch.set_num_threads(1)
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(rank)
-        device = f"cuda:{rank}"
-    dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=world)
+    device = _join_group(rank, world, init_file, device)
     mesh = init_device_mesh(device.split(":")[0], (world,))
     lines = []
     for op, (inp_local, out_local, _), sizes in specs:
