@@ -16,7 +16,7 @@ token-mean log-prob loss, with AdamW (foreach). 2-rank runs wrap every decoder l
 - step time (a third process, glibc's default allocator as in training; ``--clock cpu``: process CPU seconds):
   median of 3 timed steps (no profiler), against the model's compute time at the fp32 matmul rate measured in
   the same process just before each step (mfu = 1) plus, for 2 ranks, gloo all-gather bandwidth measured in
-  the same run; with one effective mfu fitted on one row (``_calibrate``); and, with ``--profile``, the time
+  the same run; with one effective mfu fitted on one row (``calibrate``); and, with ``--profile``, the time
   the tuner predicts from a machine profile measured beforehand by ``thinkrl tune profile`` (micro-benchmarks,
   no fitting to these rows).
 
@@ -302,10 +302,12 @@ def profile_columns(timing: dict | None, step_s: float) -> dict:
             "profile_time": timing}
 
 
-def _calibrate(rows: list[dict], reference: str = "m4-mb2048") -> None:
+def calibrate(rows: list[dict], reference: str = "m4-mb2048", predict_row=None) -> None:
     """Fit one effective mfu on the reference row (its measured time minus the model's non-compute part), then
     predict every row's time with it: this tests how step time scales across configurations, which is what
-    ranking needs, separately from the absolute CPU efficiency."""
+    ranking needs, separately from the absolute CPU efficiency. ``predict_row``: the benchmark's ``predict``
+    (name, matmul GFLOP/s, all-gather GB/s, mfu=) -> (memory, timing dict); this module's by default."""
+    predict = predict_row or globals()["predict"]
     ref = next((r for r in rows if r["name"] == reference), rows[0])
     _, timing = predict(ref["name"], ref["matmul_gflops"], ref["allgather_gbps"])
     other = timing["step_s"] - timing["compute_s"]
@@ -367,7 +369,7 @@ def main() -> None:
         rows = [_compare(r["name"], r["measured_alloc_peak_mb"] * 1e6, r["measured_rss_peak_mb"] * 1e6,
                          r["measured_step_s"], r["allgather_gbps"], r["matmul_gflops"])
                 for r in report["rows"]]
-        _calibrate(rows)
+        calibrate(rows)
         report["rows"] = rows
         Path(args.repredict).write_text(json.dumps(report, indent=1) + "\n")
         print(json.dumps({"benchmark": "tune-memory", "max_abs_alloc_error": max(abs(r["alloc_error"]) for r in rows)}))
@@ -387,7 +389,7 @@ def main() -> None:
         if args.out:  # after every row, so a long run that stops keeps what it measured
             Path(args.out).write_text(json.dumps(_report(rows), indent=1) + "\n")
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "predicted"}), flush=True)
-    _calibrate(rows)
+    calibrate(rows)
     report = _report(rows) | {"clock": args.clock, "time_only": args.time_only, "profile": args.profile}
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")

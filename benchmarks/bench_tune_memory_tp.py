@@ -39,8 +39,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_tune_memory as base  # noqa: E402  (the sibling benchmark: model, batches, step, meters)
+import bench_tune_memory as base  # the sibling benchmark (model, batches, step, meters); benchmarks/ is on sys.path
 
 # name: (model, tp, fsdp, micro_batch_tokens, recompute)
 CONFIGS = {
@@ -195,19 +194,8 @@ def repredict(report: dict) -> dict:
     rows = [row | compare(row["name"], row["measured_alloc_peak_mb"], row["measured_rss_peak_mb"],
                           row["measured_step_s"], row["allgather_gbps"], row["matmul_gflops"])
             for row in report["rows"]]
-    calibrate(rows)
+    base.calibrate(rows, "m4-mb2048-fsdp2", predict)
     return report | {"rows": rows, "repredicted": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-
-
-def calibrate(rows: list[dict], reference: str = "m4-mb2048-fsdp2") -> None:
-    """One effective mfu fitted on the reference row's compute time; every row's time predicted with it."""
-    ref = next((r for r in rows if r["name"] == reference), rows[0])
-    _, timing = predict(ref["name"], ref["matmul_gflops"], ref["allgather_gbps"])
-    mfu = timing["compute_s"] / max(ref["measured_step_s"] - (timing["step_s"] - timing["compute_s"]), 1e-9)
-    for row in rows:
-        _, timing = predict(row["name"], row["matmul_gflops"], row["allgather_gbps"], mfu=min(mfu, 1.0))
-        row.update(calibrated_mfu=mfu, calibrated_step_s=timing["step_s"], calibration_row=ref["name"],
-                   calibrated_time_error=timing["step_s"] / row["measured_step_s"] - 1)
 
 
 def markdown_table(report: dict) -> str:
@@ -267,7 +255,7 @@ def main() -> None:
         rows.append(measure(name, args.clock, args.time_only))
         print(json.dumps({k: v for k, v in rows[-1].items() if not k.startswith("predicted")} |
                          {"predicted_peak_mb": rows[-1]["predicted_peak_mb"]}), flush=True)
-    calibrate(rows)
+    base.calibrate(rows, "m4-mb2048-fsdp2", predict)
     report = {"benchmark": "tune-memory-tp", "clock": args.clock, "machine": {"nproc": os.cpu_count(),
               "torch": torch.__version__}, "sequence": base.SEQ, "rows": rows,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "time_only": args.time_only,
