@@ -27,9 +27,8 @@ import yaml
 
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.engine.loop import EngineLoop
-from thinkrl.model import ModelConfig, build_model
+from thinkrl.model import build_model
 from thinkrl.rollout.agent_rollout import render_episode_prompt
-from thinkrl.rollout.agent_sft import build_agent_sft_examples
 from thinkrl.rollout.agent_spec import AgentSpec
 from thinkrl.rollout.agent_streaming import AgentStreamingDriver
 from thinkrl.rollout.buffer import version_lag
@@ -40,12 +39,10 @@ from thinkrl.rollout.specs import RewardSpec, RolloutSpec, SamplingSpec
 from thinkrl.tasks.dataset import generate_dataset, write_jsonl
 from thinkrl.tokenizer import load_tokenizer
 from thinkrl.train.actor import Actor, batch_logprobs
-from thinkrl.train.batching import pack_sft_examples, pack_trajectories
-from thinkrl.train.common import forward_responses, save_policy
+from thinkrl.train.batching import pack_trajectories
+from thinkrl.train.common import save_policy
 from thinkrl.train.specs import AlgorithmSpec
 
-CFG = ModelConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                  num_key_value_heads=1, max_position_embeddings=1024)
 TOK = load_tokenizer("builtin")
 ENV = build_environment("big_arithmetic")
 PROBLEMS = generate_dataset("big_arithmetic", 1, 0, "train", {"digits": 2})
@@ -54,30 +51,15 @@ REWARD = RewardSpec(overlong_penalty=False)
 WAIT_S = 60  # generous: a failure must surface within this, never hang the suite
 
 
-def fit_policy(problems=PROBLEMS, steps: int = 300) -> torch.nn.Module:
-    """A model that reproduces the environment's transcripts of ``problems`` greedily (seconds of SFT)."""
-    torch.manual_seed(0)
-    model = build_model(CFG, seed=0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
-    batch = pack_sft_examples(build_agent_sft_examples(TOK, ENV, problems, seed=0))
-    for _ in range(steps):
-        logprobs = forward_responses(model, batch).logprobs[batch.response_mask]
-        if logprobs.min() > -0.3:  # every target token is the argmax: greedy decoding reproduces the transcript
-            break
-        optimizer.zero_grad()
-        (-logprobs.mean()).backward()
-        optimizer.step()
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
-def fitted():
-    return fit_policy()
+def fitted(calculator_policy):
+    """conftest's micro model that reproduces the calculator transcript of ``PROBLEMS`` greedily."""
+    return calculator_policy[4]
 
 
 def _copy(model, noise: float = 0.0, seed: int = 1):
     """A copy of ``model``'s weights, each tensor moved by ``noise`` x N(0, 1)."""
-    out = build_model(CFG, seed=0)
+    out = build_model(model.config, seed=0)
     out.load_state_dict(model.state_dict())
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():

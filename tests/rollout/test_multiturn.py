@@ -20,16 +20,11 @@ from thinkrl.engine import LLMEngine, SamplingParams
 from thinkrl.engine.loop import EngineLoop
 from thinkrl.model import ModelConfig, build_model
 from thinkrl.rollout.agent_rollout import agent_metrics, render_episode_prompt, score_episodes
-from thinkrl.rollout.agent_sft import build_agent_sft_examples
-from thinkrl.rollout.environments import build_environment
 from thinkrl.rollout.multiturn import AgentLimits, EpisodeRequest, MultiTurnRunner
 from thinkrl.rollout.specs import RewardSpec
 from thinkrl.rollout.tools import build_tool, function_tool
-from thinkrl.tasks.dataset import generate_dataset
-from thinkrl.tokenizer import load_tokenizer
 from thinkrl.train.actor import Actor, batch_logprobs
-from thinkrl.train.batching import pack_sft_examples, pack_trajectories
-from thinkrl.train.common import forward_responses
+from thinkrl.train.batching import pack_trajectories
 from thinkrl.train.specs import AlgorithmSpec
 
 CFG = ModelConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
@@ -37,24 +32,9 @@ CFG = ModelConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidd
 
 
 @pytest.fixture(scope="module")
-def setup():
-    """(tokenizer, environment, 1 problem, its SFT example, a model that reproduces it greedily)."""
-    torch.manual_seed(0)
-    tok = load_tokenizer("builtin")
-    env = build_environment("big_arithmetic")
-    problems = generate_dataset("big_arithmetic", 1, 0, "train", {"digits": 2})
-    examples = build_agent_sft_examples(tok, env, problems, seed=0)
-    model = build_model(CFG, seed=0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
-    batch = pack_sft_examples(examples)
-    for _ in range(300):
-        logprobs = forward_responses(model, batch).logprobs[batch.response_mask]
-        if logprobs.min() > -0.3:  # every target token is the argmax: greedy decoding reproduces the transcript
-            break
-        optimizer.zero_grad()
-        (-logprobs.mean()).backward()
-        optimizer.step()
-    return tok, env, problems, examples, model.eval()
+def setup(calculator_policy):
+    """(tokenizer, environment, 1 problem, its SFT example, a model that reproduces it greedily): conftest's."""
+    return calculator_policy
 
 
 class RecordingClient:
