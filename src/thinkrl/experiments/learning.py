@@ -154,7 +154,8 @@ class Protocol:
 
     def _train_cold(self, model, splits: Splits, seed: int, ledger: ComputeLedger) -> list[dict[str, float]]:
         cold = self.config.cold
-        examples = trace_examples(self.tokenizer, splits.train[:cold.num_problems], random.Random(seed))
+        examples = trace_examples(self.tokenizer, splits.train[:cold.num_problems], random.Random(seed),
+                                  self.config.search_attempts)
         runner = SFTRunner(model, cold.optim, cold.steps, self.config.batch_tokens, ledger)
         rng, curve = random.Random(seed), [self._curve_point(model, splits, 0, float("nan"), ledger)]
         while runner.steps < cold.steps:
@@ -210,7 +211,7 @@ class Protocol:
         optim = c.cold.optim.model_copy(update={"lr": lr, "warmup_steps": 0, "schedule": "constant"})
         if arm == "sft_more":
             return run_sft_more_arm(cold.model_dir, self.tokenizer, cold.splits, out, seed, optim, c.batch_tokens,
-                                    ledger, budget)
+                                    ledger, budget, c.search_attempts)
         if arm == "rft":
             rft = RFTSettings(c.rft.prompts, c.rft.samples, c.rft.epochs)
             return run_rft_arm(cold.model_dir, self.tokenizer, cold.splits, out, seed, optim, c.batch_tokens, rft,

@@ -80,6 +80,11 @@ class LearningConfig(_Strict):
     eval_samples: int = Field(8, ge=1)
     """k of avg@k and pass@k on the test split."""
     max_new_tokens: int = Field(48, ge=1)
+    """Greedy / sampled response length cap of every evaluation (the RL recipe has its own: keep them equal)."""
+    search_attempts: int = Field(0, ge=0)
+    """Countdown trace option for the cold start and continued SFT: 0 (the recorded protocol) writes the
+    solution's steps after one failed attempt in 30% of traces; K >= 1 writes search traces, 0..K distinct failed
+    attempts (each checked, ``not T``) before the solution (`thinkrl.tasks.countdown`)."""
 
     @model_validator(mode="after")
     def _cold_fits(self) -> LearningConfig:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from thinkrl.tasks import Problem, get_task
+from thinkrl.tasks import Problem, Task, get_task
+from thinkrl.tasks.countdown import CountdownTask
 from thinkrl.tasks.dataset import generate_dataset, write_jsonl
 from thinkrl.tokenizer import TextTokenizer
 from thinkrl.train.common import encode_sft_example
@@ -87,11 +88,25 @@ def check_disjoint(splits: Splits) -> None:
                 seen[key] = name
 
 
-def trace_examples(tokenizer: TextTokenizer, problems: Sequence[Problem], rng: random.Random) -> list[Example]:
-    """One correct traced example per problem (no planted slips: trace noise 0), drawn with ``rng``."""
-    examples = []
+def trace_task(name: str, search_attempts: int = 0) -> Task:
+    """The task that writes the traces: ``get_task(name)``, or, with ``search_attempts`` K >= 1, countdown's
+    search-trace writer (0..K failed attempts before the solution); ValueError for another task."""
+    if not search_attempts:
+        return get_task(name)
+    if name != "countdown":
+        raise ValueError(f"search_attempts ({search_attempts}) is a countdown trace option; task is {name!r}")
+    return CountdownTask(search_attempts=search_attempts)
+
+
+def trace_examples(tokenizer: TextTokenizer, problems: Sequence[Problem], rng: random.Random,
+                   search_attempts: int = 0) -> list[Example]:
+    """One correct traced example per problem (no planted slips: trace noise 0), drawn with ``rng``;
+    ``search_attempts`` as in `trace_task`."""
+    examples, tasks = [], {}
     for problem in problems:
-        trace = get_task(problem.task).write_trace(problem, rng, noise=0.0)
+        if problem.task not in tasks:
+            tasks[problem.task] = trace_task(problem.task, search_attempts)
+        trace = tasks[problem.task].write_trace(problem, rng, noise=0.0)
         examples.append(encode_sft_example(tokenizer, problem, trace.thinking, trace.answer))
     return examples
 

@@ -16,6 +16,15 @@ Trace (short, one line per attempt)::
     25*4=100, 100-3=97
 
 answer ``25*4-3``.
+
+Search traces (``CountdownTask(search_attempts=K)``, K >= 1; the default K = 0 keeps the trace above): k failed
+attempts, k uniform in 0..K, each a distinct random combination of 2 or more of the numbers that misses the target,
+written with its correct arithmetic and ``not T``; then the solution line. A solver that cannot know the answer
+can still find it by trying and checking::
+
+    3+4=7, 7*7=49, not 97
+    25-3=22, not 97
+    25*4=100, 100-3=97
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from thinkrl.tasks.expr import evaluate, literals, parse, to_text
 from thinkrl.tasks.registry import TASKS
 from thinkrl.tasks.steps import (
     FAILED_ATTEMPT_PROB,
+    distinct_failed_attempts,
     expression_trace,
     failed_attempt,
     random_combination,
@@ -51,6 +61,13 @@ class CountdownTask(Task):
         Knob("max_target", int, 100, 1, 100_000, "largest target"),
         Knob("min_used", int, 2, 2, 6, "the hidden solution uses between min_used and num_numbers numbers"),
     )
+
+    def __init__(self, search_attempts: int = 0) -> None:
+        """``search_attempts``: 0 (default) for the short trace, K >= 1 for search traces with 0..K failed
+        attempts (module docstring)."""
+        if isinstance(search_attempts, bool) or not isinstance(search_attempts, int) or search_attempts < 0:
+            raise ValueError(f"search_attempts must be an int >= 0, got {search_attempts!r}")
+        self.search_attempts = search_attempts
 
     def check_difficulty(self, difficulty: dict[str, Any]) -> None:
         """min_target <= max_target and min_used <= num_numbers."""
@@ -93,11 +110,16 @@ class CountdownTask(Task):
         return score_expression(answer, numbers, require(ground_truth, "target", int), use_all=False)
 
     def write_trace(self, problem: Problem, rng: random.Random, noise: float = 0.0) -> Trace:
-        """Optional failed attempt, then the stored solution's steps; noise corrupts one step."""
+        """Failed attempts (one in 30% of traces, or 0..search_attempts distinct ones), then the stored
+        solution's steps; noise corrupts one step."""
         noise = check_noise(noise)
         solution = parse(require(problem.ground_truth, "solution", str))
         failed = None
-        if rng.random() < FAILED_ATTEMPT_PROB:
+        if self.search_attempts:
+            k = rng.randint(0, self.search_attempts)
+            numbers = require_numbers(problem.ground_truth)
+            failed = distinct_failed_attempts(numbers, problem.ground_truth["target"], k, rng)
+        elif rng.random() < FAILED_ATTEMPT_PROB:
             numbers = require_numbers(problem.ground_truth)
             failed = failed_attempt(numbers, len(literals(solution)), problem.ground_truth["target"], rng)
         return expression_trace(self, problem, solution, rng, noise, failed)

@@ -245,6 +245,23 @@ def failed_attempt(numbers: list[int], count: int, target: int, rng: random.Rand
     return None
 
 
+def distinct_failed_attempts(numbers: list[int], target: int, k: int, rng: random.Random) -> list[Node]:
+    """Up to ``k`` random combinations of 2..len(numbers) of ``numbers``, each missing ``target`` and written
+    differently from the others (fewer when the draws keep repeating: 20 tries per attempt)."""
+    attempts: list[Node] = []
+    seen: set[str] = set()
+    for _ in range(20 * k):
+        if len(attempts) == k:
+            break
+        count = rng.randint(2, len(numbers))
+        attempt = random_combination(rng.sample(numbers, count), rng, max_value=max(100, 10 * target))
+        if attempt is None or evaluate(attempt) == target or format_steps(written_steps(attempt)) in seen:
+            continue
+        seen.add(format_steps(written_steps(attempt)))
+        attempts.append(attempt)
+    return attempts
+
+
 def noisy_answer(
     solution: Node, rng: random.Random, is_correct: Callable[[str], bool], avoid_numbers: list[int]
 ) -> tuple[Node, str]:
@@ -258,14 +275,15 @@ def noisy_answer(
 
 
 def expression_trace(
-    task: Task, problem: Problem, solution: Node, rng: random.Random, noise: float, failed: Node | None
+    task: Task, problem: Problem, solution: Node, rng: random.Random, noise: float,
+    failed: Node | Sequence[Node] | None,
 ) -> Trace:
-    """Trace for an expression task: optional failed attempt line, then the (possibly noisy) solution."""
+    """Trace for an expression task: failed attempt lines (none, one or several, each ending ``not T``), then
+    the (possibly noisy) solution."""
     target = require(problem.ground_truth, "target", int)
     numbers = require_numbers(problem.ground_truth)
-    lines = []
-    if failed is not None:
-        lines.append(f"{format_steps(written_steps(failed))}, not {target}")
+    attempts = [] if failed is None else [failed] if isinstance(failed, Node) else list(failed)
+    lines = [f"{format_steps(written_steps(attempt))}, not {target}" for attempt in attempts]
     if rng.random() < noise:
         shown, answer = noisy_answer(
             solution, rng, lambda text: task.verify(problem, text).correct, avoid_numbers=numbers
