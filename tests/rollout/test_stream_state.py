@@ -21,7 +21,7 @@ from thinkrl.rollout import PromptCursor, RewardSpec, RolloutSpec, SamplingSpec,
 from thinkrl.rollout.agent_spec import AgentSpec
 from thinkrl.rollout.agent_streaming import AgentStreamingDriver
 from thinkrl.rollout.partial import _SEED_MIX, controller_counts
-from thinkrl.rollout.stream_state import STATE_KEY, restore_state, split_state
+from thinkrl.rollout.stream_state import STATE_KEY, split_state
 from thinkrl.tasks.dataset import generate_dataset
 from thinkrl.tokenizer import load_tokenizer
 
@@ -112,7 +112,7 @@ def test_restored_driver_has_the_same_groups_and_continues_partial_samples_exact
     source_state, stream = split_state(state)
     assert source_state == {"epoch": state["epoch"], "index": state["index"]}
     driver = _driver(loop, start_version=2)
-    restore_state(driver, stream)
+    driver.restore(stream)
     again = json.loads(json.dumps(driver.state()))[STATE_KEY]  # before it starts: what was put back, saved again
     assert _without_group_ids(again["buffered"]) == _without_group_ids(saved["buffered"])  # renumbered, no more
     assert _without_group_ids(again["in_flight"]) == _without_group_ids(saved["in_flight"])
@@ -167,7 +167,7 @@ def test_groups_past_the_bound_at_restore_are_dropped_counted_and_sampled_again(
     # resumed at version 4 with eta = 2: every saved token (version 0 or 1) is too old for the next batch
     loop.update_weights(_weights(4), version=4)
     driver = _driver(loop, start_version=4)
-    restore_state(driver, split_state(state)[1])
+    driver.restore(split_state(state)[1])
     try:
         driver.start()
         batch = driver.next_batch(5)
@@ -187,7 +187,7 @@ def test_a_restored_response_keeps_its_controller_counts(loop: EngineLoop) -> No
     for sample in partial:
         sample["controller"].update(phase="thinking", thinking_tokens=5, _run=5)
     driver = _driver(loop)
-    restore_state(driver, split_state(state)[1])
+    driver.restore(split_state(state)[1])
     try:
         resumed = [sample for _, sample in driver._inflight.values()]
         assert len(resumed) == len(partial)
@@ -229,7 +229,7 @@ def test_agent_groups_are_saved_as_prompts_and_sampled_again_on_resume() -> None
         assert len(saved["retry"]) == state["index"] - 1 > 0  # ...but every prompt held is (one group trained)
         engine.update_weights(_weights(1), version=1)
         second = driver(1, eta=0)  # (eta 0: one group at a time, so the first batch is the first one started)
-        restore_state(second, split_state(state)[1])
+        second.restore(split_state(state)[1])
         assert second.state()[STATE_KEY]["retry"] == saved["retry"]
         try:
             batch = second.start().next_batch(2)

@@ -40,7 +40,7 @@ from thinkrl.rollout.partial import PartialSample, continuation_request, stitch
 from thinkrl.rollout.requests import RolloutPrompt, SampleRequest, sampling_params
 from thinkrl.rollout.sources import PromptSource
 from thinkrl.rollout.specs import RewardSpec, RolloutSpec, SamplingSpec
-from thinkrl.rollout.stream_state import StreamState, restore_state
+from thinkrl.rollout.stream_state import StreamState
 from thinkrl.rollout.streaming import StreamingDriver, _Group
 from thinkrl.rollout.tools import ToolResult
 from thinkrl.tasks import Problem
@@ -268,5 +268,5 @@ def build_agent_driver(engine: Any, tokenizer: TextTokenizer, source: PromptSour
     driver = AgentStreamingDriver(engine, tokenizer, source, rollout, sampling, reward, agent, seed=seed,
                                   start_version=start_version)
     if restore is not None:
-        restore_state(driver, restore)
+        driver.restore(restore)
     return driver.start()

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from thinkrl.rollout.groups import RolloutBatch, collect_rollout_batch
 from thinkrl.rollout.sources import PromptSource
 from thinkrl.rollout.specs import RewardSpec, RolloutSpec, SamplingSpec
-from thinkrl.rollout.stream_state import StreamState, restore_state
+from thinkrl.rollout.stream_state import StreamState
 from thinkrl.rollout.streaming import StreamingDriver
 from thinkrl.tokenizer import TextTokenizer
 
@@ -83,5 +83,5 @@ def build_driver(engine: Any, tokenizer: TextTokenizer, source: PromptSource, ro
     driver = StreamingDriver(engine, tokenizer, source, rollout, sampling, reward, seed=seed,
                              start_version=start_version)
     if restore is not None:
-        restore_state(driver, restore)
+        driver.restore(restore)
     return driver.start()

@@ -1,8 +1,9 @@
-"""The streaming rollout's state in a checkpoint: what `StreamingDriver.state` saves and `restore_state` puts back.
+"""The streaming rollout's state in a checkpoint: what `StreamingDriver.state` saves and `.restore` puts back
+(`ResumableStream`, the driver's checkpoint half, mixed into it).
 
 A checkpoint is taken between two steps while the rollout thread goes on, so besides the prompt source's state
 (where the data order stands) it must save the groups whose prompts the source already handed out: otherwise a
-resumed run skips them. `snapshot_state` takes the driver's lock and copies, interrupting nothing:
+resumed run skips them. `state` takes the driver's lock and copies, interrupting nothing:
 
 * the buffered finished groups (scored: rewards, verdicts, every token's behaviour log-prob and version);
 * the groups in flight, per response: its rendered prompt (ids, thinking budget), its sampling parameters (seed
@@ -14,7 +15,7 @@ resumed run skips them. `snapshot_state` takes the driver's lock and copies, int
 Everything is plain JSON (`dataclasses.asdict` of the typed records below): token ids, floats, strings, the
 problem's own JSON fields; no pickle, nothing evaluated.
 
-`restore_state` runs before the driver's thread starts. Buffered groups go back into the buffer; a response with
+`restore` runs before the driver's thread starts. Buffered groups go back into the buffer; a response with
 pieces continues as a `continuation_request` over prompt + response so far under the resumed weights, keeping
 its tokens and their versions; one without any starts again from its prompt with its own seed. The staleness
 bound then applies as always: a group already too old for the next batch is dropped (``stream/dropped_stale``)
@@ -24,19 +25,19 @@ are not saved piece by piece: their prompts, buffered or in flight, go to the re
 
 from __future__ import annotations
 
+import threading
+from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from thinkrl.engine import Request, SamplingParams
 from thinkrl.engine.budget import ThinkingBudgetController, budget_vocab
 from thinkrl.records import RewardParts, Trajectory
-from thinkrl.rollout.buffer import FinishedGroup
+from thinkrl.rollout.buffer import FinishedGroup, GroupBuffer
 from thinkrl.rollout.partial import PartialSample, continuation_request, finish_sample
 from thinkrl.rollout.requests import RolloutPrompt, SampleRequest
 from thinkrl.tasks import Problem
-
-if TYPE_CHECKING:
-    from thinkrl.rollout.streaming import StreamingDriver
 
 STATE_KEY = "streaming_rollout"  # the entry of `StreamingDriver.state()` beside the prompt source's own
 
@@ -90,22 +91,101 @@ class StreamState:
     retry: list[Problem]
 
 
-def snapshot_state(driver: StreamingDriver) -> dict[str, Any]:
-    """The prompt source's state with the driver's `StreamState` under ``STATE_KEY`` (JSON-able); under the
-    driver's lock, nothing interrupted."""
-    with driver._lock:
-        source = driver.source.state()
-        retry = list(driver._retry)
-        active = [g for g in driver._active.values() if not g.abandoned]
-        if not driver.resume_groups:  # multi-turn episodes: sampled again from their prompts
-            retry += [g.problem for g in driver._buffer] + [g.problem for g in active]
-            state = StreamState(driver.version, [], [], retry)
+class ResumableStream:
+    """The checkpoint half of `StreamingDriver`, mixed into it: `state` and `restore` (see the module docstring).
+    The attributes and methods below the docstring are the driver's own (set in `StreamingDriver.__init__`)."""
+
+    engine: Any
+    source: Any
+    tokenizer: Any
+    resume_groups: bool
+    _lock: threading.Lock
+    _retry: deque[Problem]
+    _active: dict[int, StreamGroup]
+    _inflight: dict[Any, tuple[StreamGroup, Any]]
+    _buffer: GroupBuffer
+    _thread: threading.Thread
+    _ids: int
+    _finished_only: bool
+    _version: int
+    _sink: Callable[[Any], None]
+    _new_id: Callable[[], Any]
+    _abandon_if_stale: Callable[[StreamGroup], bool]
+    _complete: Callable[[StreamGroup], None]
+
+    def state(self) -> dict[str, Any]:
+        """The prompt source's state with the driver's `StreamState` under ``STATE_KEY`` (JSON-able); under the
+        driver's lock, nothing interrupted."""
+        with self._lock:
+            source = self.source.state()
+            retry = list(self._retry)
+            active = [g for g in self._active.values() if not g.abandoned]
+            if not self.resume_groups:  # multi-turn episodes: sampled again from their prompts
+                retry += [g.problem for g in self._buffer] + [g.problem for g in active]
+                state = StreamState(self._version, [], [], retry)
+            else:
+                buffered = [SavedGroup(g.problem, finished=list(g.trajectories)) for g in self._buffer]
+                in_flight = [SavedGroup(g.problem, g.start_version, [_save_sample(s) for s in g.samples])
+                             for g in active]
+                state = StreamState(self._version, buffered, in_flight, retry)
+            return {**source, STATE_KEY: asdict(state)}  # asdict copies: nothing shared with the running thread
+
+    def restore(self, state: StreamState) -> None:
+        """Put ``state`` back before the driver's thread starts (see the module docstring)."""
+        if self._thread.is_alive():
+            raise RuntimeError("restore the streaming rollout state before starting the driver")
+        if not self.resume_groups:  # (a checkpoint of single-turn groups resumed with an agent recipe)
+            lost = [g.problem for g in state.buffered + state.in_flight]
+            state = StreamState(state.version, [], [], state.retry + lost)
+        self._retry.extend(state.retry)
+        for saved in state.buffered:  # new group ids: the run's advantages are taken per group id
+            self._ids += 1
+            for traj in saved.finished:
+                traj.group_id = self._ids
+            self._buffer.put(FinishedGroup(saved.problem, saved.finished))
+        complete = []
+        with self._lock:
+            for saved in state.in_flight:
+                group = self._restore_group(saved)
+                if self._abandon_if_stale(group):  # counted; its prompt goes to the retry queue
+                    continue
+                pending = [s for s in group.samples if s.result is None]
+                if not pending:
+                    complete.append(group)
+                requests = [self._resume_request(group, s) for s in pending]
+                if requests:
+                    self.engine.submit(requests, self._sink, finished_only=self._finished_only)
+        for group in complete:  # every response had finished, not yet scored at the snapshot
+            self._complete(group)
+
+    def _restore_group(self, saved: SavedGroup) -> StreamGroup:
+        """``saved`` as a group of this driver's, under a new group id. Caller holds the lock."""
+        self._ids += 1
+        group = StreamGroup(self._ids, saved.problem, [], saved.start_version)
+        for s in saved.samples:
+            prompt = RolloutPrompt(saved.problem, s.thinking_budget, tuple(s.prompt_ids), s.thinking_open)
+            controller = ThinkingBudgetController.__new__(ThinkingBudgetController)  # mid-way: its counts are state
+            vars(controller).update(s.controller, vocab=budget_vocab(self.tokenizer))
+            sample = PartialSample(SampleRequest(prompt, s.params, group_id=group.group_id), controller,
+                                   list(s.pieces), s.result, dict(s.controller))
+            if sample.result is not None:
+                sample.result.group_id = group.group_id
+            if sample.result is None and sample.pieces and sample.pieces[-1].finish_reason != "abort":
+                finish_sample(sample, self.tokenizer, ("restored", group.group_id))  # finished, not yet stitched
+            group.samples.append(sample)
+        self._active[group.group_id] = group
+        return group
+
+    def _resume_request(self, group: StreamGroup, sample: PartialSample) -> Request:
+        """The request that goes on with ``sample``: a continuation over its pieces, or its first request again."""
+        request_id = self._new_id()
+        if sample.pieces:
+            request = continuation_request(sample, request_id)
         else:
-            buffered = [SavedGroup(g.problem, finished=list(g.trajectories)) for g in driver._buffer]
-            in_flight = [SavedGroup(g.problem, g.start_version, [_save_sample(s) for s in g.samples])
-                         for g in active]
-            state = StreamState(driver.version, buffered, in_flight, retry)
-        return {**source, STATE_KEY: asdict(state)}  # asdict copies: nothing shared with the running thread
+            request = Request(list(sample.item.prompt.prompt_ids), sample.item.params, request_id=request_id,
+                              controller=sample.controller)
+        self._inflight[request_id] = (group, sample)
+        return request
 
 
 def split_state(cursor: dict[str, Any]) -> tuple[dict[str, Any], StreamState | None]:
@@ -116,71 +196,11 @@ def split_state(cursor: dict[str, Any]) -> tuple[dict[str, Any], StreamState | N
     return source, None if saved is None else _load_state(saved)
 
 
-def restore_state(driver: StreamingDriver, state: StreamState) -> None:
-    """Put ``state`` back into ``driver`` before its thread starts (see the module docstring)."""
-    if driver._thread.is_alive():
-        raise RuntimeError("restore the streaming rollout state before starting the driver")
-    if not driver.resume_groups:  # (a checkpoint of single-turn groups resumed with an agent recipe)
-        lost = [g.problem for g in state.buffered + state.in_flight]
-        state = StreamState(state.version, [], [], state.retry + lost)
-    driver._retry.extend(state.retry)
-    for saved in state.buffered:  # new group ids: the run's advantages are taken per group id
-        driver._ids += 1
-        for traj in saved.finished:
-            traj.group_id = driver._ids
-        driver._buffer.put(FinishedGroup(saved.problem, saved.finished))
-    complete = []
-    with driver._lock:
-        for saved in state.in_flight:
-            group = _restore_group(driver, saved)
-            if driver._abandon_if_stale(group):  # counted; its prompt goes to the retry queue
-                continue
-            pending = [s for s in group.samples if s.result is None]
-            if not pending:
-                complete.append(group)
-            requests = [_resume_request(driver, group, s) for s in pending]
-            if requests:
-                driver.engine.submit(requests, driver._sink, finished_only=driver._finished_only)
-    for group in complete:  # every response had finished, not yet scored at the snapshot
-        driver._complete(group)
-
-
 # ---- helpers -----------------------------------------------------------------------------------------------------
 def _save_sample(sample: PartialSample) -> SavedSample:
     prompt = sample.item.prompt
     return SavedSample(list(prompt.prompt_ids), prompt.thinking_budget, prompt.thinking_open, sample.item.params,
                        dict(sample.controller_state), list(sample.pieces), sample.result)
-
-
-def _restore_group(driver: StreamingDriver, saved: SavedGroup) -> StreamGroup:
-    """``saved`` as a group of ``driver``'s, under a new group id. Caller holds the lock."""
-    driver._ids += 1
-    group = StreamGroup(driver._ids, saved.problem, [], saved.start_version)
-    for s in saved.samples:
-        prompt = RolloutPrompt(saved.problem, s.thinking_budget, tuple(s.prompt_ids), s.thinking_open)
-        controller = ThinkingBudgetController.__new__(ThinkingBudgetController)  # mid-way: its counts are state
-        vars(controller).update(s.controller, vocab=budget_vocab(driver.tokenizer))
-        sample = PartialSample(SampleRequest(prompt, s.params, group_id=group.group_id), controller, list(s.pieces),
-                               s.result, dict(s.controller))
-        if sample.result is not None:
-            sample.result.group_id = group.group_id
-        if sample.result is None and sample.pieces and sample.pieces[-1].finish_reason != "abort":
-            finish_sample(sample, driver.tokenizer, ("restored", group.group_id))  # finished, not yet stitched
-        group.samples.append(sample)
-    driver._active[group.group_id] = group
-    return group
-
-
-def _resume_request(driver: StreamingDriver, group: StreamGroup, sample: PartialSample) -> Request:
-    """The request that goes on with ``sample``: a continuation over its pieces, or its first request again."""
-    request_id = driver._new_id()
-    if sample.pieces:
-        request = continuation_request(sample, request_id)
-    else:
-        request = Request(list(sample.item.prompt.prompt_ids), sample.item.params, request_id=request_id,
-                          controller=sample.controller)
-    driver._inflight[request_id] = (group, sample)
-    return request
 
 
 def _problem(raw: dict[str, Any]) -> Problem:

@@ -46,8 +46,8 @@ from thinkrl.rollout.requests import SampleRequest, render_prompt, sampling_para
 from thinkrl.rollout.scoring import score_trajectories
 from thinkrl.rollout.sources import SKIPPED_TOTAL, PromptSource
 from thinkrl.rollout.specs import RewardSpec, RolloutSpec, SamplingSpec
+from thinkrl.rollout.stream_state import ResumableStream
 from thinkrl.rollout.stream_state import StreamGroup as _Group
-from thinkrl.rollout.stream_state import snapshot_state
 from thinkrl.tasks import Problem
 from thinkrl.tokenizer import TextTokenizer
 
@@ -73,8 +73,9 @@ class _Tally:
         return cls(sampled=[])
 
 
-class StreamingDriver:
-    """The rollout thread and the trainer's side of it: `next_batch`, `push_weights`, `state`, `close`.
+class StreamingDriver(ResumableStream):
+    """The rollout thread and the trainer's side of it: `next_batch`, `push_weights`, `close`; `state` and
+    `restore` (checkpoints) come from `ResumableStream`.
 
     Args:
         engine: the engine client (`EngineLoop`, `RolloutProcess` or another with their interface).
@@ -184,10 +185,6 @@ class StreamingDriver:
             self._round_start = self._tokens
             if self._holding:
                 self._release_held()
-
-    def state(self) -> dict[str, Any]:
-        """The prompt source's state and the buffered and in-flight groups, JSON (`stream_state.snapshot_state`)."""
-        return snapshot_state(self)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the rollout thread and abort its in-flight requests (idempotent)."""
