@@ -24,7 +24,7 @@ Offload cannot be measured here: on a CPU-only machine host memory is the device
 
     thinkrl bench tune-memory [--out docs/results/raw/autotuner_cpu.json] [--only NAME,...]
     thinkrl bench tune-memory --clock cpu --time-only --profile machine.json [--out ...]  # step time only
-    thinkrl bench tune-memory --repredict docs/results/raw/autotuner_cpu.json   # new predictions, same measurements
+    thinkrl bench tune-memory --repredict docs/results/raw/autotuner_cpu.json --out NEW.json  # same measurements
 """
 
 from __future__ import annotations
@@ -352,7 +352,8 @@ def main() -> None:
     parser.add_argument("--time-only", action="store_true", help="only the step-time process (no memory meters: "
                         "the memory columns are then the timing process's RSS, not a measurement)")
     parser.add_argument("--out", help="also write the JSON here")
-    parser.add_argument("--repredict", help="recompute the predictions of a saved report (measurements kept) in place")
+    parser.add_argument("--repredict", help="recompute the predictions of a saved report (measurements kept); "
+                        "written to --out if given (the saved report is not changed)")
     parser.add_argument("--table", help="print a saved report as the markdown table of docs/results/autotuner.md")
     args = parser.parse_args()
     global PROFILE
@@ -371,7 +372,8 @@ def main() -> None:
                 for r in report["rows"]]
         calibrate(rows)
         report["rows"] = rows
-        Path(args.repredict).write_text(json.dumps(report, indent=1) + "\n")
+        if args.out:  # the saved report is left as it is
+            Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
         print(json.dumps({"benchmark": "tune-memory", "max_abs_alloc_error": max(abs(r["alloc_error"]) for r in rows)}))
         return
     names = [n for n in args.only.split(",") if n] or list(CONFIGS)

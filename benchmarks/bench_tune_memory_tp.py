@@ -20,7 +20,7 @@ all-gather bandwidth measured in the same run (wall clock). With ``--profile mac
 profile``, measured beforehand by micro-benchmarks) each row also gets the profile-based prediction.
 
     thinkrl bench tune-memory-tp [--clock cpu] [--out docs/results/raw/autotuner_cpu_layouts.json] [--only NAME,...]
-    thinkrl bench tune-memory-tp --repredict docs/results/raw/autotuner_cpu_layouts.json  # same measurements
+    thinkrl bench tune-memory-tp --repredict docs/results/raw/autotuner_cpu_layouts.json [--out NEW.json]
     thinkrl bench tune-memory-tp --clock cpu --time-only --profile machine.json --out t.json; ... --time-table t.json
 """
 
@@ -223,7 +223,8 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--table", help="print a saved report as a markdown table")
-    parser.add_argument("--repredict", help="recompute the predictions of a saved report in place")
+    parser.add_argument("--repredict", help="recompute the predictions of a saved report (measurements kept); "
+                        "printed, and written to --out if given (the saved report is not changed)")
     parser.add_argument("--profile", help="machine profile(s) (thinkrl tune profile), comma-separated: rows also "
                         "get the step time predicted from the profile")
     parser.add_argument("--time-only", action="store_true", help="only the step-time process (no memory meters: "
@@ -234,10 +235,11 @@ def main() -> None:
     if args.time_table:
         print(time_table(json.loads(Path(args.time_table).read_text())["rows"]))
         return
-    if args.repredict:
-        path = Path(args.repredict)
-        path.write_text(json.dumps(repredict(json.loads(path.read_text())), indent=1) + "\n")
-        print(markdown_table(json.loads(path.read_text())))
+    if args.repredict:  # the saved report is left as it is: --out gets the new predictions
+        report = repredict(json.loads(Path(args.repredict).read_text()))
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+        print(markdown_table(report))
         return
     if args.child:
         result = run_child(args.child, args.meter, args.clock)
