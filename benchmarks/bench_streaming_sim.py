@@ -25,6 +25,8 @@ batch taken after push v + eta, and decodes at best at one token per ``step_fixe
 with a response near the longest length in every step, eta steps last at least ``L_max x step_fixed`` and
 streaming without drops is at most ``sync step x eta / (L_max x step_fixed)`` times faster than sync, whatever the
 admission rule. The ceiling with no bound at all is the same simulation with eta = 10^6 and the "fill" rule.
+``admission_only``: eta bounds admission only, as AReaL's staleness manager does (nothing waited for or dropped);
+the lag the trained tokens then actually have is reported beside the throughput.
 
 Cluster figures (``--cluster``): Seed-OSS-36B (64 layers, 8 KV heads x 128 head dim, bf16: 72 GB of weights,
 262,144 B of KV cache per token; config in docs/model.md / the Hub config.json) on NVIDIA H100 SXM (3.35 TB/s HBM3,
@@ -50,7 +52,7 @@ import heapq
 import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -143,16 +145,20 @@ class _Stream:
     taken: int = 0
     next_id: int = 0
     dropped: int = 0
+    lags: list[int] = field(default_factory=list)  # per trained group: trainer version - the group's start version
     idle: float = 0.0
     trainer_free_at: float = 0.0
     train_end: float | None = None
 
 
 def simulate_streaming(costs: Costs, work: Workload, steps: int, eta: int, wait_for_due: bool = True,
-                       overlap: bool = True, seed: int = 0, admit: str = "batch") -> dict[str, float]:
+                       overlap: bool = True, seed: int = 0, admit: str = "batch",
+                       enforce: bool = True) -> dict[str, float]:
     """Rollout runs continuously; the trainer takes P finished groups (staleness eta), trains, pushes.
 
     ``overlap`` False: trainer and rollout share one compute resource (the rollout pauses while the trainer trains).
+    ``enforce`` False: eta bounds admission only (AReaL's staleness manager): nothing is waited for or dropped, and
+    the lag of the trained groups' oldest tokens is reported instead (``lag_max``, ``lag_over_eta_frac``).
     """
     rng, st = random.Random(seed), _Stream()
     groups: dict[int, list[int]] = {}  # in flight: id -> [start version, responses left, tokens]
@@ -163,6 +169,8 @@ def simulate_streaming(costs: Costs, work: Workload, steps: int, eta: int, wait_
         if st.train_end is not None and st.clock >= st.train_end:  # push: interrupt, recompute KV, new version
             st.clock += costs.push + costs.prefill_per_token * sum(work.prompt_len + s.done for s in running)
             st.version, st.pending, st.train_end, st.trainer_free_at = st.version + 1, False, None, st.clock
+            if not enforce:
+                continue
             st.dropped += sum(st.version - g[1] > eta for g in buffer)
             buffer[:] = [g for g in buffer if st.version - g[1] <= eta]
             for gid in [gid for gid, g in groups.items() if st.version - g[0] > eta]:
@@ -177,10 +185,11 @@ def simulate_streaming(costs: Costs, work: Workload, steps: int, eta: int, wait_
             st.next_id += 1
         while queue and len(running) < work.slots:
             running.append(queue.pop(0))
-        if st.train_end is None and st.taken < steps and _ready(buffer, groups, st.version, eta, work.prompts,
-                                                                  wait_for_due):
+        if st.train_end is None and st.taken < steps and _ready(buffer, groups, st.version, eta if enforce else 10**9,
+                                                                  work.prompts, wait_for_due and enforce):
             buffer.sort(key=lambda g: g[1])
             batch, buffer[:] = buffer[: work.prompts], buffer[work.prompts:]
+            st.lags += [st.version - g[1] for g in batch]
             st.idle += st.clock - st.trainer_free_at
             st.train_end = st.clock + costs.train_per_token * sum(g[2] for g in batch)
             st.pending, st.taken = True, st.taken + 1
@@ -194,7 +203,9 @@ def simulate_streaming(costs: Costs, work: Workload, steps: int, eta: int, wait_
         _decode_until(costs, work, st, running, groups, buffer)
     samples = steps * work.prompts * work.group
     return {"samples_per_s": samples / st.clock, "step_s": st.clock / steps,
-            "trainer_idle_frac": st.idle / st.clock, "dropped_groups": st.dropped}
+            "trainer_idle_frac": st.idle / st.clock, "dropped_groups": st.dropped,
+            "lag_max": max(st.lags, default=0), "lag_mean": sum(st.lags) / max(1, len(st.lags)),
+            "lag_over_eta_frac": sum(lag > eta for lag in st.lags) / max(1, len(st.lags))}
 
 
 def _may_admit(admit: str, work: Workload, eta: int, st: _Stream, groups: dict, buffered: int, requests: int) -> bool:
@@ -262,13 +273,13 @@ def cpu_setup(calibration_file: str) -> tuple[Costs, Workload, dict]:
 RULES = ("batch", "slots", "fill", "throttle")
 
 
-def _best(gpus: int, steps: int, eta: int, sync: dict, rule: str) -> dict:
+def _best(gpus: int, steps: int, eta: int, sync: dict, rule: str, enforce: bool = True) -> dict:
     """The best rollout share and wait/drop policy for one admission rule."""
     best: dict | None = None
     for share in (0.5, 0.625, 0.75, 0.875):
         costs, w = cluster_setup(gpus, int(gpus * share) // 8 * 8)
-        for wait in (True, False):
-            r = simulate_streaming(costs, w, steps, eta, wait_for_due=wait, admit=rule)
+        for wait in (True, False) if enforce else (False,):
+            r = simulate_streaming(costs, w, steps, eta, wait_for_due=wait, admit=rule, enforce=enforce)
             r.update(rollout_share=share, wait_for_due=wait, admit=rule,
                      ratio=r["samples_per_s"] / sync["samples_per_s"])
             if best is None or r["ratio"] > best["ratio"]:
@@ -288,6 +299,7 @@ def cluster_study(gpus: int, steps: int) -> dict:
         cluster[f"stream_eta{eta}"] = max(by_rule.values(), key=lambda r: r["ratio"])
         cluster["latency_bound"][f"eta{eta}"] = sync["step_s"] * eta / (32_768 * sync_costs.step_fixed)
     cluster["no_bound_ceiling"] = _best(gpus, steps, 10**6, sync, "fill")  # admission by free slots only
+    cluster["admission_only"] = {f"eta{eta}": _best(gpus, steps, eta, sync, "batch", enforce=False) for eta in (1, 2)}
     return cluster
 
 
