@@ -165,6 +165,14 @@ def write_raw(root: Path, docs: Path, seeds: list[int]) -> list[Path]:
     return [*written, sweep]
 
 
+def trace_design(config: LearningConfig) -> str:
+    """One phrase naming the SFT trace design of ``config``."""
+    if config.search_attempts:
+        return (f"search traces, 0..{config.search_attempts} distinct checked failed attempts (uniform) before the "
+                "solution")
+    return "the solution's steps, after one failed attempt in 30% of traces"
+
+
 def write_report(root: Path, docs: Path, seeds: list[int], config: LearningConfig, command: str) -> Path:
     """Write ``docs/learning.md``, ``docs/raw/learning_*.json`` and ``docs/img/learning_*.png``; returns the md."""
     write_raw(root, docs, seeds)
@@ -183,6 +191,8 @@ def write_report(root: Path, docs: Path, seeds: list[int], config: LearningConfi
         f"Task `{config.task}` {config.difficulty}; {config.num_train} train / {config.num_val} validation / "
         f"{config.num_test} test problems per seed. Intervals: mean [95% Student t-interval over {len(seeds)} "
         f"seeds, t(0.975, {len(seeds) - 1})]; avg@{k} and unbiased pass@k from {k} samples at temperature 1.",
+        f"SFT traces (cold start, continued SFT): {trace_design(config)}; responses up to {config.max_new_tokens} "
+        "tokens.",
         "",
         "## Verdict (computed from the test table)",
         "",
