@@ -43,9 +43,11 @@ bench: $(STAMP)
 demo3: $(STAMP)
 	$(PY) -m thinkrl.cli demo --seeds 0,1,2
 
-# RL vs continued SFT vs RFT at equal FLOPs, 3 seeds, settings chosen on validation (docs/results/learning.md).
+# RL vs continued SFT vs RFT at equal FLOPs, 3 seeds, settings chosen on validation (docs/results/learning.md),
+# on countdown search traces. The previous run's protocol (short traces) is the config defaults:
+# thinkrl learn --seeds 0,1,2. Separate run folders: stages are cached by folder, not by settings.
 learning: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m thinkrl.cli learn --seeds 0,1,2
+	OMP_NUM_THREADS=1 $(PY) -m thinkrl.cli learn --config recipes/learning/search.yaml --name learning_search --seeds 0,1,2
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -1,8 +1,9 @@
-"""The learning protocol's settings, typed and validated. The defaults *are* the recorded protocol
-(docs/results/learning.md): countdown with 3 numbers, a 0.85M-parameter model, cold-start SFT on correct traces,
-DAPO (``recipes/learning/rl.yaml``) vs continued SFT vs RFT. The cold-start settings were fixed from a pilot on
-seed 0's validation split; the arms' learning rates come from the validation sweep. A YAML file of the same keys
-(or ``--set key=value``) changes them."""
+"""The learning protocol's settings, typed and validated. The defaults are the first recorded run's protocol
+(docs/results/learning.md, "Previous run"; the current run is ``recipes/learning/search.yaml``, the same with
+search traces, 128-token responses and 120 DAPO steps): countdown with 3 numbers, a 0.85M-parameter model,
+cold-start SFT on correct traces, DAPO (``recipes/learning/rl.yaml``) vs continued SFT vs RFT. The cold-start
+settings were fixed from a pilot on seed 0's validation split; the arms' learning rates come from the validation
+sweep. A YAML file of the same keys (or ``--set key=value``) changes them."""
 
 from __future__ import annotations
 
