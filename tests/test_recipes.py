@@ -11,12 +11,20 @@ import pytest
 import yaml
 
 from thinkrl.experiments.ablate import build_cells, check_recipes, load_grid
+from thinkrl.experiments.learning_config import LearningConfig, load_learning_config
 from thinkrl.train.config import MOVED_KEYS, RLRecipe, SFTRecipe, load_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
-@pytest.mark.parametrize("path", sorted(p for p in RECIPES.rglob("*.yaml") if "grid" not in p.name), ids=str)
+def _is_learning_config(path: Path) -> bool:
+    """A `thinkrl learn --config` file (its keys are LearningConfig's; recipes have a name)."""
+    raw = yaml.safe_load(path.read_text())
+    return "name" not in raw and set(raw) <= set(LearningConfig.model_fields)
+
+
+@pytest.mark.parametrize("path", sorted(p for p in RECIPES.rglob("*.yaml")
+                                        if "grid" not in p.name and not _is_learning_config(p)), ids=str)
 def test_every_shipped_recipe_validates(path: Path) -> None:
     raw = yaml.safe_load(path.read_text())
     cls = RLRecipe if {"algorithm", "rollout", "reward", "sampling"} & set(raw) else SFTRecipe
@@ -30,6 +38,14 @@ def test_every_shipped_grid_validates(path: Path, tmp_path: Path) -> None:
     cells = build_cells([grid], [0], {0: "unused"}, tmp_path, [], keep_models=False)
     check_recipes(cells)
     assert len(cells) == len(grid.variants)
+
+
+@pytest.mark.parametrize("path", sorted(p for p in RECIPES.rglob("*.yaml") if _is_learning_config(p)), ids=str)
+def test_every_shipped_learning_config_validates(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(RECIPES.parent)  # its rl_recipe is relative to the repository root
+    config, recipe = load_learning_config(path)
+    assert recipe.is_file()
+    assert config.model_dump(exclude_unset=True).keys() == yaml.safe_load(path.read_text()).keys()
 
 
 def test_old_layout_is_refused_with_the_new_place_of_each_key(tmp_path: Path) -> None:

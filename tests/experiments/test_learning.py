@@ -20,6 +20,7 @@ from thinkrl.experiments.learning_compute import (
     seed_interval,
     t_quantile,
 )
+from thinkrl.experiments.learning_config import LearningConfig, SweepSettings, check_run_settings
 from thinkrl.experiments.learning_data import Splits, check_disjoint, make_splits
 from thinkrl.model import ModelConfig, build_model, load_pretrained
 
@@ -157,3 +158,31 @@ def test_bad_seeds_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -
     assert main(["learn", "--seeds", "0,x", "--stage", "report"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--seeds must be comma-separated integers" in err[0]
+
+
+def test_a_run_folder_refuses_other_settings_and_names_them(tmp_path: Path) -> None:
+    recipe = tmp_path / "rl.yaml"
+    recipe.write_text("name: x\n")
+    root = tmp_path / "runs" / "search"
+    first = LearningConfig(search_attempts=4)
+    check_run_settings(root, first, recipe)
+    check_run_settings(root, first, recipe)  # the same settings: the cached stages are reused
+    check_run_settings(root, first.model_copy(update={"sweep": SweepSettings(rl_lr=[1e-3])}), recipe)  # per-lr cache
+    with pytest.raises(ValueError, match=r"\(max_new_tokens, search_attempts differ\)"):
+        check_run_settings(root, LearningConfig(search_attempts=0, max_new_tokens=64), recipe)
+    recipe.write_text("name: y\n")
+    with pytest.raises(ValueError, match=r"\(rl_recipe_sha256 differ\)"):
+        check_run_settings(root, first, recipe)
+
+
+def test_other_settings_under_an_old_name_are_one_line_and_exit_2(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "learning" / "rl.yaml"
+    check_run_settings(tmp_path / "runs" / "old", LearningConfig(rl_recipe=str(recipe)), recipe)
+    code = main(["learn", "--name", "old", "--stage", "cold", "--seeds", "0", "--set", f"rl_recipe={recipe}",
+                 "--set", "search_attempts=2"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "search_attempts differ" in err[0]
+    assert not (tmp_path / "runs" / "old" / "seed-0").exists()  # refused before any stage ran

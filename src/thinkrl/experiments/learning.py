@@ -17,7 +17,8 @@ seed):
 6. ``--stage report`` writes the markdown, raw JSON and plots (`learning_report`).
 
 Stages cache their outputs (``runs/<name>/seed-<s>/...``), so an interrupted run resumes, and seeds can run in
-separate processes (``--stage cold --seeds 1`` in one, ``--seeds 2`` in another).
+separate processes (``--stage cold --seeds 1`` in one, ``--seeds 2`` in another). ``runs/<name>/settings.json``
+records the settings; a run with other settings under the same name is refused (`check_run_settings`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from thinkrl.experiments.learning_arms import (
     write_json,
 )
 from thinkrl.experiments.learning_compute import ComputeLedger, FlopModel
-from thinkrl.experiments.learning_config import LearningConfig, load_learning_config
+from thinkrl.experiments.learning_config import LearningConfig, check_run_settings, load_learning_config
 from thinkrl.experiments.learning_data import Splits, make_splits, trace_examples
 from thinkrl.model import load_pretrained
 from thinkrl.tokenizer import load_tokenizer
@@ -86,6 +87,7 @@ def parse_seeds(text: str) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config, recipe = load_learning_config(args.config, args.overrides)
+    check_run_settings(Path("runs") / args.name, config, recipe)
     protocol = Protocol(config, recipe, Path("runs") / args.name)
     seeds = parse_seeds(args.seeds)
     if args.stage in ("cold", "all"):

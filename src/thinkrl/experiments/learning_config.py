@@ -7,6 +7,8 @@ sweep. A YAML file of the same keys (or ``--set key=value``) changes them."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +126,25 @@ def load_learning_config(path: str | Path | None = None,
     if not recipe.is_file():
         raise FileNotFoundError(f"rl_recipe {recipe} does not exist (run from the repository root)")
     return config, recipe
+
+
+SETTINGS_FILE = "settings.json"
+
+
+def check_run_settings(root: Path, config: LearningConfig, recipe: Path) -> None:
+    """Stages cache their outputs under ``root``: refuse to reuse them for other settings. The first use writes
+    ``root/settings.json`` (every setting but ``sweep``, whose runs are cached per learning rate, and the RL recipe's
+    sha256); a later run whose settings differ raises ValueError naming the keys. A run folder made before this
+    check (no settings file) is adopted as it is."""
+    settings = config.model_dump(mode="json", exclude={"sweep"})
+    settings["rl_recipe_sha256"] = hashlib.sha256(recipe.read_bytes()).hexdigest()
+    path = root / SETTINGS_FILE
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(k for k in settings.keys() | saved.keys() if settings.get(k) != saved.get(k))
+        if changed:
+            raise ValueError(f"{root} holds a protocol run with other settings ({', '.join(changed)} differ); "
+                             "use another --name, or delete the folder to start again")
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n", encoding="utf-8")
