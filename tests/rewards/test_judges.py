@@ -86,7 +86,8 @@ def judge_model(one_thread) -> CausalLM:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert float(loss) < 0.05, f"the micro judge did not learn (loss {float(loss):.3f})"
+    final_loss = loss.item()
+    assert final_loss < 0.05, f"the micro judge did not learn (loss {final_loss:.3f})"
     return model.eval()
 
 
