@@ -35,12 +35,15 @@ def limits(request):
 
 @pytest.fixture(scope="module")
 def bwrap_limits():
-    """The bubblewrap sandbox only: for what only it guarantees (its own filesystem view, no nested namespaces)."""
+    """The bubblewrap sandbox only: for what only it guarantees (its own filesystem view, no nested namespaces).
+    `make setup` installs bubblewrap, so its absence fails; only a host where it cannot run (no user namespaces)
+    skips."""
+    assert shutil.which("bwrap") is not None, "bubblewrap is missing: run `make setup`"
     lim = SandboxLimits(isolation="bwrap", timeout_s=1.0, memory_mb=256, max_processes=16, max_output_bytes=1 << 20)
     try:
         resolve_isolation(lim)
     except RuntimeError as exc:
-        pytest.skip(f"bwrap sandbox unavailable here: {exc}")
+        pytest.skip(f"bubblewrap does not run here: {exc}")
     return lim
 
 
