@@ -29,6 +29,7 @@ from thinkrl.tasks.expr import (
     Num,
     ParseError,
     apply_op,
+    canonical_text,
     evaluate,
     literals,
     parse,
@@ -245,18 +246,6 @@ def failed_attempt(numbers: list[int], count: int, target: int, rng: random.Rand
     return None
 
 
-def commutative_key(node: Node) -> str:
-    """``node`` as text with the operands of every ``+`` and ``*`` sorted: ``25*4`` and ``4*25`` share a key."""
-    if isinstance(node, Num):
-        return str(node.value)
-    if isinstance(node, Neg):
-        return f"-({commutative_key(node.operand)})"
-    left, right = commutative_key(node.left), commutative_key(node.right)
-    if node.op in "+*" and right < left:
-        left, right = right, left
-    return f"({left}{node.op}{right})"
-
-
 def distinct_failed_attempts(numbers: list[int], target: int, k: int, rng: random.Random) -> list[Node]:
     """Up to ``k`` random combinations of 2..len(numbers) of ``numbers``, each missing ``target`` and no two the
     same computation up to the order of ``+`` / ``*`` operands (fewer when the draws keep repeating: 20 tries per
@@ -268,9 +257,9 @@ def distinct_failed_attempts(numbers: list[int], target: int, k: int, rng: rando
             break
         count = rng.randint(2, len(numbers))
         attempt = random_combination(rng.sample(numbers, count), rng, max_value=max(100, 10 * target))
-        if attempt is None or evaluate(attempt) == target or commutative_key(attempt) in seen:
+        if attempt is None or evaluate(attempt) == target or canonical_text(attempt) in seen:
             continue
-        seen.add(commutative_key(attempt))
+        seen.add(canonical_text(attempt))
         attempts.append(attempt)
     return attempts
 
