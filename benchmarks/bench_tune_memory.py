@@ -339,8 +339,9 @@ def _report(rows: list[dict]) -> dict:
             "sequence": SEQ, "models": MODELS, "rows": rows, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def common_parser(description: str) -> argparse.ArgumentParser:
+    """The options this benchmark and `bench_tune_memory_tp` share (children, meters, clock, profile, reports)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--meter", default="alloc", choices=["alloc", "rss", "time"], help=argparse.SUPPRESS)
     parser.add_argument("--result-dir", help=argparse.SUPPRESS)
@@ -353,8 +354,13 @@ def main() -> None:
                         "the memory columns are then the timing process's RSS, not a measurement)")
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--repredict", help="recompute the predictions of a saved report (measurements kept); "
-                        "written to --out if given (the saved report is not changed)")
+                        "printed, and written to --out if given (the saved report is not changed)")
     parser.add_argument("--table", help="print a saved report as the markdown table of docs/results/autotuner.md")
+    return parser
+
+
+def main() -> None:
+    parser = common_parser(__doc__.splitlines()[0])
     args = parser.parse_args()
     global PROFILE
     PROFILE = load_profiles(args.profile) if args.profile else None

@@ -26,7 +26,6 @@ profile``, measured beforehand by micro-benchmarks) each row also gets the profi
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -51,18 +50,6 @@ CONFIGS = {
     "m4-mb2048-tp2-fsdp2": ("m4", 2, 2, 2048, "none"),
 }
 SP_VP = {"sequence_parallel": True, "vocab_parallel": True}  # the assumption the tuner made before
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-
-
-def _matmul_gflops(clock: str, n: int = 1024, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    start = CLOCKS[clock]()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (CLOCKS[clock]() - start) / 1e9
-
-
 def run_child(name: str, meter: str, clock: str) -> dict:
     from thinkrl.train.distributed import close_data_parallel, data_parallel_from_env, shard_model
 
@@ -85,10 +72,10 @@ def run_child(name: str, meter: str, clock: str) -> dict:
         result["peak_bytes"] = live + (base._rss_kb("VmHWM") - before) * 1024
         times, rates = [], []
         for _ in range(3):
-            rates.append(_matmul_gflops(clock))
-            start = CLOCKS[clock]()
+            rates.append(base.matmul_gflops(clock=clock))
+            start = base.CLOCKS[clock]()
             base._step(model, batches, optimizer)
-            times.append(CLOCKS[clock]() - start)
+            times.append(base.CLOCKS[clock]() - start)
         result.update(step_s=statistics.median(times), matmul_gflops=statistics.median(rates),
                       allgather_gbps=base._allgather_gbps())
     close_data_parallel()
@@ -215,20 +202,7 @@ def markdown_table(report: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--meter", default="alloc", choices=["alloc", "rss", "time"], help=argparse.SUPPRESS)
-    parser.add_argument("--result-dir", help=argparse.SUPPRESS)
-    parser.add_argument("--clock", choices=list(CLOCKS), default="wall", help="how steps and the matmul peak are timed")
-    parser.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
-    parser.add_argument("--out", help="also write the JSON here")
-    parser.add_argument("--table", help="print a saved report as a markdown table")
-    parser.add_argument("--repredict", help="recompute the predictions of a saved report (measurements kept); "
-                        "printed, and written to --out if given (the saved report is not changed)")
-    parser.add_argument("--profile", help="machine profile(s) (thinkrl tune profile), comma-separated: rows also "
-                        "get the step time predicted from the profile")
-    parser.add_argument("--time-only", action="store_true", help="only the step-time process (no memory meters: "
-                        "the memory columns are then the timing process's RSS, not a measurement)")
+    parser = base.common_parser(__doc__.splitlines()[0])
     parser.add_argument("--time-table", help="print a saved report's step-time table (profile vs measured)")
     args = parser.parse_args()
     base.PROFILE = base.load_profiles(args.profile) if args.profile else None
