@@ -152,9 +152,20 @@ def test_tiny_end_to_end_run_writes_the_report(tmp_path: Path, monkeypatch: pyte
         + ["learning_sweep.json"])
     assert (docs / "img" / "learning_sft_plateau.png").stat().st_size > 0
     assert (docs / "img" / "learning_rl_length.png").stat().st_size > 0
+    # The report stage alone, under another name: the same tables, its own files, the first report untouched.
+    before = text
+    assert main(["learn", "--seeds", "0,1", "--name", "tiny", "--docs", "docs", "--stage", "report", "--report",
+                 "other", *_tiny_settings(tmp_path)]) == 0
+    assert (docs / "learning.md").read_text() == before
+    other = (docs / "other.md").read_text()
+    assert "## Verdict" in other and "img/other_rl_length.png" in other and "raw/other_s<seed>" in other
+    assert len(list((docs / "raw").glob("other_*.json"))) == 9
+    assert (docs / "img" / "other_sft_plateau.png").stat().st_size > 0
 
 
-def test_bad_seeds_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_seeds_are_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)  # nothing is read or written: the seeds are checked first
     assert main(["learn", "--seeds", "0,x", "--stage", "report"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--seeds must be comma-separated integers" in err[0]
@@ -173,6 +184,19 @@ def test_a_run_folder_refuses_other_settings_and_names_them(tmp_path: Path) -> N
     recipe.write_text("name: y\n")
     with pytest.raises(ValueError, match=r"\(rl_recipe_sha256 differ\)"):
         check_run_settings(root, first, recipe)
+
+
+def test_a_setting_added_later_counts_as_its_default_in_an_older_run_folder(tmp_path: Path) -> None:
+    recipe = tmp_path / "rl.yaml"
+    recipe.write_text("name: x\n")
+    root = tmp_path / "runs" / "old"
+    check_run_settings(root, LearningConfig(), recipe)
+    saved = json.loads((root / "settings.json").read_text())
+    del saved["terse_share"]  # as written before the setting existed
+    (root / "settings.json").write_text(json.dumps(saved))
+    check_run_settings(root, LearningConfig(), recipe)  # made without it = made at its default
+    with pytest.raises(ValueError, match=r"\(terse_share differ\)"):
+        check_run_settings(root, LearningConfig(terse_share=0.5), recipe)
 
 
 def test_other_settings_under_an_old_name_are_one_line_and_exit_2(

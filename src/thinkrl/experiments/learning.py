@@ -65,7 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (each is also the data seed)")
     parser.add_argument("--stage", default="all", choices=STAGES, help="which stage to run (cached, resumable)")
     parser.add_argument("--name", default="learning", help="run folder: runs/<name>")
-    parser.add_argument("--docs", default="docs/results", help="report stage: where learning.md, raw/ and img/ go")
+    parser.add_argument("--docs", default="docs/results", help="report stage: where <report>.md, raw/ and img/ go")
+    parser.add_argument("--report", default="learning",
+                        help="report stage: file name stem of the markdown, raw JSON and plots (default learning)")
     parser.add_argument("--arm", choices=ARMS, help="stage arm: train this arm (to run cells in parallel processes)")
     parser.add_argument("--lr", type=float, help="stage arm: at this learning rate")
     parser.add_argument("--rl-lr", type=float, help="stage arm, controls: the RL run whose FLOPs are the budget")
@@ -86,10 +88,10 @@ def parse_seeds(text: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    seeds = parse_seeds(args.seeds)  # before anything touches the run folder
     config, recipe = load_learning_config(args.config, args.overrides)
     check_run_settings(Path("runs") / args.name, config, recipe)
     protocol = Protocol(config, recipe, Path("runs") / args.name)
-    seeds = parse_seeds(args.seeds)
     if args.stage in ("cold", "all"):
         for seed in seeds:
             protocol.cold_start(seed)
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
         command = " ".join(["thinkrl learn", *(f"--set {o}" for o in args.overrides),
                             *([f"--config {args.config}"] if args.config else [])])
-        print(write_report(protocol.root, Path(args.docs), seeds, config, command))
+        print(write_report(protocol.root, Path(args.docs), seeds, config, command, args.report))
     return 0
 
 
@@ -157,7 +159,7 @@ class Protocol:
     def _train_cold(self, model, splits: Splits, seed: int, ledger: ComputeLedger) -> list[dict[str, float]]:
         cold = self.config.cold
         examples = trace_examples(self.tokenizer, splits.train[:cold.num_problems], random.Random(seed),
-                                  self.config.search_attempts)
+                                  self.config.search_attempts, self.config.terse_share)
         runner = SFTRunner(model, cold.optim, cold.steps, self.config.batch_tokens, ledger)
         rng, curve = random.Random(seed), [self._curve_point(model, splits, 0, float("nan"), ledger)]
         while runner.steps < cold.steps:
@@ -213,7 +215,7 @@ class Protocol:
         optim = c.cold.optim.model_copy(update={"lr": lr, "warmup_steps": 0, "schedule": "constant"})
         if arm == "sft_more":
             return run_sft_more_arm(cold.model_dir, self.tokenizer, cold.splits, out, seed, optim, c.batch_tokens,
-                                    ledger, budget, c.search_attempts)
+                                    ledger, budget, c.search_attempts, c.terse_share)
         if arm == "rft":
             rft = RFTSettings(c.rft.prompts, c.rft.samples, c.rft.epochs)
             return run_rft_arm(cold.model_dir, self.tokenizer, cold.splits, out, seed, optim, c.batch_tokens, rft,

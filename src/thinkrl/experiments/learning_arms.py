@@ -170,16 +170,17 @@ def run_rl_arm(recipe_path: str | Path, cold_dir: Path, paths: dict[str, Path], 
 
 def run_sft_more_arm(cold_dir: Path, tokenizer: TextTokenizer, splits: Splits, out: Path, seed: int,
                      optim: OptimSpec, batch_tokens: int, ledger: ComputeLedger, budget: float,
-                     search_attempts: int = 0) -> ArmResult:
+                     search_attempts: int = 0, terse_share: float = 0.0) -> ArmResult:
     """Continued SFT on fresh correct traces of the train split (new trace draws each epoch; ``search_attempts``
-    as in `learning_data.trace_task`), constant learning rate, stopping at the first step whose FLOPs reach
-    ``budget``."""
+    and ``terse_share`` as in `learning_data.trace_examples`), constant learning rate, stopping at the first step
+    whose FLOPs reach ``budget``."""
     model = load_pretrained(cold_dir, device="cpu")
     runner = SFTRunner(model, optim.model_copy(update={"schedule": "constant", "warmup_steps": 0}), 1_000_000,
                        batch_tokens, ledger)
     rng, epoch, log = random.Random(seed * 7 + 1), 0, []
     while ledger.total < budget:
-        examples = trace_examples(tokenizer, splits.train, random.Random(f"{seed}:{epoch}"), search_attempts)
+        examples = trace_examples(tokenizer, splits.train, random.Random(f"{seed}:{epoch}"), search_attempts,
+                                  terse_share)
         for batch in token_batches(examples, batch_tokens, rng):
             loss = runner.step([examples[i] for i in batch])
             if runner.steps % 50 == 0 or ledger.total >= budget:

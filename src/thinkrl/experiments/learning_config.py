@@ -88,6 +88,9 @@ class LearningConfig(_Strict):
     """Countdown trace option for the cold start and continued SFT: 0 (the recorded protocol) writes the
     solution's steps after one failed attempt in 30% of traces; K >= 1 writes search traces, 0..K distinct failed
     attempts (each checked, ``not T``) before the solution (`thinkrl.tasks.countdown`)."""
+    terse_share: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of cold-start and continued-SFT traces written without their working (an empty thinking block, the
+    correct answer only); 0 (the recorded protocols) writes every trace in full."""
 
     @model_validator(mode="after")
     def _cold_fits(self) -> LearningConfig:
@@ -135,12 +138,14 @@ def check_run_settings(root: Path, config: LearningConfig, recipe: Path) -> None
     """Stages cache their outputs under ``root``: refuse to reuse them for other settings. The first use writes
     ``root/settings.json`` (every setting but ``sweep``, whose runs are cached per learning rate, and the RL recipe's
     sha256); a later run whose settings differ raises ValueError naming the keys. A run folder made before this
-    check (no settings file) is adopted as it is."""
+    check (no settings file) is adopted as it is; a setting added since the folder was made counts as its default
+    there (the run was made without it)."""
     settings = config.model_dump(mode="json", exclude={"sweep"})
     settings["rl_recipe_sha256"] = hashlib.sha256(recipe.read_bytes()).hexdigest()
     path = root / SETTINGS_FILE
     if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
+        defaults = LearningConfig().model_dump(mode="json", exclude={"sweep"})
+        saved = {**defaults, **json.loads(path.read_text(encoding="utf-8"))}
         changed = sorted(k for k in settings.keys() | saved.keys() if settings.get(k) != saved.get(k))
         if changed:
             raise ValueError(f"{root} holds a protocol run with other settings ({', '.join(changed)} differ); "

@@ -99,16 +99,34 @@ def trace_task(name: str, search_attempts: int = 0) -> Task:
 
 
 def trace_examples(tokenizer: TextTokenizer, problems: Sequence[Problem], rng: random.Random,
-                   search_attempts: int = 0) -> list[Example]:
+                   search_attempts: int = 0, terse_share: float = 0.0) -> list[Example]:
     """One correct traced example per problem (no planted slips: trace noise 0), drawn with ``rng``;
-    ``search_attempts`` as in `trace_task`."""
+    ``search_attempts`` as in `trace_task`. With probability ``terse_share`` an example is `terse_example`:
+    still correct, but without its working, as a terse written solution is."""
+    if not 0.0 <= terse_share <= 1.0:
+        raise ValueError(f"terse_share must be in [0, 1], got {terse_share}")
     examples, tasks = [], {}
     for problem in problems:
         if problem.task not in tasks:
             tasks[problem.task] = trace_task(problem.task, search_attempts)
         trace = tasks[problem.task].write_trace(problem, rng, noise=0.0)
-        examples.append(encode_sft_example(tokenizer, problem, trace.thinking, trace.answer))
+        # Drawn only when asked for, so terse_share 0 keeps the recorded protocol's traces draw for draw.
+        if terse_share and rng.random() < terse_share:
+            examples.append(terse_example(tokenizer, problem, trace.answer))
+        else:
+            examples.append(encode_sft_example(tokenizer, problem, trace.thinking, trace.answer))
     return examples
+
+
+def terse_example(tokenizer: TextTokenizer, problem: Problem, answer: str) -> Example:
+    """The answer after an *empty* thinking block (``<seed:think></seed:think>`` then the answer), the way hybrid
+    models render their non-thinking turns. The block is kept, not dropped, so every response starts with the
+    same token and the mode is chosen by the next one: thinking or closing the block."""
+    tags = tokenizer.think_tags
+    ids, mask = encode_sft_example(tokenizer, problem, "", answer)
+    prompt_len = mask.index(True)
+    opened = tokenizer.encode(tags.open + tags.close + "\n")  # as the full trace: the answer on its own line
+    return ids[:prompt_len] + opened + ids[prompt_len:], mask[:prompt_len] + [True] * len(opened) + mask[prompt_len:]
 
 
 def response_example(prompt_ids: Sequence[int], response_ids: Sequence[int]) -> Example:

@@ -111,8 +111,9 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def plot_curves(curves: dict[int, list[dict]], rl_logs: dict[int, list[dict]], out: Path) -> list[Path]:
-    """``learning_sft_plateau.png`` (greedy val vs SFT step) and ``learning_rl_length.png`` (response length and
+def plot_curves(curves: dict[int, list[dict]], rl_logs: dict[int, list[dict]], out: Path,
+                name: str = "learning") -> list[Path]:
+    """``<name>_sft_plateau.png`` (greedy val vs SFT step) and ``<name>_rl_length.png`` (response length and
     sampled accuracy per RL step)."""
     out.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(6.5, 3.2), layout="constrained")
@@ -123,7 +124,7 @@ def plot_curves(curves: dict[int, list[dict]], rl_logs: dict[int, list[dict]], o
     ax.set(xlabel="cold-start SFT step", ylabel="greedy validation accuracy", title="SFT on correct traces")
     ax.grid(alpha=0.3)
     ax.legend()
-    plateau = out / "learning_sft_plateau.png"
+    plateau = out / f"{name}_sft_plateau.png"
     fig.savefig(plateau, dpi=110)
     fig = Figure(figsize=(6.5, 5.0), layout="constrained")
     FigureCanvasAgg(fig)
@@ -137,13 +138,14 @@ def plot_curves(curves: dict[int, list[dict]], rl_logs: dict[int, list[dict]], o
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
         ax.legend()
-    length = out / "learning_rl_length.png"
+    length = out / f"{name}_rl_length.png"
     fig.savefig(length, dpi=110)
     return [plateau, length]
 
 
-def write_raw(root: Path, docs: Path, seeds: list[int]) -> list[Path]:
-    """Copy the small per-seed records into ``docs/raw``: test results, compute, logs, the curve, the sweep."""
+def write_raw(root: Path, docs: Path, seeds: list[int], name: str = "learning") -> list[Path]:
+    """Copy the small per-seed records into ``docs/raw`` (``<name>_s<seed>_<model>.json``, ``<name>_sweep.json``):
+    test results, compute, logs, the curve, the sweep."""
     raw = docs / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     written = []
@@ -157,10 +159,10 @@ def write_raw(root: Path, docs: Path, seeds: list[int]) -> list[Path]:
             else:
                 arm = json.loads((base / "arms" / model / f"lr={record['lr']:g}" / "result.json").read_text())
                 record["log"], record["seconds"] = arm["log"], arm["seconds"]
-            path = raw / f"learning_s{seed}_{model}.json"
+            path = raw / f"{name}_s{seed}_{model}.json"
             path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
             written.append(path)
-    sweep = raw / "learning_sweep.json"
+    sweep = raw / f"{name}_sweep.json"
     sweep.write_text((root / "sweep.json").read_text())
     return [*written, sweep]
 
@@ -168,24 +170,32 @@ def write_raw(root: Path, docs: Path, seeds: list[int]) -> list[Path]:
 def trace_design(config: LearningConfig) -> str:
     """One phrase naming the SFT trace design of ``config``."""
     if config.search_attempts:
-        return (f"search traces, 0..{config.search_attempts} distinct checked failed attempts (uniform) before the "
-                "solution")
-    return "the solution's steps, after one failed attempt in 30% of traces"
+        design = (f"search traces, 0..{config.search_attempts} distinct checked failed attempts (uniform) before the "
+                  "solution")
+    elif config.task == "countdown":
+        design = "the solution's steps, after one failed attempt in 30% of traces"
+    else:
+        design = f"the {config.task} task's worked traces"
+    if config.terse_share:
+        design += (f"; {config.terse_share:.0%} of them terse (the correct answer after an empty thinking block, "
+                   "without the working)")
+    return design
 
 
-def write_report(root: Path, docs: Path, seeds: list[int], config: LearningConfig, command: str) -> Path:
-    """Write ``docs/learning.md``, ``docs/raw/learning_*.json`` and ``docs/img/learning_*.png``; returns the md."""
-    write_raw(root, docs, seeds)
-    results = {m: [json.loads((docs / "raw" / f"learning_s{s}_{m}.json").read_text()) for s in seeds]
+def write_report(root: Path, docs: Path, seeds: list[int], config: LearningConfig, command: str,
+                 name: str = "learning") -> Path:
+    """Write ``docs/<name>.md``, ``docs/raw/<name>_*.json`` and ``docs/img/<name>_*.png``; returns the md."""
+    write_raw(root, docs, seeds, name)
+    results = {m: [json.loads((docs / "raw" / f"{name}_s{s}_{m}.json").read_text()) for s in seeds]
                for m in MODELS}
     curves = {s: results["cold"][i]["cold_start"]["curve"] for i, s in enumerate(seeds)}
     rl_logs = {s: results["rl"][i]["log"] for i, s in enumerate(seeds)}
-    plot_curves(curves, rl_logs, docs / "img")
+    plot_curves(curves, rl_logs, docs / "img", name)
     k = config.eval_samples
     lines = [
         "# Does RL make the cold start reason better? RL vs continued SFT vs RFT at equal FLOPs",
         "",
-        f"Command: `{command} --seeds {','.join(map(str, seeds))}` (also `make learning`).",
+        f"Command: `{command} --seeds {','.join(map(str, seeds))}`.",
         f"Machine: {os.cpu_count()} CPU cores ({platform.machine()}), shared with other jobs during the run; "
         f"fp32, one torch thread per process. Date: {datetime.date.today().isoformat()}.",
         f"Task `{config.task}` {config.difficulty}; {config.num_train} train / {config.num_val} validation / "
@@ -212,16 +222,16 @@ def write_report(root: Path, docs: Path, seeds: list[int], config: LearningConfi
         "",
         *curve_table(curves),
         "",
-        "![SFT plateau](img/learning_sft_plateau.png)",
+        f"![SFT plateau](img/{name}_sft_plateau.png)",
         "",
         "## Response length over RL training",
         "",
-        "![RL response length](img/learning_rl_length.png)",
+        f"![RL response length](img/{name}_rl_length.png)",
         "",
-        "Raw records: `raw/learning_s<seed>_<model>.json` (test metrics, compute, training log; the cold start's "
-        "holds its curve) and `raw/learning_sweep.json`.",
+        f"Raw records: `raw/{name}_s<seed>_<model>.json` (test metrics, compute, training log; the cold start's "
+        f"holds its curve) and `raw/{name}_sweep.json`.",
         "",
     ]
-    path = docs / "learning.md"
+    path = docs / f"{name}.md"
     path.write_text("\n".join(lines))
     return path
