@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo demo3 learning test test-all lint bench clean
+.PHONY: setup demo demo3 learning learning-terse test test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	# The code sandbox uses bubblewrap; without it, it refuses untrusted code unless THINKRL_SANDBOX_ALLOW_UNISOLATED=1.
@@ -48,6 +48,10 @@ demo3: $(STAMP)
 # thinkrl learn --seeds 0,1,2. Separate run folders: stages are cached by folder, not by settings.
 learning: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m thinkrl.cli learn --config recipes/learning/search.yaml --name learning_search --seeds 0,1,2
+
+# The same protocol on arithmetic with terse traces (half answer-only; docs/results/learning_terse.md).
+learning-terse: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m thinkrl.cli learn --config recipes/learning/terse.yaml --name learning_terse --seeds 0,1,2 --report learning_terse
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
