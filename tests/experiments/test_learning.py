@@ -159,6 +159,8 @@ def test_tiny_end_to_end_run_writes_the_report(tmp_path: Path, monkeypatch: pyte
     assert (docs / "learning.md").read_text() == before
     other = (docs / "other.md").read_text()
     assert "## Verdict" in other and "img/other_rl_length.png" in other and "raw/other_s<seed>" in other
+    assert "--name tiny --report other --seeds 0,1`" in other  # the command re-runs this very report
+    assert "--name tiny --seeds 0,1`" in before
     assert len(list((docs / "raw").glob("other_*.json"))) == 9
     assert (docs / "img" / "other_sft_plateau.png").stat().st_size > 0
 

@@ -109,8 +109,9 @@ def run(args: argparse.Namespace) -> int:
     if args.stage in ("report", "all"):
         from thinkrl.experiments.learning_report import write_report
 
-        command = " ".join(["thinkrl learn", *(f"--set {o}" for o in args.overrides),
-                            *([f"--config {args.config}"] if args.config else [])])
+        command = " ".join(["thinkrl learn", *([f"--config {args.config}"] if args.config else []),
+                            *(f"--set {o}" for o in args.overrides), f"--name {args.name}",
+                            *([f"--report {args.report}"] if args.report != "learning" else [])])
         print(write_report(protocol.root, Path(args.docs), seeds, config, command, args.report))
     return 0
 
