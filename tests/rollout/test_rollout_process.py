@@ -242,6 +242,21 @@ def test_a_failing_sink_fails_every_waiter_and_stop_ends_the_child(model):
         client.generate(_requests("late"))
 
 
+def test_a_clean_stop_is_never_reported_as_a_hang(model, caplog):
+    # The receiver thread and `stop` both reap the child; before the reaping lock, the loser of that race read a
+    # child that had exited cleanly as alive, warned "did not stop within 10 s" and sent it SIGTERM.
+    for attempt in range(4):
+        client = start_engine_process(model, TOK, num_slots=SLOTS, max_seq_len=MAX_LEN, seed=SEED)
+        try:
+            client.generate(_requests(f"clean{attempt}"))
+        finally:
+            with caplog.at_level("WARNING", logger="thinkrl.rollout.process"):
+                client.stop()
+        assert client._process.exitcode == 0  # it left on the Stop command, not on a signal
+        assert "did not stop" not in caplog.text
+        caplog.clear()
+
+
 PARENT = """
 import sys, torch
 from thinkrl.engine import Request, SamplingParams

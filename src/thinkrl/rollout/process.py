@@ -84,6 +84,7 @@ class RolloutProcess(BlockingClient):
         self._ids = itertools.count()
         self._ready = threading.Event()
         self._stopping = threading.Event()
+        self._reap_lock = threading.Lock()  # see `_alive`
         self._receiver = threading.Thread(target=self._receive, name="thinkrl-rollout-receiver", daemon=True)
 
     @property
@@ -99,7 +100,7 @@ class RolloutProcess(BlockingClient):
     def is_running(self) -> bool:
         """True while the child is alive, ready, its engine has not failed and `stop` was not called."""
         return (self._ready.is_set() and self.error is None and not self._stopping.is_set()
-                and self._process.is_alive() and self._receiver.is_alive())
+                and self._alive() and self._receiver.is_alive())
 
     # ---- lifecycle ----------------------------------------------------------------------
     def start(self, timeout: float) -> RolloutProcess:
@@ -127,14 +128,14 @@ class RolloutProcess(BlockingClient):
                 self._commands.send(Stop())
         except (OSError, ValueError):  # already gone or closed
             pass
-        self._process.join(timeout)
-        if self._process.is_alive():
+        self._join(timeout)
+        if self._alive():
             logger.warning("the rollout process (pid %s) did not stop within %s s; terminating it", self.pid, timeout)
             self._process.terminate()
-            self._process.join(5.0)
-        if self._process.is_alive():
+            self._join(5.0)
+        if self._alive():
             self._process.kill()
-            self._process.join()
+            self._join(None)
         if threading.current_thread() is not self._receiver and self._receiver.is_alive():
             self._receiver.join(timeout)
         self._router.fail_all(EngineError("the rollout process was stopped"))
@@ -202,9 +203,24 @@ class RolloutProcess(BlockingClient):
                     self._last_push = None
 
     # ---- helpers --------------------------------------------------------------------------
+    def _alive(self) -> bool:
+        """`Process.is_alive` under the reaping lock. The receiver and `stop` both reap the child; unguarded, the
+        thread whose ``waitpid`` loses the race reads the dead child as alive (a false "did not stop" warning after
+        a clean exit, then a needless terminate)."""
+        with self._reap_lock:
+            return self._process.is_alive()
+
+    def _join(self, timeout: float | None) -> None:
+        """Wait up to ``timeout`` s (None: forever) for the child to exit, then reap it under the lock."""
+        if wait([self._process.sentinel], timeout):  # holds no lock, so `_alive` never waits on a slow exit
+            # The sentinel closes as the child exits, a moment before it can be reaped: a blocking reap (``join``
+            # without a timeout), so the exit code is there for `describe_exit` (a killed child's signal).
+            with self._reap_lock:
+                self._process.join()
+
     def _check_running(self) -> None:
         if not self.is_running:
-            if self.error is None and not self._stopping.is_set() and not self._process.is_alive():
+            if self.error is None and not self._stopping.is_set() and not self._alive():
                 self.error = EngineError(describe_exit(self._process))  # before the receiver noticed
             raise EngineError(f"the rollout engine is not running: {self.error or 'stopped'}")
 
@@ -249,8 +265,8 @@ class RolloutProcess(BlockingClient):
                 if message is not None:
                     self._dispatch(message)
                     continue
-            if self._process.sentinel in ready or (not ready and not self._process.is_alive()):
-                self._process.join(1.0)
+            if self._process.sentinel in ready or (not ready and not self._alive()):
+                self._join(1.0)
                 if self.error is None and not self._stopping.is_set():
                     self.error = EngineError(describe_exit(self._process))
                     logger.error("%s", self.error)
