@@ -16,8 +16,11 @@ the step waited for its batch / step time; in sync the whole rollout is idle tim
 occupancy (tokens generated / (engine steps x slots)), stale groups dropped, mean trained response length. Prints
 one JSON line; ratios are streaming / sync.
 
-    thinkrl bench streaming [--steps 6] [--rounds 2] [--short-len 16] [--modes sync,...] [--placements thread,process]
-        [--out FILE]
+    thinkrl bench streaming [--steps 6] [--rounds 2] [--warmup N] [--short-len 16] [--modes sync,...]
+        [--placements thread,process] [--out FILE]
+
+Each mode and round starts a fresh run; by default its first eta + 1 steps (sync: 1) are not measured, so the
+figures are those of a full pipeline, as in a long RL run (``--warmup 1``: the previous, fill-included measure).
 
 ``--placements``: where the engine runs (``rollout.placement``); with ``process`` the engine has its own process
 (and core) and the trainer's process keeps the streaming driver. Each mode runs in each placement; ratios are over
@@ -117,8 +120,15 @@ def _recipe(out: str, mode: str, eta: int, wait_for_due: bool, short: int, slots
     }, RLRecipe, presets=ALGORITHM_PRESETS)
 
 
-def run_mode(recipe: RLRecipe, steps: int, short: int) -> dict[str, float]:
-    """``steps`` measured RL steps after one warm-up step; the mode's totals."""
+def warmup_steps(eta: int, requested: int | None) -> int:
+    """Unmeasured steps before the measured ones: ``requested``, or by default eta + 1 (1 for sync). A streaming
+    run starts empty and holds up to eta + 1 steps of groups once its pipeline is full; an RL run is hundreds of
+    steps, so its throughput is the full pipeline's, and the fill is a one-time cost like sync's first call."""
+    return requested if requested is not None else eta + 1
+
+
+def run_mode(recipe: RLRecipe, steps: int, short: int, warmup: int = 1) -> dict[str, float]:
+    """``steps`` measured RL steps after ``warmup`` unmeasured ones; the mode's totals."""
     run = build_run(recipe)
     run.engine = LengthDrivenClient(run.engine, short)
     loop = run.engine.inner  # EngineLoop (thread placement: counts its steps) or RolloutProcess (does not)
@@ -127,9 +137,10 @@ def run_mode(recipe: RLRecipe, steps: int, short: int) -> dict[str, float]:
     totals = {"wall_s": 0.0, "idle_s": 0.0, "samples": 0, "generated_tokens": 0, "engine_steps": 0,
               "dropped_stale": 0, "steps": steps, "sampled": 0, "train_s": 0.0, "finished_tokens": 0.0}
     try:
-        rl_step(run, recipe, 1, driver)  # warm-up (first-call costs); not measured
+        for step in range(1, warmup + 1):  # first-call costs and the pipeline's fill; not measured
+            rl_step(run, recipe, step, driver)
         steps0, start = getattr(loop, "num_steps", 0), time.perf_counter()
-        for step in range(2, steps + 2):
+        for step in range(warmup + 1, warmup + steps + 1):
             row = rl_step(run, recipe, step, driver)
             totals["idle_s"] += row["time/rollout"]
             totals["samples"] += int(row["groups_kept_trained"]) * recipe.rollout.group_size
@@ -193,6 +204,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=6, help="measured RL steps per mode and round")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of all modes")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="unmeasured steps per mode and round (default: eta + 1, the pipeline's fill; sync 1)")
     parser.add_argument("--short-len", type=int, default=16, help="L: 90%% of limits in [L/2, L], 10%% up to 8L")
     parser.add_argument("--slots", type=int, default=32)
     parser.add_argument("--prompts", type=int, default=8, help="prompts (groups) per step")
@@ -203,6 +216,9 @@ def main() -> None:
     args = parser.parse_args()
     modes, placements = args.modes.split(","), args.placements.split(",")
     unknown = [m for m in modes if m not in MODES] + [p for p in placements if p not in ("thread", "process")]
+    if args.slots < 5:
+        parser.error(f"--slots must be at least 5 (the engine calibration fits steps of 4 and --slots sequences), "
+                     f"got {args.slots}")
     if unknown or "sync" not in modes:
         parser.error(f"unknown modes or placements {unknown} (sync is always needed)" if unknown else
                      "--modes must include sync (the baseline)")
@@ -219,7 +235,7 @@ def main() -> None:
                 mode, eta, wait, admission = MODES[m]
                 recipe = _recipe(os.path.join(tmp, f"{m}-{placement}-{r}"), mode, eta, wait, args.short_len,
                                  args.slots, args.prompts, args.group, admission, placement)
-                totals = run_mode(recipe, args.steps, args.short_len)
+                totals = run_mode(recipe, args.steps, args.short_len, warmup_steps(eta, args.warmup))
                 for key, value in totals.items():
                     sums[name][key] = sums[name].get(key, 0) + value
                 per_round[name].append(totals["samples"] / totals["wall_s"])
@@ -236,6 +252,7 @@ def main() -> None:
                                            "long_share": 0.1, "slots": args.slots, "prompts_per_step": args.prompts,
                                            "group_size": args.group, "model": MICRO},
         "steps_per_mode": args.steps * args.rounds, "rounds": args.rounds, "results": results,
+        "warmup_steps": {n: warmup_steps(MODES[m][1], args.warmup) for n, (m, _) in names.items()},
         "calibration": calibration, "best_sync": best_sync,
         # each streaming mode over the sync mode of its own placement, and over the best sync of the run
         "ratio_samples_per_s": {n: r["samples_per_s"] / same[n] for n, r in results.items() if n not in syncs},

@@ -1,0 +1,30 @@
+"""`thinkrl bench streaming` end to end on a tiny workload: every mode trains the same number of samples, and the
+pipeline's fill is excluded by default (eta + 1 unmeasured steps). The speed figures are the benchmark's job
+(docs/results/streaming.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_a_tiny_run_measures_each_mode_after_its_pipeline_fill(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, "-m", "thinkrl.cli", "bench", "streaming", "--steps", "2", "--rounds", "1",
+                    "--modes", "sync,stream_eta1,stream_eta2", "--short-len", "4", "--prompts", "2", "--group", "2",
+                    "--slots", "8", "--out", str(out)], check=True, timeout=600, capture_output=True)
+    record = json.loads(out.read_text())
+    assert record["warmup_steps"] == {"sync": 1, "stream_eta1": 2, "stream_eta2": 3}
+    for mode in ("sync", "stream_eta1", "stream_eta2"):
+        assert record["results"][mode]["samples"] == 2 * 2 * 2  # steps x prompts x group, nothing lost
+    assert set(record["ratio_samples_per_s"]) == {"stream_eta1", "stream_eta2"}
+    ratio = record["results"]["stream_eta1"]["samples_per_s"] / record["results"]["sync"]["samples_per_s"]
+    assert abs(record["ratio_samples_per_s"]["stream_eta1"] - ratio) < 1e-12
+
+
+def test_too_few_slots_is_a_clear_error() -> None:
+    done = subprocess.run([sys.executable, "-m", "thinkrl.cli", "bench", "streaming", "--slots", "4"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--slots must be at least 5" in done.stderr
