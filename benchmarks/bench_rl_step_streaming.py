@@ -9,16 +9,18 @@ uniform in (L, 8L], L = ``--short-len``): thinkrl's engine gets it as the sample
 (``bench_streaming.LengthDrivenClient``, a continuation keeps its limit), TRL's ``generate`` gets a logits processor
 that forces EOS at the row's drawn length (`ForceEosAt`). A sampled stop token ends a response earlier on both sides.
 
-Sides: ``sync`` and ``stream_eta1`` run the RL loop's own ``rl_step`` (``bench_streaming.run_mode``: one warm-up
-step, then ``--steps``); TRL runs ``1 + --steps`` optimizer steps of ``GRPOTrainer`` (the first is the warm-up). The
-streaming side has a rollout thread that keeps sampling between steps, so the sides cannot alternate step by step;
-they alternate in blocks over ``--rounds`` (sync, streaming, TRL in each round) so load from other jobs on the machine
-falls on all of them alike. Wall clock (the streaming side's gain is overlap, which CPU time would not show).
+Sides: ``sync`` and ``stream_eta1`` (and with ``--with-process`` ``stream_eta1@process``, the engine in its own
+process) run the RL loop's own ``rl_step`` (``bench_streaming.run_mode``: eta + 1 unmeasured steps, the pipeline's
+fill, by default; ``--warmup N`` to set them), then ``--steps``; TRL runs ``1 + --steps`` optimizer steps of
+``GRPOTrainer`` (the first is the warm-up). The streaming side has a rollout thread that keeps sampling between
+steps, so the sides cannot alternate step by step; they alternate in blocks over ``--rounds`` (sync, streaming, TRL
+in each round) so load from other jobs on the machine falls on all of them alike. Wall clock (the streaming side's
+gain is overlap, which CPU time would not show).
 Figures: trained samples/s and optimizer steps/s over the measured steps, tokens generated per trained sample;
 ratios to TRL. Prints one JSON line.
 
     thinkrl bench rl-step-streaming [--steps 4] [--rounds 2] [--prompts 16] [--group-size 8] [--short-len 16]
-                                    [--skip-trl] [--out FILE]
+                                    [--with-process] [--warmup N] [--skip-trl] [--out FILE]
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ from thinkrl.train.config import RLRecipe, validate_recipe
 
 RL_STEP, STREAMING = bench_rl_step, bench_streaming
 SIDES = {"sync": ("sync", 0), "stream_eta1": ("streaming", 1)}  # side: (rollout.mode, max_staleness)
+# --with-process: streaming eta 1 with the engine in its own process (rollout.placement: process)
+PROCESS_SIDE = "stream_eta1@process"
 # --with-sync-decoupled: sync with streaming's loss (decoupled PPO: one more forward for the proximal log-probs),
 # to tell the loss's cost from the cost of sharing the process with the rollout thread
 SYNC_DECOUPLED = ("sync", 0)
@@ -52,7 +56,7 @@ NUM_TRAIN = 400
 
 
 def side_recipe(folder: Path, out: str, mode: str, eta: int, args: argparse.Namespace,
-                off_policy: str | None = None) -> RLRecipe:
+                off_policy: str | None = None, placement: str = "thread") -> RLRecipe:
     """bench_rl_step's recipe (dapo preset, no dynamic sampling / overlong punishment / dual clip, TRL's clip range
     and optimizer) with the long tail's length cap and the side's rollout mode; EOS honoured."""
     cap = 8 * args.short_len
@@ -62,7 +66,7 @@ def side_recipe(folder: Path, out: str, mode: str, eta: int, args: argparse.Name
                  "seed": args.seed},
         "sampling": {"temperature": 1.0, "max_new_tokens": cap, "num_slots": args.prompts * args.group_size},
         "rollout": {"group_size": args.group_size, "prompts_per_step": args.prompts, "dynamic_sampling": False,
-                    "mode": mode, "max_staleness": eta},
+                    "mode": mode, "max_staleness": eta, "placement": placement},
         "reward": {"overlong_penalty": False, "max_response_len": cap, "overlong_cache_len": 0},
         "algorithm": {"preset": "dapo", "dual_clip": None, "eps_low": RL_STEP.EPS_LOW, "eps_high": RL_STEP.EPS_HIGH,
                       **({"off_policy": off_policy} if off_policy else {})},
@@ -168,6 +172,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--with-sync-decoupled", action="store_true", help="also sync with decoupled PPO")
+    parser.add_argument("--with-process", action="store_true",
+                        help="also streaming eta 1 with the engine in its own process (rollout.placement: process)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="unmeasured thinkrl steps per side and round (default: eta + 1, the pipeline's fill; "
+                             "sync 1); TRL always has one")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     for name in ("steps", "rounds", "prompts", "micro_batch_tokens"):
@@ -184,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     torch.manual_seed(args.seed)
-    sides = [*SIDES, *(["sync_decoupled"] if args.with_sync_decoupled else []), *([] if args.skip_trl else ["trl"])]
+    sides = [*SIDES, *(["sync_decoupled"] if args.with_sync_decoupled else []),
+             *([PROCESS_SIDE] if args.with_process else []), *([] if args.skip_trl else ["trl"])]
     sums: dict[str, dict[str, float]] = {s: {} for s in sides}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,10 +207,12 @@ def main(argv: list[str] | None = None) -> int:
                     recipe = side_recipe(folder, os.path.join(tmp, f"trl-{r}"), "sync", 0, args)
                     totals = run_trl(folder, recipe, args, r)
                 else:
-                    mode, eta = SIDES.get(side, SYNC_DECOUPLED)
+                    mode, eta = SIDES.get(side.split("@")[0], SYNC_DECOUPLED)
                     recipe = side_recipe(folder, os.path.join(tmp, f"{side}-{r}"), mode, eta, args,
-                                         "decoupled" if side == "sync_decoupled" else None)
-                    totals = STREAMING.run_mode(recipe, args.steps, args.short_len)
+                                         "decoupled" if side == "sync_decoupled" else None,
+                                         "process" if side == PROCESS_SIDE else "thread")
+                    totals = STREAMING.run_mode(recipe, args.steps, args.short_len,
+                                                STREAMING.warmup_steps(eta, args.warmup))
                 for key, value in totals.items():
                     sums[side][key] = sums[side].get(key, 0) + value
     results = {side: summarize(t) for side, t in sums.items()}
@@ -214,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                      "prompts_per_step": args.prompts, "group_size": args.group_size, "short_len": args.short_len,
                      "long_max": 8 * args.short_len, "long_share": 0.1, "eos": "honoured on every side"},
         "steps_per_side": args.steps * args.rounds, "rounds": args.rounds, "clock": "wall",
+        "thinkrl_warmup_steps": {s: STREAMING.warmup_steps((SIDES.get(s.split("@")[0], SYNC_DECOUPLED))[1], args.warmup)
+                                 for s in sides if s != "trl"},
         "versions": {"torch": torch.__version__, "trl": None if args.skip_trl else __import__("trl").__version__},
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch threads {torch.get_num_threads()}",
         "load_average_before_after": [load_before, os.getloadavg()],

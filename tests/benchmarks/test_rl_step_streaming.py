@@ -3,6 +3,7 @@ The speed comparison itself is the benchmark's job (docs/results/rl_step.md)."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -63,3 +64,15 @@ def test_side_recipes_differ_only_in_rollout_mode_and_loss(bench, tmp_path):
     for recipe in (sync, stream, sync_decoupled):  # the long tail's cap, EOS not ignored, one round
         assert recipe.sampling.max_new_tokens == 64 and recipe.reward.max_response_len == 64
         assert recipe.rollout.dynamic_sampling is False and recipe.sampling.num_slots == 8
+
+
+def test_thinkrl_sides_train_every_sample_after_their_pipeline_fill(bench, tmp_path, capsys):
+    out = tmp_path / "run.json"
+    assert bench.main(["--steps", "1", "--rounds", "1", "--with-process", "--skip-trl", "--prompts", "2",
+                       "--group-size", "2", "--short-len", "4", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    sides = ("sync", "stream_eta1", "stream_eta1@process")
+    assert set(record["results"]) == set(sides)
+    assert record["thinkrl_warmup_steps"] == {"sync": 1, "stream_eta1": 2, "stream_eta1@process": 2}
+    for side in sides:  # one measured step of 2 prompts x 2 samples each, nothing dropped
+        assert record["results"][side]["samples"] == 4 and record["results"][side]["steps"] == 1
