@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A shell without job control starts background commands (``make test &``) with SIGINT ignored, and every
+    subprocess inherits that: the Ctrl-C tests' runs would then never see their SIGINT and time out. Restore
+    Python's handler; a handled (not ignored) signal is reset to the default in each child at exec."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="module")
