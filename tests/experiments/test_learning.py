@@ -152,6 +152,13 @@ def test_tiny_end_to_end_run_writes_the_report(tmp_path: Path, monkeypatch: pyte
         + ["learning_sweep.json"])
     assert (docs / "img" / "learning_sft_plateau.png").stat().st_size > 0
     assert (docs / "img" / "learning_rl_length.png").stat().st_size > 0
+    # A hand-written reading below the generated part survives the report being generated again.
+    reading = "## Reading (hand-written; everything above is generated)\n\nRL did what it did.\n"
+    (docs / "learning.md").write_text(text + "\n" + reading)
+    assert main(["learn", "--seeds", "0,1", "--name", "tiny", "--docs", "docs", "--stage", "report",
+                 *_tiny_settings(tmp_path)]) == 0
+    text = (docs / "learning.md").read_text()
+    assert text.endswith(reading) and text.count("## Reading (hand-written") == 1 and text.count("## Verdict") == 1
     # The report stage alone, under another name: the same tables, its own files, the first report untouched.
     before = text
     assert main(["learn", "--seeds", "0,1", "--name", "tiny", "--docs", "docs", "--stage", "report", "--report",

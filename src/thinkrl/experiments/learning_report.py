@@ -233,5 +233,19 @@ def write_report(root: Path, docs: Path, seeds: list[int], config: LearningConfi
         "",
     ]
     path = docs / f"{name}.md"
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines) + hand_written(path))
     return path
+
+
+READING_HEADING = "## Reading (hand-written"
+"""A section of the report that starts with this heading is the author's, not the generator's."""
+
+
+def hand_written(path: Path) -> str:
+    """The hand-written tail of an existing report (from `READING_HEADING` to the end), kept when the report is
+    generated again; "" if there is none."""
+    if not path.exists():
+        return ""
+    text = path.read_text(encoding="utf-8")
+    start = text.find(READING_HEADING)
+    return "" if start < 0 else "\n" + text[start:]
