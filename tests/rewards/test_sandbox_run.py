@@ -21,12 +21,12 @@ pytestmark = pytest.mark.filterwarnings("ignore:sandbox:RuntimeWarning")
 
 
 @pytest.fixture(params=["bwrap", "rlimits"], scope="module")
-def limits(request):
+def limits(request, require_bwrap):
     lim = SandboxLimits(isolation=request.param, timeout_s=2.0, memory_mb=256, max_processes=16)
-    try:
-        resolve_isolation(lim)
-    except RuntimeError as exc:
-        pytest.skip(f"{request.param} sandbox unavailable here: {exc}")
+    if request.param == "bwrap":
+        require_bwrap(lim)
+    else:
+        resolve_isolation(lim)  # the weaker mode, chosen explicitly: runs wherever Python does
     return lim
 
 
@@ -127,14 +127,9 @@ def test_missing_bubblewrap_with_opt_in_runs_under_rlimits(fresh_resolution, opt
     assert result.stdout.split() == ["300", str(limits.max_open_files)]  # a real child under the limits
 
 
-def test_opt_in_does_not_replace_working_bubblewrap(fresh_resolution):
-    # `make setup` installs bubblewrap: its absence is a broken setup, not a reason to skip.
-    assert __import__("shutil").which("bwrap") is not None, "bubblewrap is missing: run `make setup`"
+def test_opt_in_does_not_replace_working_bubblewrap(fresh_resolution, require_bwrap):
     limits = SandboxLimits(allow_unisolated=True)
-    try:
-        resolve_isolation(limits.model_copy(update={"isolation": "bwrap"}))
-    except RuntimeError as exc:
-        pytest.skip(f"bubblewrap does not run here: {exc}")
+    require_bwrap(limits)
     assert run_program("print(1)", limits=limits).isolation == "bwrap"
 
 
