@@ -51,8 +51,16 @@ SIDES = {"sync": ("sync", 0), "stream_eta1": ("streaming", 1)}  # side: (rollout
 PROCESS_SIDE = "stream_eta1@process"
 # --with-sync-decoupled: sync with streaming's loss (decoupled PPO: one more forward for the proximal log-probs),
 # to tell the loss's cost from the cost of sharing the process with the rollout thread
-SYNC_DECOUPLED = ("sync", 0)
+SYNC_DECOUPLED = "sync_decoupled"
 NUM_TRAIN = 400
+
+
+def side_settings(side: str) -> tuple[str, int, str | None, str]:
+    """A thinkrl side's rollout.mode, max_staleness, algorithm.off_policy override and rollout.placement."""
+    if side == SYNC_DECOUPLED:
+        return "sync", 0, "decoupled", "thread"
+    mode, eta = SIDES[side.split("@")[0]]
+    return mode, eta, None, "process" if side == PROCESS_SIDE else "thread"
 
 
 def side_recipe(folder: Path, out: str, mode: str, eta: int, args: argparse.Namespace,
@@ -193,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     torch.manual_seed(args.seed)
-    sides = [*SIDES, *(["sync_decoupled"] if args.with_sync_decoupled else []),
+    sides = [*SIDES, *([SYNC_DECOUPLED] if args.with_sync_decoupled else []),
              *([PROCESS_SIDE] if args.with_process else []), *([] if args.skip_trl else ["trl"])]
     sums: dict[str, dict[str, float]] = {s: {} for s in sides}
     load_before = os.getloadavg()
@@ -207,10 +215,9 @@ def main(argv: list[str] | None = None) -> int:
                     recipe = side_recipe(folder, os.path.join(tmp, f"trl-{r}"), "sync", 0, args)
                     totals = run_trl(folder, recipe, args, r)
                 else:
-                    mode, eta = SIDES.get(side.split("@")[0], SYNC_DECOUPLED)
-                    recipe = side_recipe(folder, os.path.join(tmp, f"{side}-{r}"), mode, eta, args,
-                                         "decoupled" if side == "sync_decoupled" else None,
-                                         "process" if side == PROCESS_SIDE else "thread")
+                    mode, eta, off_policy, placement = side_settings(side)
+                    recipe = side_recipe(folder, os.path.join(tmp, f"{side}-{r}"), mode, eta, args, off_policy,
+                                         placement)
                     totals = STREAMING.run_mode(recipe, args.steps, args.short_len,
                                                 STREAMING.warmup_steps(eta, args.warmup))
                 for key, value in totals.items():
@@ -226,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                      "prompts_per_step": args.prompts, "group_size": args.group_size, "short_len": args.short_len,
                      "long_max": 8 * args.short_len, "long_share": 0.1, "eos": "honoured on every side"},
         "steps_per_side": args.steps * args.rounds, "rounds": args.rounds, "clock": "wall",
-        "thinkrl_warmup_steps": {s: STREAMING.warmup_steps((SIDES.get(s.split("@")[0], SYNC_DECOUPLED))[1], args.warmup)
+        "thinkrl_warmup_steps": {s: STREAMING.warmup_steps(side_settings(s)[1], args.warmup)
                                  for s in sides if s != "trl"},
         "versions": {"torch": torch.__version__, "trl": None if args.skip_trl else __import__("trl").__version__},
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch threads {torch.get_num_threads()}",

@@ -138,11 +138,15 @@ class Protocol:
 
     # --- stage 1-2 -------------------------------------------------------------------------------------------
 
+    def splits(self, seed: int) -> Splits:
+        """The train / validation / test problems of ``seed`` (generated, nothing trained)."""
+        c = self.config
+        return make_splits(c.task, c.difficulty, seed, num_train=c.num_train, num_val=c.num_val, num_test=c.num_test)
+
     def cold_start(self, seed: int) -> ColdStart:
         """Splits and the cold-start model of ``seed`` (cached in ``seed-<s>/cold``)."""
         c = self.config
-        splits = make_splits(c.task, c.difficulty, seed, num_train=c.num_train, num_val=c.num_val,
-                             num_test=c.num_test)
+        splits = self.splits(seed)
         folder = self.seed_dir(seed)
         paths = splits.write(folder / "splits")
         done = folder / "cold" / "result.json"

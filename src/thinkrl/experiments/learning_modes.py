@@ -20,10 +20,10 @@ from pathlib import Path
 
 from thinkrl.experiments.learning import Protocol, parse_seeds
 from thinkrl.experiments.learning_arms import SampleSettings, sample_responses
-from thinkrl.experiments.learning_config import load_learning_config
+from thinkrl.experiments.learning_config import check_run_settings, load_learning_config
 from thinkrl.model import load_pretrained
 from thinkrl.records import Trajectory
-from thinkrl.tokenizer import ThinkTags, load_tokenizer, parse_completion
+from thinkrl.tokenizer import ThinkTags, parse_completion
 
 MODES_SEED = 777
 
@@ -85,11 +85,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="JSON file to write")
     args = parser.parse_args(argv)
     config, recipe = load_learning_config(args.config)
-    protocol, tokenizer = Protocol(config, recipe, Path("runs") / args.name), load_tokenizer("builtin")
-    settings, rows = SampleSettings(max_new_tokens=config.max_new_tokens), []
+    root = Path("runs") / args.name
+    check_run_settings(root, config, recipe)  # the splits below are the run's only if its settings are these
+    protocol, settings, rows = Protocol(config, recipe, root), SampleSettings(max_new_tokens=config.max_new_tokens), []
+    tokenizer = protocol.tokenizer
     for seed in parse_seeds(args.seeds):
-        val = protocol.cold_start(seed).splits.val
-        for model_name, folder in model_dirs(protocol.root, seed).items():
+        dirs = model_dirs(root, seed)  # before any sampling: a run without its test stage fails here
+        val = protocol.splits(seed).val
+        for model_name, folder in dirs.items():
             model = load_pretrained(folder, device="cpu")
             for label, samples, temperature in (("greedy", 1, 0.0), ("T=1", args.samples, 1.0)):
                 trajs = sample_responses(model, tokenizer, val, samples, temperature, settings, MODES_SEED)
