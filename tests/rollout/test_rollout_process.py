@@ -319,3 +319,35 @@ def test_a_policy_that_does_not_pickle_is_a_typeerror_before_any_process_starts(
     compile_pointwise(policy)  # compiled kernels are process-local: they cannot cross
     with pytest.raises(TypeError, match="cannot be copied to the rollout process.*placement: thread"):
         start_engine_process(policy, TOK, num_slots=SLOTS, max_seq_len=MAX_LEN, seed=SEED)
+
+
+UNGUARDED = """
+# A script that starts a rollout process at import time, without an `if __name__ == "__main__":` guard.
+from thinkrl.model import ModelConfig, build_model
+from thinkrl.rollout.process import start_engine_process
+from thinkrl.tokenizer import load_tokenizer
+
+tok = load_tokenizer("builtin")
+config = ModelConfig(vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2)  # its pickle is far over a pipe's 64 KiB
+client = start_engine_process(build_model(config, seed=0), tok, num_slots=2, max_seq_len=64, seed=0)
+client.stop()
+"""
+
+
+def test_a_child_that_dies_importing_the_main_module_fails_the_start_instead_of_hanging(tmp_path):
+    # The spawned child imports the parent's main module before it reads its arguments; here that import starts a
+    # process again, which Python refuses, and the child exits. With the model in the arguments, the parent blocked
+    # forever writing them into the pipe nobody read.
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    try:
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("starting a rollout process from an unguarded script hung")
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("thinkrl.engine.loop.EngineError: the rollout process (pid ")
+    assert "exited with code 1 before its engine started" in last and '`if __name__ == "__main__":`' in last
+    assert "bootstrapping phase" in done.stderr  # the child's own error, on the stderr the message points to

@@ -55,10 +55,14 @@ from thinkrl.rollout.process_wire import (
     describe_exit,
     pack_request,
     plan_buffer,
+    share_init,
 )
 from thinkrl.tokenizer import TextTokenizer
 
 logger = logging.getLogger(__name__)
+
+_DIED_STARTING = (" before its engine started; its stderr says why (a script that starts a run needs an "
+                  "`if __name__ == \"__main__\":` guard: the rollout process imports the main module again)")
 
 
 class RolloutProcess(BlockingClient):
@@ -268,7 +272,8 @@ class RolloutProcess(BlockingClient):
             if self._process.sentinel in ready or (not ready and not self._alive()):
                 self._join(1.0)
                 if self.error is None and not self._stopping.is_set():
-                    self.error = EngineError(describe_exit(self._process))
+                    self.error = EngineError(describe_exit(self._process) + ("" if self._ready.is_set() else
+                                                                             _DIED_STARTING))
                     logger.error("%s", self.error)
                 self._router.fail_all(self.error or EngineError("the rollout process was stopped"))
                 self._events.close()
@@ -321,15 +326,17 @@ def start_engine_process(policy: CausalLM, tokenizer: Any, *, num_slots: int, ma
     except (pickle.PicklingError, TypeError, AttributeError) as error:
         raise TypeError(f"the policy cannot be copied to the rollout process ({error}); e.g. undo "
                         "thinkrl.model.compile_pointwise first, or use rollout.placement: thread") from error
-    init = ChildInit(model_bytes, spec, flat, slots, str(device or policy.device),
-                     {"num_slots": num_slots, "max_seq_len": max_seq_len, "seed": seed, "cuda_graphs": cuda_graphs},
-                     torch.get_num_threads(), os.getpid())
+    init = share_init(ChildInit(
+        model_bytes, spec, slots, str(device or policy.device),
+        {"num_slots": num_slots, "max_seq_len": max_seq_len, "seed": seed, "cuda_graphs": cuda_graphs},
+        torch.get_num_threads(), os.getpid()))
+    del model_bytes
     context = tmp.get_context("spawn")
     commands_out, commands_in = context.Pipe(duplex=False)  # (reader, writer)
     events_out, events_in = context.Pipe(duplex=False)
-    process = context.Process(target=child_main, args=(init, commands_out, events_in), name="thinkrl-rollout",
+    process = context.Process(target=child_main, args=(init, flat, commands_out, events_in), name="thinkrl-rollout",
                               daemon=True)
-    process.start()
+    process.start()  # (small arguments: returns even when the child dies before reading them)
     commands_out.close()  # the child's ends: closed here, so a dead child reads as end-of-file
     events_in.close()
     client = RolloutProcess(process, commands_in, events_out, buffer_views(flat, slots), push_timeout_s=push_timeout)

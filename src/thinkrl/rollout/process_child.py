@@ -37,6 +37,7 @@ from thinkrl.rollout.process_wire import (
     budget_controller,
     buffer_views,
     controller_state,
+    load_init,
     unpack_request,
 )
 
@@ -61,8 +62,8 @@ class _Sender:
             os._exit(0)
 
 
-def build_engine(init: ChildInit) -> tuple[EngineLoop, Any, dict[str, torch.Tensor]]:
-    """The started engine loop, its tokenizer and the views of the shared weight buffer."""
+def build_engine(init: ChildInit, flat: torch.Tensor) -> tuple[EngineLoop, Any, dict[str, torch.Tensor]]:
+    """The started engine loop, its tokenizer and the views of the shared weight buffer ``flat``."""
     torch.set_num_threads(init.num_threads)
     tokenizer = init.tokenizer.build() if isinstance(init.tokenizer, TokenizerSpec) else init.tokenizer
     # Our own pickled policy copy, sent by the parent that spawned us (see process_wire).
@@ -70,15 +71,18 @@ def build_engine(init: ChildInit) -> tuple[EngineLoop, Any, dict[str, torch.Tens
     # A private copy: the engine owns its weights (none of them in memory another process maps).
     model = copy.deepcopy(model).to(init.device).eval().requires_grad_(False)
     engine = LLMEngine(model, tokenizer, **init.engine)
-    return EngineLoop(engine).start(), tokenizer, buffer_views(init.flat, init.slots)
+    return EngineLoop(engine).start(), tokenizer, buffer_views(flat, init.slots)
 
 
-def child_main(init: ChildInit, commands: Any, events: Any) -> None:
-    """Entry point of the rollout process (``commands``/``events``: the pipe ends from and to the parent)."""
+def child_main(shared_init: torch.Tensor, flat: torch.Tensor, commands: Any, events: Any) -> None:
+    """Entry point of the rollout process: ``shared_init`` holds its `ChildInit` (`share_init`), ``flat`` is the
+    weight buffer, ``commands``/``events`` the pipe ends from and to the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sender = _Sender(events)
     try:
-        loop, tokenizer, buffers = build_engine(init)
+        init = load_init(shared_init)
+        del shared_init
+        loop, tokenizer, buffers = build_engine(init, flat)
     except BaseException as error:  # tell the parent why, then exit
         sender.send(Fatal(RemoteError.of(error), during="start-up"))
         return

@@ -14,11 +14,13 @@ controller object, so code that reads ``controller.thinking_tokens`` after ``gen
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import signal
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from thinkrl.engine import BudgetVocab, EngineError, Request, SamplingParams, ThinkingBudgetController, TokenEvent
@@ -213,12 +215,15 @@ class RemoteError:
 
 @dataclass(frozen=True)
 class ChildInit:
-    """Everything the rollout process needs to build its engine.
+    """Everything the rollout process needs to build its engine, besides the weight buffer. It reaches the child
+    pickled in shared memory (`share_init`), not in the spawn arguments: those are written into a pipe the child
+    reads only after importing the parent's main module, so a child that dies there (a script without a
+    ``__main__`` guard) would block a large write, and the parent's start, forever.
 
     Fields:
         model_bytes: the pickled policy copy (on CPU); rebuilt and moved to ``device`` in the child.
         tokenizer: a `TokenizerSpec`, or the tokenizer object itself when it pickles (e.g. a test stub).
-        flat: the shared-memory weight buffer (uint8) and ``slots``, its layout.
+        slots: the layout of the shared-memory weight buffer (uint8, passed beside this record).
         device: the engine's device.
         engine: keyword arguments of `LLMEngine` (num_slots, max_seq_len, seed, cuda_graphs).
         num_threads: torch intra-op threads (the parent's, so results match the in-process engine bit for bit).
@@ -227,12 +232,24 @@ class ChildInit:
 
     model_bytes: bytes
     tokenizer: Any
-    flat: torch.Tensor
     slots: list[BufferSlot]
     device: str
     engine: dict[str, Any]
     num_threads: int
     parent_pid: int
+
+
+def share_init(init: ChildInit) -> torch.Tensor:
+    """``init`` pickled into a shared-memory uint8 tensor (what the spawn arguments carry: a small handle)."""
+    data = pickle.dumps(init, protocol=pickle.HIGHEST_PROTOCOL)
+    shared = torch.empty(len(data), dtype=torch.uint8).share_memory_()
+    shared.numpy()[:] = np.frombuffer(data, dtype=np.uint8)
+    return shared
+
+
+def load_init(shared: torch.Tensor) -> ChildInit:
+    """The `ChildInit` in ``shared`` (written by `share_init`)."""
+    return pickle.loads(memoryview(shared.numpy()))
 
 
 @dataclass(frozen=True)
