@@ -10,6 +10,7 @@ whole process group, and the parent, not the child, decides how the run ends (it
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import pickle
@@ -81,8 +82,9 @@ def child_main(shared_init: torch.Tensor, flat: torch.Tensor, commands: Any, eve
     sender = _Sender(events)
     try:
         init = load_init(shared_init)
-        del shared_init
+        shared_init.set_()  # unmap it (the spawn arguments keep this tensor alive for the process's lifetime)
         loop, tokenizer, buffers = build_engine(init, flat)
+        init = dataclasses.replace(init, model_bytes=b"")  # the engine has its own copy now
     except BaseException as error:  # tell the parent why, then exit
         sender.send(Fatal(RemoteError.of(error), during="start-up"))
         return
