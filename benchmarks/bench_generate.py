@@ -21,6 +21,7 @@ import time
 import torch
 
 import _peak  # siblings: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
+from _cli import check_at_least, check_device, check_dtype, check_names
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.model import ModelConfig, build_model, load_pretrained, save_pretrained
 
@@ -154,6 +155,11 @@ def main() -> None:
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall: elapsed time; cpu: this process's CPU time (a shared CPU box, --threads 1)")
     args = parser.parse_args()
+    check_at_least(parser, args, prompts=1, new_tokens=1, long_tail_requests=1, long_tail_slots=1, repeats=1,
+                   threads=0)
+    check_device(parser, args.device)
+    check_dtype(parser, args.dtype)
+    check_names(parser, "--models", args.models.split(","), MODELS)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     dtype_name = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")

@@ -36,6 +36,7 @@ import statistics
 import time
 from pathlib import Path
 
+from _cli import check_at_least  # siblings: benchmarks/ is on sys.path
 from thinkrl.rewards.math import MathVerifier, score_answer
 
 # -- corpus cases: (reference, answers equal to it, answers not equal to it) -----------------------
@@ -424,6 +425,7 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, default=None, help="write the disagreement list here")
     parser.add_argument("--write-corpus", action="store_true", help="rebuild benchmarks/data/math_pairs.jsonl")
     args = parser.parse_args()
+    check_at_least(parser, args, workers=1, repeats=1)
     if args.write_corpus:
         rows = build_corpus()
         CORPUS.parent.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,7 @@ import torch
 
 import _peak  # siblings: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
 import bench_generate
+from _cli import check_at_least
 from thinkrl.engine import LLMEngine
 from thinkrl.model import ModelConfig, build_model, compile_pointwise, load_pretrained, save_pretrained
 from thinkrl.rewards import score_response
@@ -286,11 +287,7 @@ def main() -> None:
     parser.add_argument("--compile-pointwise", action="store_true", help="thinkrl.model.compile_pointwise, trainer")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: this process's CPU time")
     args = parser.parse_args()
-    for name in ("steps", "prompts", "max_new_tokens", "micro_batch_tokens"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.group_size < 2:
-        raise SystemExit(f"--group-size must be >= 2, got {args.group_size}")
+    check_at_least(parser, args, steps=1, prompts=1, max_new_tokens=1, micro_batch_tokens=1, group_size=2, threads=0)
     models = bench_generate.MODELS
     if args.model not in models:
         parser.error(f"--model {args.model!r} is not one of {sorted(models)}")

@@ -21,6 +21,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import bench_rl_step  # siblings: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
+from _cli import check_at_least, check_names
 from thinkrl.model import compile_pointwise
 from thinkrl.rollout import sample_groups, score_trajectories
 from thinkrl.tasks.dataset import generate_dataset
@@ -34,6 +35,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=30)
     parser.add_argument("--out", default=None)
     cli = parser.parse_args()
+    check_names(parser, "--model", [cli.model], bench_rl_step.bench_generate.MODELS)
+    check_at_least(parser, cli, rows=1)
     torch.set_num_threads(1)
     rl = bench_rl_step
     args = argparse.Namespace(steps=1, prompts=16, group_size=8, max_new_tokens=64, micro_batch_tokens=32768,

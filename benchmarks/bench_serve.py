@@ -38,6 +38,7 @@ import httpx
 import torch
 
 import bench_generate  # a sibling: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
+from _cli import check_at_least
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.model import build_model, save_pretrained
 from thinkrl.tokenizer import load_tokenizer
@@ -172,6 +173,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
+    check_at_least(parser, args, clients=1, new_tokens=1, num_slots=1, max_seq_len=2, threads=1, repeats=1)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = build_model(_demo_config(), seed=args.seed).eval()

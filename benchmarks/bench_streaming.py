@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from _cli import check_at_least  # siblings: benchmarks/ is on sys.path
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.model import ModelConfig, build_model
 from thinkrl.records import Trajectory
@@ -216,6 +217,8 @@ def main() -> None:
     args = parser.parse_args()
     modes, placements = args.modes.split(","), args.placements.split(",")
     unknown = [m for m in modes if m not in MODES] + [p for p in placements if p not in ("thread", "process")]
+    # (--short-len: half of it is the shortest limit, and the calibration's 30-token prompts must fit)
+    check_at_least(parser, args, steps=1, rounds=1, short_len=4, warmup=0)
     if args.slots < 5:
         parser.error(f"--slots must be at least 5 (the engine calibration fits steps of 4 and --slots sequences), "
                      f"got {args.slots}")

@@ -81,6 +81,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(ARMS)}")
     if args.steps < 1 or args.eval_samples < 1:
         parser.error("--steps and --eval-samples must be >= 1")
+    if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+        parser.error(f"--out-dir {args.out_dir}: exists and is not a folder")
     if args.sft_model is not None and not (Path(args.sft_model) / "config.json").exists():
         parser.error(f"--sft-model {args.sft_model}: no config.json there (not a model folder)")
     return args

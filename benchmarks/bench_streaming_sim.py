@@ -55,6 +55,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from _cli import check_at_least, load_report  # siblings: benchmarks/ is on sys.path
+
 
 @dataclass(frozen=True)
 class Costs:
@@ -336,6 +338,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--calibration", default=None, help="JSON of `thinkrl bench streaming` to validate against")
     args = parser.parse_args()
+    check_at_least(parser, args, gpus=1, steps=1)
+    if args.calibration:
+        load_report(parser, "--calibration", args.calibration, "streaming", key="bench")
     out: dict = {"bench": "streaming-sim", "steps": args.steps, "cluster": cluster_study(args.gpus, args.steps)}
     if args.calibration:
         out["cpu_validation"] = cpu_validation(args.calibration, args.steps)

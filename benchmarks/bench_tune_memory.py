@@ -43,6 +43,8 @@ from pathlib import Path
 
 import torch
 
+from _cli import load_report  # siblings: benchmarks/ is on sys.path
+
 SEQ = {"prompt_len": 128, "response_len": 384}
 MODELS = {
     "m4": dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4,
@@ -369,10 +371,10 @@ def main() -> None:
         Path(args.result_dir, f"{result.get('rank', 0)}.json").write_text(json.dumps(result))
         return
     if args.table:
-        print(markdown_table(json.loads(Path(args.table).read_text())))
+        print(markdown_table(load_report(parser, "--table", args.table, "tune-memory")))
         return
     if args.repredict:
-        report = json.loads(Path(args.repredict).read_text())
+        report = load_report(parser, "--repredict", args.repredict, "tune-memory")
         rows = [_compare(r["name"], r["measured_alloc_peak_mb"] * 1e6, r["measured_rss_peak_mb"] * 1e6,
                          r["measured_step_s"], r["allgather_gbps"], r["matmul_gflops"])
                 for r in report["rows"]]
@@ -385,7 +387,7 @@ def main() -> None:
     names = [n for n in args.only.split(",") if n] or list(CONFIGS)
     unknown = sorted(set(names) - set(CONFIGS))
     if unknown:
-        raise SystemExit(f"unknown configuration(s) {unknown}; known: {', '.join(CONFIGS)}")
+        parser.error(f"--only: unknown configuration(s) {unknown}; known: {', '.join(CONFIGS)}")
     rows = []
     for name in names:
         timed = _spawn(name, "time", args.clock)

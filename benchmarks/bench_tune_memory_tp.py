@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 import bench_tune_memory as base  # the sibling benchmark (model, batches, step, meters); benchmarks/ is on sys.path
+from _cli import load_report
 
 # name: (model, tp, fsdp, micro_batch_tokens, recompute)
 CONFIGS = {
@@ -207,10 +208,10 @@ def main() -> None:
     args = parser.parse_args()
     base.PROFILE = base.load_profiles(args.profile) if args.profile else None
     if args.time_table:
-        print(time_table(json.loads(Path(args.time_table).read_text())["rows"]))
+        print(time_table(load_report(parser, "--time-table", args.time_table, "tune-memory-tp")["rows"]))
         return
     if args.repredict:  # the saved report is left as it is: --out gets the new predictions
-        report = repredict(json.loads(Path(args.repredict).read_text()))
+        report = repredict(load_report(parser, "--repredict", args.repredict, "tune-memory-tp"))
         if args.out:
             Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
         print(markdown_table(report))
@@ -220,12 +221,12 @@ def main() -> None:
         Path(args.result_dir, f"{result['rank']}.json").write_text(json.dumps(result))
         return
     if args.table:
-        print(markdown_table(json.loads(Path(args.table).read_text())))
+        print(markdown_table(load_report(parser, "--table", args.table, "tune-memory-tp")))
         return
     names = [n for n in args.only.split(",") if n] or list(CONFIGS)
     unknown = sorted(set(names) - set(CONFIGS))
     if unknown:
-        raise SystemExit(f"unknown configuration(s) {unknown}; known: {', '.join(CONFIGS)}")
+        parser.error(f"--only: unknown configuration(s) {unknown}; known: {', '.join(CONFIGS)}")
     rows = []
     for name in names:
         rows.append(measure(name, args.clock, args.time_only))

@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from _cli import check_at_least, check_device, check_names  # siblings: benchmarks/ is on sys.path
 from thinkrl.engine import LLMEngine
 from thinkrl.engine.loop import EngineLoop
 from thinkrl.engine.weights import named_weights
@@ -114,6 +115,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--no-process", action="store_true", help="skip the rollout-process placement")
     args = parser.parse_args()
+    check_at_least(parser, args, repeats=1, threads=1)
+    check_device(parser, args.device)
+    check_names(parser, "--sizes", args.sizes.split(","), SIZES)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
