@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict
 
 from thinkrl.registry import Registry
@@ -17,6 +18,17 @@ class Section(BaseModel):
     """Base of every config section: unknown keys are errors; field docstrings are the documentation."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+def read_yaml(text: str, what: str) -> Any:
+    """``yaml.safe_load(text)``; a syntax error is a one-line ValueError naming ``what`` and where it is."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"{what} is not valid YAML: {where}{problem}") from None
 
 
 def registered(registry: Registry[Any], name: str) -> str:

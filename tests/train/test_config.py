@@ -232,9 +232,16 @@ def test_bad_files(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         load_recipe(tmp_path / "missing.yaml", RLRecipe)
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: [unclosed\n")
-    with pytest.raises(ValueError, match="not valid YAML"):
+    bad.write_text("name: x\nmodel: [unclosed\n")
+    with pytest.raises(ValueError) as error:
         load_recipe(bad, RLRecipe)
+    # one line (the command line prints it as is), naming the file, the place and the problem
+    assert str(error.value) == (f"recipe {bad} is not valid YAML: line 3, column 1: expected ',' or ']', "
+                                "but got '<stream end>'")
+    with pytest.raises(ValueError) as error:  # an override's value is YAML too (was a yaml traceback)
+        load_recipe(write(tmp_path, MINIMAL), RLRecipe, ["trainer.steps=["])
+    assert str(error.value) == ("override 'trainer.steps=[' is not valid YAML: line 1, column 2: expected the node "
+                                "content, but found '<stream end>'")
     bad.write_text("- a\n- b\n")
     with pytest.raises(ValueError, match="mapping"):
         load_recipe(bad, RLRecipe)

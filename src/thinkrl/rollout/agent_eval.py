@@ -20,8 +20,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from thinkrl.engine import LLMEngine
 from thinkrl.engine.loop import EngineLoop
 from thinkrl.model import load_pretrained
@@ -30,6 +28,7 @@ from thinkrl.rollout.agent_spec import AgentSpec
 from thinkrl.rollout.environments import build_environment
 from thinkrl.rollout.sources import load_problems
 from thinkrl.rollout.specs import DataSpec, SamplingSpec
+from thinkrl.spec import read_yaml
 from thinkrl.tasks import Problem
 from thinkrl.tasks.dataset import generate_dataset
 from thinkrl.tokenizer import load_tokenizer
@@ -79,7 +78,7 @@ def evaluate_model(model_dir: str | Path, agent: AgentSpec, data: DataSpec, samp
 def read_sections(path: str | Path) -> tuple[AgentSpec, DataSpec, SamplingSpec, str]:
     """The ``agent``, ``data`` and ``sampling`` sections and ``model.device`` of a recipe YAML (the rest is not
     read; validation errors name the section)."""
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    raw = read_yaml(Path(path).read_text(encoding="utf-8"), f"recipe {path}") or {}
     if not isinstance(raw, dict) or not isinstance(raw.get("agent"), dict):
         raise ValueError(f"recipe {path} has no agent section")
     device = (raw.get("model") or {}).get("device", "cpu")

@@ -35,7 +35,7 @@ from thinkrl.rollout.specs import (
     RolloutSpec,
     SamplingSpec,
 )
-from thinkrl.spec import Section
+from thinkrl.spec import Section, read_yaml
 from thinkrl.train.specs import AlgorithmSpec, CriticSpec, ModelSpec, OptimSpec, TokenizerSpec, TrainerSpec
 
 __all__ = ["MOVED_KEYS", "AlgorithmSpec", "CriticSpec", "CurriculumSpec", "DataSpec", "ModelSpec",
@@ -254,7 +254,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], cls: type[BaseMod
             elif not isinstance(child, dict):
                 raise ValueError(f"override {override!r}: {key!r} holds {child!r}, not a mapping")
             node = child
-        node[keys[-1]] = yaml.safe_load(text)
+        node[keys[-1]] = read_yaml(text, f"override {override!r}")
     return result
 
 
@@ -310,10 +310,7 @@ def load_recipe(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"recipe file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ValueError(f"recipe {path} is not valid YAML: {err}") from None
+    raw = read_yaml(path.read_text(encoding="utf-8"), f"recipe {path}")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -36,12 +36,12 @@ from typing import Any
 
 import torch
 import torch.distributed.checkpoint as dcp
-import yaml
 from pydantic import BaseModel
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from thinkrl.model import CausalLM, ModelConfig, build_model
+from thinkrl.spec import read_yaml
 from thinkrl.train.checkpoint import (
     STATE_FILE,
     begin_checkpoint,
@@ -194,7 +194,7 @@ def export_policy(step_dir: str | Path, out: str | Path) -> Path:
         raise FileNotFoundError(f"checkpoint file {config_file} is missing (saved without a policy config)")
     model = build_model(ModelConfig.from_hf_dict(json.loads(config_file.read_text())), seed=None)
     load_sharded(ckpt.path, parts={"model": Trained(model)}, data_parallel=None, rng=False)
-    recipe = yaml.safe_load(ckpt.recipe_path.read_text(encoding="utf-8")) or {}
+    recipe = read_yaml(ckpt.recipe_path.read_text(encoding="utf-8"), f"checkpoint recipe {ckpt.recipe_path}") or {}
     tokenizer = build_tokenizer(TokenizerSpec.model_validate(recipe.get("tokenizer") or {}))
     return save_policy(model, tokenizer, out)
 

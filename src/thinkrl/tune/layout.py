@@ -14,6 +14,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from thinkrl.spec import read_yaml
+
 
 class ParallelLayout(BaseModel):
     """One parallel configuration.
@@ -73,11 +75,10 @@ def load_layout(path: str | Path) -> ParallelLayout:
     """Read a layout YAML written by `save_layout` (or by hand); ValueError names the file and the bad keys."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise ValueError(f"no layout file at {path}") from None
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML: {err}") from None
+    raw = read_yaml(text, str(path))
     if not isinstance(raw, dict):
         raise ValueError(f"{path} must hold a mapping of layout keys ({', '.join(ParallelLayout.model_fields)})")
     try:
