@@ -40,6 +40,7 @@ import torch
 
 import bench_rl_step  # siblings: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
 import bench_streaming
+from _cli import check_at_least
 from thinkrl.rl import ALGORITHM_PRESETS
 from thinkrl.rollout import load_problems
 from thinkrl.tokenizer import load_tokenizer
@@ -187,13 +188,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "sync 1); TRL always has one")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
-    for name in ("steps", "rounds", "prompts", "micro_batch_tokens"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.group_size < 2:
-        parser.error(f"--group-size must be >= 2, got {args.group_size}")
-    if args.short_len < 2:
-        parser.error(f"--short-len must be >= 2, got {args.short_len}")
+    check_at_least(parser, args, steps=1, rounds=1, prompts=1, micro_batch_tokens=1, group_size=2, short_len=2,
+                   warmup=0)
     return args
 
 
