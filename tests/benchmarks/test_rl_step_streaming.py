@@ -44,7 +44,7 @@ def test_force_eos_at_the_drawn_length(bench):
     (["--steps", "0"], "--steps must be at least 1, got 0"),
     (["--group-size", "1"], "--group-size must be at least 2, got 1"),
     (["--short-len", "1"], "--short-len must be at least 2, got 1"),
-    (["--warmup", "-1"], "--warmup must be at least 0, got -1"),  # (was accepted: a run with no fill skipped)
+    (["--warmup", "-1"], "--warmup must be at least 0, got -1"),  # (was accepted, and ran as 0)
 ])
 def test_bad_arguments_exit_2_naming_the_problem(bench, argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
