@@ -22,7 +22,6 @@ import contextlib
 import itertools
 import logging
 import os
-import pickle
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
@@ -322,15 +321,13 @@ def start_engine_process(policy: CausalLM, tokenizer: Any, *, num_slots: int, ma
     flat = torch.empty(nbytes, dtype=torch.uint8).share_memory_()
     spec = TokenizerSpec.of(tokenizer) if isinstance(tokenizer, TextTokenizer) else tokenizer
     try:
-        model_bytes = pickle.dumps(policy)
-    except (pickle.PicklingError, TypeError, AttributeError) as error:
+        init = share_init(ChildInit(
+            policy, spec, slots, str(device or policy.device),
+            {"num_slots": num_slots, "max_seq_len": max_seq_len, "seed": seed, "cuda_graphs": cuda_graphs},
+            torch.get_num_threads(), os.getpid()))
+    except TypeError as error:
         raise TypeError(f"the policy cannot be copied to the rollout process ({error}); e.g. undo "
                         "thinkrl.model.compile_pointwise first, or use rollout.placement: thread") from error
-    init = share_init(ChildInit(
-        model_bytes, spec, slots, str(device or policy.device),
-        {"num_slots": num_slots, "max_seq_len": max_seq_len, "seed": seed, "cuda_graphs": cuda_graphs},
-        torch.get_num_threads(), os.getpid()))
-    del model_bytes
     context = tmp.get_context("spawn")
     commands_out, commands_in = context.Pipe(duplex=False)  # (reader, writer)
     events_out, events_in = context.Pipe(duplex=False)

@@ -10,10 +10,8 @@ whole process group, and the parent, not the child, decides how the run ends (it
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import os
-import pickle
 import signal
 import threading
 from typing import Any
@@ -67,8 +65,7 @@ def build_engine(init: ChildInit, flat: torch.Tensor) -> tuple[EngineLoop, Any, 
     """The started engine loop, its tokenizer and the views of the shared weight buffer ``flat``."""
     torch.set_num_threads(init.num_threads)
     tokenizer = init.tokenizer.build() if isinstance(init.tokenizer, TokenizerSpec) else init.tokenizer
-    # Our own pickled policy copy, sent by the parent that spawned us (see process_wire).
-    model = pickle.loads(init.model_bytes)
+    model = init.policy  # unpickled from the record our parent wrote (see process_wire.share_init)
     # A private copy: the engine owns its weights (none of them in memory another process maps).
     model = copy.deepcopy(model).to(init.device).eval().requires_grad_(False)
     engine = LLMEngine(model, tokenizer, **init.engine)
@@ -84,24 +81,25 @@ def child_main(shared_init: torch.Tensor, flat: torch.Tensor, commands: Any, eve
         init = load_init(shared_init)
         shared_init.set_()  # unmap it (the spawn arguments keep this tensor alive for the process's lifetime)
         loop, tokenizer, buffers = build_engine(init, flat)
-        init = dataclasses.replace(init, model_bytes=b"")  # the engine has its own copy now
+        parent_pid = init.parent_pid
+        del init  # (and its policy: the engine has its own copy)
     except BaseException as error:  # tell the parent why, then exit
         sender.send(Fatal(RemoteError.of(error), during="start-up"))
         return
     sender.send(Ready(loop.version, os.getpid()))
     try:
-        _serve(init, loop, tokenizer, buffers, commands, sender)
+        _serve(parent_pid, loop, tokenizer, buffers, commands, sender)
     finally:
         loop.stop(timeout=5.0)
 
 
-def _serve(init: ChildInit, loop: EngineLoop, tokenizer: Any, buffers: dict[str, torch.Tensor], commands: Any,
+def _serve(parent_pid: int, loop: EngineLoop, tokenizer: Any, buffers: dict[str, torch.Tensor], commands: Any,
            sender: _Sender) -> None:
     while True:
         if loop.error is not None:
             sender.send(Fatal(RemoteError.of(loop.error)))
             return
-        if os.getppid() != init.parent_pid:  # reparented: the parent died without closing the pipe
+        if os.getppid() != parent_pid:  # reparented: the parent died without closing the pipe
             return
         try:
             if not commands.poll(POLL_S):

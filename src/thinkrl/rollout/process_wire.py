@@ -221,7 +221,7 @@ class ChildInit:
     ``__main__`` guard) would block a large write, and the parent's start, forever.
 
     Fields:
-        model_bytes: the pickled policy copy (on CPU); rebuilt and moved to ``device`` in the child.
+        policy: the trainer's policy (pickled once, with this record); moved to ``device`` in the child.
         tokenizer: a `TokenizerSpec`, or the tokenizer object itself when it pickles (e.g. a test stub).
         slots: the layout of the shared-memory weight buffer (uint8, passed beside this record).
         device: the engine's device.
@@ -230,7 +230,7 @@ class ChildInit:
         parent_pid: the child exits when its parent is no longer this pid.
     """
 
-    model_bytes: bytes
+    policy: Any
     tokenizer: Any
     slots: list[BufferSlot]
     device: str
@@ -240,8 +240,15 @@ class ChildInit:
 
 
 def share_init(init: ChildInit) -> torch.Tensor:
-    """``init`` pickled into a shared-memory uint8 tensor (what the spawn arguments carry: a small handle)."""
-    data = pickle.dumps(init, protocol=pickle.HIGHEST_PROTOCOL)
+    """``init`` pickled into a shared-memory uint8 tensor (what the spawn arguments carry: a small handle).
+
+    Raises:
+        TypeError: something in ``init`` (usually the policy) does not pickle.
+    """
+    try:
+        data = pickle.dumps(init, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError) as error:
+        raise TypeError(str(error)) from error
     shared = torch.empty(len(data), dtype=torch.uint8).share_memory_()
     shared.numpy()[:] = np.frombuffer(data, dtype=np.uint8)
     return shared
