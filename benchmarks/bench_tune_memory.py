@@ -43,7 +43,8 @@ from pathlib import Path
 
 import torch
 
-from _cli import load_report  # siblings: benchmarks/ is on sys.path
+import _memory_meters as meters  # siblings: benchmarks/ is on sys.path
+from _cli import load_report
 
 SEQ = {"prompt_len": 128, "response_len": 384}
 MODELS = {
@@ -120,59 +121,6 @@ def _step(model, batches, optimizer) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
-def _local_bytes(tensor: torch.Tensor) -> int:
-    local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
-    return local.untyped_storage().nbytes()
-
-
-def _live_bytes(model, batches, optimizer) -> int:
-    """Bytes of the tensors alive between steps: parameters, Adam states, batch tensors (storages once)."""
-    seen: dict[int, int] = {}
-    tensors = list(model.parameters()) + [t for s in optimizer.state.values() for t in s.values()
-                                          if torch.is_tensor(t)]
-    for batch in batches:
-        tensors += [v for v in vars(batch).values() if torch.is_tensor(v)]
-    for t in tensors:
-        local = t.to_local() if hasattr(t, "to_local") else t
-        seen[local.untyped_storage().data_ptr()] = local.untyped_storage().nbytes()
-    return sum(seen.values())
-
-
-def _profiled_peak(fn) -> int:
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())
-    current = peak = 0
-    for event in events:
-        current += event.nbytes()
-        peak = max(peak, current)
-    return peak
-
-
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _allgather_gbps() -> float:
-    import torch.distributed as dist
-
-    shard = torch.ones(4 * 1024 * 1024)  # 16 MB per rank
-    out = [torch.empty_like(shard) for _ in range(dist.get_world_size())]
-    dist.all_gather(out, shard)
-    start = time.perf_counter()
-    for _ in range(3):
-        dist.all_gather(out, shard)
-    seconds = (time.perf_counter() - start) / 3
-    world = dist.get_world_size()
-    return shard.nbytes * (world - 1) / seconds / 1e9  # bytes each rank receives per second
-
-
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 PROFILE = None  # a thinkrl.tune.profile.MachineProfile given by --profile: rows also get the profile-based time
 
@@ -199,15 +147,15 @@ def run_child(name: str, meter: str, clock: str = "wall") -> dict:
         dist.init_process_group("gloo")
     model, batches, optimizer = _build(model_name, mb_tokens, recompute, ranks)
     _step(model, batches, optimizer)  # warm-up: Adam states exist from here on
-    live = _live_bytes(model, batches, optimizer)
+    live = meters.live_bytes(model, batches, optimizer)
     result = {"name": name, "meter": meter, "live_bytes": live}
     if meter == "alloc":
-        result["peak_bytes"] = live + _profiled_peak(lambda: _step(model, batches, optimizer))
+        result["peak_bytes"] = live + meters.profiled_peak(lambda: _step(model, batches, optimizer))
     else:
         Path("/proc/self/clear_refs").write_text("5")
-        before = _rss_kb("VmRSS")
+        before = meters.rss_kb("VmRSS")
         _step(model, batches, optimizer)
-        result["peak_bytes"] = live + (_rss_kb("VmHWM") - before) * 1024
+        result["peak_bytes"] = live + (meters.rss_kb("VmHWM") - before) * 1024
         times, rates = [], []
         for _ in range(3):  # the matmul rate right before each timed step: same load as the step
             rates.append(matmul_gflops(clock=clock))
@@ -216,7 +164,7 @@ def run_child(name: str, meter: str, clock: str = "wall") -> dict:
             times.append(CLOCKS[clock]() - start)
         result["step_s"], result["matmul_gflops"] = statistics.median(times), statistics.median(rates)
         if ranks > 1:
-            result["allgather_gbps"] = _allgather_gbps()
+            result["allgather_gbps"] = meters.allgather_gbps()
     if ranks > 1:
         import torch.distributed as dist
 

@@ -38,7 +38,8 @@ from pathlib import Path
 
 import torch
 
-import bench_tune_memory as base  # the sibling benchmark (model, batches, step, meters); benchmarks/ is on sys.path
+import _memory_meters as meters  # siblings: benchmarks/ is on sys.path
+import bench_tune_memory as base  # the sibling benchmark (model, batches, step)
 from _cli import load_report
 
 # name: (model, tp, fsdp, micro_batch_tokens, recompute)
@@ -62,15 +63,15 @@ def run_child(name: str, meter: str, clock: str) -> dict:
     shard_model(model, dp)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=tp == 1)  # foreach refuses mixed DTensors
     base._step(model, batches, optimizer)  # warm-up: Adam states exist from here on
-    live = base._live_bytes(model, batches, optimizer)
+    live = meters.live_bytes(model, batches, optimizer)
     result = {"name": name, "meter": meter, "live_bytes": live, "rank": dp.rank}
     if meter == "alloc":
-        result["peak_bytes"] = live + base._profiled_peak(lambda: base._step(model, batches, optimizer))
+        result["peak_bytes"] = live + meters.profiled_peak(lambda: base._step(model, batches, optimizer))
     else:
         Path("/proc/self/clear_refs").write_text("5")
-        before = base._rss_kb("VmRSS")
+        before = meters.rss_kb("VmRSS")
         base._step(model, batches, optimizer)
-        result["peak_bytes"] = live + (base._rss_kb("VmHWM") - before) * 1024
+        result["peak_bytes"] = live + (meters.rss_kb("VmHWM") - before) * 1024
         times, rates = [], []
         for _ in range(3):
             rates.append(base.matmul_gflops(clock=clock))
@@ -78,7 +79,7 @@ def run_child(name: str, meter: str, clock: str) -> dict:
             base._step(model, batches, optimizer)
             times.append(base.CLOCKS[clock]() - start)
         result.update(step_s=statistics.median(times), matmul_gflops=statistics.median(rates),
-                      allgather_gbps=base._allgather_gbps())
+                      allgather_gbps=meters.allgather_gbps())
     close_data_parallel()
     return result
 
