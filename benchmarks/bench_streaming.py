@@ -24,8 +24,9 @@ figures are those of a full pipeline, as in a long RL run (``--warmup 1``: the p
 
 ``--placements``: where the engine runs (``rollout.placement``); with ``process`` the engine has its own process
 (and core) and the trainer's process keeps the streaming driver. Each mode runs in each placement; ratios are over
-the sync mode of the same placement and over the best sync of the run. ``--modes`` also offers the admission rule
-``slots`` (``_slots``) beside the default ``batch`` (docs/streaming.md).
+the sync mode of the same placement and over the best sync of the run (any sync mode, ``sync_admit8`` too).
+``--modes`` also offers the driver's admission rule ``slots`` (``_slots``) beside the default ``batch``, and the
+engine's admission batching ``sampling.admit_batch: 8`` (``_admit8``) beside the default 1 (docs/streaming.md).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -57,14 +58,32 @@ from thinkrl.train.rl_setup import build_run
 
 MICRO = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
          "num_key_value_heads": 2, "tie_word_embeddings": True}
-MODES = {  # name: (rollout.mode, max_staleness, wait_for_due, admission)
-    "sync": ("sync", 0, True, "batch"),
-    "stream_eta1": ("streaming", 1, True, "batch"), "stream_eta2": ("streaming", 2, True, "batch"),
-    "stream_eta1_drop": ("streaming", 1, False, "batch"), "stream_eta2_drop": ("streaming", 2, False, "batch"),
-    "stream_eta1_slots": ("streaming", 1, True, "slots"), "stream_eta2_slots": ("streaming", 2, True, "slots"),
-    "stream_eta2_slots_drop": ("streaming", 2, False, "slots"),
+
+
+class Mode(NamedTuple):
+    """One benchmarked setting: ``rollout.mode``, ``max_staleness``, ``wait_for_due``, ``admission`` and the
+    engine's ``sampling.admit_batch``."""
+
+    mode: str
+    eta: int
+    wait_for_due: bool = True
+    admission: str = "batch"
+    admit_batch: int = 1
+
+
+MODES = {
+    "sync": Mode("sync", 0), "sync_admit8": Mode("sync", 0, admit_batch=8),
+    "stream_eta1": Mode("streaming", 1), "stream_eta2": Mode("streaming", 2),
+    "stream_eta1_drop": Mode("streaming", 1, False), "stream_eta2_drop": Mode("streaming", 2, False),
+    "stream_eta1_slots": Mode("streaming", 1, admission="slots"),
+    "stream_eta2_slots": Mode("streaming", 2, admission="slots"),
+    "stream_eta2_slots_drop": Mode("streaming", 2, False, "slots"),
+    # admission batching in the engine: one prefill forward for 8 freed slots instead of one per freed slot
+    "stream_eta1_admit8": Mode("streaming", 1, admit_batch=8),
+    "stream_eta2_admit8": Mode("streaming", 2, admit_batch=8),
     # eta 4: where the cluster model first reaches 2x (docs/results/streaming.md); a recipe choice, not the target's
-    "stream_eta4": ("streaming", 4, True, "batch"), "stream_eta4_slots": ("streaming", 4, True, "slots"),
+    "stream_eta4": Mode("streaming", 4), "stream_eta4_slots": Mode("streaming", 4, admission="slots"),
+    "stream_eta4_admit8": Mode("streaming", 4, admit_batch=8),
 }
 DEFAULT_MODES = "sync,stream_eta1,stream_eta2,stream_eta1_drop,stream_eta2_drop"
 
@@ -104,14 +123,14 @@ class LengthDrivenClient:
         return self.inner.generate([self._driven(r) for r in requests])
 
 
-def _recipe(out: str, mode: str, eta: int, wait_for_due: bool, short: int, slots: int, prompts: int,
-            group: int, admission: str = "batch", placement: str = "thread") -> RLRecipe:
+def _recipe(out: str, mode: Mode, short: int, slots: int, prompts: int, group: int,
+            placement: str = "thread") -> RLRecipe:
     return validate_recipe({
-        "name": f"bench-{mode}-{eta}", "model": {"init": MICRO, "device": "cpu"},
+        "name": f"bench-{mode.mode}-{mode.eta}", "model": {"init": MICRO, "device": "cpu"},
         "data": {"task": "arithmetic", "num_train": 400, "num_test": 0, "seed": 0},
-        "sampling": {"max_new_tokens": 8 * short, "num_slots": slots},
-        "rollout": {"group_size": group, "prompts_per_step": prompts, "dynamic_sampling": False, "mode": mode,
-                    "max_staleness": eta, "wait_for_due": wait_for_due, "admission": admission,
+        "sampling": {"max_new_tokens": 8 * short, "num_slots": slots, "admit_batch": mode.admit_batch},
+        "rollout": {"group_size": group, "prompts_per_step": prompts, "dynamic_sampling": False, "mode": mode.mode,
+                    "max_staleness": mode.eta, "wait_for_due": mode.wait_for_due, "admission": mode.admission,
                     "placement": placement},
         "reward": {"max_response_len": 8 * short, "overlong_cache_len": short},
         "algorithm": {"preset": "dapo", "off_policy": "decoupled"},  # the same trainer work in every mode
@@ -235,16 +254,15 @@ def main() -> None:
         for r in range(args.rounds):
             calibrations.append(calibrate_engine(args.slots, args.short_len))  # each round: the load changes
             for name, (m, placement) in names.items():
-                mode, eta, wait, admission = MODES[m]
-                recipe = _recipe(os.path.join(tmp, f"{m}-{placement}-{r}"), mode, eta, wait, args.short_len,
-                                 args.slots, args.prompts, args.group, admission, placement)
-                totals = run_mode(recipe, args.steps, args.short_len, warmup_steps(eta, args.warmup))
+                recipe = _recipe(os.path.join(tmp, f"{m}-{placement}-{r}"), MODES[m], args.short_len, args.slots,
+                                 args.prompts, args.group, placement)
+                totals = run_mode(recipe, args.steps, args.short_len, warmup_steps(MODES[m].eta, args.warmup))
                 for key, value in totals.items():
                     sums[name][key] = sums[name].get(key, 0) + value
                 per_round[name].append(totals["samples"] / totals["wall_s"])
                 loads.append(os.getloadavg()[0])
     results = {name: summarize(t, args.slots) for name, t in sums.items()}
-    syncs = {n: r["samples_per_s"] for n, r in results.items() if names[n][0] == "sync"}
+    syncs = {n: r["samples_per_s"] for n, r in results.items() if MODES[names[n][0]].mode == "sync"}
     best_sync = max(syncs, key=syncs.__getitem__)
     calibration = {**min(calibrations, key=lambda c: c["step_fixed_s"] + c["step_per_seq_s"] * args.slots),
                    "train_per_token_s": results[best_sync]["train_per_token_s"], "rounds": calibrations}
@@ -255,7 +273,7 @@ def main() -> None:
                                            "long_share": 0.1, "slots": args.slots, "prompts_per_step": args.prompts,
                                            "group_size": args.group, "model": MICRO},
         "steps_per_mode": args.steps * args.rounds, "rounds": args.rounds, "results": results,
-        "warmup_steps": {n: warmup_steps(MODES[m][1], args.warmup) for n, (m, _) in names.items()},
+        "warmup_steps": {n: warmup_steps(MODES[m].eta, args.warmup) for n, (m, _) in names.items()},
         "calibration": calibration, "best_sync": best_sync,
         # each streaming mode over the sync mode of its own placement, and over the best sync of the run
         "ratio_samples_per_s": {n: r["samples_per_s"] / same[n] for n, r in results.items() if n not in syncs},

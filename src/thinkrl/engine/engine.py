@@ -55,6 +55,9 @@ class LLMEngine:
         packed_linears: on a float32 CPU model, run its linear layers on weights prepacked for oneDNN
             (`thinkrl.model.pack_linears`, repacked when a weight changes); same results to fp32 rounding,
             ~1.3x faster matmuls at decode batch sizes. None: on whenever supported. Ignored elsewhere.
+        admit_batch / admit_wait_steps: admission batching (`Scheduler`): while sequences run, waiting requests
+            are held until ``admit_batch`` slots are free (or for at most ``admit_wait_steps`` steps), so one prefill
+            forward admits them together. 1 (default) admits as soon as a slot is free: lowest latency.
 
     Attributes:
         decode_graphs: the CUDA-graph decode runner, or None when every step is eager.
@@ -64,9 +67,9 @@ class LLMEngine:
 
     def __init__(self, model: CausalLM, tokenizer: Any, num_slots: int = 64, max_seq_len: int = 1024,
                  seed: int = 0, max_prefill_tokens: int = 16384, cuda_graphs: bool = True,
-                 packed_linears: bool | None = None) -> None:
+                 packed_linears: bool | None = None, admit_batch: int = 1, admit_wait_steps: int = 16) -> None:
         self.model, self.tokenizer = model, tokenizer
-        self.scheduler = Scheduler(num_slots, max_seq_len, max_prefill_tokens)
+        self.scheduler = Scheduler(num_slots, max_seq_len, max_prefill_tokens, admit_batch, admit_wait_steps)
         self.cache = model.allocate_cache(num_slots, max_seq_len)
         self.device = model.device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)

@@ -48,12 +48,26 @@ class SequenceState:
 
 
 class Scheduler:
-    """Assigns waiting requests to free slots and tracks the running ones."""
+    """Assigns waiting requests to free slots and tracks the running ones.
 
-    def __init__(self, num_slots: int, max_seq_len: int, max_prefill_tokens: int = 16384) -> None:
+    Admission batching (``admit_batch`` > 1): while sequences are running, waiting requests are held until
+    ``admit_batch`` slots are free, so one prefill forward admits several of them instead of one forward per slot
+    that frees up (each a full pass over the weights for a row or two); they go in at once when nothing is running
+    or after ``admit_wait_steps`` held steps, so nothing waits long. TGI's router batches waiting requests the same
+    way (``waiting_served_ratio``, ``max_waiting_tokens``). ``admit_batch = 1`` admits as soon as a slot is free.
+    """
+
+    def __init__(self, num_slots: int, max_seq_len: int, max_prefill_tokens: int = 16384, admit_batch: int = 1,
+                 admit_wait_steps: int = 16) -> None:
         if num_slots < 1:
             raise ValueError(f"num_slots must be >= 1, got {num_slots}")
+        if not 1 <= admit_batch <= num_slots:
+            raise ValueError(f"admit_batch must be between 1 and num_slots ({num_slots}), got {admit_batch}")
+        if admit_wait_steps < 0:
+            raise ValueError(f"admit_wait_steps must be >= 0, got {admit_wait_steps}")
         self.num_slots, self.max_seq_len, self.max_prefill_tokens = num_slots, max_seq_len, max_prefill_tokens
+        self.admit_batch, self.admit_wait_steps = admit_batch, admit_wait_steps
+        self._held_steps = 0
         self.waiting: deque[Request] = deque()
         self.running: dict[int, SequenceState] = {}  # slot -> state
         self._free: list[int] = list(range(num_slots))
@@ -71,6 +85,8 @@ class Scheduler:
     def admit(self) -> list[SequenceState]:
         """Move waiting requests into free slots (bounded by the prefill token budget)."""
         admitted: list[SequenceState] = []
+        if not self._may_admit():
+            return admitted
         budget = self.max_prefill_tokens
         while self.waiting and self._free:
             prompt_len = len(self.waiting[0].prompt_ids)
@@ -82,6 +98,20 @@ class Scheduler:
             admitted.append(state)
             budget -= prompt_len
         return admitted
+
+    def _may_admit(self) -> bool:
+        """Admit now, or hold the queue for a fuller prefill (``admit_batch`` free slots)?"""
+        if not self.waiting:
+            self._held_steps = 0
+            return False
+        if not self._free:
+            return False
+        if (len(self._free) >= self.admit_batch or not self.running
+                or self._held_steps >= self.admit_wait_steps):
+            self._held_steps = 0
+            return True
+        self._held_steps += 1
+        return False
 
     def release(self, state: SequenceState) -> None:
         """Free the slot of a finished sequence."""

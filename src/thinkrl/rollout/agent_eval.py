@@ -58,7 +58,7 @@ def evaluate_model(model_dir: str | Path, agent: AgentSpec, data: DataSpec, samp
     problems = validation_problems(data, validation) if validation else load_problems(data, "test")
     env = build_environment(agent.environment, agent.options)
     longest = max(len(render_episode_prompt(tokenizer, env, p)[0]) for p in problems)
-    engine = LLMEngine(model, tokenizer, num_slots=sampling.num_slots,
+    engine = LLMEngine(model, tokenizer, num_slots=sampling.num_slots, admit_batch=sampling.admit_batch,
                        max_seq_len=longest + 16 + agent.max_total_tokens)
     out: dict[str, Any] = {"model": str(model_dir), "split": "validation" if validation else "test",
                            "num_problems": len(problems), "samples": samples}

@@ -200,9 +200,10 @@ def start_agent_engine(policy: CausalLM, tokenizer: TextTokenizer, spec: AgentSp
     max_seq_len = max_prompt + 16 + spec.max_total_tokens
     if placement == "process":
         return start_engine_process(policy, tokenizer, num_slots=sampling.num_slots, max_seq_len=max_seq_len,
-                                    seed=seed)
+                                    seed=seed, admit_batch=sampling.admit_batch)
     weights = copy.deepcopy(policy).eval().requires_grad_(False)
-    engine = LLMEngine(weights, tokenizer, num_slots=sampling.num_slots, max_seq_len=max_seq_len, seed=seed)
+    engine = LLMEngine(weights, tokenizer, num_slots=sampling.num_slots, max_seq_len=max_seq_len, seed=seed,
+                       admit_batch=sampling.admit_batch)
     return EngineLoop(engine).start()
 
 

@@ -64,9 +64,10 @@ def start_engine(policy: CausalLM, tokenizer: TextTokenizer, sampling: SamplingS
     max_seq_len = max_prompt + 16 + sampling.max_new_tokens
     if placement == "process":
         return start_engine_process(policy, tokenizer, num_slots=sampling.num_slots, max_seq_len=max_seq_len,
-                                    seed=seed)
+                                    seed=seed, admit_batch=sampling.admit_batch)
     if placement != "thread":
         raise ValueError(f"placement must be 'thread' or 'process', got {placement!r}")
     weights = copy.deepcopy(policy).eval().requires_grad_(False)
-    engine = LLMEngine(weights, tokenizer, num_slots=sampling.num_slots, max_seq_len=max_seq_len, seed=seed)
+    engine = LLMEngine(weights, tokenizer, num_slots=sampling.num_slots, max_seq_len=max_seq_len, seed=seed,
+                       admit_batch=sampling.admit_batch)
     return EngineLoop(engine).start()
