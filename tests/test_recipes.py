@@ -72,3 +72,14 @@ def test_old_key_at_the_command_line_is_one_line_and_exit_2(tmp_path: Path) -> N
     assert proc.returncode == 2, proc.stderr
     assert "algorithm.group_size moved to rollout.group_size" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
+
+
+def test_several_bad_values_at_the_command_line_are_one_line_naming_each(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "thinkrl.cli", "train", str(RECIPES / "tiny_dapo.yaml"),
+                           "sampling.admit_batch=999", "rollout.group_size=0"], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "(2 problems): sampling: admit_batch (999) must be at most num_slots" in proc.stderr
+    assert "; rollout.group_size: Input should be greater than or equal to 1 (got 0)" in proc.stderr
+    assert not (tmp_path / "runs").exists()

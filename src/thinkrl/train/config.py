@@ -259,7 +259,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], cls: type[BaseMod
 
 
 def _format_errors(err: ValidationError, cls: type[BaseModel]) -> str:
-    """One ``section.key: problem`` line per pydantic error; unknown keys list the known ones."""
+    """``section.key: problem`` for each pydantic error, joined by "; " (the command line prints one line);
+    unknown keys list the known ones."""
     lines = []
     for item in err.errors():
         loc = ".".join(str(part) for part in item["loc"]) or "recipe"
@@ -275,8 +276,8 @@ def _format_errors(err: ValidationError, cls: type[BaseModel]) -> str:
             message = "required key is missing"
         elif not isinstance(item.get("input"), dict):
             message += f" (got {item.get('input')!r})"
-        lines.append(f"  {loc}: {message}")
-    return "\n".join(lines)
+        lines.append(f"{loc}: {message}")
+    return "; ".join(lines)
 
 
 def validate_recipe(
@@ -295,7 +296,8 @@ def validate_recipe(
     try:
         return cls.model_validate(raw, context=context)
     except ValidationError as err:
-        raise ValueError(f"invalid {source} ({err.error_count()} problems):\n{_format_errors(err, cls)}") from None
+        count = f" ({err.error_count()} problems)" if err.error_count() > 1 else ""
+        raise ValueError(f"invalid {source}{count}: {_format_errors(err, cls)}") from None
 
 
 def load_recipe(
