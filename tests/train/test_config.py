@@ -209,7 +209,7 @@ def test_moved_keys_name_their_new_place_at_load(tmp_path: Path) -> None:
         validate_recipe({**MINIMAL, **old_layout}, RLRecipe)
     assert f"({len(MOVED_KEYS)} keys moved)" in str(info.value)
     for old, new in MOVED_KEYS.items():
-        assert f"  {old}: moved to {new}" in str(info.value)
+        assert f"{old}: moved to {new}" in str(info.value)
         old_section, old_key = old.split(".")
         new_section, new_key = new.split(".")
         assert new_key in RLRecipe.model_fields[new_section].annotation.model_fields, new

@@ -62,10 +62,11 @@ MOVED_KEYS: dict[str, str] = {
 
 def _check_moved(raw: dict[str, Any], source: str) -> None:
     """ValueError naming the new place of every moved key in ``raw`` (a recipe mapping)."""
-    found = [f"  {old}: moved to {new}" for old, new in MOVED_KEYS.items()
+    found = [f"{old}: moved to {new}" for old, new in MOVED_KEYS.items()
              if isinstance(raw.get(old.split(".")[0]), dict) and old.split(".")[1] in raw[old.split(".")[0]]]
     if found:
-        raise ValueError(f"invalid {source} ({len(found)} keys moved):\n" + "\n".join(found))
+        count = f" ({len(found)} keys moved)" if len(found) > 1 else ""
+        raise ValueError(f"invalid {source}{count}: " + "; ".join(found))
 
 
 class _Recipe(Section):
