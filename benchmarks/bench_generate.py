@@ -1,11 +1,17 @@
 """Generation throughput: thinkrl's engine vs transformers' ``generate``, and continuous vs static batching.
 
-Same tiny random weights (Seed-OSS architecture, saved by thinkrl in HF format and
-loaded by both), fp32 on CPU by default. The matmul peak of the machine (device, dtype, threads) is
-measured first in the same run (``benchmarks/_peak.py``) and each decode rate is also reported as a
-fraction of it. Prints one JSON line.
+Same random weights (Seed-OSS architecture, saved by thinkrl in HF format and loaded by both), fp32 on CPU by
+default. The matmul peak of the machine (device, dtype, threads) is measured first in the same run
+(``benchmarks/_peak.py``) and each decode rate is also reported as a fraction of it. Prints one JSON line.
+
+transformers runs in each of ``--transformers-setups``: ``dynamic`` (plain ``generate``, its default dynamic
+cache) and ``static-compile`` (``cache_implementation="static"``, with which ``generate`` compiles the forward
+itself on a GPU: ``torch.compile`` mode "reduce-overhead", i.e. CUDA graphs; the untimed warm-up call is the
+timed call's exact shapes, so compilation is not timed). The ratio is against the fastest setup measured. The
+``0.5b`` model (494M parameters, Qwen2.5-0.5B's shape) is the size where launch overhead no longer decides.
 
     thinkrl bench generate [--device cpu] [--prompts 64] [--new-tokens 128] [--threads N]
+    thinkrl bench generate --device cuda --models 0.5b --transformers-setups dynamic,static-compile
 """
 
 from __future__ import annotations
@@ -43,7 +49,15 @@ MODELS = {
         num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, attention_bias=True,
         max_position_embeddings=2048, rope_theta=1e7,
     ),
+    # 494M parameters, the shape of Qwen2.5-0.5B (vocabulary included): a GPU comparison where launch overhead
+    # is not everything (issue #11's fair baselines)
+    "0.5b": ModelConfig(
+        architecture="SeedOssForCausalLM", vocab_size=151936, hidden_size=896, intermediate_size=4864,
+        num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, attention_bias=True,
+        max_position_embeddings=4096, rope_theta=1e6, tie_word_embeddings=True,
+    ),
 }
+TRANSFORMERS_SETUPS = ("dynamic", "static-compile")
 BENCH_MODEL = MODELS["demo"]
 CLOCK = time.perf_counter  # main() sets it from --clock (_peak.CLOCKS)
 
@@ -63,7 +77,9 @@ def _prompts(n: int, seed: int, vocab_size: int = 512) -> list[list[int]]:
     return [[rng.randrange(3, vocab_size) for _ in range(rng.randint(16, 64))] for _ in range(n)]
 
 
-def bench_transformers(folder: str, prompts: list[list[int]], new_tokens: int, device: str, dtype) -> float:
+def bench_transformers(folder: str, prompts: list[list[int]], new_tokens: int, device: str, dtype,
+                       setup: str = "dynamic") -> float:
+    """Tokens/s of one timed ``generate`` over ``prompts`` (left-padded, sampled, EOS ignored) in ``setup``."""
     import transformers
 
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
@@ -72,7 +88,12 @@ def bench_transformers(folder: str, prompts: list[list[int]], new_tokens: int, d
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=True, temperature=1.0,
                   top_k=0, top_p=1.0, pad_token_id=1, eos_token_id=None)
-    model.generate(ids[:2], attention_mask=mask[:2], **{**kwargs, "max_new_tokens": 4, "min_new_tokens": 4})
+    if setup == "static-compile":  # a static cache makes generate compile its forward (on a GPU)
+        kwargs["cache_implementation"] = "static"
+        with torch.inference_mode():  # warm-up at the timed shapes: compilation and graph capture happen here
+            model.generate(ids, attention_mask=mask, **kwargs)
+    else:
+        model.generate(ids[:2], attention_mask=mask[:2], **{**kwargs, "max_new_tokens": 4, "min_new_tokens": 4})
     _sync(device)
     start = CLOCK()
     with torch.inference_mode():
@@ -148,6 +169,8 @@ def main() -> None:
     parser.add_argument("--long-tail-slots", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--transformers-setups", default="dynamic",
+                        help=f"comma list of {', '.join(TRANSFORMERS_SETUPS)} (the ratio is against the fastest)")
     parser.add_argument("--models", default="demo,small", help=f"comma-separated, from {sorted(MODELS)}")
     parser.add_argument("--skip-long-tail", action="store_true", help="skip the continuous vs static batching run")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (interleaved); the best is reported")
@@ -160,6 +183,8 @@ def main() -> None:
     check_device(parser, args.device)
     check_dtype(parser, args.dtype)
     check_names(parser, "--models", args.models.split(","), MODELS)
+    setups = args.transformers_setups.split(",")
+    check_names(parser, "--transformers-setups", setups, TRANSFORMERS_SETUPS)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     dtype_name = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
@@ -177,14 +202,17 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             save_pretrained(build_model(config, seed=args.seed), folder)
             prompts = _prompts(args.prompts, args.seed)
-            rates: dict[str, list[float]] = {"ours": [], "plain": [], "theirs": []}
+            rates: dict[str, list[float]] = {"ours": [], "plain": []}
+            rates.update({f"transformers_{s}": [] for s in ([] if args.skip_transformers else setups)})
             for _ in range(args.repeats):  # interleaved, so a shared machine's load hits every side alike
                 rates["ours"].append(bench_thinkrl(folder, prompts, args.new_tokens, args.device, dtype))
                 rates["plain"].append(bench_thinkrl(folder, prompts, args.new_tokens, args.device, dtype, False))
-                if not args.skip_transformers:
-                    rates["theirs"].append(bench_transformers(folder, prompts, args.new_tokens, args.device, dtype))
+                for setup in [] if args.skip_transformers else setups:
+                    rates[f"transformers_{setup}"].append(
+                        bench_transformers(folder, prompts, args.new_tokens, args.device, dtype, setup))
             ours, plain = max(rates["ours"]), max(rates["plain"])
-            theirs = max(rates["theirs"]) if rates["theirs"] else None
+            per_setup = {k.removeprefix("transformers_"): max(v) for k, v in rates.items() if k.startswith("trans")}
+            theirs = max(per_setup.values()) if per_setup else None
             long_tail = {} if args.skip_long_tail else bench_long_tail(
                 folder, args.device, dtype, args.long_tail_requests, args.long_tail_slots, args.seed)
         # mean positions a decoded token attends to: its prompt plus, on average, half the new tokens
@@ -199,7 +227,9 @@ def main() -> None:
             "thinkrl_tokens_per_s": round(ours, 1),
             "thinkrl_unpacked_linears_tokens_per_s": round(plain, 1),  # packed_linears=False, same run
             "repeats_tokens_per_s": {k: [round(r, 1) for r in v] for k, v in rates.items()},
-            "transformers_tokens_per_s": None if theirs is None else round(theirs, 1),
+            "transformers_tokens_per_s": None if theirs is None else round(theirs, 1),  # its fastest setup
+            "transformers_tokens_per_s_by_setup": {k: round(v, 1) for k, v in per_setup.items()},
+            "transformers_static_compiled": args.device.startswith("cuda"),  # generate compiles on a GPU only
             "ratio_vs_transformers": None if theirs is None else round(ours / theirs, 2),
             "long_tail": {k: round(v, 2) if isinstance(v, float) else v for k, v in long_tail.items()},
         }

@@ -22,6 +22,8 @@ CASES = [
     ("bench_generate", ["--device", "-1"], "--device '-1' is not a torch device"),
     ("bench_generate", ["--dtype", "bf16"], "--dtype 'bf16' is not a torch dtype"),
     ("bench_generate", ["--models", "demo,huge"], "--models: unknown 'huge'; known: demo, small, medium"),
+    ("bench_generate", ["--transformers-setups", "dynamic,compiled"],
+     "--transformers-setups: unknown 'compiled'; known: dynamic, static-compile"),
     ("bench_rl_step", ["--group-size", "1"], "--group-size must be at least 2, got 1"),
     ("bench_serve", ["--clients", "0"], "--clients must be at least 1, got 0"),
     ("bench_weight_push", ["--sizes", "demo,1b"], "--sizes: unknown '1b'"),

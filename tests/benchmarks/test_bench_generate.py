@@ -1,0 +1,28 @@
+"""`bench generate`'s transformers sides: the static-cache setup really generates with a static cache (what makes
+transformers compile its forward on a GPU), and both setups produce every requested token."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+import bench_generate as bench  # benchmarks/ is on pytest's pythonpath
+from thinkrl.model import build_model, save_pretrained
+
+
+@pytest.mark.parametrize("setup, static", [("dynamic", False), ("static-compile", True)])
+def test_each_transformers_setup_runs_with_its_cache(setup, static, tmp_path, monkeypatch) -> None:
+    save_pretrained(build_model(bench.MODELS["demo"], seed=0), tmp_path)
+    made = []
+    original = transformers.StaticCache.__init__
+
+    def spy(self, *args, **kwargs):
+        made.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.StaticCache, "__init__", spy)
+    prompts = bench._prompts(3, seed=0)
+    rate = bench.bench_transformers(str(tmp_path), prompts, 5, "cpu", torch.float32, setup)
+    assert rate > 0  # (the function itself asserts that every prompt got all 5 new tokens)
+    assert bool(made) is static
