@@ -135,7 +135,7 @@ class SamplingSpec(Section):
     """Admission batching: while sequences run, hold waiting requests until this many slots are free (at most 16
     engine steps), so one prefill forward admits them together. 1 admits as soon as a slot frees. In streaming mode
     a push's continuations and new groups otherwise trickle in one prefill forward per freed slot; 8 of 32 slots
-    gave 1.76x sync's samples/s at eta 2 against 1.67x with 1 (CPU bench, docs/results/streaming.md). At most
+    gave 1.78x sync's samples/s at eta 2 against 1.68x with 1 (CPU bench, docs/results/streaming.md). At most
     ``num_slots``."""
     thinking_budgets: list[int] = Field(default_factory=lambda: [-1])
     """Budgets prompts are rendered with (-1 unlimited, 0 no thinking); sampled per prompt."""
