@@ -168,8 +168,10 @@ def run_child(name: str, meter: str, clock: str = "wall") -> dict:
     if ranks > 1:
         import torch.distributed as dist
 
+        from thinkrl.train.distributed import close_data_parallel
+
         result["rank"] = dist.get_rank()
-        dist.destroy_process_group()
+        close_data_parallel(synchronize=True)
     return result
 
 

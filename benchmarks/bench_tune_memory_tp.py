@@ -80,7 +80,7 @@ def run_child(name: str, meter: str, clock: str) -> dict:
             times.append(base.CLOCKS[clock]() - start)
         result.update(step_s=statistics.median(times), matmul_gflops=statistics.median(rates),
                       allgather_gbps=meters.allgather_gbps())
-    close_data_parallel()
+    close_data_parallel(synchronize=True)
     return result
 
 

@@ -91,7 +91,7 @@ def main() -> None:
         results[name] = {**result, "per_rank": per_rank}
     if data_parallel.is_main:
         torch.save(results, args.out)
-    close_data_parallel()
+    close_data_parallel(synchronize=True)
 
 
 if __name__ == "__main__":

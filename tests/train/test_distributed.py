@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -63,6 +64,27 @@ def test_two_ranks_train_like_one(two_ranks: dict, case: str, one_thread: None) 
     assert moved > 1e-3  # the weights did train (equal is not "both unchanged")
     for name, weight in single["weights"].items():
         torch.testing.assert_close(sharded["weights"][name], weight, rtol=0, atol=1e-5, msg=name)
+
+
+def _close_run(case: str, folder: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+                           str(SCRIPT.parent / "distributed_close_run.py"), "--case", case, "--dir", str(folder)],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_a_finished_run_closes_its_process_group_on_every_rank_together(tmp_path: Path) -> None:
+    """Rank 1 closes at once, rank 0 seconds later (after its last files): rank 1's close returns only then."""
+    proc = _close_run("together", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "prompt.json").read_text()) == {"late_done_when_closed": True}
+
+
+def test_a_synchronized_close_gives_up_on_a_rank_that_never_comes(tmp_path: Path) -> None:
+    """Rank 1 never closes: rank 0's close waits its timeout (1 s, rank 1 is busy for 5), warns, and returns."""
+    proc = _close_run("missing", tmp_path)
+    assert json.loads((tmp_path / "prompt.json").read_text()) == {"late_done_when_closed": False}
+    assert "not every rank reached the end of the run" in proc.stderr, proc.stderr[-3000:]
 
 
 def test_rank_micro_batches_same_count_every_rank() -> None:

@@ -24,10 +24,12 @@ context/expert parallelism, multi-node launch.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -271,7 +273,25 @@ def log_rank0(message: str, *args: object, level: int = logging.INFO, log: loggi
         (log or logger).log(level, message, *args)
 
 
-def close_data_parallel() -> None:
-    """Destroy the process group (call once at the end of the run, on every rank)."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def close_data_parallel(synchronize: bool = False, timeout_s: float = 60.0) -> None:
+    """Destroy the process group (call once at the end of the run, on every rank).
+
+    ``synchronize``: the run ended normally, so every rank comes here: wait (at most ``timeout_s``) until all
+    have, so no rank tears its connections down while a peer still finishes its last collective or writes the
+    final files (PyTorch's shutdown guidance: all ranks destroy the group together). Now and then a gloo rank
+    aborted at exit after a finished run ("terminate called without an active exception"). A run that failed
+    passes False: a peer may never come. Garbage cycles (sharded modules, optimizer state) that may hold the
+    group are collected first, so its native threads are not left to interpreter finalization.
+    """
+    if not dist.is_initialized():
+        return
+    gc.collect()
+    if synchronize:
+        try:
+            if dist.get_backend() == "gloo":  # a barrier with a timeout that names the missing ranks
+                dist.monitored_barrier(timeout=timedelta(seconds=timeout_s))
+            else:
+                dist.barrier()
+        except RuntimeError as error:
+            logger.warning("not every rank reached the end of the run: %s", str(error).splitlines()[0])
+    dist.destroy_process_group()

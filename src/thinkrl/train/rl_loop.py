@@ -39,9 +39,12 @@ def run_rl(recipe: RLRecipe) -> Path:
     data_parallel = data_parallel_from_env(tensor_parallel=recipe.trainer.tensor_parallel,
                                            shard_size=recipe.trainer.fsdp_shard_size)
     try:
-        return _run_rl(recipe, build_run(recipe, data_parallel))
-    finally:
+        final = _run_rl(recipe, build_run(recipe, data_parallel))
+    except BaseException:
         close_data_parallel()
+        raise
+    close_data_parallel(synchronize=True)
+    return final
 
 
 def _run_rl(recipe: RLRecipe, run: RLRun) -> Path:
