@@ -8,24 +8,21 @@ overlong penalty on the whole response). Dynamic sampling drops groups whose epi
 
 from __future__ import annotations
 
-import copy
 import random
 from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
 
-from thinkrl.engine import LLMEngine, SamplingParams
-from thinkrl.engine.loop import EngineLoop
+from thinkrl.engine import SamplingParams
 from thinkrl.model import CausalLM
 from thinkrl.records import RewardParts
 from thinkrl.rl import group_has_variance, soft_overlong_penalty
 from thinkrl.rollout.agent_spec import AgentSpec
-from thinkrl.rollout.engine import EngineClient, Placement
+from thinkrl.rollout.engine import EngineClient, Placement, start_engine_client
 from thinkrl.rollout.environments import Environment, build_environment
 from thinkrl.rollout.groups import RolloutBatch
 from thinkrl.rollout.multiturn import Episode, EpisodeRequest, MultiTurnRunner, SubmitClient
-from thinkrl.rollout.process import start_engine_process
 from thinkrl.rollout.requests import sampling_params
 from thinkrl.rollout.sources import SKIPPED_TOTAL, PromptSource
 from thinkrl.rollout.specs import RewardSpec, RolloutSpec, SamplingSpec
@@ -197,14 +194,7 @@ def start_agent_engine(policy: CausalLM, tokenizer: TextTokenizer, spec: AgentSp
     env = build_environment(spec.environment, spec.options)
     max_prompt = max(len(render_episode_prompt(tokenizer, env, p, b)[0]) for p in sized
                      for b in sampling.thinking_budgets)
-    max_seq_len = max_prompt + 16 + spec.max_total_tokens
-    if placement == "process":
-        return start_engine_process(policy, tokenizer, num_slots=sampling.num_slots, max_seq_len=max_seq_len,
-                                    seed=seed, admit_batch=sampling.admit_batch)
-    weights = copy.deepcopy(policy).eval().requires_grad_(False)
-    engine = LLMEngine(weights, tokenizer, num_slots=sampling.num_slots, max_seq_len=max_seq_len, seed=seed,
-                       admit_batch=sampling.admit_batch)
-    return EngineLoop(engine).start()
+    return start_engine_client(policy, tokenizer, sampling, max_prompt + 16 + spec.max_total_tokens, seed, placement)
 
 
 def collect_agent_rollout(spec: AgentSpec, client: SubmitClient, tokenizer: TextTokenizer, source: PromptSource,

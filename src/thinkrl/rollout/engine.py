@@ -61,7 +61,14 @@ def start_engine(policy: CausalLM, tokenizer: TextTokenizer, sampling: SamplingS
     (``placement``). Stop it with ``client.stop()``."""
     max_prompt = max(len(tokenizer.encode_chat([{"role": "user", "content": p.prompt}], thinking_budget=b))
                      for p in sized for b in sampling.thinking_budgets)
-    max_seq_len = max_prompt + 16 + sampling.max_new_tokens
+    return start_engine_client(policy, tokenizer, sampling, max_prompt + 16 + sampling.max_new_tokens, seed,
+                               placement)
+
+
+def start_engine_client(policy: CausalLM, tokenizer: Any, sampling: SamplingSpec, max_seq_len: int, seed: int,
+                        placement: Placement = "thread") -> EngineClient:
+    """A started engine client over a frozen copy of ``policy``'s weights (version 0) with ``sampling``'s engine
+    settings (slots, admission batching) and ``max_seq_len``, in a thread or a child process (``placement``)."""
     if placement == "process":
         return start_engine_process(policy, tokenizer, num_slots=sampling.num_slots, max_seq_len=max_seq_len,
                                     seed=seed, admit_batch=sampling.admit_batch)
