@@ -24,10 +24,11 @@ context/expert parallelism, multi-node launch.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -295,3 +296,15 @@ def close_data_parallel(synchronize: bool = False, timeout_s: float = 60.0) -> N
         except RuntimeError as error:
             logger.warning("not every rank reached the end of the run: %s", str(error).splitlines()[0])
     dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def closing_data_parallel() -> Iterator[None]:
+    """Close the process group when the block ends: on every rank together when the block finished normally
+    (``synchronize=True``), without waiting when it raised (a peer may never come)."""
+    try:
+        yield
+    except BaseException:
+        close_data_parallel()
+        raise
+    close_data_parallel(synchronize=True)

@@ -25,7 +25,7 @@ from thinkrl.rollout.agent_streaming import build_agent_driver
 from thinkrl.train.common import rank_metrics, save_policy
 from thinkrl.train.config import RLRecipe
 from thinkrl.train.dcp import save_sharded
-from thinkrl.train.distributed import broadcast_object, close_data_parallel, data_parallel_from_env
+from thinkrl.train.distributed import broadcast_object, closing_data_parallel, data_parallel_from_env
 from thinkrl.train.metrics import MetricsLogger, Timer, plot_metrics, progress, read_metrics
 from thinkrl.train.rl_setup import RLRun, build_run
 from thinkrl.train.rl_step import prepare_batch, update
@@ -38,13 +38,8 @@ def run_rl(recipe: RLRecipe) -> Path:
     """Train with RL (on every rank under torchrun); returns the folder of the final HF-format policy."""
     data_parallel = data_parallel_from_env(tensor_parallel=recipe.trainer.tensor_parallel,
                                            shard_size=recipe.trainer.fsdp_shard_size)
-    try:
-        final = _run_rl(recipe, build_run(recipe, data_parallel))
-    except BaseException:
-        close_data_parallel()
-        raise
-    close_data_parallel(synchronize=True)
-    return final
+    with closing_data_parallel():
+        return _run_rl(recipe, build_run(recipe, data_parallel))
 
 
 def _run_rl(recipe: RLRecipe, run: RLRun) -> Path:

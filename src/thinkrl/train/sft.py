@@ -33,7 +33,7 @@ from thinkrl.train.common import (
 )
 from thinkrl.train.config import SFTRecipe
 from thinkrl.train.dcp import Trained, broadcast_resume_step, load_sharded, save_sharded
-from thinkrl.train.distributed import DataParallel, close_data_parallel, data_parallel_from_env, shard_model
+from thinkrl.train.distributed import DataParallel, closing_data_parallel, data_parallel_from_env, shard_model
 from thinkrl.train.metrics import progress
 from thinkrl.train.schedule import build_optimizer, build_scheduler
 
@@ -83,13 +83,8 @@ def run_sft(recipe: SFTRecipe) -> Path:
     (``<output_dir>/final``)."""
     data_parallel = data_parallel_from_env(tensor_parallel=recipe.trainer.tensor_parallel,
                                            shard_size=recipe.trainer.fsdp_shard_size)
-    try:
-        final = _run_sft(recipe, data_parallel)
-    except BaseException:
-        close_data_parallel()
-        raise
-    close_data_parallel(synchronize=True)
-    return final
+    with closing_data_parallel():
+        return _run_sft(recipe, data_parallel)
 
 
 def _run_sft(recipe: SFTRecipe, dp: DataParallel | None) -> Path:
