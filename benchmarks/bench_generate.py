@@ -202,16 +202,17 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             save_pretrained(build_model(config, seed=args.seed), folder)
             prompts = _prompts(args.prompts, args.seed)
+            theirs_setups = [] if args.skip_transformers else setups
             rates: dict[str, list[float]] = {"ours": [], "plain": []}
-            rates.update({f"transformers_{s}": [] for s in ([] if args.skip_transformers else setups)})
+            rates.update({f"transformers_{s}": [] for s in theirs_setups})
             for _ in range(args.repeats):  # interleaved, so a shared machine's load hits every side alike
                 rates["ours"].append(bench_thinkrl(folder, prompts, args.new_tokens, args.device, dtype))
                 rates["plain"].append(bench_thinkrl(folder, prompts, args.new_tokens, args.device, dtype, False))
-                for setup in [] if args.skip_transformers else setups:
+                for setup in theirs_setups:
                     rates[f"transformers_{setup}"].append(
                         bench_transformers(folder, prompts, args.new_tokens, args.device, dtype, setup))
             ours, plain = max(rates["ours"]), max(rates["plain"])
-            per_setup = {k.removeprefix("transformers_"): max(v) for k, v in rates.items() if k.startswith("trans")}
+            per_setup = {s: max(rates[f"transformers_{s}"]) for s in theirs_setups}
             theirs = max(per_setup.values()) if per_setup else None
             long_tail = {} if args.skip_long_tail else bench_long_tail(
                 folder, args.device, dtype, args.long_tail_requests, args.long_tail_slots, args.seed)
