@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,3 +34,19 @@ def sft_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         "trainer": {"micro_batch_tokens": 384, "save_every": 0, "output_dir": str(out), "log_every": 5},
     }, SFTRecipe)
     return run_sft(recipe)
+
+
+def _wait_for_step(proc: subprocess.Popen, run_dir: Path, step: int, timeout_s: float = 300.0) -> None:
+    """Poll ``run_dir/metrics.jsonl`` until step ``step`` is logged; fails (with the run's stderr) if ``proc``
+    exits first or ``timeout_s`` passes."""
+    metrics, deadline = run_dir / "metrics.jsonl", time.monotonic() + timeout_s
+    while not metrics.exists() or f'"step": {step}' not in metrics.read_text():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"step {step} not reached within {timeout_s:.0f} s"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def wait_for_step() -> Callable[..., None]:
+    """``wait_for_step(proc, run_dir, step, timeout_s=300)``: wait until a running `thinkrl train` logged ``step``."""
+    return _wait_for_step

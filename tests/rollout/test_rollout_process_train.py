@@ -82,7 +82,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_streaming_run_in_a_rollout_process_and_a_killed_rollout_process_ends_it_cleanly(sft_model, tmp_path):
+def test_streaming_run_in_a_rollout_process_and_a_killed_rollout_process_ends_it_cleanly(sft_model, tmp_path,
+                                                                                       wait_for_step):
     """Streaming mode with the engine in a child: pushed weights are the trainer's (fp32 log-prob agreement), the
     staleness bound holds; then the child is SIGKILLed mid-run: the run stops with the signal named, leaves no
     process behind, and its last checkpoint resumes."""
@@ -103,11 +104,7 @@ def test_streaming_run_in_a_rollout_process_and_a_killed_rollout_process_ends_it
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = out / "metrics.jsonl"
     try:
-        deadline = time.monotonic() + 600
-        while not metrics.exists() or '"step": 3' not in metrics.read_text():
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "step 3 not reached within 600 s"
-            time.sleep(0.1)
+        wait_for_step(proc, out, 3, timeout_s=600)
         helpers = _children(proc.pid)  # the rollout process, and multiprocessing's resource tracker
         (child,) = [pid for pid in helpers if "resource_tracker" not in _cmdline(pid)]
         os.kill(child, signal.SIGKILL)

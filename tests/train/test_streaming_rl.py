@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -109,7 +108,7 @@ def test_a_trainer_exception_stops_the_rollout_thread(sft_model, tmp_path):
     assert not _thinkrl_threads()
 
 
-def test_ctrl_c_ends_the_run_promptly_and_the_last_checkpoint_resumes(sft_model, tmp_path):
+def test_ctrl_c_ends_the_run_promptly_and_the_last_checkpoint_resumes(sft_model, tmp_path, wait_for_step):
     from thinkrl.train.rl_loop import run_rl
 
     out = tmp_path / "run"
@@ -120,12 +119,8 @@ def test_ctrl_c_ends_the_run_promptly_and_the_last_checkpoint_resumes(sft_model,
     proc = subprocess.Popen([sys.executable, "-m", "thinkrl", "train", str(recipe_file)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 300
         # Step 3 is logged: the checkpoint of step 2 is on disk and step 4 (no save) is under way.
-        while not (out / "metrics.jsonl").exists() or '"step": 3' not in (out / "metrics.jsonl").read_text():
-            assert proc.poll() is None, proc.communicate()[1][-2000:]
-            assert time.monotonic() < deadline, "step 3 not reached within 300 s"
-            time.sleep(0.05)
+        wait_for_step(proc, out, 3)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=SIGINT_DEADLINE_S)
     finally:
