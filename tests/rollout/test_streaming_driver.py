@@ -25,7 +25,7 @@ from thinkrl.rollout import (
     SyncDriver,
     collect_rollout_batch,
 )
-from thinkrl.rollout.buffer import FinishedGroup, GroupBuffer, version_lag
+from thinkrl.rollout.buffer import FinishedGroup, GroupBuffer, take_strands_a_group, version_lag
 from thinkrl.tasks.dataset import generate_dataset
 from thinkrl.tokenizer import load_tokenizer
 
@@ -295,3 +295,24 @@ def test_a_stopped_engine_fails_the_waiting_trainer(loop: EngineLoop) -> None:
             driver.next_batch(1)
     finally:
         driver.close()
+
+
+@pytest.mark.parametrize(("buffered", "in_flight", "version", "eta", "batch", "wait"), [
+    ([0, 0], [0], 2, 2, 2, True),  # only this batch may still train the group in flight: wait (the due rule)
+    ([1, 1], [1], 2, 2, 2, False),  # its deadline is the next batch's
+    # Takes at versions 1 and 2 can train 4 groups with oldest version 0; one is buffered, three are in flight.
+    # Taking now trains one of them and a younger group, leaving 3 for the single batch of 2 at version 2: wait.
+    ([0, 1, 1], [0, 0, 0], 1, 2, 2, True),
+    ([0, 1, 1], [0, 0], 1, 2, 2, False),  # two left for the batch at version 2: they fit
+    ([0, 0, 0], [0], 1, 2, 1, False),  # three buffered already need the one batch: waiting cannot save any
+    ([None, 1, 1], [0, 0, 0], 1, 2, 2, True),  # a group without tokens is taken first, as the buffer takes it
+    ([1, 2, 2, 2], [1, 1, 1, 1], 2, 3, 2, False),  # eta 3: 4 groups with deadline 4 fit the batches at 3 and 4
+    ([1, 2, 2, 2], [1, 1, 1, 1, 1], 2, 3, 2, True),  # 5 do not
+    ([0, 1], [0], 1, 1, 2, True),  # eta 1: the due rule only
+    ([0, 1], [1], 1, 1, 2, False),
+])
+def test_the_trainer_waits_exactly_when_taking_now_would_strand_a_group(
+        buffered: list, in_flight: list, version: int, eta: int, batch: int, wait: bool) -> None:
+    # Hand-worked: a group with oldest version o must be taken by the batch at version o + eta; each version takes
+    # one batch of `batch` groups, oldest first.
+    assert take_strands_a_group(buffered, in_flight, version, eta, batch) is wait

@@ -29,6 +29,43 @@ def version_lag(oldest: int | None, trainer_version: int) -> int:
     return 0 if oldest is None else trainer_version - oldest
 
 
+def _take_order(oldest: int | None) -> int:
+    return -1 if oldest is None else oldest  # as `GroupBuffer.take` orders the usable groups
+
+
+def take_strands_a_group(buffered: list[int | None], in_flight: list[int], trainer_version: int,
+                         max_staleness: int, batch: int) -> bool:
+    """Whether the trainer should wait for groups in flight before taking ``batch`` groups now, because taking the
+    oldest buffered ones would leave a group that no later batch can train within the bound.
+
+    A group whose oldest token has version o may be trained by the batches taken at versions up to o + eta (its
+    deadline), and each version takes one batch of ``batch`` groups, oldest first (earliest deadline first). The
+    groups left after this batch can all be trained in time only if, for every k >= 1, at most k x ``batch`` of them
+    have deadlines at or before ``trainer_version + k``. When taking now would break that for some k, while a group
+    in flight with such a deadline could finish and be taken instead of a buffered one with a later deadline, the
+    trainer waits for it. A group in flight with deadline ``trainer_version`` (only this batch may still train it)
+    is always waited for.
+
+    Args:
+        buffered: the buffered groups' oldest versions (None: no tokens), in buffer order.
+        in_flight: the groups in flight's start versions (no token of theirs is older).
+        trainer_version, max_staleness, batch: the take's version, eta, and ``prompts_per_step``.
+    """
+    eta, now = max_staleness, trainer_version
+    if any(start + eta <= now for start in in_flight):
+        return True
+    usable = sorted((o for o in buffered if version_lag(o, now) <= eta), key=_take_order)
+    taken, rest = usable[:batch], usable[batch:]
+    taken_deadlines = [o + eta for o in taken if o is not None]
+    later = [o + eta for o in rest if o is not None] + [start + eta for start in in_flight]
+    for k in range(1, eta):
+        horizon = now + k
+        if (sum(d <= horizon for d in later) > k * batch and any(d > horizon for d in taken_deadlines)
+                and any(start + eta <= horizon for start in in_flight)):
+            return True
+    return False
+
+
 @dataclass
 class FinishedGroup:
     """A group whose responses all finished, scored.

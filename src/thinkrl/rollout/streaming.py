@@ -39,7 +39,7 @@ from thinkrl.engine import Request, TokenEvent
 from thinkrl.records import Trajectory
 from thinkrl.rl import group_has_variance
 from thinkrl.rollout.admission import AdmissionCounts, groups_to_admit
-from thinkrl.rollout.buffer import FinishedGroup, GroupBuffer, version_lag
+from thinkrl.rollout.buffer import FinishedGroup, GroupBuffer, take_strands_a_group, version_lag
 from thinkrl.rollout.groups import RolloutBatch
 from thinkrl.rollout.partial import PartialSample, continuation_request, finish_sample, first_request, record_piece
 from thinkrl.rollout.requests import SampleRequest, render_prompt, sampling_params
@@ -154,7 +154,7 @@ class StreamingDriver(ResumableStream):
                     self._check_alive()
                     self._drop_stale(self._buffer.take(0, self._version, eta).stale)
                     usable = self._buffer.num_usable(self._version, eta)
-                    if (usable >= need and not self._num_due()) or self._tally.groups_completed >= enough:
+                    if (usable >= need and not self._must_wait(need)) or self._tally.groups_completed >= enough:
                         break  # (the second: as the synchronous path's rounds limit)
                     now = time.monotonic()
                     if self._tokens != last_tokens:
@@ -204,13 +204,13 @@ class StreamingDriver(ResumableStream):
         if self._closed or not self._thread.is_alive():
             raise RolloutError("the rollout thread is not running (closed)")
 
-    def _num_due(self) -> int:
-        """With ``wait_for_due``: groups in flight that only the batch being taken may still train. Caller holds
-        the lock."""
+    def _must_wait(self, need: int) -> bool:
+        """With ``wait_for_due``: a group in flight must finish before this batch is taken, or some group would go
+        stale (`take_strands_a_group`). Caller holds the lock."""
         if not self.rollout.wait_for_due:
-            return 0
-        eta = self.rollout.max_staleness
-        return sum(version_lag(g.start_version, self._version) >= eta for g in self._active.values())
+            return False
+        return take_strands_a_group([g.oldest for g in self._buffer], [g.start_version for g in self._active.values()],
+                                    self._version, self.rollout.max_staleness, need)
 
     def _batch(self, groups: list[FinishedGroup], tally: _Tally, data_metrics: dict[str, float], waited: float,
                buffered: int) -> RolloutBatch:
