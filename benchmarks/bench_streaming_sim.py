@@ -10,8 +10,9 @@ Model (the same rules as `thinkrl.rollout.streaming`):
 * Synchronous (colocated): every GPU samples the step's P x G responses, then every GPU trains on them.
 * Streaming (disaggregated): ``rollout_share`` of the GPUs sample continuously, the rest train; groups are admitted
   by one of the rules below; at a push every in-flight response is interrupted and its KV recomputed
-  (``prefill_per_token`` per token so far), keeping its place ahead of queued new responses; a group the next batch
-  could no longer train is waited for (``wait_for_due``) or dropped and sampled again.
+  (``prefill_per_token`` per token so far), keeping its place ahead of queued new responses; a group no later batch
+  could train is waited for (``wait_for_due``: the driver's own rule, `take_strands_a_group`) or dropped and
+  sampled again.
 
 Admission rules (``admit``): "batch" (the driver's default, and AReaL's count): fewer than ``P x (eta + 1 -
 pending)`` groups in flight or buffered; "slots" (``rollout.admission: slots``): the same, and only while the pool
@@ -56,6 +57,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from _cli import check_at_least, load_report  # siblings: benchmarks/ is on sys.path
+from thinkrl.rollout.buffer import take_strands_a_group
 
 
 @dataclass(frozen=True)
@@ -249,9 +251,11 @@ def _decode_until(costs: Costs, work: Workload, st: _Stream, running: list[_Seq]
 
 
 def _ready(buffer: list, groups: dict, version: int, eta: int, need: int, wait_for_due: bool) -> bool:
+    """The driver's rule: ``need`` usable groups, and (``wait_for_due``) no group in flight to wait for first."""
     usable = sum(version - g[1] <= eta for g in buffer)
-    due = wait_for_due and any(version - g[0] >= eta for g in groups.values())
-    return usable >= need and not due
+    wait = wait_for_due and take_strands_a_group([g[1] for g in buffer], [g[0] for g in groups.values()], version,
+                                                 eta, need)
+    return usable >= need and not wait
 
 
 def cpu_setup(calibration_file: str) -> tuple[Costs, Workload, dict]:

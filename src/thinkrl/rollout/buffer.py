@@ -58,9 +58,8 @@ def take_strands_a_group(buffered: list[int | None], in_flight: list[int], train
     taken, rest = usable[:batch], usable[batch:]
     taken_deadlines = [o + eta for o in taken if o is not None]
     later = [o + eta for o in rest if o is not None] + [start + eta for start in in_flight]
-    for k in range(1, eta):
-        horizon = now + k
-        if (sum(d <= horizon for d in later) > k * batch and any(d > horizon for d in taken_deadlines)
+    for horizon in sorted({d for d in later if now < d < now + eta}):  # (the counts change only at deadlines)
+        if (sum(d <= horizon for d in later) > (horizon - now) * batch and any(d > horizon for d in taken_deadlines)
                 and any(start + eta <= horizon for start in in_flight)):
             return True
     return False

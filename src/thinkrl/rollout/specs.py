@@ -179,8 +179,9 @@ class RolloutSpec(Section):
     """Streaming: tokens the rollout may generate per policy version before it pauses, its unfinished responses
     kept (partial rollouts), until the next weight push (or until the trainer waits for data); 0 is unlimited."""
     wait_for_due: bool = True
-    """Streaming: when a group in flight could be trained only in the batch being taken (its first tokens are eta
-    versions old), the trainer waits for it instead of dropping it later: no response is lost to staleness, long
+    """Streaming: when taking the batch now would leave a group that no later batch can train in time (one that
+    only this batch may still train, or more old groups than the next batches can hold), the trainer waits for the
+    groups in flight instead of dropping one later (`take_strands_a_group`): no response is lost to staleness, long
     ones included, at the cost of trainer idle time. False takes what is ready (long responses are more often
     dropped and sampled again: the kept batch leans short)."""
     max_buffered_groups: int | None = Field(None, ge=1)

@@ -11,7 +11,8 @@ process). See docs/streaming.md.
   waiting for data: a paused rollout never starves it).
 * Staleness: a group whose oldest token lags more than eta versions by the earliest step that could train it is
   dropped (in flight, or when the trainer takes a batch) and its prompt sampled again; ``stream/dropped_stale``.
-  With ``wait_for_due`` the trainer first waits for the groups only the batch it takes may still train.
+  With ``wait_for_due`` the trainer first waits for groups in flight whenever taking now would strand a group
+  (`take_strands_a_group`: no later batch could train it in time).
 * Dynamic sampling, filters and curricula: every finished group is scored and reported to the prompt source
   (``observe``), and groups whose responses are all right or all wrong are dropped, as in the synchronous path.
 * Checkpoints: `state` saves the buffered and in-flight groups (partial responses included) with the prompt
