@@ -316,3 +316,61 @@ def test_the_trainer_waits_exactly_when_taking_now_would_strand_a_group(
     # Hand-worked: a group with oldest version o must be taken by the batch at version o + eta; each version takes
     # one batch of `batch` groups, oldest first.
     assert take_strands_a_group(buffered, in_flight, version, eta, batch) is wait
+
+
+class _HoldingEngine:
+    """The real engine loop, holding back the finished events of chosen requests (long responses, as far as the
+    driver can tell) until `release`."""
+
+    def __init__(self, inner: EngineLoop, hold: set) -> None:
+        self.inner, self.hold, self.held = inner, hold, []
+        self._guard = threading.Lock()
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def submit(self, requests, sink, **kwargs) -> None:
+        def holding(item) -> None:
+            if isinstance(item, TokenEvent) and item.finished and item.request_id in self.hold:
+                with self._guard:
+                    self.held.append((sink, item))
+                return
+            sink(item)
+        return self.inner.submit(requests, holding, **kwargs)
+
+    def release(self) -> None:
+        with self._guard:
+            held, self.held = self.held, []
+        for sink, item in held:
+            sink(item)
+
+
+def test_the_trainer_waits_for_old_groups_in_flight_rather_than_strand_one() -> None:
+    # eta 2, 2 groups of one response a step: six groups start with version 0. Groups 4-6 finish in the engine but
+    # reach the driver only later. At step 2 the buffer holds one old group and two of version 1: taking the old one
+    # and a young one would leave three version-0 groups for the one batch (of 2) that may still train them.
+    loop = _loop(num_slots=8)
+    engine = _HoldingEngine(loop, hold={("stream", 4), ("stream", 5), ("stream", 6)})
+    driver = StreamingDriver(engine, TOK, PromptCursor(PROBLEMS, 0), _rollout(max_staleness=2, group_size=1),
+                             SAMPLING, REWARD, seed=0, poll_s=0.05).start()
+    try:
+        batches = [driver.next_batch(1)]
+        _wait_for(lambda: len(engine.held) == 3, "the three long responses to finish in the engine")
+        driver.push_weights(_weights(1), version=1)
+        _wait_for(lambda: len(driver._buffer) == 3, "one version-0 and two version-1 groups buffered")
+        taken: list = []
+        trainer = threading.Thread(target=lambda: taken.append(driver.next_batch(2)))
+        trainer.start()
+        _wait_for(lambda: taken or driver._trainer_waiting, "the trainer to take or wait")
+        engine.release()
+        trainer.join(WAIT_S)
+        batches += taken
+        for step in (3, 4):
+            driver.push_weights(_weights(step - 1), version=step - 1)
+            batches.append(driver.next_batch(step))
+    finally:
+        driver.close()
+        loop.stop()
+    assert [t.policy_version for t in batches[1].trajectories] == [0, 0]  # the old groups, not a young one
+    assert sum(b.stream_metrics["stream/dropped_stale"] for b in batches) == 0
+    assert [len(b.trajectories) for b in batches] == [2, 2, 2, 2]
