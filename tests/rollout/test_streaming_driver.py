@@ -163,8 +163,11 @@ def test_trained_tokens_never_lag_more_than_eta_and_partials_continue(loop: Engi
             assert version_lag(t.policy_version, step - 1) <= eta, (step, t.token_versions)
             assert t.token_versions == sorted(t.token_versions) and max(t.token_versions) <= step - 1
             assert len(t.response_ids) <= SAMPLING.max_new_tokens and t.reward is not None
-        m = batch.stream_metrics
-        assert 0 <= m["stream/fresh_share"] <= 1 and m["stream/version_lag_mean"] <= eta
+        m, groups = batch.stream_metrics, {}
+        for t in batch.trajectories:
+            groups.setdefault(t.group_id, []).extend(t.token_versions)
+        assert m["stream/fresh_share"] == sum(set(v) == {step - 1} for v in groups.values()) / len(groups)
+        assert m["stream/version_lag_mean"] == sum(step - 1 - min(v) for v in groups.values()) / len(groups)
     # The driver's own count agrees with what the engine did: one continuation per response stopped early (one
     # stopped by the last push may reach the driver after the wait, or never: the bounds allow for it).
     reported = sum(b.stream_metrics["stream/continued"] for b in batches) + driver._tally.continued
