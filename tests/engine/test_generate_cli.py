@@ -24,3 +24,37 @@ def test_generate_cli_prints_reasoning_and_answer(tmp_path):
     bad = subprocess.run([*base[:-4], "--model", str(tmp_path / "missing"), "--prompt", "x"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "does not exist" in bad.stderr
+
+
+
+def test_generate_cli_enforces_the_thinking_budget(tmp_path):
+    import shutil
+
+    from thinkrl.tokenizer import load_tokenizer
+    from thinkrl.tokenizer.text_tokenizer import BUILTIN_DIR
+
+    save_pretrained(build_model(ModelConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                            num_attention_heads=2, num_key_value_heads=1), seed=0), tmp_path / "m")
+    # A Qwen3-style template: the generation prompt opens the thinking block, so the model thinks from its first
+    # token (a random model never closes it by itself).
+    builtin = load_tokenizer("builtin")
+    shutil.copytree(BUILTIN_DIR, tmp_path / "tok")
+    (tmp_path / "tok" / "chat_template.jinja").write_text(
+        builtin.chat_template + "{% if add_generation_prompt %}" + builtin.think_tags.open + "{% endif %}")
+    base = [sys.executable, "-m", "thinkrl.cli", "generate", "--model", str(tmp_path / "m"), "--tokenizer",
+            str(tmp_path / "tok"), "--max-new-tokens", "60", "--json", "--prompt", "Compute 1+2.",
+            "--thinking-budget", "3"]
+
+    def run(*extra: str) -> dict:
+        proc = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    enforced, stated = run(), run("--no-budget-enforce")
+    # Enforced: 3 thinking tokens, then the forced end of thinking (the exhausted sentence is a reflection, not
+    # reasoning) and an answer. Only stated: the model thinks on to the token limit.
+    assert len(builtin.encode(enforced["reasoning_content"])) <= 3, enforced
+    assert enforced["num_tokens"] > 3 and enforced["content"], enforced
+    assert stated["finish_reason"] == "length" and len(builtin.encode(stated["reasoning_content"])) > 30, stated
+    bad = subprocess.run([*base[:-1], "-5"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "thinking_budget" in bad.stderr and "Traceback" not in bad.stderr

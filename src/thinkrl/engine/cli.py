@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from thinkrl.engine.budget import make_budget_controller
 from thinkrl.engine.engine import LLMEngine
 from thinkrl.engine.types import Request, SamplingParams
 
@@ -15,7 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", required=True, action="append", help="user message; repeat for a batch")
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model folder if it has "
                         "tokenizer.json, else the built-in tokenizer)")
-    parser.add_argument("--thinking-budget", type=int, default=-1, help="-1 unlimited, 0 answer at once, N tokens")
+    parser.add_argument("--thinking-budget", type=int, default=-1,
+                        help="-1 unlimited, 0 answer at once, N: the thinking is ended after N tokens")
+    parser.add_argument("--no-budget-enforce", action="store_true",
+                        help="state the thinking budget in the prompt only; do not force the end of thinking")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--top-p", type=float, default=1.0)
@@ -36,14 +40,19 @@ def run(args: argparse.Namespace) -> int:
     model = load_pretrained(model_dir, device=args.device, dtype=args.dtype)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                             top_k=args.top_k, seed=args.seed)
-    requests = [
-        Request(tokenizer.encode_chat([{"role": "user", "content": p}], thinking_budget=args.thinking_budget), params)
-        for p in args.prompt
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                           thinking_budget=args.thinking_budget) for p in args.prompt]
+    thinking_open = [tokenizer.think_tags.ends_inside_thinking(t) for t in texts]
+    requests = [  # a controller per request (it counts that request's thinking), as `thinkrl serve` does
+        Request(tokenizer.encode(text), params, controller=make_budget_controller(
+            tokenizer, args.thinking_budget, enforce=not args.no_budget_enforce, thinking_open=opened))
+        for text, opened in zip(texts, thinking_open, strict=True)
     ]
     max_len = max(len(r.prompt_ids) for r in requests) + args.max_new_tokens + 1
     engine = LLMEngine(model, tokenizer, num_slots=min(len(requests), 64), max_seq_len=max_len)
-    for prompt, traj in zip(args.prompt, engine.generate(requests), strict=True):
-        parsed = parse_completion(traj.text, tokenizer.think_tags)
+    results = engine.generate(requests)
+    for prompt, traj, opened in zip(args.prompt, results, thinking_open, strict=True):
+        parsed = parse_completion(traj.text, tokenizer.think_tags, thinking_open=opened)
         if args.json:
             print(json.dumps({"prompt": prompt, "reasoning_content": parsed.reasoning_content,
                               "content": parsed.content, "finish_reason": traj.finish_reason,
