@@ -262,3 +262,22 @@ def test_algorithm_rules_for_critics_and_groups_of_one():
         recipe("dapo", critic={"pretrain_steps": 3})
     with pytest.raises(ValueError, match=r"critic.value_clip:"):
         recipe("vapo", critic={"value_clip": 0})
+
+
+def test_a_critic_run_whose_every_group_was_dropped_still_finishes(tmp_path):
+    from thinkrl.model import ModelConfig, build_model, save_pretrained
+    from thinkrl.tokenizer import load_tokenizer
+    from thinkrl.train.metrics import read_metrics
+    from thinkrl.train.rl_loop import run_rl
+
+    # A random policy answers every problem wrong: dynamic sampling drops every group, nothing is trained, and no
+    # explained variance is logged. The run still ends with its final model and its curves (it used to raise).
+    save_pretrained(build_model(ModelConfig(vocab_size=load_tokenizer("builtin").vocab_size, **MICRO), seed=0),
+                    tmp_path / "random")
+    recipe = _recipe(tmp_path / "random", tmp_path / "run", "vapo", steps=1, critic={"pretrain_steps": 0},
+                     rollout={"dynamic_sampling": True, "max_sampling_rounds": 1})
+    final = run_rl(recipe)
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["groups_kept_trained"] for r in rows if "groups_kept_trained" in r] == [0]
+    assert not any("explained_variance" in r for r in rows)
+    assert (final / "config.json").exists() and (tmp_path / "run" / "curves.png").stat().st_size > 0

@@ -195,4 +195,6 @@ def plot_run(run: RLRun, recipe: RLRecipe) -> None:
     logged = {k for r in read_metrics(run.out / "metrics.jsonl") for k in r}
     if "budget_adherence" in logged:  # budgets in play: how long the model thinks, and whether it keeps to them
         keys += ["thinking_tokens_mean", "budget_adherence"]
-    plot_metrics(run.out / "metrics.jsonl", keys, run.out / "curves.png")
+    keys = [k for k in keys if k in logged]  # e.g. no explained variance when no step trained (all groups dropped)
+    if keys:
+        plot_metrics(run.out / "metrics.jsonl", keys, run.out / "curves.png")
