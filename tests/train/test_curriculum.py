@@ -31,6 +31,7 @@ from thinkrl.rollout import (
     estimate_pass_rates,
     filter_by_pass_rate,
     prefilter_problems,
+    training_problems,
 )
 from thinkrl.tasks import Problem, get_task
 from thinkrl.tasks.dataset import generate_dataset, split_of
@@ -244,6 +245,19 @@ def test_build_prompt_source_picks_and_restores_the_source() -> None:
     assert isinstance(curriculum, Curriculum) and curriculum.exclude_ids == {"x"}
     assert curriculum.levels["arithmetic"].difficulty["max_number"] == 2
 
+
+
+def test_a_curriculum_needs_no_fixed_training_set_of_num_train_problems() -> None:
+    # Two terms in 1..3 make at most 3 x 3 x 3 (+, -, *) distinct problems: a fixed set of 1000 cannot be drawn at this level, but a
+    # curriculum generates its own prompts, so the run's training problems are the curriculum's first ones.
+    narrow = {"task": "arithmetic", "num_train": 1000, "difficulty": {"num_terms": 2, "max_number": 3}}
+    with pytest.raises(ValueError, match="distinct train problems"):
+        training_problems(DataSpec(**narrow))
+    spec = DataSpec(**narrow, curriculum={"knobs": {"max_number": 1}})
+    made = training_problems(spec, exclude_ids={"x"})
+    assert len(made) == 200 and len({p.id for p in made}) <= 27
+    assert [p.id for p in made] == [p.id for p in build_prompt_source(spec, [], exclude_ids={"x"}).take(200)]
+    assert len(training_problems(DataSpec(task="arithmetic", num_train=30))) == 30  # no curriculum: the fixed set
 
 # --- end to end with the engine ----------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from thinkrl.rollout import (
     load_problems,
     prefilter_problems,
     rollout_metrics,
+    training_problems,
 )
 from thinkrl.rollout.stream_state import split_state
 from thinkrl.tasks import Problem
@@ -86,7 +87,8 @@ def check_ray_recipe(recipe: RLRecipe, resuming: bool) -> None:
 
 def load_prompt_data(recipe: RLRecipe) -> PromptData:
     """Problems, prompt source and engine sizing, exactly as the single-process run picks them."""
-    train_problems, test_problems = load_problems(recipe.data, "train"), load_problems(recipe.data, "test")
+    test_problems = load_problems(recipe.data, "test")
+    train_problems = training_problems(recipe.data, exclude_ids={p.id for p in test_problems})
     source = build_prompt_source(recipe.data, train_problems, exclude_ids={p.id for p in test_problems})
     sized = train_problems[:200] + test_problems[:200]
     if isinstance(source, Curriculum):  # the longest prompts come at the hardest difficulty it may reach

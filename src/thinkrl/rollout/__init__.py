@@ -40,6 +40,7 @@ from thinkrl.rollout.sources import (
     build_prompt_source,
     filter_by_pass_rate,
     load_problems,
+    training_problems,
 )
 from thinkrl.rollout.specs import (
     CurriculumSpec,
@@ -83,6 +84,7 @@ __all__ = [
     "filter_by_pass_rate",
     "judge",
     "load_problems",
+    "training_problems",
     "prefilter_problems",
     "render_prompt",
     "rollout_metrics",

@@ -245,6 +245,15 @@ def build_prompt_source(data: DataSpec, train_problems: list[Problem], exclude_i
     return PromptCursor(train_problems, data.seed, **state)
 
 
+def training_problems(spec: DataSpec, exclude_ids: Iterable[str] = ()) -> list[Problem]:
+    """The fixed training set (`load_problems`), or with a curriculum, which generates its training prompts as it
+    goes, the first ``min(num_train, 200)`` it would generate (a separate instance; they size the engine and feed
+    value pretraining), so a narrow starting level need not hold ``num_train`` distinct problems."""
+    if spec.curriculum is None:
+        return load_problems(spec, "train")
+    return build_prompt_source(spec, [], exclude_ids=exclude_ids).take(min(spec.num_train, 200))
+
+
 def load_problems(spec: DataSpec, split: str) -> list[Problem]:
     """The train or test problems: from ``train_file``/``test_file`` when set, else generated (disjoint splits)."""
     path = spec.train_file if split == "train" else spec.test_file

@@ -26,6 +26,7 @@ from thinkrl.rollout import (
     load_problems,
     prefilter_problems,
     start_engine,
+    training_problems,
 )
 from thinkrl.rollout.agent_rollout import start_agent_engine
 from thinkrl.rollout.stream_state import StreamState, split_state
@@ -103,7 +104,8 @@ def build_run(recipe: RLRecipe, data_parallel: DataParallel | None = None) -> RL
     ref_model = copy.deepcopy(model).eval().requires_grad_(False) if recipe.algorithm.kl_coef > 0 else None
     critic = (make_critic(recipe.critic, model, recipe.optim, trainer.steps, trainer.micro_batch_tokens, dp,
                           trainer.offload_optimizer) if recipe.critic.enabled else None)
-    train_problems, test_problems = load_problems(recipe.data, "train"), load_problems(recipe.data, "test")
+    test_problems = load_problems(recipe.data, "test")
+    train_problems = training_problems(recipe.data, exclude_ids={p.id for p in test_problems})
     exclude = {p.id for p in test_problems}
     source = build_prompt_source(recipe.data, train_problems, exclude_ids=exclude)
     sized = train_problems[:200] + test_problems[:200]
