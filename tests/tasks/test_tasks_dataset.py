@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from thinkrl.tasks import get_task
+from thinkrl.tasks import TASKS, get_task
 from thinkrl.tasks.dataset import generate_dataset, read_jsonl, split_of, write_jsonl
 
 
@@ -136,6 +136,11 @@ def test_cli_stdout_and_list() -> None:
     assert listing.returncode == 0
     for text in ("countdown", "game24", "arithmetic", "num_numbers (int, 3..6, default 4)", "integer_steps"):
         assert text in listing.stdout
+    # one line per task, its whole summary even where the docstring wraps it, without reST markup
+    summaries = [line for line in listing.stdout.splitlines() if not line.startswith(" ")]
+    assert len(summaries) == len(TASKS.names()) and "``" not in listing.stdout
+    assert ("big_arithmetic: Sum of num_products products of two digits-digit numbers; verdicts and plain traces "
+            "(one reduction per line, no tools; with noise one slip) are arithmetic's.") in summaries
 
 
 @pytest.mark.parametrize(

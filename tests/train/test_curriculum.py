@@ -248,8 +248,8 @@ def test_build_prompt_source_picks_and_restores_the_source() -> None:
 
 
 def test_a_curriculum_needs_no_fixed_training_set_of_num_train_problems() -> None:
-    # Two terms in 1..3 make at most 3 x 3 x 3 (+, -, *) distinct problems: a fixed set of 1000 cannot be drawn at this level, but a
-    # curriculum generates its own prompts, so the run's training problems are the curriculum's first ones.
+    # Two terms in 1..3 make at most 3 x 3 x 3 (+, -, *) distinct problems: a fixed set of 1000 cannot be drawn at
+    # this level, but a curriculum generates its own prompts, so the run's training problems are its first ones.
     narrow = {"task": "arithmetic", "num_train": 1000, "difficulty": {"num_terms": 2, "max_number": 3}}
     with pytest.raises(ValueError, match="distinct train problems"):
         training_problems(DataSpec(**narrow))

@@ -55,8 +55,8 @@ def describe_tasks() -> str:
     lines = []
     for name in TASKS.names():
         task = get_task(name)
-        doc = (type(task).__doc__ or "").strip().splitlines()[0]
-        lines.append(f"{name}: {doc}")
+        paragraph = (type(task).__doc__ or "").strip().split("\n\n")[0]  # the summary, however it is wrapped
+        lines.append(f"{name}: {' '.join(paragraph.split()).replace('``', '')}")
         lines += [f"    {knob.describe()}" for knob in task.difficulty_knobs]
     return "\n".join(lines)
 
