@@ -175,6 +175,18 @@ def test_tiny_grid_end_to_end_then_resumes(tmp_path, monkeypatch):
     assert (cell / "result.json").exists() and not (cell / "final").exists()
     assert (root / "sft" / "seed-3" / "final" / "config.json").exists()
     assert "| VAPO |" in (root / "ablations.md").read_text() and (root / "ablations.png").stat().st_size > 0
+    assert "thinkrl ablate grid.yaml --seeds 3 --name abl" in (root / "ablations.md").read_text()
     stamp = (cell / "result.json").stat().st_mtime_ns
     assert ablate.run(args) == 0  # everything is reused
     assert (cell / "result.json").stat().st_mtime_ns == stamp
+
+
+def test_the_report_names_the_command_that_reproduces_it():
+    from thinkrl.experiments.ablate import rerun_command
+
+    args = argparse.Namespace(grids=["a.yaml", "b c.yaml"], seeds="0,1", name="x", workers=4,
+                              rl_override=["trainer.steps=5", "algorithm.eps_high=0.3"],
+                              sft_override=["optim.lr=1e-3"], keep_models=True)
+    assert rerun_command(args) == ("thinkrl ablate a.yaml 'b c.yaml' --seeds 0,1 --name x --rl-override "
+                                   "trainer.steps=5 --rl-override algorithm.eps_high=0.3 --sft-override optim.lr=1e-3 "
+                                   "--keep-models")

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import statistics
 import time
@@ -204,6 +205,14 @@ def check_recipes(cells: list[Cell]) -> None:
             raise ValueError(f"grid {cell.grid!r}, variant {cell.variant!r}: {err}") from None
 
 
+def rerun_command(args: argparse.Namespace) -> str:
+    """The ``thinkrl ablate`` command line that reproduces this run's results (shell-quoted)."""
+    words = ["thinkrl", "ablate", *args.grids, "--seeds", args.seeds, "--name", args.name]
+    words += [w for o in args.rl_override for w in ("--rl-override", o)]
+    words += [w for o in args.sft_override for w in ("--sft-override", o)]
+    return shlex.join(words + (["--keep-models"] if args.keep_models else []))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("grids", nargs="+", help="grid YAML files (see recipes/ablations/)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
@@ -240,9 +249,7 @@ def run(args: argparse.Namespace) -> int:
             logger.info("%s / %s / seed %d: final accuracy %s", result["grid"], result["variant"], result["seed"],
                         result["final_accuracy"])
     (root / "results.json").write_text(json.dumps(results, indent=1))
-    command = "thinkrl ablate " + " ".join(args.grids) + f" --seeds {args.seeds}" + "".join(
-        f" --rl-override {o}" for o in args.rl_override)
-    report = write_report(grids, results, root / "ablations.md", root / "ablations.png", command=command)
+    report = write_report(grids, results, root / "ablations.md", root / "ablations.png", command=rerun_command(args))
     print(report)
     return 0
 
