@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     script = BENCH_DIR / f"bench_{args.name.replace('-', '_')}.py"
     if not script.exists():
-        raise SystemExit(f"unknown benchmark {args.name!r}; available: {', '.join(available())} (in {BENCH_DIR})")
+        raise ValueError(f"unknown benchmark {args.name!r}; available: {', '.join(available())} (in {BENCH_DIR})")
     sys.argv = [str(script), *args.args]
     if str(BENCH_DIR) not in sys.path:  # as `python benchmarks/x.py` does: benchmarks import their siblings by name
         sys.path.insert(0, str(BENCH_DIR))

@@ -12,6 +12,9 @@ import argparse
 import importlib
 import sys
 
+BAD_PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError)
+"""A path given that is missing, of the wrong kind (a folder for a file, a file for a folder) or not writable."""
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("thinkrl.engine.cli", "sample from a model (prints reasoning and answer)"),
@@ -48,16 +51,27 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except (ValueError, FileNotFoundError) as error:  # bad input: a recipe, a file, a value
+    except (ValueError, *BAD_PATH_ERRORS) as error:  # bad input: a recipe, a file, a value
         if args.traceback:
             raise
-        print(f"thinkrl {args.command}: error: {error} (--traceback for details)", file=sys.stderr)
+        print(f"thinkrl {args.command}: error: {_one_line(error)} (--traceback for details)", file=sys.stderr)
         return 2
     except RuntimeError as error:  # the engine or the rollout side failed (a killed rollout process...): one line
         if args.traceback or not _is_run_failure(error):
             raise
         print(f"thinkrl {args.command}: failed: {error} (--traceback for details)", file=sys.stderr)
         return 1
+
+
+def _one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line; a pydantic error that escaped its loader lists ``field: problem``."""
+    from pydantic import ValidationError
+
+    from thinkrl.spec import describe_errors
+
+    if isinstance(error, ValidationError):
+        return f"invalid {error.title}: {describe_errors(error)}"
+    return " ".join(str(error).split("\n"))
 
 
 def _is_run_failure(error: BaseException) -> bool:

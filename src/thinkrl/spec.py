@@ -9,15 +9,22 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from thinkrl.registry import Registry
 
 
 class Section(BaseModel):
-    """Base of every config section: unknown keys are errors; field docstrings are the documentation."""
+    """Base of every config section: unknown keys are errors, numbers are finite (``.inf`` and ``.nan`` are
+    refused, whatever the field's bounds); field docstrings are the documentation."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
+
+
+def describe_errors(err: ValidationError) -> str:
+    """``field.path: problem`` for each error of ``err``, joined by "; " (one line, for the command line)."""
+    return "; ".join(f"{'.'.join(map(str, item['loc'])) or 'value'}: {item['msg'].removeprefix('Value error, ')}"
+                     for item in err.errors())
 
 
 def read_yaml(text: str, what: str) -> Any:

@@ -128,7 +128,7 @@ def test_fuzzed_requests_never_break_the_server(served: Any) -> None:
     for (status, text), (_, body) in zip(results, jobs, strict=True):
         _check(status, text, body)
     statuses = [status for status, _ in results]
-    assert statuses.count(200) > 60 and statuses.count(400) > 60  # both kinds were exercised
+    assert statuses.count(200) > 50 and statuses.count(400) > 60  # both kinds were exercised
 
     assert httpx.get(served.url.removesuffix("/v1") + "/health").json()["status"] == "ok"
     tok = load_tokenizer("builtin")

@@ -46,6 +46,27 @@ def test_body_errors_name_the_body_not_an_offset(served: Any, content: bytes, me
     assert error["param"] is None and error["type"] == "invalid_request_error"
 
 
+@pytest.mark.parametrize(("path", "field", "value", "message"), [
+    ("/completions", "logprobs", False, "logprobs: Input should be a valid integer"),  # not logprobs=0
+    ("/completions", "logprobs", "3", "logprobs: Input should be a valid integer"),
+    ("/completions", "max_tokens", True, "max_tokens: Input should be a valid integer"),
+    ("/completions", "prompt", [5, True], "prompt: Input should be a valid string"),
+    ("/chat/completions", "logprobs", "off", "logprobs: Input should be a valid boolean"),
+    ("/chat/completions", "stream", "no", "stream: Input should be a valid boolean"),
+    ("/chat/completions", "n", 1.0, "n: Input should be a valid integer"),
+    ("/chat/completions", "seed", "7", "seed: Input should be a valid integer"),
+    ("/chat/completions", "temperature", True, "temperature: Input should be a valid number"),
+])
+def test_values_of_the_wrong_type_are_not_coerced(served: Any, path: str, field: str, value: Any,
+                                                  message: str) -> None:
+    body = {"model": "tiny", "max_tokens": 2, **({"prompt": [5, 6]} if path == "/completions" else
+                                                 {"messages": MESSAGES}), field: value}
+    response = httpx.post(f"{served.url}{path}", json=body, timeout=60)
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["message"] == message and error["param"] == field, error
+    assert _served_normally(served.url)
+
+
 def test_wrong_method_and_route_are_client_errors(served: Any) -> None:
     wrong_method = httpx.get(f"{served.url}/chat/completions")
     assert wrong_method.status_code == 405 and wrong_method.json()["error"]["type"] == "invalid_request_error"

@@ -66,6 +66,27 @@ def test_asking_for_more_problems_than_exist_fails_clearly() -> None:
         generate_dataset("game24", 50, seed=0, split="train", difficulty={"max_number": 4})
 
 
+def test_a_used_up_problem_space_fails_without_drawing_50_per_problem_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    task, calls = get_task("arithmetic"), []
+    generate = task.generate
+    monkeypatch.setattr(task, "generate", lambda rng, **knobs: calls.append(1) or generate(rng, **knobs))
+    with pytest.raises(ValueError) as error:  # 9 distinct train problems, 10_000 asked: 501_000 draws before
+        generate_dataset(task, 10_000, seed=0, split="train", difficulty={"num_terms": 2, "max_number": 2})
+    assert str(error.value).startswith(f"found only 9 distinct train problems of 'arithmetic' in {len(calls)} draws "
+                                       "(asked for 10000)")
+    assert len(calls) < 2000  # 50 x (9 + 1) + 1000 draws in a row brought nothing new
+
+
+def test_a_problem_of_an_unknown_task_is_refused_at_load(tmp_path: Path) -> None:
+    good = generate_dataset("arithmetic", 1, seed=0, split="train")[0].to_dict()
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "task": "chess"}) + "\n")
+    with pytest.raises(ValueError) as error:
+        read_jsonl(path)
+    assert str(error.value).startswith(f"{path}:line 2: unknown task 'chess'; registered: arithmetic, ")
+    assert "code" in str(error.value) and "math" in str(error.value)  # the file-loaded dataset tasks too
+
+
 def test_jsonl_round_trip(tmp_path: Path) -> None:
     problems = generate_dataset("game24", 10, seed=0, split="train")
     path = tmp_path / "g.jsonl"

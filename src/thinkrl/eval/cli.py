@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +60,12 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.data and not args.task:
         raise ValueError("give a benchmark: --task NAME or --data FILE")
+    if args.resume and not args.out:
+        raise ValueError("--resume needs --out DIR (the harness run to continue)")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise ValueError(f"--temperature must be a number >= 0, got {args.temperature}")
+    if not 0 < args.top_p <= 1:
+        raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
     spec = BenchmarkSpec(data=args.data, data_format=args.data_format, task=None if args.data else args.task,
                          n=args.n, seed=args.seed, difficulty=list(args.difficulty))
     problems = load_benchmark(spec)

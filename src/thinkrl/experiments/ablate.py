@@ -41,8 +41,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from thinkrl.spec import describe_errors, read_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,10 @@ def load_grid(path: str | Path) -> AblationGrid:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"grid file {path} does not exist")
-    grid = AblationGrid.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    try:
+        grid = AblationGrid.model_validate(read_yaml(path.read_text(encoding="utf-8"), f"grid {path}"))
+    except ValidationError as err:
+        raise ValueError(f"invalid grid {path}: {describe_errors(err)}") from None
     if grid.reference is not None and grid.reference not in [v.name for v in grid.variants]:
         raise ValueError(f"reference {grid.reference!r} is not a variant of grid {grid.name!r}")
     return grid.model_copy(update={"sft": os.path.normpath(path.parent / grid.sft),
@@ -228,7 +232,9 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ValueError(f"--workers ({args.workers}) must be >= 1")
     grids = [load_grid(path) for path in args.grids]
-    seeds = [int(s) for s in args.seeds.split(",")]
+    from thinkrl.experiments.learning import parse_seeds
+
+    seeds = parse_seeds(args.seeds)
     sft_recipes = {grid.sft for grid in grids}
     if len(sft_recipes) != 1:
         raise ValueError(f"every grid must share one SFT recipe (one cold-start model per seed), got "

@@ -14,6 +14,7 @@ import logging
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from thinkrl.experiments.learning import parse_seeds
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = Path("runs") / args.name
+    seeds = parse_seeds(args.seeds)
+    for seed in seeds:  # every recipe and override is checked before the first SFT run starts
+        load_recipes(args, seed, root / f"seed-{seed}")
     rows = []
-    for seed in (int(s) for s in args.seeds.split(",")):
+    for seed in seeds:
         rows.append(run_seed(args, seed, root / f"seed-{seed}"))
         print(json.dumps(rows[-1]))
     if len(rows) > 1:
@@ -40,21 +46,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_seed(args: argparse.Namespace, seed: int, folder: Path) -> dict:
-    """SFT → eval → DAPO → eval for one seed; returns the before/after figures."""
+def load_recipes(args: argparse.Namespace, seed: int, folder: Path) -> tuple[Any, Any]:
+    """The SFT and RL recipes of one seed (the RL run starts from the SFT run's ``final`` folder)."""
     from thinkrl.rl import ALGORITHM_PRESETS
     from thinkrl.train.config import RLRecipe, SFTRecipe, load_recipe
+
+    sft = load_recipe(args.sft, SFTRecipe, [f"trainer.output_dir={folder / 'sft'}", f"trainer.seed={seed}",
+                                            *args.sft_override])
+    rl = load_recipe(args.rl, RLRecipe, [f"trainer.output_dir={folder / 'rl'}", f"trainer.seed={seed}",
+                                         f"model.path={folder / 'sft' / 'final'}",
+                                         f"trainer.eval_samples={args.eval_samples}", *args.rl_override],
+                     presets=ALGORITHM_PRESETS)
+    return sft, rl
+
+
+def run_seed(args: argparse.Namespace, seed: int, folder: Path) -> dict:
+    """SFT → eval → DAPO → eval for one seed; returns the before/after figures."""
     from thinkrl.train.rl_loop import run_rl
     from thinkrl.train.sft import run_sft
 
     start = time.perf_counter()
-    sft = load_recipe(args.sft, SFTRecipe, [f"trainer.output_dir={folder / 'sft'}", f"trainer.seed={seed}",
-                                            *args.sft_override])
+    sft, rl = load_recipes(args, seed, folder)
     sft_model = run_sft(sft)
     sft_seconds = time.perf_counter() - start
-    rl = load_recipe(args.rl, RLRecipe, [f"trainer.output_dir={folder / 'rl'}", f"trainer.seed={seed}",
-                                         f"model.path={sft_model}", f"trainer.eval_samples={args.eval_samples}",
-                                         *args.rl_override], presets=ALGORITHM_PRESETS)
     before = evaluate_model(sft_model, rl, args.eval_samples)
     rl_start = time.perf_counter()
     rl_model = run_rl(rl)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -81,14 +82,17 @@ def parse_seeds(text: str) -> list[int]:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise ValueError(f"--seeds must be comma-separated integers, got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds must list distinct integers, got {text!r}")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"--seeds must list distinct integers >= 0, got {text!r}")
     return seeds
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     seeds = parse_seeds(args.seeds)  # before anything touches the run folder
+    for flag, lr in (("--lr", args.lr), ("--rl-lr", args.rl_lr)):
+        if lr is not None and not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"{flag} must be a positive learning rate, got {lr}")
     config, recipe = load_learning_config(args.config, args.overrides)
     check_run_settings(Path("runs") / args.name, config, recipe)
     protocol = Protocol(config, recipe, Path("runs") / args.name)

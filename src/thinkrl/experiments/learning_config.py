@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from thinkrl.spec import describe_errors, read_yaml
 from thinkrl.train.specs import OptimSpec
 
 
@@ -109,7 +109,9 @@ def load_learning_config(path: str | Path | None = None,
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"learning config {path} does not exist")
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = read_yaml(path.read_text(encoding="utf-8"), f"learning config {path}") or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"learning config {path} must be a YAML mapping of settings, got {type(raw).__name__}")
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep:
@@ -120,11 +122,11 @@ def load_learning_config(path: str | Path | None = None,
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {part!r} is not a section")
-        node[last] = yaml.safe_load(value)
+        node[last] = read_yaml(value, f"override {item!r}")
     try:
         config = LearningConfig.model_validate(raw)
     except ValidationError as error:
-        raise ValueError(f"invalid learning config ({path or 'defaults'}): {error}") from None
+        raise ValueError(f"invalid learning config ({path or 'defaults'}): {describe_errors(error)}") from None
     recipe = Path(config.rl_recipe)
     if not recipe.is_file():
         raise FileNotFoundError(f"rl_recipe {recipe} does not exist (run from the repository root)")

@@ -17,24 +17,36 @@ import os
 
 from thinkrl.train import rl_cli
 
+RAY_DEFAULTS: dict[str, float | None] = {
+    "ray_address": None, "trainers": 1, "rollout_workers": 1, "gpus_per_trainer": 0.0,
+    "gpus_per_rollout_worker": 0.0, "cpus_per_trainer": 1.0, "cpus_per_rollout_worker": 1.0,
+}
+"""The Ray placement options and their defaults (without ``--ray``, setting one is an error)."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     rl_cli.add_arguments(parser)
     group = parser.add_argument_group("Ray placement (pip install 'thinkrl[ray]'; docs/ray.md)")
     group.add_argument("--ray", action="store_true", help="run trainer ranks and rollout workers as Ray actors")
-    group.add_argument("--ray-address", default=None, help="Ray cluster to join ('auto': the one `ray start` "
-                       "began on this node; default: start a local one for this run)")
-    group.add_argument("--trainers", type=int, default=1, help="data-parallel trainer ranks (FSDP2)")
-    group.add_argument("--rollout-workers", type=int, default=1, help="rollout engines")
-    group.add_argument("--gpus-per-trainer", type=float, default=0.0, help="0: CPU and gloo; 1: a GPU and nccl")
-    group.add_argument("--gpus-per-rollout-worker", type=float, default=0.0, help="GPUs of each engine "
-                       "(fractions allowed)")
-    group.add_argument("--cpus-per-trainer", type=float, default=1.0)
-    group.add_argument("--cpus-per-rollout-worker", type=float, default=1.0)
+    group.add_argument("--ray-address", default=RAY_DEFAULTS["ray_address"], help="Ray cluster to join ('auto': "
+                       "the one `ray start` began on this node; default: start a local one for this run)")
+    group.add_argument("--trainers", type=int, default=RAY_DEFAULTS["trainers"],
+                       help="data-parallel trainer ranks (FSDP2)")
+    group.add_argument("--rollout-workers", type=int, default=RAY_DEFAULTS["rollout_workers"], help="rollout engines")
+    group.add_argument("--gpus-per-trainer", type=float, default=RAY_DEFAULTS["gpus_per_trainer"],
+                       help="0: CPU and gloo; 1: a GPU and nccl")
+    group.add_argument("--gpus-per-rollout-worker", type=float, default=RAY_DEFAULTS["gpus_per_rollout_worker"],
+                       help="GPUs of each engine (fractions allowed)")
+    group.add_argument("--cpus-per-trainer", type=float, default=RAY_DEFAULTS["cpus_per_trainer"])
+    group.add_argument("--cpus-per-rollout-worker", type=float, default=RAY_DEFAULTS["cpus_per_rollout_worker"])
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.ray:
+        given = [name for name, default in RAY_DEFAULTS.items() if getattr(args, name) != default]
+        if given:  # a placement this run would silently not use
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+            raise ValueError(f"{flags} only apply with --ray (Ray placement; docs/ray.md)")
         return rl_cli.run(args)
     from thinkrl.launch.ray_placement import INSTALL_HINT, RayPlacement
 

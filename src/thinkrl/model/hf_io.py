@@ -11,9 +11,10 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from thinkrl.model.config import ModelConfig
@@ -28,10 +29,20 @@ _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> cuda when available, else cpu."""
+    """'auto' -> cuda when available, else cpu. ValueError for a malformed device or one this machine lacks."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device {str(device)!r} is not a torch device; use auto, cpu, cuda, cuda:N or mps") from None
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(f"device {str(device)!r} is not available: this machine has {count or 'no'} CUDA device"
+                         f"{'' if count == 1 else 's'} (use auto or cpu)")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {str(device)!r} is not available on this machine (use auto or cpu)")
+    return resolved
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -61,13 +72,21 @@ def _weight_files(path: Path) -> dict[str, Path]:
         return {name: path / fname for name, fname in weight_map.items()}
     single = path / "model.safetensors"
     if single.exists():
-        with safe_open(str(single), framework="pt") as f:
+        with _open_weights(single) as f:
             return {name: single for name in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     found = sorted(p.name for p in path.glob("*.safetensors"))
     raise FileNotFoundError(
         f"no model.safetensors or model.safetensors.index.json in {path}"
         + (f" (found {', '.join(found)})" if found else "")
     )
+
+
+def _open_weights(file: Path) -> Any:
+    """``safe_open(file)``; a truncated or damaged file is a ValueError naming it."""
+    try:
+        return safe_open(str(file), framework="pt", device="cpu")
+    except SafetensorError as err:
+        raise ValueError(f"{file} is not a valid safetensors file (truncated or damaged?): {err}") from None
 
 
 def load_pretrained(path: str | Path, device: str | torch.device = "cpu",
@@ -103,7 +122,7 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu",
     for fpath, names in by_file.items():
         if not fpath.exists():
             raise FileNotFoundError(f"shard {fpath} named in the index does not exist")
-        with safe_open(str(fpath), framework="pt", device="cpu") as f:
+        with _open_weights(fpath) as f:
             for name in names:
                 tensor = f.get_tensor(name)
                 if tensor.shape != params[name].shape:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """ValueError naming the first option of ``args`` that cannot work, before the model is loaded."""
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be in 0..65535, got {args.port}")
+    if args.max_seq_len < 2:
+        raise ValueError(f"--max-seq-len must be >= 2 (a prompt token and a completion token), got {args.max_seq_len}")
+    if args.max_request_bytes is not None and args.max_request_bytes < 1:
+        raise ValueError(f"--max-request-bytes must be >= 1, got {args.max_request_bytes}")
+    try:
+        socket.getaddrinfo(args.host or None, args.port, type=socket.SOCK_STREAM)  # "": every interface
+    except (socket.gaierror, UnicodeError) as err:
+        raise ValueError(f"--host {args.host!r} cannot be resolved: {err}") from None
+
+
 def build_app(args: argparse.Namespace) -> FastAPI:
     """Load the model and tokenizer named by ``args`` and build the engine and the app."""
     from thinkrl.engine.engine import LLMEngine
@@ -40,6 +55,7 @@ def build_app(args: argparse.Namespace) -> FastAPI:
     from thinkrl.serve.app import budget_controller_factory, create_app
     from thinkrl.tokenizer import load_tokenizer
 
+    check_arguments(args)
     model_dir = Path(args.model)
     tok_dir = args.tokenizer or (model_dir if (model_dir / "tokenizer.json").exists() else "builtin")
     tokenizer = load_tokenizer(tok_dir)

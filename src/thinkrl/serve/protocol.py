@@ -1,7 +1,8 @@
 """Pydantic models of the requests `thinkrl serve` accepts (responses: `serve.responses`).
 
 Requests forbid unknown fields, so a typo (``max_token``) is a 400 naming the field
-instead of being silently ignored. Every field is bounded here, at the edge, so no
+instead of being silently ignored, and they are strictly typed (``"logprobs": false`` on a
+completions request is a 400, not ``logprobs=0``). Every field is bounded here, at the edge, so no
 value can fail later inside the engine (a seed beyond 64 bits, a ``top_k`` beyond
 int64...). Parameters thinkrl does not implement (penalties, ``logit_bias``, ``echo``)
 are either absent (400 "extra inputs are not permitted") or accepted only at their
@@ -67,7 +68,10 @@ def _no_nan(value: float) -> float:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """No unknown fields, and no type coercion: ``"2"`` or ``true`` is not an integer, ``"no"`` not a boolean (an
+    integer is still a valid float)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class StreamOptions(_Strict):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from thinkrl.tasks.base import Problem, Task
-from thinkrl.tasks.registry import get_task
+from thinkrl.tasks.registry import TASKS, get_task
 
 SPLITS = ("train", "test")
 _FIELDS: dict[str, type] = {"task": str, "id": str, "prompt": str, "ground_truth": dict, "difficulty": dict}
@@ -55,7 +55,9 @@ def generate_dataset(
 
     Problems of the other split and duplicates (same id) are skipped; raises
     ValueError if ``n`` distinct problems cannot be found within ``50 * n + 1000``
-    draws (the difficulty allows too few distinct problems).
+    draws, or if ``50 * (k + 1) + 1000`` draws in a row bring no new one after k
+    were found (the difficulty allows too few distinct problems: a huge ``n`` fails
+    as soon as the space is used up, not after ``50 * n`` draws).
     """
     task = get_task(task) if isinstance(task, str) else task
     if split not in SPLITS:
@@ -68,16 +70,16 @@ def generate_dataset(
     resolved = task.resolve_difficulty(difficulty)
     rng = random.Random(seed)
     problems: dict[str, Problem] = {}
-    max_draws = 50 * n + 1000
-    for _ in range(max_draws):
-        if len(problems) == n:
-            break
+    max_draws, draws, last_new = 50 * n + 1000, 0, 0
+    while len(problems) < n and draws < max_draws and draws - last_new < 50 * (len(problems) + 1) + 1000:
         problem = task.generate(rng, **resolved)
+        draws += 1
         if problem.id not in problems and split_of(problem.id, test_percent) == split:
             problems[problem.id] = problem
+            last_new = draws
     if len(problems) < n:
         raise ValueError(
-            f"found only {len(problems)} distinct {split} problems of {task.name!r} in {max_draws} draws "
+            f"found only {len(problems)} distinct {split} problems of {task.name!r} in {draws} draws "
             f"(asked for {n}); widen the difficulty {resolved}"
         )
     return list(problems.values())
@@ -134,5 +136,15 @@ def jsonl_objects(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def read_jsonl(path: str | Path) -> list[Problem]:
-    """Read problems written by `write_jsonl`; malformed lines raise ValueError naming file:line and field."""
-    return [problem_from_dict(row, where) for where, row in jsonl_objects(path)]
+    """Read problems written by `write_jsonl`; malformed lines, and tasks neither `TASKS` nor `DATASET_TASKS` has,
+    raise ValueError naming file:line and field."""
+    from thinkrl.tasks.external import DATASET_TASKS  # (it reads its own files with `jsonl_objects`)
+
+    problems = []
+    for where, row in jsonl_objects(path):
+        problems.append(problem_from_dict(row, where))
+        name = problems[-1].task
+        if name not in TASKS and name not in DATASET_TASKS:
+            raise ValueError(f"{where}: unknown task {name!r}; registered: "
+                             f"{', '.join(sorted(TASKS.names() + DATASET_TASKS.names()))}")
+    return problems

@@ -38,6 +38,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from pydantic import BaseModel
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from thinkrl.model import CausalLM, ModelConfig, build_model
@@ -161,8 +162,14 @@ def load_sharded(root_or_step_dir: str | Path, *, parts: Mapping[str, Trained],
         raise ValueError(f"{ckpt.path} is a format-{record.get('format_version')} checkpoint (single-process, "
                          f"HF weights); load it with thinkrl.train.checkpoint.restore_checkpoint")
     state = _dcp_state(parts)
-    with _single_process_ok():
-        dcp.load(state, checkpoint_id=str(ckpt.path))
+    try:
+        with _single_process_ok():
+            dcp.load(state, checkpoint_id=str(ckpt.path))
+    except CheckpointException as error:  # a BaseException: name the cause (damaged shard, another model's shapes)
+        causes = "; ".join(f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+                           for exc, _ in error.failures.values())
+        raise ValueError(f"checkpoint {ckpt.path} cannot be loaded into this run (damaged, or saved from another "
+                         f"model): {causes}") from error
     for name, part in parts.items():
         optimizers = (part.optimizer,) if part.optimizer is not None else ()
         set_state_dict(part.model, optimizers, model_state_dict=state[name],
@@ -189,6 +196,9 @@ def export_policy(step_dir: str | Path, out: str | Path) -> Path:
     from thinkrl.train.specs import TokenizerSpec
 
     ckpt = load_checkpoint(step_dir)
+    if Path(out).resolve().is_relative_to(ckpt.path.parent.resolve()):
+        raise ValueError(f"export folder {out} is inside the checkpoint root {ckpt.path.parent}; write the Hugging "
+                         "Face folder elsewhere (its files would mix with the checkpoints')")
     config_file = ckpt.path / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"checkpoint file {config_file} is missing (saved without a policy config)")

@@ -160,6 +160,9 @@ def _make_actor(recipe: RLRecipe, model: CausalLM, ref_model: CausalLM | None, d
 def _resume(run: RLRun, recipe: RLRecipe, exclude: set[str]) -> None:
     """Restore the latest checkpoint into ``run`` and push the restored policy to the engine."""
     state = load_sharded(run.out / "checkpoints", parts=run.checkpoint_parts(), data_parallel=run.data_parallel)
+    if "cursor" not in state:
+        raise ValueError(f"the checkpoint in {run.out / 'checkpoints'} was not saved by thinkrl train (by thinkrl "
+                         "sft?); resume it with the command that saved it, or set another trainer.output_dir")
     run.start_step = state["step"]
     cursor, run.stream_state = split_state(state["cursor"])  # (no rollout state in older checkpoints)
     run.source = build_prompt_source(recipe.data, run.train_problems, exclude_ids=exclude, state=cursor)

@@ -102,6 +102,9 @@ def _run_sft(recipe: SFTRecipe, dp: DataParallel | None) -> Path:
     parts = {"model": Trained(model, optimizer, scheduler)}
     if recipe.trainer.resume and broadcast_resume_step(ckpt_root, dp):
         state = load_sharded(ckpt_root, parts=parts, data_parallel=dp)
+        if "epoch" not in state:
+            raise ValueError(f"the checkpoint in {ckpt_root} was not saved by thinkrl sft (by thinkrl train?); "
+                             "resume it with the command that saved it, or set another trainer.output_dir")
         step, epoch = state["step"], state["epoch"]
         rng.setstate(_decode_rng(state["data_rng"]))
         if dp is None or dp.is_main:

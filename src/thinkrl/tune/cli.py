@@ -223,19 +223,24 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_profile(args: argparse.Namespace, shape, cluster, workload, space, trainer) -> int:
     """Measure the op times of every layout of ``space`` that ``trainer`` runs and write them to ``--out``."""
+    from thinkrl.model import resolve_device
     from thinkrl.tune.profile_measure import measure_profile
     from thinkrl.tune.search import check_layout, enumerate_layouts
     from thinkrl.tune.trainer import trainer_refusal
 
     if not args.out:
         return _error("thinkrl tune profile needs --out FILE (the profile JSON)")
+    try:
+        device = str(resolve_device(args.device))
+    except ValueError as err:
+        return _error(str(err))
     layouts = [lay for lay in enumerate_layouts(shape, cluster, workload, space)
                if check_layout(shape, cluster, workload, lay) is None
                and trainer_refusal(shape, lay, cluster.num_gpus, trainer) is None]
     if not layouts:
         return _error("no layout of the search space is valid for this trainer: nothing to profile")
     try:
-        profile = measure_profile(shape, workload, layouts, trainer, cluster.num_gpus, args.clock, args.device,
+        profile = measure_profile(shape, workload, layouts, trainer, cluster.num_gpus, args.clock, device,
                                   log=lambda line: print(line, file=sys.stderr, flush=True))
     except ValueError as err:
         return _error(str(err))

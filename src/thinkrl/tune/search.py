@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from thinkrl.tune.layout import ParallelLayout
 from thinkrl.tune.memory import MemoryBreakdown, estimate_memory
@@ -31,11 +31,11 @@ class SearchSpace(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tp: list[int] | None = None
-    cp: list[int] | None = None
-    ep: list[int] | None = None
-    fsdp: list[int] | None = None
-    micro_batch_tokens: list[int] | None = None
+    tp: list[PositiveInt] | None = Field(default=None, min_length=1)
+    cp: list[PositiveInt] | None = Field(default=None, min_length=1)
+    ep: list[PositiveInt] | None = Field(default=None, min_length=1)
+    fsdp: list[PositiveInt] | None = Field(default=None, min_length=1)
+    micro_batch_tokens: list[PositiveInt] | None = Field(default=None, min_length=1)
     recompute: list[Literal["none", "full"]] = Field(default_factory=lambda: ["none", "full"])
     offload: list[Literal["none", "optimizer", "full"]] = Field(default_factory=lambda: ["none", "optimizer", "full"])
 
