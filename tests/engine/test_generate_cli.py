@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from thinkrl.model import ModelConfig, build_model, save_pretrained
 
 
@@ -58,3 +60,21 @@ def test_generate_cli_enforces_the_thinking_budget(tmp_path):
     assert stated["finish_reason"] == "length" and len(builtin.encode(stated["reasoning_content"])) > 30, stated
     bad = subprocess.run([*base[:-1], "-5"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "thinking_budget" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--temperature", "nan"], "temperature must be a finite number"),
+    (["--temperature", "inf"], "temperature must be a finite number"),
+    (["--seed", "-1"], "--seed must be in"),
+    (["--seed", str(10**23)], "--seed must be in"),
+    (["--top-k", str(10**20)], "--top-k must be in"),
+    (["--top-p", "0"], "top_p must be in (0, 1]"),
+    (["--max-new-tokens", "100000000"], "exceeds the model's context of 4096 tokens"),
+])
+def test_generate_cli_refuses_sampling_options_that_cannot_work(tmp_path, flags, message):
+    save_pretrained(build_model(ModelConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                            num_attention_heads=2, num_key_value_heads=1), seed=0), tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "thinkrl.cli", "generate", "--model", str(tmp_path), "--prompt", "x",
+                           *flags], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -30,10 +30,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object per prompt")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """ValueError naming the first sampling option that cannot work, before the model is loaded."""
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise ValueError(f"--seed must be in 0..2**63-1, got {args.seed}")
+    if not 0 <= args.top_k < 2**31:
+        raise ValueError(f"--top-k must be in 0..2**31-1 (0: off), got {args.top_k}")
+    SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                   top_k=args.top_k)  # its own checks: temperature finite >= 0, top-p in (0, 1] ...
+
+
 def run(args: argparse.Namespace) -> int:
     from thinkrl.model import load_pretrained
     from thinkrl.tokenizer import load_tokenizer, parse_completion
 
+    check_arguments(args)
     model_dir = Path(args.model)
     tok_dir = args.tokenizer or (model_dir if (model_dir / "tokenizer.json").exists() else "builtin")
     tokenizer = load_tokenizer(tok_dir)
@@ -49,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
         for text, opened in zip(texts, thinking_open, strict=True)
     ]
     max_len = max(len(r.prompt_ids) for r in requests) + args.max_new_tokens + 1
+    if max_len > model.config.max_position_embeddings:  # the KV cache is allocated for it: refuse, do not try
+        raise ValueError(f"--max-new-tokens {args.max_new_tokens} with a {max_len - args.max_new_tokens - 1}-token "
+                         f"prompt exceeds the model's context of {model.config.max_position_embeddings} tokens")
     engine = LLMEngine(model, tokenizer, num_slots=min(len(requests), 64), max_seq_len=max_len)
     results = engine.generate(requests)
     for prompt, traj, opened in zip(args.prompt, results, thinking_open, strict=True):
