@@ -132,6 +132,17 @@ def test_train_refuses_ray_placement_flags_without_ray(tmp_path: Path) -> None:
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("command", ["sft", "train"])
+def test_overrides_after_an_option_are_overrides(tmp_path: Path, command: str) -> None:
+    recipe = RECIPES / ("tiny_sft.yaml" if command == "sft" else "tiny_dapo.yaml")
+    # the override reaches the recipe loader (which names the misspelt key), instead of "unrecognized arguments"
+    proc = thinkrl(command, str(recipe), "--resume", "trainer.stepz=1", cwd=tmp_path)
+    assert "unknown key 'stepz' in trainer" in refused(proc, command)
+    other = thinkrl(command, str(recipe), "--resume", "--bogus", cwd=tmp_path)
+    assert other.returncode == 2 and "unrecognized arguments: --bogus" in other.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_demo_checks_every_recipe_before_the_first_sft_run(tmp_path: Path) -> None:
     proc = thinkrl("demo", "--sft", str(RECIPES / "tiny_sft.yaml"), "--rl", str(RECIPES / "tiny_dapo.yaml"),
                    "--seeds", "0,1", "--rl-override", "rollout.group_size=0", cwd=tmp_path)
@@ -191,3 +202,14 @@ def test_a_validation_error_escaping_its_loader_is_one_line(monkeypatch: pytest.
 
 def test_an_unknown_benchmark_is_bad_input(tmp_path: Path) -> None:
     assert "unknown benchmark 'nosuch'; available: " in refused(thinkrl("bench", "nosuch", cwd=tmp_path), "bench")
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    # `thinkrl data arithmetic --n 3000 | head -1`: the pipe closes while the command still writes
+    proc = subprocess.Popen([sys.executable, "-m", "thinkrl.cli", "data", "arithmetic", "--n", "3000"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith("{")
+    proc.stdout.close()
+    assert proc.wait(timeout=300) == 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe stopped
+    assert proc.stderr.read() == ""

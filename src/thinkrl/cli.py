@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 BAD_PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError)
@@ -45,12 +46,19 @@ def main(argv: list[str] | None = None) -> int:
             importlib.import_module(module_name).add_arguments(sub_parser)
     parser.add_argument("--traceback", action="store_true",
                         help="show the full traceback of an error (default: one message, exit status 2)")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command in ("sft", "train") and all(_is_override(a) for a in extra):
+        args.overrides += extra  # `train recipe.yaml --resume trainer.steps=9`: overrides after an option
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 0
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
+    except BrokenPipeError:  # `thinkrl data --list | head`: the reader left; stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no second error at interpreter exit)
+        return 141  # 128 + SIGPIPE, the status a shell reports for a command killed by it
     except (ValueError, *BAD_PATH_ERRORS) as error:  # bad input: a recipe, a file, a value
         if args.traceback:
             raise
@@ -61,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"thinkrl {args.command}: failed: {error} (--traceback for details)", file=sys.stderr)
         return 1
+
+
+def _is_override(arg: str) -> bool:
+    """A dotted ``key=value`` override (``trainer.steps=9``), as the recipe commands take them."""
+    key, equals, _ = arg.partition("=")
+    return bool(equals) and not arg.startswith("-") and key.replace(".", "").replace("_", "").isalnum()
 
 
 def _one_line(error: BaseException) -> str:
