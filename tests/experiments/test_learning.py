@@ -20,7 +20,12 @@ from thinkrl.experiments.learning_compute import (
     seed_interval,
     t_quantile,
 )
-from thinkrl.experiments.learning_config import LearningConfig, SweepSettings, check_run_settings
+from thinkrl.experiments.learning_config import (
+    ColdStartSettings,
+    LearningConfig,
+    SweepSettings,
+    check_run_settings,
+)
 from thinkrl.experiments.learning_data import Splits, check_disjoint, make_splits
 from thinkrl.model import ModelConfig, build_model, load_pretrained
 
@@ -190,9 +195,20 @@ def test_a_run_folder_refuses_other_settings_and_names_them(tmp_path: Path) -> N
     check_run_settings(root, first.model_copy(update={"sweep": SweepSettings(rl_lr=[1e-3])}), recipe)  # per-lr cache
     with pytest.raises(ValueError, match=r"\(max_new_tokens, search_attempts differ\)"):
         check_run_settings(root, LearningConfig(search_attempts=0, max_new_tokens=64), recipe)
+    with pytest.raises(ValueError, match=r"\(cold.steps differ\)"):  # the nested setting by its own name
+        check_run_settings(root, first.model_copy(update={"cold": ColdStartSettings(steps=30)}), recipe)
     recipe.write_text("name: y\n")
     with pytest.raises(ValueError, match=r"\(rl_recipe_sha256 differ\)"):
         check_run_settings(root, first, recipe)
+
+
+def test_a_cold_start_warmup_longer_than_its_steps_is_refused_before_the_run_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = main(["learn", "--name", "w", "--stage", "cold", "--seeds", "0", "--set", "cold.steps=5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cold.optim.warmup_steps (20) must be <= cold.steps (5)" in err[0]
+    assert not (tmp_path / "runs" / "w").exists()  # so the corrected command is not refused as "other settings"
 
 
 def test_a_setting_added_later_counts_as_its_default_in_an_older_run_folder(tmp_path: Path) -> None:

@@ -33,6 +33,13 @@ class ColdStartSettings(_Strict):
     """Greedy validation accuracy every this many steps: the plateau curve."""
     optim: OptimSpec = Field(default_factory=lambda: OptimSpec(lr=3e-3, warmup_steps=20, weight_decay=0.01))
 
+    @model_validator(mode="after")
+    def _warmup_within_steps(self) -> ColdStartSettings:
+        if self.optim.warmup_steps > self.steps:  # the schedule's own rule, checked before any run starts
+            raise ValueError(f"cold.optim.warmup_steps ({self.optim.warmup_steps}) must be <= cold.steps "
+                             f"({self.steps})")
+        return self
+
 
 class SweepSettings(_Strict):
     """The validation sweep: learning rates tried per arm on the ``seeds`` (chosen by greedy val accuracy)."""
@@ -148,10 +155,22 @@ def check_run_settings(root: Path, config: LearningConfig, recipe: Path) -> None
     if path.is_file():
         defaults = LearningConfig().model_dump(mode="json", exclude={"sweep"})
         saved = {**defaults, **json.loads(path.read_text(encoding="utf-8"))}
-        changed = sorted(k for k in settings.keys() | saved.keys() if settings.get(k) != saved.get(k))
+        now, before = _flat(settings), _flat(saved)
+        changed = sorted(k for k in now.keys() | before.keys() if now.get(k) != before.get(k))
         if changed:
             raise ValueError(f"{root} holds a protocol run with other settings ({', '.join(changed)} differ); "
                              "use another --name, or delete the folder to start again")
         return
     root.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as ``{"cold.steps": 30, ...}``, so a difference names the setting itself."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
