@@ -41,6 +41,7 @@ from thinkrl.train.common import build_tokenizer, drop_metrics_after, save_polic
 from thinkrl.train.config import RLRecipe, save_resolved
 from thinkrl.train.dcp import has_checkpoint
 from thinkrl.train.metrics import MetricsLogger, Timer, plot_metrics, progress
+from thinkrl.train.rl_setup import rl_cursor
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def resume(cluster: RayCluster, data: PromptData, recipe: RLRecipe, out: Path) -
     ray = import_ray()
     state = ray.get([trainer.resume.remote(str(root)) for trainer in cluster.trainers])[0]
     step = int(state["step"])
-    cursor, held = split_state(state["cursor"])  # a streaming run's checkpoint also holds its rollout state
+    cursor, held = split_state(rl_cursor(state, root))  # a streaming run's checkpoint also holds its rollout state
     if held is not None:  # the Ray loop samples synchronously: groups the streaming run held are not resumed
         logger.warning("resuming a streaming checkpoint synchronously: %d held groups are not restored",
                        len(held.buffered) + len(held.in_flight))

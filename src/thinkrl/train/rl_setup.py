@@ -157,14 +157,20 @@ def _make_actor(recipe: RLRecipe, model: CausalLM, ref_model: CausalLM | None, d
                  recipe.reward.max_response_len, data_parallel=dp)
 
 
+def rl_cursor(state: dict, root: Path) -> dict:
+    """The prompt cursor an RL checkpoint's state holds; ValueError when the checkpoint under ``root`` is not an
+    RL run's (an SFT run's has no cursor)."""
+    if "cursor" not in state:
+        raise ValueError(f"the checkpoint in {root} was not saved by thinkrl train (by thinkrl sft?); resume it with "
+                         "the command that saved it, or set another trainer.output_dir")
+    return state["cursor"]
+
+
 def _resume(run: RLRun, recipe: RLRecipe, exclude: set[str]) -> None:
     """Restore the latest checkpoint into ``run`` and push the restored policy to the engine."""
     state = load_sharded(run.out / "checkpoints", parts=run.checkpoint_parts(), data_parallel=run.data_parallel)
-    if "cursor" not in state:
-        raise ValueError(f"the checkpoint in {run.out / 'checkpoints'} was not saved by thinkrl train (by thinkrl "
-                         "sft?); resume it with the command that saved it, or set another trainer.output_dir")
     run.start_step = state["step"]
-    cursor, run.stream_state = split_state(state["cursor"])  # (no rollout state in older checkpoints)
+    cursor, run.stream_state = split_state(rl_cursor(state, run.out / "checkpoints"))  # (no rollout state: older)
     run.source = build_prompt_source(recipe.data, run.train_problems, exclude_ids=exclude, state=cursor)
     weights = run.actor.weights()  # gathered on every rank
     if run.engine is not None:
