@@ -90,6 +90,7 @@ def test_recipe_numbers_must_be_finite(tmp_path: Path, value: str) -> None:
     (["--max-seq-len", "0"], "--max-seq-len must be >= 2 (a prompt token and a completion token), got 0"),
     (["--max-request-bytes", "0"], "--max-request-bytes must be >= 1, got 0"),
     (["--host", "no-such-host.invalid"], "--host 'no-such-host.invalid' cannot be resolved"),
+    (["--max-seq-len", "100000000000"], "--max-seq-len 100000000000 exceeds the model's context of 4096 tokens"),
 ])
 def test_serve_flags_that_cannot_work_are_refused_before_loading(model_dir: Path, tmp_path: Path, flags: list[str],
                                                                  message: str) -> None:
@@ -213,3 +214,11 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path: Path) -> 
     proc.stdout.close()
     assert proc.wait(timeout=300) == 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe stopped
     assert proc.stderr.read() == ""
+
+
+def test_a_rollout_longer_than_the_model_context_is_refused_before_allocating(model_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    # 10^8 tokens a slot would be a KV cache of terabytes: refused against the model's 4096-token context
+    proc = thinkrl("train", str(RECIPES / "tiny_dapo.yaml"), f"model.path={model_dir}",
+                   "sampling.max_new_tokens=100000000", cwd=tmp_path)
+    assert "beyond the model's context of 4096 tokens; lower sampling.max_new_tokens" in refused(proc, "train")

@@ -68,7 +68,13 @@ def start_engine(policy: CausalLM, tokenizer: TextTokenizer, sampling: SamplingS
 def start_engine_client(policy: CausalLM, tokenizer: Any, sampling: SamplingSpec, max_seq_len: int, seed: int,
                         placement: Placement = "thread") -> EngineClient:
     """A started engine client over a frozen copy of ``policy``'s weights (version 0) with ``sampling``'s engine
-    settings (slots, admission batching) and ``max_seq_len``, in a thread or a child process (``placement``)."""
+    settings (slots, admission batching) and ``max_seq_len``, in a thread or a child process (``placement``).
+    ValueError when ``max_seq_len`` exceeds the model's context (the KV cache is allocated for it up front)."""
+    context = policy.config.max_position_embeddings
+    if max_seq_len > context:
+        raise ValueError(f"the rollout needs sequences of {max_seq_len} tokens (prompts plus sampling.max_new_tokens "
+                         f"{sampling.max_new_tokens}), beyond the model's context of {context} tokens; lower "
+                         "sampling.max_new_tokens")
     if placement == "process":
         return start_engine_process(policy, tokenizer, num_slots=sampling.num_slots, max_seq_len=max_seq_len,
                                     seed=seed, admit_batch=sampling.admit_batch)

@@ -60,6 +60,9 @@ def build_app(args: argparse.Namespace) -> FastAPI:
     tok_dir = args.tokenizer or (model_dir if (model_dir / "tokenizer.json").exists() else "builtin")
     tokenizer = load_tokenizer(tok_dir)
     model = load_pretrained(model_dir, device=args.device, dtype=args.dtype)
+    if args.max_seq_len > model.config.max_position_embeddings:  # the KV cache is allocated for it up front
+        raise ValueError(f"--max-seq-len {args.max_seq_len} exceeds the model's context of "
+                         f"{model.config.max_position_embeddings} tokens")
     engine = LLMEngine(model, tokenizer, num_slots=args.num_slots, max_seq_len=args.max_seq_len, seed=args.seed)
     controllers = budget_controller_factory(tokenizer, enforce=not args.no_budget_enforce, reflect=args.budget_reflect)
     return create_app(engine, tokenizer, model_name=args.served_model_name or model_dir.resolve().name,
