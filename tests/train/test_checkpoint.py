@@ -159,13 +159,25 @@ def test_corruption_errors_name_the_file(tmp_path: Path) -> None:
     opt_file.write_bytes(original[: len(original) // 2])
     with pytest.raises(ValueError, match=r"optimizer.pt is \d+ bytes, expected \d+"):
         load_checkpoint(tmp_path)
-    opt_file.write_bytes(b"\0" * len(original))  # same size, garbage content
+    opt_file.write_bytes(b"\0" * len(original))  # same size, garbage content: the CRC-32 catches it at load
+    with pytest.raises(ValueError, match=r"optimizer.pt does not match its recorded CRC-32 \(.{8}, saved .{8}\)"):
+        load_checkpoint(tmp_path)
+    weights = folder / "model.safetensors"
+    weights_bytes = weights.read_bytes()
+    flipped = bytearray(weights_bytes)
+    flipped[len(flipped) // 2] ^= 0x10  # one bit inside a tensor: it would load, as a wrong weight
+    weights.write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match="model.safetensors does not match its recorded CRC-32"):
+        load_checkpoint(tmp_path)
+
+    # A checkpoint written before CRCs were recorded is checked by size only; reading the files still fails cleanly
+    state_file = folder / "trainer_state.json"
+    record = json.loads(state_file.read_text())
+    del record["crc32"]
+    state_file.write_text(json.dumps(record))
     with pytest.raises(ValueError, match="cannot read checkpoint file .*optimizer.pt"):
         restore_checkpoint(load_checkpoint(tmp_path), optimizer=optimizer, rng=False)
     opt_file.write_bytes(original)
-
-    weights = folder / "model.safetensors"
-    weights_bytes = weights.read_bytes()
     weights.write_bytes(b"\xff" * len(weights_bytes))
     with pytest.raises(ValueError, match="cannot load weights from .*model.safetensors"):
         restore_checkpoint(load_checkpoint(tmp_path), model=model, rng=False)
@@ -239,3 +251,13 @@ def test_cuda_rng_round_trip(tmp_path: Path) -> None:
     restore_checkpoint(load_checkpoint(tmp_path), model=fresh, optimizer=fresh_opt)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), fresh.parameters(), strict=True))
     assert fresh_opt.state_dict()["state"][0]["exp_avg"].device.type == "cuda"
+
+
+def test_crc32_is_the_standard_check_value_in_any_chunking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from thinkrl.train import checksums
+
+    file = tmp_path / "f"
+    file.write_bytes(b"123456789")
+    assert checksums.crc32_of(file) == "cbf43926"  # CRC-32's published check value for "123456789"
+    monkeypatch.setattr(checksums, "_CHUNK", 4)  # read in pieces of 4, 4 and 1 bytes: the same value
+    assert checksums.crc32_of(file) == "cbf43926"

@@ -90,9 +90,19 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
         save(tmp_path, 1, part, keep_last=0)
     step_dir = save(tmp_path, 1, part)
     shard = step_dir / "__0_0.distcp"
-    shard.write_bytes(shard.read_bytes()[:-10])
+    original = shard.read_bytes()
+    shard.write_bytes(original[:-10])
     with pytest.raises(ValueError, match="__0_0.distcp is .* bytes, expected"):
         load_sharded(tmp_path, parts={"model": part}, data_parallel=None)
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0x01  # one bit inside a tensor, same size: DCP would load it as a wrong weight
+    shard.write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match="__0_0.distcp does not match its recorded CRC-32"):
+        load_sharded(tmp_path, parts={"model": part}, data_parallel=None)
+    with pytest.raises(ValueError, match="__0_0.distcp does not match its recorded CRC-32"):
+        export_policy(step_dir, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+    shard.write_bytes(original)
     old = tmp_path / "old"
     save_checkpoint(old, 1, model=part.model, optimizer=None, scheduler=None, trainer_state={}, recipe=Recipe())
     with pytest.raises(ValueError, match="format-1 checkpoint"):

@@ -15,7 +15,7 @@ Layout under a checkpoint root (usually ``<output_dir>/checkpoints``)::
         scheduler.pt        torch.save(scheduler.state_dict())
         <name>.pt           state_dict of each extra object (e.g. a critic and its optimizer)
         recipe.yaml         the resolved recipe of the run
-        trainer_state.json  step, the caller's trainer state, RNG states, sizes of every file above
+        trainer_state.json  step, the caller's trainer state, RNG states, size and CRC-32 of every file above
 
 A checkpoint is written into ``tmp-step-XXXXXXXX``, every file fsynced, then renamed to
 ``step-XXXXXXXX``; only then is ``latest`` replaced (write + fsync + ``os.replace``). A crash at
@@ -47,6 +47,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
 from thinkrl.model import CausalLM, save_pretrained
+from thinkrl.train.checksums import file_manifest, verify_files
 from thinkrl.train.config import save_resolved
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class Checkpoint:
         step: the training step it was saved at.
         trainer_state: the dict the trainer passed to `save_checkpoint` (data cursor, metrics...).
         rng_state: RNG states as written by `capture_rng` (give it to `restore_rng`).
-        files: every file of the checkpoint (name -> path), sizes verified at load time.
+        files: every file of the checkpoint (name -> path), sizes and CRC-32s verified at load time.
     """
 
     path: Path
@@ -228,9 +229,8 @@ def save_checkpoint(
             if obj is not None:
                 torch.save(obj.state_dict(), tmp / f"{key}.pt")
         save_resolved(recipe, tmp / "recipe.yaml")
-        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         record = {"format_version": FORMAT_VERSION, "step": step, "trainer_state": json.loads(state_json),
-                  "rng": capture_rng(), "files": files}
+                  "rng": capture_rng(), **file_manifest(tmp)}
         (tmp / STATE_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
         fsync_tree(tmp)
     except BaseException:
@@ -295,7 +295,8 @@ def load_checkpoint(root_or_step_dir: str | Path) -> Checkpoint:
     """Find and verify a checkpoint: a step folder, or a root whose ``latest`` names one.
 
     Raises FileNotFoundError naming a missing file and ValueError naming a corrupted one
-    (unparseable trainer_state.json, or a file whose size differs from the recorded one).
+    (unparseable trainer_state.json, or a file whose size or CRC-32 differs from the recorded one:
+    `thinkrl.train.checksums`).
     """
     path = Path(root_or_step_dir)
     if not (path / STATE_FILE).exists():
@@ -306,18 +307,10 @@ def load_checkpoint(root_or_step_dir: str | Path) -> Checkpoint:
     state_file = path / STATE_FILE
     try:
         record = json.loads(state_file.read_text(encoding="utf-8"))
-        files = {name: path / name for name in record["files"]}
-        sizes = record["files"]
         step, trainer_state, rng = int(record["step"]), record["trainer_state"], record["rng"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        files = verify_files(path, record)  # (its own errors name the damaged file)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"{state_file} is corrupted ({type(err).__name__}: {err})") from None
-    for name, file in files.items():
-        if not file.is_file():
-            raise FileNotFoundError(f"checkpoint file {file} is missing")
-        if file.stat().st_size != sizes[name]:
-            raise ValueError(
-                f"checkpoint file {file} is {file.stat().st_size} bytes, expected {sizes[name]}: corrupted or truncated"
-            )
     if "recipe.yaml" not in files:
         raise FileNotFoundError(f"checkpoint file {path / 'recipe.yaml'} is missing")
     return Checkpoint(path=path, step=step, trainer_state=trainer_state, rng_state=rng, files=files)

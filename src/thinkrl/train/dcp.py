@@ -12,7 +12,8 @@ What `thinkrl train` and `thinkrl sft` save, on one rank or many. Layout under a
         config.json             the policy's HF config (`export_policy` rebuilds the model from it)
         recipe.yaml             the resolved recipe of the run
         trainer_state.json      format_version 2, step, the trainer's state (data cursor, rollout state),
-                                every rank's RNG states, the world size, and the size of every file above
+                                every rank's RNG states, the world size, and the size and CRC-32 of every
+                                file above (checked at load: `thinkrl.train.checksums`)
 
 Atomic: every rank writes into ``tmp-step-XXXXXXXX``; once DCP's save returns (its finish step is a collective,
 so every shard is on disk), rank 0 writes the small files, fsyncs the folder and renames it
@@ -53,6 +54,7 @@ from thinkrl.train.checkpoint import (
     load_checkpoint,
     restore_rng,
 )
+from thinkrl.train.checksums import file_manifest
 from thinkrl.train.config import save_resolved
 from thinkrl.train.distributed import DataParallel, barrier, broadcast_object, gather_objects
 
@@ -126,9 +128,8 @@ def save_sharded(root: str | Path, step: int, *, parts: Mapping[str, Trained], t
         if config is not None:
             (tmp / "config.json").write_text(json.dumps(config.to_hf_dict(), indent=2, sort_keys=True))
         save_resolved(recipe, tmp / "recipe.yaml")
-        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         record = {"format_version": FORMAT_VERSION, "step": step, "trainer_state": json.loads(state_json),
-                  "rng": rngs[0], "rng_per_rank": rngs, "world_size": len(rngs), "files": files}
+                  "rng": rngs[0], "rng_per_rank": rngs, "world_size": len(rngs), **file_manifest(tmp)}
         (tmp / STATE_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
         fsync_tree(tmp)
         if os.environ.get(KILL_IN_SAVE_ENV) == str(step):
