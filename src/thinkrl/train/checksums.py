@@ -3,7 +3,9 @@
 The size catches a truncated or missing file cheaply; the CRC-32 catches damage that keeps the size (a flipped bit
 in a tensor, a block of zeros a failing disk returned), which would otherwise load, train or export silently. Both
 are written into ``trainer_state.json`` (``files``, ``crc32``) after every file of the step folder is on disk.
-Checkpoints written before the CRC was recorded have sizes only and are checked by size.
+Checkpoints written before the CRC was recorded have sizes only and are checked by size. Cost: zlib's CRC-32 reads
+about 4 GiB/s on one core of the dev box (measured on 256 MiB), so a save and a load each spend about a second per
+4 GiB of checkpoint on it, once per save.
 """
 
 from __future__ import annotations
