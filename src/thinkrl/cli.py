@@ -9,9 +9,15 @@ the command that needs it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from types import FrameType
 
 BAD_PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError)
 """A path given that is missing, of the wrong kind (a folder for a file, a file for a folder) or not writable."""
@@ -54,21 +60,97 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    try:
-        return int(importlib.import_module(args._module).run(args) or 0)
-    except BrokenPipeError:  # `thinkrl data --list | head`: the reader left; stop quietly, as cat does
+    with _interrupts() as caught:
+        try:
+            status = int(importlib.import_module(args._module).run(args) or 0)
+            return 128 + caught[0] if caught else status  # (a command that reported the interrupt itself)
+        except BaseException as error:
+            if caught and not args.traceback:  # whatever a library made of the interrupt: one line
+                print(f"thinkrl {args.command}: interrupted ({caught[0].name})", file=sys.stderr)
+                return 128 + caught[0]
+            status = _reported(error, args)
+            if status is None:
+                raise
+            return status
+
+
+def _reported(error: BaseException, args: argparse.Namespace) -> int | None:
+    """Report ``error`` on one line and return the exit status; None for an error to show with its traceback."""
+    if isinstance(error, BrokenPipeError):  # `thinkrl data --list | head`: the reader left; stop quietly, as cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no second error at interpreter exit)
         return 141  # 128 + SIGPIPE, the status a shell reports for a command killed by it
-    except (ValueError, *BAD_PATH_ERRORS) as error:  # bad input: a recipe, a file, a value
-        if args.traceback:
-            raise
+    if args.traceback:
+        return None
+    if isinstance(error, (ValueError, *BAD_PATH_ERRORS)):  # bad input: a recipe, a file, a value
         print(f"thinkrl {args.command}: error: {_one_line(error)} (--traceback for details)", file=sys.stderr)
         return 2
-    except RuntimeError as error:  # the engine or the rollout side failed (a killed rollout process...): one line
-        if args.traceback or not _is_run_failure(error):
-            raise
+    if isinstance(error, RuntimeError) and _is_run_failure(error):  # the engine or the rollout side failed (a
+        # killed rollout process...): one line
         print(f"thinkrl {args.command}: failed: {error} (--traceback for details)", file=sys.stderr)
         return 1
+    return None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt, so that the same cleanup runs (the
+    ``finally`` blocks that stop rollout processes, worker pools and engines; the loops' ``except
+    KeyboardInterrupt``) instead of the process vanishing without a word."""
+
+
+FORCE_EXIT_S = 30.0
+"""Seconds an interrupted command has to finish its cleanup before it exits regardless (a C call that never
+returns to Python, or a cleanup that hangs, would otherwise keep it alive)."""
+
+
+@contextlib.contextmanager
+def _interrupts() -> Iterator[list[signal.Signals]]:
+    """While a command runs: SIGINT raises KeyboardInterrupt and SIGTERM `Terminated`, once; the list yielded gets
+    the signal. A second signal, or `FORCE_EXIT_S` seconds without the process ending, exits at once (status
+    128 + the signal, no cleanup). Signals a shell told this process to ignore (``nohup``, background jobs) stay
+    ignored; forked children, which inherit these handlers, get the default action."""
+    caught: list[signal.Signals] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    owner, wake = os.getpid(), threading.Event()
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:
+            for sig in previous:
+                signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        if caught:
+            _force_exit(signum, "again")
+        caught.append(signal.Signals(signum))
+        wake.set()
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
+
+    def watchdog() -> None:  # started before any signal: a handler must not start threads (locks)
+        wake.wait()
+        if caught:
+            time.sleep(FORCE_EXIT_S)
+            _force_exit(caught[0], f"{FORCE_EXIT_S:g} s ago")
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: old for sig, old in previous.items() if old in (signal.default_int_handler, signal.SIG_DFL)}
+    threading.Thread(target=watchdog, name="interrupt-watchdog", daemon=True).start()
+    for sig in previous:
+        signal.signal(sig, handle)
+    try:
+        yield caught
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        wake.set()  # without a signal, the watchdog ends now; after one, it still bounds the exit
+
+
+def _force_exit(signum: int, when: str) -> None:
+    """End the process now (from any thread), saying so: the cleanup after an interrupt did not end it."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"thinkrl: {signal.Signals(signum).name} {when}: exiting without waiting for the cleanup",
+              file=sys.stderr, flush=True)
+    os._exit(128 + signum)
 
 
 def _is_override(arg: str) -> bool:

@@ -21,7 +21,7 @@ curve, steps to the target); a cell whose ``result.json`` exists is skipped, so 
 interrupted grid resumes. Finally ``runs/<name>/ablations.md`` gets one table per grid
 (final accuracy mean ± sample std over seeds, steps to reach the target) and
 ``ablations.png`` the mean held-out accuracy curves. ``--workers N`` runs cells in N
-processes (spawned, so CUDA works in each).
+processes (spawned, so CUDA works in each; an interrupt stops them: `thinkrl.experiments.workers`).
 """
 
 from __future__ import annotations
@@ -35,14 +35,13 @@ import shlex
 import shutil
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from thinkrl.experiments.workers import executor
 from thinkrl.spec import describe_errors, read_yaml
 
 logger = logging.getLogger(__name__)
@@ -245,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
                               args.rl_override, args.keep_models))
     sft_path = sft_recipes.pop()
     threads = max(1, (os.cpu_count() or 1) // args.workers)
-    with _executor(args.workers, threads) as pool:
+    with executor(args.workers, _init_worker, (threads,)) as pool:
         models = dict(zip(seeds, pool.map(run_sft_seed, [sft_path] * len(seeds), [args.sft_override] * len(seeds),
                                           [sft_folders[s] for s in seeds], seeds), strict=True))
         cells = build_cells(grids, seeds, models, root, args.rl_override, args.keep_models)
@@ -258,26 +257,6 @@ def run(args: argparse.Namespace) -> int:
     report = write_report(grids, results, root / "ablations.md", root / "ablations.png", command=rerun_command(args))
     print(report)
     return 0
-
-
-class _InProcess:
-    """``map`` in this process (one worker: no spawn, easier to debug and profile)."""
-
-    def __enter__(self) -> _InProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def map(self, fn: Any, *iterables: Any) -> Any:
-        return map(fn, *iterables)
-
-
-def _executor(workers: int, threads: int) -> Any:
-    if workers == 1:
-        return _InProcess()
-    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                               initargs=(threads,))
 
 
 @dataclass

@@ -184,7 +184,9 @@ def _collective_curve(op: str, world: int, sizes: list[int], clock: str, device:
 
     with tempfile.TemporaryDirectory(prefix="thinkrl-profile-") as tmp:
         init_file = os.path.join(tmp, "init")
-        mp.spawn(_collective_worker, args=(world, init_file, op, sizes, clock, device, tmp), nprocs=world)
+        # daemon: an interrupt of this process (which ends the join) ends the ranks at exit instead of waiting for them
+        mp.spawn(_collective_worker, args=(world, init_file, op, sizes, clock, device, tmp), nprocs=world,
+                 daemon=True)
         per_rank = [list(map(float, Path(tmp, f"{r}.txt").read_text().split())) for r in range(world)]
     seconds = [max(column) for column in zip(*per_rank, strict=True)]  # the busiest rank
     return OpCurve(op=op, dims=(world,), x=[float(s) for s in sizes], forward_s=seconds)
@@ -254,7 +256,8 @@ def _tp_linear_curves(specs: list[tuple[str, tuple[int, ...], list[int]]], world
 
     with tempfile.TemporaryDirectory(prefix="thinkrl-profile-") as tmp:
         init_file = os.path.join(tmp, "init")
-        mp.spawn(_tp_linear_worker, args=(world, init_file, specs, dtype, clock, device, tmp), nprocs=world)
+        mp.spawn(_tp_linear_worker, args=(world, init_file, specs, dtype, clock, device, tmp), nprocs=world,
+                 daemon=True)  # (as `_collective_curve`'s ranks)
         per_rank = [[list(map(float, line.split())) for line in Path(tmp, f"{r}.txt").read_text().splitlines()]
                     for r in range(world)]
     curves = []

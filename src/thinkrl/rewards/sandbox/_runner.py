@@ -3,8 +3,8 @@
 Started as ``python -I _runner.py CONFIG_PATH RESULT_FD`` inside the sandbox (stdlib only, Python 3.8+).
 The config is a `marshal` dump written by the parent (trusted data; marshal keeps start-up free of
 imports): ``{"mode": "stdio" | "script" | "call", "rlimits": {...}}`` plus, for ``call``, ``fn_name``,
-``inputs`` (argument lists) and ``start``. The runner reports on the result channel ``RESULT_FD``, one
-JSON object per line:
+``inputs`` (argument lists) and ``start``, and in the rlimits fallback ``parent_pid`` (the runner dies with
+it). The runner reports on the result channel ``RESULT_FD``, one JSON object per line:
 
 - ``{"event": "loaded"}``: the solution module loaded (function-call mode);
 - ``{"event": "result", "i": i, "value": v, "wall_s": t}``: call ``i`` returned ``v`` (JSON; tuples as lists);
@@ -139,10 +139,27 @@ def _run_calls(path, config, fd):
                        "memory": False, "wall_s": wall_s})
 
 
+def _die_with_parent(parent_pid):
+    """Have the kernel SIGKILL this process when its parent (the thinkrl process; its thread that started this one)
+    dies, as bubblewrap's ``--die-with-parent`` does in bwrap mode: a killed parent leaves no program running.
+    Set here, after the drop to a dedicated uid, which clears it. Linux only; elsewhere nothing happens."""
+    import ctypes  # lazily: only the rlimits fallback needs it
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        failed = libc.prctl(1, 9, 0, 0, 0) != 0  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):  # no prctl: not Linux
+        return
+    if not failed and os.getppid() != parent_pid:  # the parent died before the request: nobody waits for us
+        os._exit(1)
+
+
 def main():
     with open(sys.argv[1], "rb") as f:
         config = marshal.load(f)
     fd = int(sys.argv[2])
+    if config.get("parent_pid") is not None:
+        _die_with_parent(config["parent_pid"])
     _apply_rlimits(config["rlimits"])
     path = os.path.join(os.path.dirname(os.path.abspath(sys.argv[1])), SOLUTION_NAME)
     if config["mode"] == "call":

@@ -298,7 +298,9 @@ def _execute(iso: Isolation, limits: SandboxLimits, code: str, stdin: bytes, con
                 rlimits["RLIMIT_NPROC"] += len(iso_mod.pids_of_uid(os.getuid()))
             iso_mod.write_file(f"{src}/_runner.py", RUNNER_SOURCE_PATH.read_text(encoding="utf-8"))
             iso_mod.write_file(f"{src}/solution.py", code)
-            iso_mod.write_file(f"{src}/config.bin", marshal.dumps({**config, "rlimits": rlimits}, 4))
+            parent = os.getpid() if iso.mode == "rlimits" else None  # (bwrap mode: --die-with-parent)
+            iso_mod.write_file(f"{src}/config.bin", marshal.dumps({**config, "rlimits": rlimits,
+                                                                   "parent_pid": parent}, 4))
             return _launch(iso, limits, src, work, uid, stdin, steps)
         finally:
             shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,82 @@
+"""A sandboxed program does not outlive the process that runs it. bubblewrap mode has ``--die-with-parent``; the
+rlimits fallback (no bubblewrap) used to leave the program running when its parent was killed (SIGKILL, or the
+SIGTERM of a plain script): a program that sleeps uses no CPU, so no rlimit ever ended it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+DEADLINE_S = 30  # generous: the kernel signals the program when its parent dies
+
+PARENT = """
+import sys
+from thinkrl.rewards.sandbox import SandboxLimits, SandboxPool
+
+if __name__ == "__main__":
+    limits = SandboxLimits(timeout_s=600, isolation=sys.argv[1], allow_unisolated=True)
+    with SandboxPool(2, limits=limits) as pool:  # programs started from the pool's threads
+        pool.run_programs(["import time\\ntime.sleep(500)"] * 2)
+"""
+
+
+def _descendants(pid: int) -> list[int]:
+    """Pids of the live processes below ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if fields[0] not in ("Z", "X"):
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        below = [child for child, parent in parents.items() if parent in frontier]
+        found += below
+        frontier = below
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_a_killed_parent_leaves_no_sandboxed_program_in_the_rlimits_fallback(tmp_path: Path,
+                                                                              signum: signal.Signals) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    parent = subprocess.Popen([sys.executable, str(script), "rlimits"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    programs: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(programs) < 2:
+            assert parent.poll() is None and time.monotonic() < deadline, "the programs did not start"
+            programs = [pid for pid in _descendants(parent.pid)
+                        if "_runner.py" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
+            time.sleep(0.05)
+        time.sleep(0.5)  # the programs are asleep in their solutions
+        parent.send_signal(signum)
+        parent.wait(timeout=DEADLINE_S)
+        deadline = time.monotonic() + DEADLINE_S
+        while any(_alive(pid) for pid in programs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = [pid for pid in programs if _alive(pid)]
+    finally:
+        for pid in [parent.pid, *programs]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        parent.wait()
+    assert parent.returncode == -signum
+    assert not left, f"sandboxed programs outlived their parent: {left}"
