@@ -5,12 +5,14 @@ KeyboardInterrupt inside ``torch.save`` as a CheckpointException whose message i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,17 @@ DEADLINE_S = 30  # "ends within seconds": generous slack for a loaded 2-core mac
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 MICRO = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
          "num_key_value_heads": 1}
+
+
+@contextlib.contextmanager
+def _reaped(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """``proc``, killed and reaped on the way out if a check failed while it still ran."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def _sft_recipe(tmp_path: Path, steps: int) -> dict:
@@ -39,14 +52,10 @@ def test_an_interrupted_sft_run_ends_with_one_line_and_resumes(tmp_path: Path, s
     path.write_text(yaml.safe_dump(recipe))
     proc = subprocess.Popen([sys.executable, "-m", "thinkrl.cli", "sft", str(path)], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with _reaped(proc):
         wait_for_step(proc, tmp_path / "run", 5)  # the checkpoint of step 4 is on disk
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=DEADLINE_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     name = signal.Signals(signum).name
     assert proc.returncode == 128 + signum, stderr[-3000:]
     assert stderr.splitlines()[-1] == f"thinkrl sft: interrupted ({name})", stderr[-3000:]
@@ -90,15 +99,11 @@ sys.exit(cli.main(["wrapping"]))
 def test_an_interrupt_a_library_turned_into_its_own_error_is_still_reported_as_one(signum: signal.Signals) -> None:
     proc = subprocess.Popen([sys.executable, "-c", WRAPPING_COMMAND], env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    try:
+    with _reaped(proc):
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
         time.sleep(0.2)  # inside the sleep
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=DEADLINE_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 128 + signum, stderr
     assert stderr.splitlines() == [f"thinkrl wrapping: interrupted ({signal.Signals(signum).name})"]
 
@@ -137,7 +142,7 @@ def test_a_cleanup_that_hangs_does_not_keep_an_interrupted_command_alive(signals
                                                                          force_after_s: int, said: str) -> None:
     proc = subprocess.Popen([sys.executable, "-c", HANGING_CLEANUP, str(force_after_s)], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with _reaped(proc):
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
         time.sleep(0.2)  # inside the sleep
         proc.send_signal(signals[0])
@@ -145,9 +150,5 @@ def test_a_cleanup_that_hangs_does_not_keep_an_interrupted_command_alive(signals
         for signum in signals[1:]:
             proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=DEADLINE_S + force_after_s if len(signals) == 1 else DEADLINE_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 128 + signals[0], stderr
     assert stderr.splitlines() == [said]

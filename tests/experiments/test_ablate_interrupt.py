@@ -14,38 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from proc_table import alive, children, cmdline  # tests/proc_table.py
+
 DEADLINE_S = 60  # "ends within seconds": generous slack for a loaded 2-core machine
 MICRO = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
          "num_key_value_heads": 1}
 DATA = {"task": "arithmetic", "num_train": 60, "num_test": 4, "seed": 0,
         "difficulty": {"num_terms": 2, "max_number": 9}}
-
-
-def _children(pid: int) -> list[int]:
-    """Pids of the live processes whose parent is ``pid`` (from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except FileNotFoundError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
 
 
 def _grid(tmp_path: Path) -> Path:
@@ -80,17 +55,17 @@ def test_an_interrupted_ablation_stops_its_worker_processes(tmp_path: Path, sign
             assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "the SFT cells did not start within 300 s"
             time.sleep(0.1)
-        workers = [pid for pid in _children(proc.pid) if "resource_tracker" not in _cmdline(pid)]
-        assert len(workers) == 2, [(pid, _cmdline(pid)) for pid in workers]
+        workers = [pid for pid in children(proc.pid) if "resource_tracker" not in cmdline(pid)]
+        assert len(workers) == 2, [(pid, cmdline(pid)) for pid in workers]
         proc.send_signal(signum)
         proc.wait(timeout=DEADLINE_S)
         deadline = time.monotonic() + DEADLINE_S
-        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
-        left = [(pid, _cmdline(pid)) for pid in workers if _alive(pid)]
+        left = [(pid, cmdline(pid)) for pid in workers if alive(pid)]
     finally:
         for pid in [proc.pid, *workers]:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         proc.wait()
     stderr = log.read_text()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from proc_table import alive, children, cmdline  # tests/proc_table.py
 from thinkrl.model import load_pretrained
 
 MICRO = {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -55,33 +56,6 @@ def test_process_placement_trains_like_the_thread_placement(sft_model, tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _children(pid: int) -> list[int]:
-    """Pids of the live processes whose parent is ``pid`` (from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except FileNotFoundError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-
-
 def test_streaming_run_in_a_rollout_process_and_a_killed_rollout_process_ends_it_cleanly(sft_model, tmp_path,
                                                                                        wait_for_step):
     """Streaming mode with the engine in a child: pushed weights are the trainer's (fp32 log-prob agreement), the
@@ -105,8 +79,8 @@ def test_streaming_run_in_a_rollout_process_and_a_killed_rollout_process_ends_it
     metrics = out / "metrics.jsonl"
     try:
         wait_for_step(proc, out, 3, timeout_s=600)
-        helpers = _children(proc.pid)  # the rollout process, and multiprocessing's resource tracker
-        (child,) = [pid for pid in helpers if "resource_tracker" not in _cmdline(pid)]
+        helpers = children(proc.pid)  # the rollout process, and multiprocessing's resource tracker
+        (child,) = [pid for pid in helpers if "resource_tracker" not in cmdline(pid)]
         os.kill(child, signal.SIGKILL)
         _, stderr = proc.communicate(timeout=120)  # generous: the failure is detected within a poll interval
     finally:
@@ -117,9 +91,9 @@ def test_streaming_run_in_a_rollout_process_and_a_killed_rollout_process_ends_it
     assert f"rollout process (pid {child}) was killed by signal SIGKILL" in stderr, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
     deadline = time.monotonic() + 60  # generous: helpers exit when their parent's pipe closes
-    while any(_alive(pid) for pid in helpers) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in helpers) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not [(pid, _cmdline(pid)) for pid in helpers if _alive(pid)]
+    assert not [(pid, cmdline(pid)) for pid in helpers if alive(pid)]
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert all(r["version_lag_max"] <= eta for r in rows)
     gaps = [r for r in rows if "logprob_gap_mean" in r]

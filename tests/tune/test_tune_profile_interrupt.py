@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from proc_table import alive, children, cmdline  # tests/proc_table.py
+
 DEADLINE_S = 60  # "ends within seconds": generous slack for a loaded 2-core machine
 
 PARENT = """
@@ -20,33 +22,6 @@ if __name__ == "__main__":
     print("measuring", flush=True)
     _collective_curve("all_reduce", 2, [1 << 22] * 4000, "wall", "cpu")  # 24000 all-reduces of 16 MiB: minutes
 """
-
-
-def _children(pid: int) -> list[int]:
-    """Pids of the live processes whose parent is ``pid`` (from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except FileNotFoundError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
 
 
 def test_an_interrupted_profile_ends_with_its_measuring_ranks(tmp_path: Path) -> None:
@@ -60,18 +35,18 @@ def test_an_interrupted_profile_ends_with_its_measuring_ranks(tmp_path: Path) ->
         deadline = time.monotonic() + 120
         while len(ranks) < 2:  # both ranks started (a spawned interpreter importing torch takes seconds)
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
-            ranks = [pid for pid in _children(proc.pid) if "spawn_main" in _cmdline(pid)]
+            ranks = [pid for pid in children(proc.pid) if "spawn_main" in cmdline(pid)]
             time.sleep(0.1)
         time.sleep(3)  # the ranks are in their all-reduces
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=DEADLINE_S)
         deadline = time.monotonic() + DEADLINE_S
-        while any(_alive(pid) for pid in ranks) and time.monotonic() < deadline:
+        while any(alive(pid) for pid in ranks) and time.monotonic() < deadline:
             time.sleep(0.1)
-        left = [(pid, _cmdline(pid)) for pid in ranks if _alive(pid)]
+        left = [(pid, cmdline(pid)) for pid in ranks if alive(pid)]
     finally:
         for pid in [proc.pid, *ranks]:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         proc.communicate()
     assert not left, f"measuring ranks outlived the interrupted profile: {left}"
