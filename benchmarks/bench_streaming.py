@@ -25,8 +25,9 @@ figures are those of a full pipeline, as in a long RL run (``--warmup 1``: the p
 ``--placements``: where the engine runs (``rollout.placement``); with ``process`` the engine has its own process
 (and core) and the trainer's process keeps the streaming driver. Each mode runs in each placement; ratios are over
 the sync mode of the same placement and over the best sync of the run (any sync mode, ``sync_admit8`` too).
-``--modes`` also offers the driver's admission rule ``slots`` (``_slots``) beside the default ``batch``, and the
-engine's admission batching ``sampling.admit_batch: 8`` (``_admit8``) beside the default 1 (docs/streaming.md).
+``--modes`` also offers the driver's admission rule ``slots`` (``_slots``) beside the default ``batch``, the
+engine's admission batching ``sampling.admit_batch: 8`` (``_admit8``) beside the default 1 (docs/streaming.md), and
+twice ``--slots`` engine slots (``_2xslots``; ``sync_2xslots`` shows that sync gains nothing from them).
 """
 
 from __future__ import annotations
@@ -61,14 +62,15 @@ MICRO = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "n
 
 
 class Mode(NamedTuple):
-    """One benchmarked setting: ``rollout.mode``, ``max_staleness``, ``wait_for_due``, ``admission`` and the
-    engine's ``sampling.admit_batch``."""
+    """One benchmarked setting: ``rollout.mode``, ``max_staleness``, ``wait_for_due``, ``admission``, the
+    engine's ``sampling.admit_batch`` and its slots as a multiple of ``--slots``."""
 
     mode: str
     eta: int
     wait_for_due: bool = True
     admission: str = "batch"
     admit_batch: int = 1
+    slot_factor: int = 1
 
 
 MODES = {
@@ -84,6 +86,11 @@ MODES = {
     # eta 4: where the cluster model first reaches 2x (docs/results/streaming.md); a recipe choice, not the target's
     "stream_eta4": Mode("streaming", 4), "stream_eta4_slots": Mode("streaming", 4, admission="slots"),
     "stream_eta4_admit8": Mode("streaming", 4, admit_batch=8),
+    # twice the engine's slots: room for a push's continuations and the next groups at once (sync cannot use them:
+    # its step samples --prompts x --group requests)
+    "sync_2xslots": Mode("sync", 0, slot_factor=2), "stream_eta1_2xslots": Mode("streaming", 1, slot_factor=2),
+    "stream_eta2_2xslots": Mode("streaming", 2, slot_factor=2),
+    "stream_eta2_admit8_2xslots": Mode("streaming", 2, admit_batch=8, slot_factor=2),
 }
 DEFAULT_MODES = "sync,stream_eta1,stream_eta2,stream_eta1_drop,stream_eta2_drop"
 
@@ -128,7 +135,8 @@ def _recipe(out: str, mode: Mode, short: int, slots: int, prompts: int, group: i
     return validate_recipe({
         "name": f"bench-{mode.mode}-{mode.eta}", "model": {"init": MICRO, "device": "cpu"},
         "data": {"task": "arithmetic", "num_train": 400, "num_test": 0, "seed": 0},
-        "sampling": {"max_new_tokens": 8 * short, "num_slots": slots, "admit_batch": mode.admit_batch},
+        "sampling": {"max_new_tokens": 8 * short, "num_slots": slots * mode.slot_factor,
+                     "admit_batch": mode.admit_batch},
         "rollout": {"group_size": group, "prompts_per_step": prompts, "dynamic_sampling": False, "mode": mode.mode,
                     "max_staleness": mode.eta, "wait_for_due": mode.wait_for_due, "admission": mode.admission,
                     "placement": placement},
@@ -261,7 +269,7 @@ def main() -> None:
                     sums[name][key] = sums[name].get(key, 0) + value
                 per_round[name].append(totals["samples"] / totals["wall_s"])
                 loads.append(os.getloadavg()[0])
-    results = {name: summarize(t, args.slots) for name, t in sums.items()}
+    results = {name: summarize(t, args.slots * MODES[names[name][0]].slot_factor) for name, t in sums.items()}
     syncs = {n: r["samples_per_s"] for n, r in results.items() if MODES[names[n][0]].mode == "sync"}
     best_sync = max(syncs, key=syncs.__getitem__)
     calibration = {**min(calibrations, key=lambda c: c["step_fixed_s"] + c["step_per_seq_s"] * args.slots),

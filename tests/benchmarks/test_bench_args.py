@@ -18,6 +18,7 @@ RAW = Path(__file__).resolve().parents[2] / "docs" / "results" / "raw"
 
 CASES = [
     ("bench_streaming", ["--steps", "0"], "--steps must be at least 1, got 0"),
+    ("bench_engine_cpu", ["--repeats", "0"], "--repeats must be at least 1, got 0"),
     ("bench_streaming", ["--short-len", "3"], "--short-len must be at least 4, got 3"),
     ("bench_generate", ["--device", "-1"], "--device '-1' is not a torch device"),
     ("bench_generate", ["--dtype", "bf16"], "--dtype 'bf16' is not a torch dtype"),

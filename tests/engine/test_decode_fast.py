@@ -133,3 +133,24 @@ def test_padding_free_prefill_matches_the_packed_forward():
     for i, n in enumerate(lengths):
         torch.testing.assert_close(hidden[i, :n], want[cu[i] : cu[i] + n], rtol=1e-5, atol=1e-5)
         assert torch.all(hidden[i, n:] == 0)  # padding rows never went through the layers
+
+
+def test_by_default_only_layers_large_enough_for_onednn_to_pay_are_packed():
+    # hidden 128, 4 heads of 32, 2 KV heads: q 128 x 128 + k, v 64 x 128 = 32,768 weights together and o_proj 16,384
+    # (plain); gate + up 2 x 512 x 128 = 131,072, down 128 x 512 = 65,536 = 1 << 16 and the LM head 512 x 128 (packed).
+    big = ModelConfig(vocab_size=512, hidden_size=128, intermediate_size=512, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    engine = LLMEngine(build_model(big, seed=0), load_tokenizer(), num_slots=4, max_seq_len=32)
+    layer = engine.model.model.layers[0]
+    assert layer.self_attn.fused_qkv is None
+    assert "forward" not in layer.self_attn.o_proj.__dict__ and "forward" not in layer.self_attn.q_proj.__dict__
+    assert isinstance(layer.mlp.fused_gate_up, _PackedGroup)
+    assert isinstance(layer.mlp.down_proj.forward, _PackedGroup)
+    assert isinstance(engine.model.lm_head.forward, _PackedGroup)
+    assert engine.packed_linears
+    small = LLMEngine(build_model(CFG, seed=0), load_tokenizer(), num_slots=4, max_seq_len=32)
+    assert not small.packed_linears  # 64 wide: every layer stays on F.linear
+    assert small.model.model.layers[0].self_attn.fused_qkv is None
+    # 7 linears and 2 fused groups a layer, and the LM head (a module of its own, even with tied embeddings)
+    assert pack_linears(build_model(CFG, seed=0), min_weights=0) == 2 * 7 + 2 * 2 + 1
+

@@ -268,6 +268,48 @@ def test_decoupled_ppo_is_chosen_by_the_recipe_and_on_policy_logprobs_agree(sft_
         run.engine.stop()
 
 
+def test_one_optimizer_step_takes_the_proximal_logprobs_from_its_own_forward(sft_model, tmp_path, monkeypatch):
+    """Decoupled PPO with one epoch and one mini-batch: no scoring pass before the update; the proximal log-probs the
+    loss used (written back for the log-prob gap) equal a separate pass's, and so does the update itself."""
+    import copy
+
+    from thinkrl.train.actor import Actor
+    from thinkrl.train.rl_setup import build_run
+    from thinkrl.train.rl_step import prepare_batch, update
+
+    base = _rl_recipe(sft_model, tmp_path, steps=2)
+    recipe = base.model_copy(update={"algorithm": base.algorithm.model_copy(
+        update={"off_policy": "decoupled", "num_mini_batches": 1, "ppo_epochs": 1})})
+    run = build_run(recipe)
+    try:
+        actor = run.actor
+        assert actor.proximal_from_update
+        kept = _kept(run, recipe, 1)
+        state = copy.deepcopy((actor.model.state_dict(), actor.optimizer.state_dict(), actor.scheduler.state_dict()))
+        batch = prepare_batch(kept, actor, run.critic, run.ref_model)
+        mask = batch.response_mask
+        assert batch.old_logprobs[mask].isnan().all() and (batch.old_logprobs[~mask] == 0).all()  # not scored yet
+        separate = actor.logprobs(batch)  # what the scoring pass would have given, same weights
+        row = update(batch, actor, run.critic, seed=0, step=1)
+        torch.testing.assert_close(batch.old_logprobs[mask], separate[mask], rtol=0, atol=1e-5)
+        gap = (separate - batch.behaviour_logprobs).abs()[mask]
+        assert row["logprob_gap_max"] == pytest.approx(float(gap.max()), abs=1e-5) and row["logprob_gap_max"] < 1e-4
+        shortcut = {k: v.clone() for k, v in actor.model.state_dict().items()}
+        assert any(not torch.equal(shortcut[k], state[0][k]) for k in shortcut)  # the step changed the weights
+
+        actor.model.load_state_dict(state[0])  # the same step again, with the scoring pass
+        actor.optimizer.load_state_dict(state[1])
+        actor.scheduler.load_state_dict(state[2])
+        monkeypatch.setattr(Actor, "proximal_from_update", property(lambda self: False))
+        scored = prepare_batch(kept, actor, run.critic, run.ref_model)
+        torch.testing.assert_close(scored.old_logprobs[mask], separate[mask], rtol=0, atol=1e-6)
+        update(scored, actor, run.critic, seed=0, step=1)
+        for name, value in actor.model.state_dict().items():
+            torch.testing.assert_close(value, shortcut[name], rtol=1e-5, atol=1e-6, msg=name)
+    finally:
+        run.engine.stop()
+
+
 def _kept(run, recipe, step: int):
     """The kept trajectories of the first batch (over seeds) with a group that teaches something."""
     from thinkrl.rollout import collect_rollout_batch

@@ -29,10 +29,10 @@ import torch
 
 from thinkrl.engine.cuda_graph import DecodeGraphs, graphs_unsupported_reason
 from thinkrl.engine.sampling import sample_tokens, top_logprobs, unpack_top_logprobs
-from thinkrl.engine.scheduler import Scheduler, SequenceState
+from thinkrl.engine.scheduler import Scheduler, SequenceState, prefill_forward_cost, prefill_groups
 from thinkrl.engine.types import Request, SamplingParams, TokenEvent
 from thinkrl.engine.weights import copy_weights_into
-from thinkrl.model import CachedStep, CausalLM, pack_linears, packed_linears_unsupported_reason
+from thinkrl.model import PACK_MIN_WEIGHTS, CachedStep, CausalLM, pack_linears, packed_linears_unsupported_reason
 from thinkrl.records import Trajectory
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ class LLMEngine:
             (captured here, once per bucket); False keeps every step eager. Ignored on CPU.
         packed_linears: on a float32 CPU model, run its linear layers on weights prepacked for oneDNN
             (`thinkrl.model.pack_linears`, repacked when a weight changes); same results to fp32 rounding,
-            ~1.3x faster matmuls at decode batch sizes. None: on whenever supported. Ignored elsewhere.
+            ~1.3x faster matmuls at decode batch sizes for weights of 64K and more, slower below. None: the layers
+            of at least ``PACK_MIN_WEIGHTS`` weights, whenever supported; True: every layer. Ignored elsewhere.
         admit_batch / admit_wait_steps: admission batching (`Scheduler`): while sequences run, waiting requests
             are held until ``admit_batch`` slots are free (or for at most ``admit_wait_steps`` steps), so one prefill
             forward admits them together. 1 (default) admits as soon as a slot is free: lowest latency.
@@ -80,8 +81,9 @@ class LLMEngine:
         self._default_stop = tuple(getattr(tokenizer, "stop_token_ids", ()) or ())
         unpackable = packed_linears_unsupported_reason(model)
         self.packed_linears = unpackable is None and packed_linears is not False
-        if self.packed_linears:
-            pack_linears(model, batch_hint=num_slots)
+        if self.packed_linears:  # by default only the layers large enough for oneDNN's call cost to pay
+            min_weights = 0 if packed_linears else PACK_MIN_WEIGHTS
+            self.packed_linears = pack_linears(model, batch_hint=num_slots, min_weights=min_weights) > 0
         elif packed_linears:
             logger.warning("linear layers stay unpacked: %s", unpackable)
         self.decode_graphs: DecodeGraphs | None = None
@@ -153,7 +155,7 @@ class LLMEngine:
             else:
                 admitted.append(state)
         if admitted:
-            events += self._sample_and_append(admitted, self._eager_logits(admitted, prefix=False))
+            events += self._sample_and_append(admitted, self._prefill_logits(admitted))
         running = self.scheduler.decode_batch(exclude={s.slot for s in admitted})
         if running:
             events += self._sample_and_append(running, self._decode_logits(running))
@@ -224,8 +226,9 @@ class LLMEngine:
         graphs = self.decode_graphs
         if graphs is None:
             multi = [i for i, s in enumerate(states) if len(s.pending) != 1]
-            if multi and len(multi) < len(states):
-                return self._split_eager_logits(states, multi)
+            if multi and len(multi) < len(states):  # forced tokens: not padding the one-token rows to their length
+                single = [i for i in range(len(states)) if len(states[i].pending) == 1]
+                return self._logits_in_groups(states, [single, multi], prefix_first=True)
             return self._eager_logits(states, prefix=self._use_prefix_path(states))
         if any(len(s.pending) != 1 for s in states):  # forced tokens: a multi-token step
             graphs.stats.eager_steps += 1
@@ -240,15 +243,21 @@ class LLMEngine:
         context = max(s.num_cached for s in states) + 1
         return graphs.logits(input_ids, positions, [s.slot for s in states], context)
 
-    def _split_eager_logits(self, states: list[SequenceState], multi: list[int]) -> torch.Tensor:
-        """Eager logits (S, V) when the states at indices ``multi`` feed forced tokens: those run in a step of their
-        own, so the one-token rows are not padded to the forced tokens' length (S x Q work)."""
-        single = [i for i in range(len(states)) if len(states[i].pending) == 1]
-        one_states = [states[i] for i in single]
-        one = self._eager_logits(one_states, prefix=self._use_prefix_path(one_states))  # [S1, V]
-        many = self._eager_logits([states[i] for i in multi], prefix=False)  # [S2, V]
-        logits = one.new_empty((len(states), one.shape[-1]))
-        logits[single], logits[multi] = one, many
+    def _prefill_logits(self, states: list[SequenceState]) -> torch.Tensor:
+        """Eager logits (S, V) of just-admitted ``states``, in forwards of similar lengths (`prefill_groups`): a long
+        continuation re-prefilled after a weight push does not pad every short prompt beside it to its length."""
+        groups = prefill_groups([len(s.pending) for s in states], prefill_forward_cost(self.device.type))
+        return self._logits_in_groups(states, groups, prefix_first=False)
+
+    def _logits_in_groups(self, states: list[SequenceState], groups: list[list[int]],
+                          prefix_first: bool) -> torch.Tensor:
+        """Eager logits (S, V), one forward per group of indices into ``states`` (the first may read a prefix)."""
+        parts = [[states[i] for i in group] for group in groups]
+        first = self._eager_logits(parts[0], prefix=prefix_first and self._use_prefix_path(parts[0]))  # [S0, V]
+        logits = first.new_empty((len(states), first.shape[-1]))
+        logits[groups[0]] = first
+        for group, part in zip(groups[1:], parts[1:], strict=True):
+            logits[group] = self._eager_logits(part, prefix=False)
         return logits
 
     def _upload(self, values: list[Any]) -> torch.Tensor:

@@ -5,7 +5,12 @@ from thinkrl.model.decoder import CausalLM, DecoderOutput
 from thinkrl.model.hf_io import build_model, load_pretrained, resolve_device, resolve_dtype, save_pretrained
 from thinkrl.model.kv_cache import CachedStep, KVCache
 from thinkrl.model.lm_head import response_logprobs
-from thinkrl.model.packed_linear import pack_linears, packed_linears_unsupported_reason, unpack_linears
+from thinkrl.model.packed_linear import (
+    PACK_MIN_WEIGHTS,
+    pack_linears,
+    packed_linears_unsupported_reason,
+    unpack_linears,
+)
 from thinkrl.model.pointwise import compile_pointwise, uncompile_pointwise
 
 __all__ = [
@@ -18,6 +23,7 @@ __all__ = [
     "build_model",
     "compile_pointwise",
     "load_pretrained",
+    "PACK_MIN_WEIGHTS",
     "pack_linears",
     "packed_linears_unsupported_reason",
     "resolve_device",

@@ -124,6 +124,14 @@ class Actor:
             return full_weights(self.model)
         return [(name, param.detach()) for name, param in self.model.named_parameters()]
 
+    @property
+    def proximal_from_update(self) -> bool:
+        """Decoupled PPO takes its proximal log-probs from the update's own forward, detached, instead of a scoring
+        pass before it: the same values when the batch gets exactly one optimizer step (one epoch, one mini-batch) in
+        one process (ratio 1, the plain policy gradient, as TRL and verl do on-policy). `update` writes them into
+        ``batch.old_logprobs`` as it goes, for `logprob_gap`."""
+        return self.algo.ppo_epochs * self.algo.num_mini_batches == 1 and self.data_parallel is None
+
     def logprobs(self, batch: PackedBatch, model: CausalLM | None = None) -> torch.Tensor:
         """(S, R) log-probs of ``batch``'s response tokens under the current policy, or under ``model`` (the KL
         reference policy, sharded like the actor), no grad. Sharded: each rank scores its share of the sequences and
@@ -142,8 +150,9 @@ class Actor:
         ``num_correct_tokens``: valid tokens of its correct responses; ``share``: its fraction of the sequences)."""
         algo = self.algo
         fwd = fused_forward_responses(self.model, sub, self.temperature)  # LM head fused, response positions only
+        proximal = sub.behaviour_logprobs is not None and self.proximal_from_update
         loss, metrics = POLICY_LOSSES.get(algo.policy_loss)(PolicyLossInputs(
-            fwd.logprobs, sub.old_logprobs, sub.advantages, sub.response_mask,
+            fwd.logprobs, fwd.logprobs.detach() if proximal else sub.old_logprobs, sub.advantages, sub.response_mask,
             eps_low=algo.eps_low, eps_high=algo.eps_high, dual_clip=algo.dual_clip, agg_mode=algo.loss_agg_mode,
             behaviour_logprobs=sub.behaviour_logprobs, behaviour_is_cap=algo.behaviour_is_cap, **norm))
         if algo.kl_coef > 0 and sub.ref_logprobs is not None:
@@ -180,6 +189,9 @@ class Actor:
                     # An empty part (data parallel) is a zero-weight step on one sequence: collectives line up.
                     sub = mini_batch.select(part or [0]).to(device)
                     micro = self.micro_batch_loss(sub, norm, correct_tokens, len(part) / len(mini))
+                    if part and sub.behaviour_logprobs is not None and self.proximal_from_update:
+                        rows = [mini[i] for i in part]  # the proximal log-probs the loss used, for logprob_gap
+                        batch.old_logprobs[rows, : sub.response_ids.shape[1]] = micro.forward.logprobs.detach().cpu()
                     if not torch.isfinite(micro.loss) and self.data_parallel is None:  # (sharded: the global
                         self.optimizer.zero_grad(set_to_none=True)  # gradient norm catches it on every rank)
                         raise NonFiniteError("policy loss is not finite; the step was not applied")

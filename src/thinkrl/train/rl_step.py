@@ -35,7 +35,8 @@ def prepare_batch(trajs: list[Trajectory], actor: Actor, critic: Critic | None,
                   ref_model: CausalLM | None) -> PackedBatch:
     """The packed training batch of scored trajectories, with everything the update reads: critic values,
     advantages, reference log-probs (KL on), and for decoupled PPO the proximal log-probs in ``old_logprobs``
-    with the engine's in ``behaviour_logprobs``."""
+    with the engine's in ``behaviour_logprobs`` (when the update takes them from its own forward, NaN on the loss
+    tokens until it has run)."""
     algo = actor.algo
     batch = pack_trajectories(trajs)
     if critic is not None:
@@ -44,7 +45,11 @@ def prepare_batch(trajs: list[Trajectory], actor: Actor, critic: Critic | None,
     if ref_model is not None:
         batch = replace(batch, ref_logprobs=actor.logprobs(batch, model=ref_model))  # each rank scores its share
     if algo.off_policy == "decoupled":
-        batch = replace(batch, behaviour_logprobs=batch.old_logprobs, old_logprobs=actor.logprobs(batch))
+        if actor.proximal_from_update:  # NaN until the update's own forward writes them (`Actor.proximal_from_update`)
+            proximal = torch.where(batch.response_mask, float("nan"), 0.0)
+        else:
+            proximal = actor.logprobs(batch)
+        batch = replace(batch, behaviour_logprobs=batch.old_logprobs, old_logprobs=proximal)
     return batch
 
 
