@@ -261,3 +261,59 @@ def test_crc32_is_the_standard_check_value_in_any_chunking(tmp_path: Path, monke
     assert checksums.crc32_of(file) == "cbf43926"  # CRC-32's published check value for "123456789"
     monkeypatch.setattr(checksums, "_CHUNK", 4)  # read in pieces of 4, 4 and 1 bytes: the same value
     assert checksums.crc32_of(file) == "cbf43926"
+
+
+def test_a_resave_killed_between_its_renames_is_loaded_and_then_put_back(tmp_path: Path) -> None:
+    """Re-saving step k renames step-k to old-step-k, then the new folder in: killed in between, ``latest`` names a
+    missing folder. Loading uses old-step-k (the committed copy), and the next save renames it back."""
+    model, optimizer, scheduler = make_parts()
+    save(tmp_path, 1, model, optimizer, scheduler)
+    (tmp_path / "step-00000001").rename(tmp_path / "old-step-00000001")  # the kill, between the two renames
+    assert load_checkpoint(tmp_path).step == 1
+    save(tmp_path, 2, model, optimizer, scheduler)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-00000001", "step-00000002"]
+    assert load_checkpoint(tmp_path / "step-00000001").step == 1
+    (tmp_path / "old-step-00000002").mkdir()  # killed after the second rename: the old copy is garbage
+    save(tmp_path, 3, model, optimizer, scheduler)
+    assert not (tmp_path / "old-step-00000002").exists() and load_checkpoint(tmp_path).step == 3
+    (tmp_path / "latest").write_text("step-00000009\n")
+    with pytest.raises(FileNotFoundError, match="names step-00000009, but .* does not exist"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_policy_folder_is_replaced_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`save_policy` (a run's ``final``, an export) writes beside the folder and renames: a failure in the middle of
+    the write leaves the previous folder as it was (or none), and nothing half-written under the folder's name."""
+    import thinkrl.train.common as common
+    from thinkrl.tokenizer import load_tokenizer
+
+    final = tmp_path / "final"
+    tokenizer = load_tokenizer()
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(common, "_copy_tokenizer_files", broken)  # after the weights were written
+        with pytest.raises(OSError, match="disk full"):
+            common.save_policy(build_model(CONFIG, seed=0), tokenizer, final)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    common.save_policy(build_model(CONFIG, seed=0), tokenizer, final)
+    first = load_pretrained(final).state_dict()
+    with monkeypatch.context() as patch:
+        patch.setattr(common, "_copy_tokenizer_files", broken)
+        with pytest.raises(OSError, match="disk full"):
+            common.save_policy(build_model(CONFIG, seed=1), tokenizer, final)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+    for name, value in load_pretrained(final).state_dict().items():
+        assert torch.equal(value, first[name]), name  # still the first policy, whole
+    common.save_policy(build_model(CONFIG, seed=1), tokenizer, final)
+    assert not torch.equal(load_pretrained(final).state_dict()["model.embed_tokens.weight"],
+                           first["model.embed_tokens.weight"])
+    assert (final / "tokenizer.json").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a model folder"):
+        common.save_policy(build_model(CONFIG, seed=0), tokenizer, notes)
+    assert (notes / "todo.txt").read_text() == "mine"

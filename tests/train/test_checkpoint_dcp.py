@@ -131,3 +131,29 @@ def test_export_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert (tmp_path / "hf" / "model.safetensors").is_file()
     assert main(["export", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 2
     assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_an_interrupt_inside_dcp_ends_as_an_interrupt_not_as_damage(tmp_path: Path, monkeypatch) -> None:
+    """DCP wraps a KeyboardInterrupt (Ctrl-C, or SIGTERM as `Terminated`) raised while it writes or reads in its
+    CheckpointException; the save and the load raise it as itself, and the last good checkpoint stays."""
+    from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+
+    _, part = parts()
+    save(tmp_path, 1, part)
+
+    def interrupted(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(FileSystemWriter, "write_data", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            save(tmp_path, 2, part)
+    assert (tmp_path / "latest").read_text().strip() == "step-00000001"
+    assert (tmp_path / "tmp-step-00000002").is_dir()  # half written; the next save removes it
+    with monkeypatch.context() as patch:
+        patch.setattr(FileSystemReader, "read_data", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            load_sharded(tmp_path, parts={"model": parts()[1]}, data_parallel=None)
+    save(tmp_path, 3, part)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-00000001", "step-00000003"]
+    assert load_sharded(tmp_path, parts={"model": parts()[1]}, data_parallel=None)["step"] == 3

@@ -108,3 +108,24 @@ def test_init_outside_torchrun_is_a_clear_error(monkeypatch: pytest.MonkeyPatch)
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ValueError, match="not started by torchrun: .*RANK"):
         init_data_parallel()
+
+
+def test_a_two_rank_resume_reads_crcs_on_rank_0_and_every_rank_raises_its_error(tmp_path: Path) -> None:
+    """Rank 0 alone reads every file's CRC-32 (rank 1 checks sizes); a flipped bit in rank 1's shard and a
+    ``latest`` naming a missing step end both ranks with rank 0's message (no rank left waiting in dcp.load)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+                           str(SCRIPT.parent / "distributed_resume_check_run.py"), "--dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["intact"] is None and ranks[1]["intact"] is None
+    files = json.loads((tmp_path / "ckpt" / "step-00000001" / "trainer_state.json").read_text())["crc32"]
+    assert sorted(ranks[0]["crc_files"]) == sorted(files) and "__1_0.distcp" in files
+    assert ranks[1]["crc_files"] == []
+    for rank in ranks:
+        kind, message = rank["flipped_bit"]
+        assert kind == "ValueError" and "__1_0.distcp does not match its recorded CRC-32" in message
+        kind, message = rank["missing_step"]
+        assert kind == "FileNotFoundError" and "step-00000009" in message
+    assert ranks[0]["flipped_bit"] == ranks[1]["flipped_bit"]

@@ -20,7 +20,9 @@ Layout under a checkpoint root (usually ``<output_dir>/checkpoints``)::
 A checkpoint is written into ``tmp-step-XXXXXXXX``, every file fsynced, then renamed to
 ``step-XXXXXXXX``; only then is ``latest`` replaced (write + fsync + ``os.replace``). A crash at
 any point leaves the previous ``latest`` checkpoint complete and loadable; stale ``tmp-*``
-folders are ignored by loading and removed by the next save. Saving is single-writer
+folders are ignored by loading and removed by the next save. Re-saving an existing step renames it
+to ``old-step-XXXXXXXX`` first: killed between the two renames, loading uses that copy and the next
+save renames it back. Saving is single-writer
 (call it on rank 0 only). Weights of a `thinkrl.model.CausalLM` go through
 `thinkrl.model.save_pretrained`; any other ``nn.Module`` is written with
 `safetensors.torch.save_model`.
@@ -36,7 +38,7 @@ import random
 import re
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,7 @@ class Checkpoint:
         trainer_state: the dict the trainer passed to `save_checkpoint` (data cursor, metrics...).
         rng_state: RNG states as written by `capture_rng` (give it to `restore_rng`).
         files: every file of the checkpoint (name -> path), sizes and CRC-32s verified at load time.
+        record: the whole parsed ``trainer_state.json`` (format version, ranks... for the sharded loader).
     """
 
     path: Path
@@ -76,6 +79,7 @@ class Checkpoint:
     trainer_state: dict[str, Any]
     rng_state: dict[str, Any]
     files: dict[str, Path]
+    record: dict[str, Any] = field(default_factory=dict)
 
     @property
     def optimizer_path(self) -> Path | None:
@@ -142,10 +146,10 @@ def fsync_tree(folder: Path) -> None:
         if path.is_file():
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -168,7 +172,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _step_dirs(root: Path) -> list[tuple[int, Path]]:
@@ -247,6 +251,12 @@ def begin_checkpoint(root: Path, step: int) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob("tmp-step-*"):
         shutil.rmtree(stale)
+    for old in root.glob("old-step-*"):  # a re-save of a step killed while it replaced the folder
+        final = root / old.name.removeprefix("old-")
+        if final.is_dir():
+            shutil.rmtree(old)  # the replacement was in place: the old copy is garbage
+        else:
+            os.replace(old, final)  # killed between the two renames: the old copy is that step again
     tmp = root / f"tmp-step-{step:08d}"
     tmp.mkdir()
     return tmp
@@ -265,7 +275,7 @@ def commit_checkpoint(root: Path, tmp: Path, step: int, keep_last: int | None) -
         shutil.rmtree(old)
     else:
         os.replace(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     _write_text_atomic(root / LATEST_FILE, name + "\n")
     if keep_last is not None:
         for _, path in _step_dirs(root)[:-keep_last]:
@@ -276,7 +286,8 @@ def commit_checkpoint(root: Path, tmp: Path, step: int, keep_last: int | None) -
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:
-    """The folder ``root/latest`` names, or None when ``root`` holds no checkpoint yet."""
+    """The folder ``root/latest`` names (or its ``old-`` copy when a re-save of that step was killed between
+    renaming it away and renaming the new one in), or None when ``root`` holds no checkpoint yet."""
     pointer = Path(root) / LATEST_FILE
     if not pointer.is_file():
         return None
@@ -286,17 +297,19 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     path = Path(root) / name
     if not path.is_dir():
         old = Path(root) / f"old-{name}"
-        hint = f" (a save was interrupted while replacing it; {old} holds the earlier copy)" if old.is_dir() else ""
-        raise FileNotFoundError(f"{pointer} names {name}, but {path} does not exist{hint}")
+        if old.is_dir():  # a re-save of this step was killed between its two renames; the next save renames it back
+            logger.warning("%s is missing (a save was killed while replacing it): using %s", path, old)
+            return old
+        raise FileNotFoundError(f"{pointer} names {name}, but {path} does not exist")
     return path
 
 
-def load_checkpoint(root_or_step_dir: str | Path) -> Checkpoint:
+def load_checkpoint(root_or_step_dir: str | Path, verify_crc: bool = True) -> Checkpoint:
     """Find and verify a checkpoint: a step folder, or a root whose ``latest`` names one.
 
     Raises FileNotFoundError naming a missing file and ValueError naming a corrupted one
     (unparseable trainer_state.json, or a file whose size or CRC-32 differs from the recorded one:
-    `thinkrl.train.checksums`).
+    `thinkrl.train.checksums`). ``verify_crc`` False checks sizes only (a rank whose CRC-32s rank 0 read).
     """
     path = Path(root_or_step_dir)
     if not (path / STATE_FILE).exists():
@@ -308,12 +321,12 @@ def load_checkpoint(root_or_step_dir: str | Path) -> Checkpoint:
     try:
         record = json.loads(state_file.read_text(encoding="utf-8"))
         step, trainer_state, rng = int(record["step"]), record["trainer_state"], record["rng"]
-        files = verify_files(path, record)  # (its own errors name the damaged file)
+        files = verify_files(path, record, crc=verify_crc)  # (its own errors name the damaged file)
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"{state_file} is corrupted ({type(err).__name__}: {err})") from None
     if "recipe.yaml" not in files:
         raise FileNotFoundError(f"checkpoint file {path / 'recipe.yaml'} is missing")
-    return Checkpoint(path=path, step=step, trainer_state=trainer_state, rng_state=rng, files=files)
+    return Checkpoint(path=path, step=step, trainer_state=trainer_state, rng_state=rng, files=files, record=record)
 
 
 def _load_state(path: Path) -> Any:

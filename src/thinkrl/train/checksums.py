@@ -33,9 +33,9 @@ def file_manifest(folder: Path) -> dict[str, dict[str, Any]]:
     return {"files": {p.name: p.stat().st_size for p in files}, "crc32": {p.name: crc32_of(p) for p in files}}
 
 
-def verify_files(folder: Path, record: Mapping[str, Any]) -> dict[str, Path]:
-    """Check every file ``record`` (a checkpoint's state record) lists in ``folder``: present, of its size, and of
-    its CRC-32 when one was recorded. Returns name -> path.
+def verify_files(folder: Path, record: Mapping[str, Any], crc: bool = True) -> dict[str, Path]:
+    """Check every file ``record`` (a checkpoint's state record) lists in ``folder``: present, of its size, and (with
+    ``crc``) of its CRC-32 when one was recorded. Returns name -> path.
 
     Raises:
         FileNotFoundError: a listed file is missing.
@@ -49,7 +49,7 @@ def verify_files(folder: Path, record: Mapping[str, Any]) -> dict[str, Path]:
         if file.stat().st_size != sizes[name]:
             raise ValueError(f"checkpoint file {file} is {file.stat().st_size} bytes, expected {sizes[name]}: "
                              "corrupted or truncated")
-        if name in crcs and (got := crc32_of(file)) != crcs[name]:
+        if crc and name in crcs and (got := crc32_of(file)) != crcs[name]:
             raise ValueError(f"checkpoint file {file} does not match its recorded CRC-32 ({got}, saved {crcs[name]}):"
                              " corrupted on disk")
     return files

@@ -6,6 +6,8 @@ import json
 import math
 import os
 import random
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,7 @@ from thinkrl.tasks import Problem, Task, get_task
 from thinkrl.tokenizer import BUILTIN_DIR, TextTokenizer, load_tokenizer
 from thinkrl.tokenizer.budget import reflection_interval, reflection_text
 from thinkrl.train.batching import PackedBatch
+from thinkrl.train.checkpoint import fsync_dir, fsync_tree
 from thinkrl.train.config import save_resolved
 from thinkrl.train.metrics import METRICS_FILE, MetricsLogger
 from thinkrl.train.specs import ModelSpec, TokenizerSpec
@@ -165,16 +168,44 @@ def seed_everything(seed: int) -> None:
 
 def save_policy(model: CausalLM, tokenizer: TextTokenizer, folder: str | Path,
                 data_parallel: DataParallel | None = None) -> Path:
-    """HF-format weights plus the tokenizer files, so ``thinkrl generate --model folder`` just works.
+    """HF-format weights plus the tokenizer files, so ``thinkrl generate --model folder`` just works. The folder is
+    replaced whole (`replace_folder`); an existing folder that is not a model folder is refused (FileExistsError).
     Sharded (``data_parallel`` set): the full tensors are gathered (call on every rank) and rank 0 writes."""
     from thinkrl.model import save_pretrained
     from thinkrl.train.dcp import full_state_copy
 
     folder = Path(folder)
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / "config.json").is_file():
+        raise FileExistsError(f"{folder} exists and is not a model folder (no config.json): not replacing it; "
+                              "give a new or empty folder")
     full = full_state_copy(model, data_parallel)
     if full is not None:
-        save_pretrained(full, folder)
-        _copy_tokenizer_files(tokenizer, folder)
+        replace_folder(folder, lambda tmp: (save_pretrained(full, tmp), _copy_tokenizer_files(tokenizer, tmp)))
+    return folder
+
+
+def replace_folder(folder: Path, write: Callable[[Path], object]) -> Path:
+    """Write ``folder`` as a whole: ``write(tmp)`` fills a fresh sibling ``.NAME.tmp``, its files are fsynced, and
+    only then does it take the name (an existing folder is renamed to ``.NAME.old`` first, then removed). A crash or
+    an error leaves the previous folder or none, never a half-written one; the next write clears what is left."""
+    tmp, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if old.is_dir() and not folder.exists():
+        os.replace(old, folder)  # killed between the two renames below: that was the folder
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        write(tmp)
+        fsync_tree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    fsync_dir(folder.parent)
     return folder
 
 

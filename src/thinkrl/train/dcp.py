@@ -46,6 +46,7 @@ from thinkrl.model import CausalLM, ModelConfig, build_model
 from thinkrl.spec import read_yaml
 from thinkrl.train.checkpoint import (
     STATE_FILE,
+    Checkpoint,
     begin_checkpoint,
     capture_rng,
     commit_checkpoint,
@@ -117,7 +118,7 @@ def save_sharded(root: str | Path, step: int, *, parts: Mapping[str, Trained], t
     if data_parallel is None or data_parallel.is_main:
         tmp = begin_checkpoint(root, step)
     barrier(data_parallel)
-    with _single_process_ok():
+    with _single_process_ok(), _interrupts_unwrapped():
         dcp.save(_dcp_state(parts), checkpoint_id=str(tmp))
     rngs = gather_objects(capture_rng(), data_parallel)
     final = root / f"step-{step:08d}"
@@ -148,23 +149,55 @@ def _single_process_ok() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _interrupts_unwrapped() -> Iterator[None]:
+    """A Ctrl-C or SIGTERM (`KeyboardInterrupt`) inside ``dcp.save``/``dcp.load`` comes out wrapped in DCP's
+    `CheckpointException`: raise it as itself, so the run ends as interrupted, not as a failed save or a damaged
+    checkpoint (the half-written ``tmp-step-*`` folder is removed by the next save)."""
+    try:
+        yield
+    except CheckpointException as error:
+        for cause, _ in error.failures.values():
+            if isinstance(cause, KeyboardInterrupt):
+                raise cause from None
+        raise
+
+
 def has_checkpoint(root: str | Path) -> bool:
     """Whether ``root`` holds a complete checkpoint (its ``latest`` names one)."""
     return Path(root).is_dir() and latest_checkpoint(root) is not None
+
+
+def _verified_checkpoint(root_or_step_dir: str | Path, data_parallel: DataParallel | None) -> Checkpoint:
+    """The checkpoint every rank loads: rank 0 finds it (``latest``) and checks every file's CRC-32, the other ranks
+    check the sizes of the same step folder (N ranks reading every byte would cost N times the checkpoint). Rank 0's
+    error is raised on every rank at once: one rank raising alone would leave the others waiting in ``dcp.load``."""
+    if data_parallel is None or data_parallel.world_size == 1:
+        return load_checkpoint(root_or_step_dir)
+    verdict: tuple[str, str] | None = None
+    if data_parallel.is_main:
+        try:
+            verdict = ("ok", str(load_checkpoint(root_or_step_dir).path))
+        except (OSError, ValueError) as error:
+            verdict = (type(error).__name__, str(error))
+    kind, detail = broadcast_object(verdict, data_parallel)
+    if kind != "ok":
+        raise {"FileNotFoundError": FileNotFoundError, "ValueError": ValueError}.get(kind, OSError)(detail)
+    return load_checkpoint(detail, verify_crc=False)
 
 
 def load_sharded(root_or_step_dir: str | Path, *, parts: Mapping[str, Trained],
                  data_parallel: DataParallel | None, rng: bool = True) -> dict[str, Any]:
     """Load ``parts`` (and this rank's RNG states) from a checkpoint saved on any number of ranks; returns the
     trainer state. Call on every rank. Raises FileNotFoundError / ValueError naming a missing or damaged file."""
-    ckpt = load_checkpoint(root_or_step_dir)  # verifies every file's size
-    record = json.loads((ckpt.path / STATE_FILE).read_text(encoding="utf-8"))
+    ckpt = _verified_checkpoint(root_or_step_dir, data_parallel)
+    record = ckpt.record
     if record.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{ckpt.path} is a format-{record.get('format_version')} checkpoint (single-process, "
                          f"HF weights); load it with thinkrl.train.checkpoint.restore_checkpoint")
     state = _dcp_state(parts)
     try:
-        with _single_process_ok():
+        with _single_process_ok(), _interrupts_unwrapped():
             dcp.load(state, checkpoint_id=str(ckpt.path))
     except CheckpointException as error:  # a BaseException: name the cause (damaged shard, another model's shapes)
         causes = "; ".join(f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
