@@ -14,7 +14,7 @@ linears still trains correctly. Costs one extra copy of the linear weights in me
 
 A oneDNN call also costs ~12 us more than ``F.linear``'s, which only a large enough weight earns back. Measured on the
 same box (fp32, 1 thread, `thinkrl bench engine-cpu`): a 64 x 256 weight takes 17.7 us packed against 7.8 us plain
-at 13 rows, and a decode step of a model whose layers are all under 32K weights is ~25% faster unpacked; from 64K
+at 13 rows, and a decode step of a model whose layers are all under 32K weights is 8-29% faster unpacked; from 64K
 weights (256 x 256) packing wins inside a model's decode step, where the weights are no longer hot in cache as in a
 one-layer loop. ``min_weights`` leaves the smaller layers plain.
 """

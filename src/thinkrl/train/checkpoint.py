@@ -150,6 +150,7 @@ def fsync_tree(folder: Path) -> None:
 
 
 def fsync_dir(folder: Path) -> None:
+    """fsync ``folder`` itself (its entries: a rename into it survives a power cut)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

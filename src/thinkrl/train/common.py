@@ -175,11 +175,11 @@ def save_policy(model: CausalLM, tokenizer: TextTokenizer, folder: str | Path,
     from thinkrl.train.dcp import full_state_copy
 
     folder = Path(folder)
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / "config.json").is_file():
-        raise FileExistsError(f"{folder} exists and is not a model folder (no config.json): not replacing it; "
-                              "give a new or empty folder")
-    full = full_state_copy(model, data_parallel)
+    full = full_state_copy(model, data_parallel)  # (a collective: every rank gets here before any may raise)
     if full is not None:
+        if folder.is_dir() and any(folder.iterdir()) and not (folder / "config.json").is_file():
+            raise FileExistsError(f"{folder} exists and is not a model folder (no config.json): not replacing it; "
+                                  "give a new or empty folder")
         replace_folder(folder, lambda tmp: (save_pretrained(full, tmp), _copy_tokenizer_files(tokenizer, tmp)))
     return folder
 
