@@ -80,3 +80,47 @@ def test_a_killed_parent_leaves_no_sandboxed_program_in_the_rlimits_fallback(tmp
         parent.wait()
     assert parent.returncode == -signum
     assert not left, f"sandboxed programs outlived their parent: {left}"
+
+
+GRANDPARENT = """
+import sys
+from thinkrl.rewards.sandbox import SandboxLimits, SandboxPool
+
+PROGRAM = '''
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(500)"])  # the program's own child
+time.sleep(500)
+'''
+
+if __name__ == "__main__":
+    limits = SandboxLimits(timeout_s=600, isolation="rlimits", allow_unisolated=True)
+    with SandboxPool(1, limits=limits) as pool:
+        pool.run_programs([PROGRAM])
+"""
+
+
+def test_a_killed_parent_leaves_no_child_of_the_program_in_the_rlimits_fallback(tmp_path: Path) -> None:
+    """The kernel kills the runner with its parent, but not the processes the program started; the runner's watcher
+    (same process group) kills them once the runner is gone."""
+    script = tmp_path / "parent.py"
+    script.write_text(GRANDPARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    below: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not any(b"time.sleep(500)" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in below):
+            assert parent.poll() is None and time.monotonic() < deadline, "the program's child did not start"
+            below = [pid for pid in _descendants(parent.pid) if _alive(pid)]
+            time.sleep(0.05)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=DEADLINE_S)
+        deadline = time.monotonic() + DEADLINE_S
+        while any(_alive(pid) for pid in below) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = [pid for pid in below if _alive(pid)]
+    finally:
+        for pid in [parent.pid, *below]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        parent.wait()
+    assert left == [], f"still running after the parent was killed: {left}"

@@ -4,7 +4,8 @@ Started as ``python -I _runner.py CONFIG_PATH RESULT_FD`` inside the sandbox (st
 The config is a `marshal` dump written by the parent (trusted data; marshal keeps start-up free of
 imports): ``{"mode": "stdio" | "script" | "call", "rlimits": {...}}`` plus, for ``call``, ``fn_name``,
 ``inputs`` (argument lists) and ``start``, and in the rlimits fallback ``parent_pid`` (the runner dies with
-it). The runner reports on the result channel ``RESULT_FD``, one JSON object per line:
+it, and a watcher process then kills the program's own children). The runner reports on the result channel
+``RESULT_FD``, one JSON object per line:
 
 - ``{"event": "loaded"}``: the solution module loaded (function-call mode);
 - ``{"event": "result", "i": i, "value": v, "wall_s": t}``: call ``i`` returned ``v`` (JSON; tuples as lists);
@@ -154,11 +155,39 @@ def _die_with_parent(parent_pid):
         os._exit(1)
 
 
+def _reap_group_after_death():
+    """Fork a watcher that SIGKILLs this runner's process group once the runner is gone. The kernel kills the runner
+    with its parent (`_die_with_parent`) but not the program's own children (``subprocess.Popen(["sleep", ...])``),
+    which would outlive both; the watcher is in the same group, so it ends with them. It keeps no file of the
+    runner's open (the parent reads the runner's pipes to their end)."""
+    import signal  # lazily: only the rlimits fallback needs it
+
+    runner, group = os.getpid(), os.getpgrp()
+    if os.fork() != 0:
+        return
+    try:
+        for fd in [int(name) for name in os.listdir("/proc/self/fd")]:
+            try:  # noqa: SIM105 - contextlib would cost every run an import
+                os.close(fd)
+            except OSError:
+                pass
+        signal.signal(signal.SIGUSR1, lambda *_: os.killpg(group, signal.SIGKILL))
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGUSR1), 0, 0, 0)  # PR_SET_PDEATHSIG
+        while os.getppid() == runner:
+            signal.pause()
+        os.killpg(group, signal.SIGKILL)
+    finally:
+        os._exit(0)
+
+
 def main():
     with open(sys.argv[1], "rb") as f:
         config = marshal.load(f)
     fd = int(sys.argv[2])
     if config.get("parent_pid") is not None:
+        _reap_group_after_death()
         _die_with_parent(config["parent_pid"])
     _apply_rlimits(config["rlimits"])
     path = os.path.join(os.path.dirname(os.path.abspath(sys.argv[1])), SOLUTION_NAME)

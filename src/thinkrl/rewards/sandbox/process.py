@@ -296,6 +296,8 @@ def _execute(iso: Isolation, limits: SandboxLimits, code: str, stdin: bytes, con
             rlimits = limits.rlimits(steps)
             if iso.mode == "rlimits" and uid is None:  # RLIMIT_NPROC counts all of our own processes
                 rlimits["RLIMIT_NPROC"] += len(iso_mod.pids_of_uid(os.getuid()))
+            if iso.mode == "rlimits":  # and the runner's watcher (`_runner._reap_group_after_death`)
+                rlimits["RLIMIT_NPROC"] += 1
             iso_mod.write_file(f"{src}/_runner.py", RUNNER_SOURCE_PATH.read_text(encoding="utf-8"))
             iso_mod.write_file(f"{src}/solution.py", code)
             parent = os.getpid() if iso.mode == "rlimits" else None  # (bwrap mode: --die-with-parent)
