@@ -51,6 +51,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _cmdline(pid: int) -> bytes:
+    """The command line of ``pid``; empty once it has exited (a short-lived process can go between two reads)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
+
+
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 def test_a_killed_parent_leaves_no_sandboxed_program_in_the_rlimits_fallback(tmp_path: Path,
                                                                               signum: signal.Signals) -> None:
@@ -63,8 +71,7 @@ def test_a_killed_parent_leaves_no_sandboxed_program_in_the_rlimits_fallback(tmp
         deadline = time.monotonic() + 60
         while len(programs) < 2:
             assert parent.poll() is None and time.monotonic() < deadline, "the programs did not start"
-            programs = [pid for pid in _descendants(parent.pid)
-                        if "_runner.py" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
+            programs = [pid for pid in _descendants(parent.pid) if b"_runner.py" in _cmdline(pid)]
             time.sleep(0.05)
         time.sleep(0.5)  # the programs are asleep in their solutions
         parent.send_signal(signum)
@@ -108,7 +115,7 @@ def test_a_killed_parent_leaves_no_child_of_the_program_in_the_rlimits_fallback(
     below: list[int] = []
     try:
         deadline = time.monotonic() + 60
-        while not any(b"time.sleep(500)" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in below):
+        while not any(b"time.sleep(500)" in _cmdline(pid) for pid in below):
             assert parent.poll() is None and time.monotonic() < deadline, "the program's child did not start"
             below = [pid for pid in _descendants(parent.pid) if _alive(pid)]
             time.sleep(0.05)
