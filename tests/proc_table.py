@@ -19,11 +19,20 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def descendants(pid: int) -> list[int]:
+    """Pids of the live processes below ``pid``, at any depth."""
+    found, frontier = [], [pid]
+    while frontier:
+        frontier = [child for parent in frontier for child in children(parent)]
+        found += frontier
+    return found
+
+
 def cmdline(pid: int) -> str:
-    """The command line of ``pid`` ("" once it is gone)."""
+    """The command line of ``pid`` ("" once it is gone: a short-lived process can go between two reads)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except FileNotFoundError:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
         return ""
 
 

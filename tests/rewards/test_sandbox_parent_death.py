@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from proc_table import alive, cmdline, descendants  # tests/ is on pytest's pythonpath
+
 DEADLINE_S = 30  # generous: the kernel signals the program when its parent dies
 
 PARENT = """
@@ -24,39 +26,6 @@ if __name__ == "__main__":
     with SandboxPool(2, limits=limits) as pool:  # programs started from the pool's threads
         pool.run_programs(["import time\\ntime.sleep(500)"] * 2)
 """
-
-
-def _descendants(pid: int) -> list[int]:
-    """Pids of the live processes below ``pid`` (from /proc)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if fields[0] not in ("Z", "X"):
-            parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = [], [pid]
-    while frontier:
-        below = [child for child, parent in parents.items() if parent in frontier]
-        found += below
-        frontier = below
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-
-
-def _cmdline(pid: int) -> bytes:
-    """The command line of ``pid``; empty once it has exited (a short-lived process can go between two reads)."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return b""
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
@@ -71,18 +40,18 @@ def test_a_killed_parent_leaves_no_sandboxed_program_in_the_rlimits_fallback(tmp
         deadline = time.monotonic() + 60
         while len(programs) < 2:
             assert parent.poll() is None and time.monotonic() < deadline, "the programs did not start"
-            programs = [pid for pid in _descendants(parent.pid) if b"_runner.py" in _cmdline(pid)]
+            programs = [pid for pid in descendants(parent.pid) if "_runner.py" in cmdline(pid)]
             time.sleep(0.05)
         time.sleep(0.5)  # the programs are asleep in their solutions
         parent.send_signal(signum)
         parent.wait(timeout=DEADLINE_S)
         deadline = time.monotonic() + DEADLINE_S
-        while any(_alive(pid) for pid in programs) and time.monotonic() < deadline:
+        while any(alive(pid) for pid in programs) and time.monotonic() < deadline:
             time.sleep(0.05)
-        left = [pid for pid in programs if _alive(pid)]
+        left = [pid for pid in programs if alive(pid)]
     finally:
         for pid in [parent.pid, *programs]:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         parent.wait()
     assert parent.returncode == -signum
@@ -115,19 +84,19 @@ def test_a_killed_parent_leaves_no_child_of_the_program_in_the_rlimits_fallback(
     below: list[int] = []
     try:
         deadline = time.monotonic() + 60
-        while not any(b"time.sleep(500)" in _cmdline(pid) for pid in below):
+        while not any("time.sleep(500)" in cmdline(pid) for pid in below):
             assert parent.poll() is None and time.monotonic() < deadline, "the program's child did not start"
-            below = [pid for pid in _descendants(parent.pid) if _alive(pid)]
+            below = [pid for pid in descendants(parent.pid) if alive(pid)]
             time.sleep(0.05)
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=DEADLINE_S)
         deadline = time.monotonic() + DEADLINE_S
-        while any(_alive(pid) for pid in below) and time.monotonic() < deadline:
+        while any(alive(pid) for pid in below) and time.monotonic() < deadline:
             time.sleep(0.05)
-        left = [pid for pid in below if _alive(pid)]
+        left = [pid for pid in below if alive(pid)]
     finally:
         for pid in [parent.pid, *below]:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         parent.wait()
     assert left == [], f"still running after the parent was killed: {left}"
