@@ -5,7 +5,8 @@
 * ``decode_step``: one engine decode step of a model at 4 / 13 / 32 running rows with the default packing (only the
   layers large enough) against ``packed_linears=True`` (every layer).
 * ``prefill``: admitting 31 short prompts and one long one: length-grouped prefill (the engine's) against one forward
-  padded to the longest row; and the prefill attention through SDPA (the engine's) against the batched ``baddbmm``.
+  padded to the longest row; and the prefill attention through SDPA (the engine's) against the batched ``baddbmm``
+  of the decode path (`batched_attention`, what prefills used before).
 
 Prints one JSON line. Example: ``OMP_NUM_THREADS=1 thinkrl bench engine-cpu --model micro``.
 """
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from _cli import check_at_least
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.model import ModelConfig, build_model
-from thinkrl.model.decoder import cached_attention
+from thinkrl.model.decoder import batched_attention, cached_attention
 from thinkrl.tokenizer import load_tokenizer
 
 MODELS = {
@@ -101,26 +102,15 @@ def prefill_ms(engine: LLMEngine, grouped: bool, repeats: int) -> float:
     return best * 1e3
 
 
-def baddbmm_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """The decode path's batched attention used for a prefill (what the engine did before SDPA)."""
-    s, h, q_len, d = q.shape
-    kv, ctx = keys.shape[1], keys.shape[2]
-    group = h // kv
-    qg = (q * d**-0.5).reshape(s * kv, group * q_len, d)
-    bias_g = bias.unsqueeze(2).expand(s, kv, group, q_len, ctx).reshape(s * kv, group * q_len, ctx)
-    scores = torch.baddbmm(bias_g, qg, keys.reshape(s * kv, ctx, d).transpose(1, 2))
-    return torch.bmm(scores.softmax(-1), values.reshape(s * kv, ctx, d)).view(s, h, q_len, d)
-
-
 def attention_ms(rows: int, length: int, repeats: int) -> dict[str, float]:
     q, k, v = torch.randn(rows, 4, length, 16), torch.randn(rows, 2, length, 16), torch.randn(rows, 2, length, 16)
     pos = torch.arange(length)
     bias = torch.where(pos[None, :] <= pos[:, None], 0.0, float("-inf")).expand(rows, 1, length, length).contiguous()
     with torch.inference_mode():
-        torch.testing.assert_close(cached_attention(q, k, v, bias), baddbmm_attention(q, k, v, bias))
+        torch.testing.assert_close(cached_attention(q, k, v, bias), batched_attention(q, k, v, bias))
         return {"rows": rows, "length": length,
                 "sdpa_ms": round(best_us(lambda: cached_attention(q, k, v, bias), repeats) / 1e3, 2),
-                "baddbmm_ms": round(best_us(lambda: baddbmm_attention(q, k, v, bias), repeats) / 1e3, 2)}
+                "baddbmm_ms": round(best_us(lambda: batched_attention(q, k, v, bias), repeats) / 1e3, 2)}
 
 
 def main() -> None:

@@ -3,6 +3,9 @@ Shared by the tests that check an interrupted or killed run leaves no process be
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 
@@ -42,3 +45,18 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except FileNotFoundError:
         return False
+
+
+def survivors(pids: list[int], within_s: float) -> list[int]:
+    """The pids of ``pids`` still alive after waiting up to ``within_s`` seconds for them to end."""
+    deadline = time.monotonic() + within_s
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [pid for pid in pids if alive(pid)]
+
+
+def kill_all(pids: list[int]) -> None:
+    """SIGKILL whichever of ``pids`` still runs (a test's clean-up, whatever its checks found)."""
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)

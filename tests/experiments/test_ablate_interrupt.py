@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proc_table import alive, children, cmdline  # tests/proc_table.py
+from proc_table import children, cmdline, kill_all, survivors  # tests/proc_table.py
 
 DEADLINE_S = 60  # "ends within seconds": generous slack for a loaded 2-core machine
 MICRO = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
@@ -59,14 +59,9 @@ def test_an_interrupted_ablation_stops_its_worker_processes(tmp_path: Path, sign
         assert len(workers) == 2, [(pid, cmdline(pid)) for pid in workers]
         proc.send_signal(signum)
         proc.wait(timeout=DEADLINE_S)
-        deadline = time.monotonic() + DEADLINE_S
-        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        left = [(pid, cmdline(pid)) for pid in workers if alive(pid)]
+        left = [(pid, cmdline(pid)) for pid in survivors(workers, DEADLINE_S)]
     finally:
-        for pid in [proc.pid, *workers]:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_all([proc.pid, *workers])
         proc.wait()
     stderr = log.read_text()
     assert not left, f"worker processes outlived `thinkrl ablate`: {left}"

@@ -4,16 +4,16 @@ SIGTERM of a plain script): a program that sleeps uses no CPU, so no rlimit ever
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from proc_table import alive, cmdline, descendants  # tests/ is on pytest's pythonpath
+from proc_table import alive, cmdline, descendants, kill_all, survivors  # tests/ is on pytest's pythonpath
 
 DEADLINE_S = 30  # generous: the kernel signals the program when its parent dies
 
@@ -28,33 +28,39 @@ if __name__ == "__main__":
 """
 
 
+def _signal_parent(argv: list[str], watch: Callable[[int], list[int]], ready: Callable[[list[int]], bool],
+                   signum: signal.Signals) -> tuple[int, list[int]]:
+    """Start ``argv`` (a parent that runs sandboxed programs), wait until ``ready(watch(parent pid))``, send the
+    parent ``signum``; returns its exit status and the watched pids still alive ``DEADLINE_S`` later (everything
+    is killed on the way out)."""
+    parent = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    watched: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not ready(watched):
+            assert parent.poll() is None and time.monotonic() < deadline, "the sandboxed processes did not start"
+            watched = watch(parent.pid)
+            time.sleep(0.05)
+        time.sleep(0.5)  # asleep in their code
+        parent.send_signal(signum)
+        parent.wait(timeout=DEADLINE_S)
+        left = survivors(watched, DEADLINE_S)
+    finally:
+        kill_all([parent.pid, *watched])
+        parent.wait()
+    return parent.returncode, left
+
+
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 def test_a_killed_parent_leaves_no_sandboxed_program_in_the_rlimits_fallback(tmp_path: Path,
                                                                               signum: signal.Signals) -> None:
     script = tmp_path / "parent.py"
     script.write_text(PARENT)
-    parent = subprocess.Popen([sys.executable, str(script), "rlimits"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    programs: list[int] = []
-    try:
-        deadline = time.monotonic() + 60
-        while len(programs) < 2:
-            assert parent.poll() is None and time.monotonic() < deadline, "the programs did not start"
-            programs = [pid for pid in descendants(parent.pid) if "_runner.py" in cmdline(pid)]
-            time.sleep(0.05)
-        time.sleep(0.5)  # the programs are asleep in their solutions
-        parent.send_signal(signum)
-        parent.wait(timeout=DEADLINE_S)
-        deadline = time.monotonic() + DEADLINE_S
-        while any(alive(pid) for pid in programs) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        left = [pid for pid in programs if alive(pid)]
-    finally:
-        for pid in [parent.pid, *programs]:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        parent.wait()
-    assert parent.returncode == -signum
+    status, left = _signal_parent(
+        [sys.executable, str(script), "rlimits"],
+        watch=lambda pid: [p for p in descendants(pid) if "_runner.py" in cmdline(p)],
+        ready=lambda programs: len(programs) >= 2, signum=signum)
+    assert status == -signum
     assert not left, f"sandboxed programs outlived their parent: {left}"
 
 
@@ -80,23 +86,7 @@ def test_a_killed_parent_leaves_no_child_of_the_program_in_the_rlimits_fallback(
     (same process group) kills them once the runner is gone."""
     script = tmp_path / "parent.py"
     script.write_text(GRANDPARENT)
-    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    below: list[int] = []
-    try:
-        deadline = time.monotonic() + 60
-        while not any("time.sleep(500)" in cmdline(pid) for pid in below):
-            assert parent.poll() is None and time.monotonic() < deadline, "the program's child did not start"
-            below = [pid for pid in descendants(parent.pid) if alive(pid)]
-            time.sleep(0.05)
-        parent.send_signal(signal.SIGKILL)
-        parent.wait(timeout=DEADLINE_S)
-        deadline = time.monotonic() + DEADLINE_S
-        while any(alive(pid) for pid in below) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        left = [pid for pid in below if alive(pid)]
-    finally:
-        for pid in [parent.pid, *below]:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        parent.wait()
+    _, left = _signal_parent(
+        [sys.executable, str(script)], watch=lambda pid: [p for p in descendants(pid) if alive(p)],
+        ready=lambda below: any("time.sleep(500)" in cmdline(pid) for pid in below), signum=signal.SIGKILL)
     assert left == [], f"still running after the parent was killed: {left}"

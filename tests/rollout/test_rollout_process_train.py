@@ -8,12 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-from proc_table import alive, children, cmdline  # tests/proc_table.py
+from proc_table import children, cmdline, survivors  # tests/proc_table.py
 from thinkrl.model import load_pretrained
 
 MICRO = {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -90,10 +89,8 @@ def test_streaming_run_in_a_rollout_process_and_a_killed_rollout_process_ends_it
     assert proc.returncode == 1, stderr[-3000:]  # a run failure: one line, no traceback (bad input exits 2)
     assert f"rollout process (pid {child}) was killed by signal SIGKILL" in stderr, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
-    deadline = time.monotonic() + 60  # generous: helpers exit when their parent's pipe closes
-    while any(alive(pid) for pid in helpers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [(pid, cmdline(pid)) for pid in helpers if alive(pid)]
+    left = survivors(helpers, within_s=60)  # generous: helpers exit when their parent's pipe closes
+    assert not [(pid, cmdline(pid)) for pid in left]
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert all(r["version_lag_max"] <= eta for r in rows)
     gaps = [r for r in rows if "logprob_gap_mean" in r]

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from proc_table import alive, children, cmdline  # tests/proc_table.py
+from proc_table import children, cmdline, kill_all, survivors  # tests/proc_table.py
 
 DEADLINE_S = 60  # "ends within seconds": generous slack for a loaded 2-core machine
 
@@ -40,14 +40,9 @@ def test_an_interrupted_profile_ends_with_its_measuring_ranks(tmp_path: Path) ->
         time.sleep(3)  # the ranks are in their all-reduces
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=DEADLINE_S)
-        deadline = time.monotonic() + DEADLINE_S
-        while any(alive(pid) for pid in ranks) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        left = [(pid, cmdline(pid)) for pid in ranks if alive(pid)]
+        left = [(pid, cmdline(pid)) for pid in survivors(ranks, DEADLINE_S)]
     finally:
-        for pid in [proc.pid, *ranks]:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_all([proc.pid, *ranks])
         proc.communicate()
     assert not left, f"measuring ranks outlived the interrupted profile: {left}"
     assert proc.returncode != 0 and stderr.rstrip().endswith("KeyboardInterrupt"), stderr[-3000:]

@@ -147,9 +147,8 @@ class LLMEngine:
         for state in self.scheduler.admit():
             seed = state.request.params.seed
             try:
-                self._generators[state.slot] = (
-                    None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
-                )
+                generator = None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
+                self._generators[state.slot] = generator
             except Exception as error:  # e.g. a seed outside the generator's range: only this request fails
                 events.append(self._fail(state, error))
             else:
@@ -244,9 +243,10 @@ class LLMEngine:
         return graphs.logits(input_ids, positions, [s.slot for s in states], context)
 
     def _prefill_logits(self, states: list[SequenceState]) -> torch.Tensor:
-        """Eager logits (S, V) of just-admitted ``states``, in forwards of similar lengths (`prefill_groups`): a long
-        continuation re-prefilled after a weight push does not pad every short prompt beside it to its length."""
+        """Eager logits (S, V) of just-admitted ``states``, in forwards of rows of similar length (`prefill_groups`)."""
         groups = prefill_groups([len(s.pending) for s in states], prefill_forward_cost(self.device.type))
+        if len(groups) == 1:  # the usual case: in the admission order, no (S, V) copy
+            return self._eager_logits(states, prefix=False)
         return self._logits_in_groups(states, groups, prefix_first=False)
 
     def _logits_in_groups(self, states: list[SequenceState], groups: list[list[int]],

@@ -34,12 +34,11 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = Path("runs") / args.name
-    seeds = parse_seeds(args.seeds)
-    for seed in seeds:  # every recipe and override is checked before the first SFT run starts
-        load_recipes(args, seed, root / f"seed-{seed}")
+    # every recipe and override is checked before the first SFT run starts
+    recipes = {seed: load_recipes(args, seed, root / f"seed-{seed}") for seed in parse_seeds(args.seeds)}
     rows = []
-    for seed in seeds:
-        rows.append(run_seed(args, seed, root / f"seed-{seed}"))
+    for seed, (sft, rl) in recipes.items():
+        rows.append(run_seed(seed, root / f"seed-{seed}", sft, rl, args.eval_samples))
         print(json.dumps(rows[-1]))
     if len(rows) > 1:
         write_summary(rows, root / "summary.md", args)
@@ -60,20 +59,19 @@ def load_recipes(args: argparse.Namespace, seed: int, folder: Path) -> tuple[Any
     return sft, rl
 
 
-def run_seed(args: argparse.Namespace, seed: int, folder: Path) -> dict:
-    """SFT → eval → DAPO → eval for one seed; returns the before/after figures."""
+def run_seed(seed: int, folder: Path, sft: Any, rl: Any, eval_samples: int) -> dict:
+    """SFT → eval → DAPO → eval for one seed (its recipes from `load_recipes`); returns the before/after figures."""
     from thinkrl.train.rl_loop import run_rl
     from thinkrl.train.sft import run_sft
 
     start = time.perf_counter()
-    sft, rl = load_recipes(args, seed, folder)
     sft_model = run_sft(sft)
     sft_seconds = time.perf_counter() - start
-    before = evaluate_model(sft_model, rl, args.eval_samples)
+    before = evaluate_model(sft_model, rl, eval_samples)
     rl_start = time.perf_counter()
     rl_model = run_rl(rl)
     rl_seconds = time.perf_counter() - rl_start
-    after = evaluate_model(rl_model, rl, args.eval_samples)
+    after = evaluate_model(rl_model, rl, eval_samples)
     row = {"seed": seed, "before": before, "after": after,
            "gain_points": 100 * (after["accuracy"] - before["accuracy"]),
            "sft_seconds": round(sft_seconds, 1), "rl_seconds": round(rl_seconds, 1),

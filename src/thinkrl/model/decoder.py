@@ -122,6 +122,14 @@ def cached_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
             return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=h != kv)
     if q_len > 1:  # CPU prefill: SDPA's fused kernel never materialises the (S*K, G*Q, T) scores and bias copy
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, enable_gqa=h != kv)
+    return batched_attention(q, keys, values, bias)
+
+
+def batched_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """`cached_attention`'s CPU decode path: one ``baddbmm`` and one ``bmm`` over the (S*K) query groups, the
+    scores materialised. Same shapes as `cached_attention`."""
+    s, h, q_len, d = q.shape
+    kv = keys.shape[1]
     group = h // kv
     ctx = keys.shape[2]
     qg = (q * d**-0.5).reshape(s * kv, group * q_len, d)  # [S*K, G*Q, D] (heads of a group are adjacent)

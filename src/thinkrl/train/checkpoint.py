@@ -51,6 +51,7 @@ from safetensors.torch import load_model, save_model
 from thinkrl.model import CausalLM, save_pretrained
 from thinkrl.train.checksums import file_manifest, verify_files
 from thinkrl.train.config import save_resolved
+from thinkrl.train.folders import fsync_dir, fsync_tree, recover_swap, swap_in
 
 logger = logging.getLogger(__name__)
 
@@ -138,24 +139,6 @@ def restore_rng(state: Mapping[str, Any]) -> None:
     for device, encoded in enumerate(cuda_states[:available]):
         raw = torch.frombuffer(bytearray(base64.b64decode(encoded)), dtype=torch.uint8)
         torch.cuda.set_rng_state(raw, device)
-
-
-def fsync_tree(folder: Path) -> None:
-    """fsync every file in ``folder`` and the folder itself."""
-    for path in folder.iterdir():
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-    fsync_dir(folder)
-
-
-def fsync_dir(folder: Path) -> None:
-    """fsync ``folder`` itself (its entries: a rename into it survives a power cut)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_weights(model: torch.nn.Module, folder: Path) -> None:
@@ -253,11 +236,7 @@ def begin_checkpoint(root: Path, step: int) -> Path:
     for stale in root.glob("tmp-step-*"):
         shutil.rmtree(stale)
     for old in root.glob("old-step-*"):  # a re-save of a step killed while it replaced the folder
-        final = root / old.name.removeprefix("old-")
-        if final.is_dir():
-            shutil.rmtree(old)  # the replacement was in place: the old copy is garbage
-        else:
-            os.replace(old, final)  # killed between the two renames: the old copy is that step again
+        recover_swap(root / old.name.removeprefix("old-"), old)
     tmp = root / f"tmp-step-{step:08d}"
     tmp.mkdir()
     return tmp
@@ -269,14 +248,7 @@ def commit_checkpoint(root: Path, tmp: Path, step: int, keep_last: int | None) -
     Up to the rename, a crash leaves the previous checkpoint as ``latest``."""
     name = f"step-{step:08d}"
     final = root / name
-    if final.exists():
-        old = root / f"old-{name}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, final)
-    fsync_dir(root)
+    swap_in(tmp, final, root / f"old-{name}")
     _write_text_atomic(root / LATEST_FILE, name + "\n")
     if keep_last is not None:
         for _, path in _step_dirs(root)[:-keep_last]:

@@ -6,8 +6,6 @@ import json
 import math
 import os
 import random
-import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,8 +18,8 @@ from thinkrl.tasks import Problem, Task, get_task
 from thinkrl.tokenizer import BUILTIN_DIR, TextTokenizer, load_tokenizer
 from thinkrl.tokenizer.budget import reflection_interval, reflection_text
 from thinkrl.train.batching import PackedBatch
-from thinkrl.train.checkpoint import fsync_dir, fsync_tree
 from thinkrl.train.config import save_resolved
+from thinkrl.train.folders import replace_folder
 from thinkrl.train.metrics import METRICS_FILE, MetricsLogger
 from thinkrl.train.specs import ModelSpec, TokenizerSpec
 
@@ -181,31 +179,6 @@ def save_policy(model: CausalLM, tokenizer: TextTokenizer, folder: str | Path,
             raise FileExistsError(f"{folder} exists and is not a model folder (no config.json): not replacing it; "
                                   "give a new or empty folder")
         replace_folder(folder, lambda tmp: (save_pretrained(full, tmp), _copy_tokenizer_files(tokenizer, tmp)))
-    return folder
-
-
-def replace_folder(folder: Path, write: Callable[[Path], object]) -> Path:
-    """Write ``folder`` as a whole: ``write(tmp)`` fills a fresh sibling ``.NAME.tmp``, its files are fsynced, and
-    only then does it take the name (an existing folder is renamed to ``.NAME.old`` first, then removed). A crash or
-    an error leaves the previous folder or none, never a half-written one; the next write clears what is left."""
-    tmp, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    if old.is_dir() and not folder.exists():
-        os.replace(old, folder)  # killed between the two renames below: that was the folder
-    for stale in (tmp, old):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        write(tmp)
-        fsync_tree(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
-    fsync_dir(folder.parent)
     return folder
 
 

@@ -50,7 +50,6 @@ from thinkrl.train.checkpoint import (
     begin_checkpoint,
     capture_rng,
     commit_checkpoint,
-    fsync_tree,
     latest_checkpoint,
     load_checkpoint,
     restore_rng,
@@ -58,6 +57,7 @@ from thinkrl.train.checkpoint import (
 from thinkrl.train.checksums import file_manifest
 from thinkrl.train.config import save_resolved
 from thinkrl.train.distributed import DataParallel, barrier, broadcast_object, gather_objects
+from thinkrl.train.folders import fsync_tree
 
 logger = logging.getLogger(__name__)
 
