@@ -3,7 +3,8 @@
 * ``linear``: one call of ``F.linear`` against a prepacked oneDNN linear, per weight shape and row count (where
   packing pays: `thinkrl.model.PACK_MIN_WEIGHTS`).
 * ``decode_step``: one engine decode step of a model at 4 / 13 / 32 running rows with the default packing (only the
-  layers large enough) against ``packed_linears=True`` (every layer).
+  layers large enough) against ``packed_linears=True`` (every layer) and against the compiled decode step
+  (``compile_decode=True``; its compilation, when the engine is built, is not counted).
 * ``prefill``: admitting 31 short prompts and one long one: length-grouped prefill (the engine's) against one forward
   padded to the longest row; and the prefill attention through SDPA (the engine's) against the batched ``baddbmm``
   of the decode path (`batched_attention`, what prefills used before).
@@ -64,10 +65,11 @@ def linear_costs(repeats: int) -> list[dict[str, float]]:
     return rows_out
 
 
-def _engine(model_name: str, packed: bool | None, slots: int = 32) -> LLMEngine:
+def _engine(model_name: str, packed: bool | None, slots: int = 32, compiled: bool = False) -> LLMEngine:
     tokenizer = load_tokenizer("builtin")
     model = build_model(ModelConfig(vocab_size=tokenizer.vocab_size, **MODELS[model_name]), seed=0).eval()
-    return LLMEngine(model, tokenizer, num_slots=slots, max_seq_len=512, packed_linears=packed)
+    return LLMEngine(model, tokenizer, num_slots=slots, max_seq_len=512, packed_linears=packed,
+                     compile_decode=compiled)
 
 
 def decode_step_ms(engine: LLMEngine, rows: int, steps: int = 150) -> float:
@@ -120,8 +122,9 @@ def main() -> None:
     args = parser.parse_args()
     check_at_least(parser, args, repeats=1)
     decode = {}
-    for label, packed in (("default", None), ("all_packed", True)):
-        engine = _engine(args.model, packed)
+    for label, packed, compiled in (("default", None, False), ("all_packed", True, False),
+                                    ("compiled", None, True)):
+        engine = _engine(args.model, packed, compiled=compiled)
         decode[label] = {str(rows): round(decode_step_ms(engine, rows), 3) for rows in (4, 13, 32)}
     engine = _engine(args.model, None)
     result = {

@@ -6,9 +6,11 @@ default. The matmul peak of the machine (device, dtype, threads) is measured fir
 
 transformers runs in each of ``--transformers-setups``: ``dynamic`` (plain ``generate``, its default dynamic
 cache) and ``static-compile`` (``cache_implementation="static"``, with which ``generate`` compiles the forward
-itself on a GPU: ``torch.compile`` mode "reduce-overhead", i.e. CUDA graphs; the untimed warm-up call is the
-timed call's exact shapes, so compilation is not timed). The ratio is against the fastest setup measured. The
-``0.5b`` model (494M parameters, Qwen2.5-0.5B's shape) is the size where launch overhead no longer decides.
+itself on a GPU: ``torch.compile`` mode "reduce-overhead", i.e. CUDA graphs; on CPU the bench asks for it with a
+``CompileConfig`` in Inductor's default mode; the untimed warm-up call is the timed call's exact shapes, so
+compilation is not timed). ``--compile-decode`` also times thinkrl's compiled CPU decode step
+(``compile_decode``). The ratio is against the fastest setup measured. The ``0.5b`` model (494M parameters,
+Qwen2.5-0.5B's shape) is the size where launch overhead no longer decides.
 
     thinkrl bench generate [--device cpu] [--prompts 64] [--new-tokens 128] [--threads N]
     thinkrl bench generate --device cuda --models 0.5b --transformers-setups dynamic,static-compile
@@ -88,8 +90,12 @@ def bench_transformers(folder: str, prompts: list[list[int]], new_tokens: int, d
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=True, temperature=1.0,
                   top_k=0, top_p=1.0, pad_token_id=1, eos_token_id=None)
-    if setup == "static-compile":  # a static cache makes generate compile its forward (on a GPU)
+    if setup == "static-compile":  # a static cache makes generate compile its forward (on a GPU; on CPU if asked)
         kwargs["cache_implementation"] = "static"
+        if not device.startswith("cuda"):  # CUDA graphs ("reduce-overhead") are GPU-only: Inductor's default mode
+            compile_config = transformers.CompileConfig(mode="default")
+            compile_config._compile_all_devices = True
+            kwargs["compile_config"] = compile_config
         with torch.inference_mode():  # warm-up at the timed shapes: compilation and graph capture happen here
             model.generate(ids, attention_mask=mask, **kwargs)
     else:
@@ -105,10 +111,11 @@ def bench_transformers(folder: str, prompts: list[list[int]], new_tokens: int, d
 
 
 def bench_thinkrl(folder: str, prompts: list[list[int]], new_tokens: int, device: str, dtype,
-                  packed_linears: bool | None = None) -> float:
+                  packed_linears: bool | None = None, compile_decode: bool = False) -> float:
+    """Tokens/s of one timed ``generate``; building the engine (``compile_decode``: its compilation) is not timed."""
     model = load_pretrained(folder, device=device, dtype=dtype)
     engine = LLMEngine(model, _IdTokenizer(), num_slots=len(prompts), max_seq_len=max(map(len, prompts)) + new_tokens,
-                       packed_linears=packed_linears)
+                       packed_linears=packed_linears, compile_decode=compile_decode)
     params = SamplingParams(max_new_tokens=new_tokens, temperature=1.0, stop_token_ids=())
     engine.generate_from_ids(prompts[:2], SamplingParams(max_new_tokens=4, stop_token_ids=()))  # warm-up
     _sync(device)
@@ -175,6 +182,8 @@ def main() -> None:
     parser.add_argument("--skip-long-tail", action="store_true", help="skip the continuous vs static batching run")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (interleaved); the best is reported")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--compile-decode", action="store_true",
+                        help="also time thinkrl with compile_decode=True (CPU; compilation not timed)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall: elapsed time; cpu: this process's CPU time (a shared CPU box, --threads 1)")
     args = parser.parse_args()
@@ -204,10 +213,15 @@ def main() -> None:
             prompts = _prompts(args.prompts, args.seed)
             theirs_setups = [] if args.skip_transformers else setups
             rates: dict[str, list[float]] = {"ours": [], "plain": []}
+            if args.compile_decode:
+                rates["compiled"] = []
             rates.update({f"transformers_{s}": [] for s in theirs_setups})
             for _ in range(args.repeats):  # interleaved, so a shared machine's load hits every side alike
                 rates["ours"].append(bench_thinkrl(folder, prompts, args.new_tokens, args.device, dtype))
                 rates["plain"].append(bench_thinkrl(folder, prompts, args.new_tokens, args.device, dtype, False))
+                if args.compile_decode:
+                    rates["compiled"].append(bench_thinkrl(folder, prompts, args.new_tokens, args.device, dtype,
+                                                           compile_decode=True))
                 for setup in theirs_setups:
                     rates[f"transformers_{setup}"].append(
                         bench_transformers(folder, prompts, args.new_tokens, args.device, dtype, setup))
@@ -227,10 +241,13 @@ def main() -> None:
                 peak_module.fraction_of_peak(flops, theirs, peak), 4),
             "thinkrl_tokens_per_s": round(ours, 1),
             "thinkrl_unpacked_linears_tokens_per_s": round(plain, 1),  # packed_linears=False, same run
+            "thinkrl_compiled_decode_tokens_per_s": round(max(rates["compiled"]), 1) if args.compile_decode else None,
+            "ratio_compiled_vs_transformers": (round(max(rates["compiled"]) / theirs, 2)
+                                               if args.compile_decode and theirs else None),
             "repeats_tokens_per_s": {k: [round(r, 1) for r in v] for k, v in rates.items()},
             "transformers_tokens_per_s": None if theirs is None else round(theirs, 1),  # its fastest setup
             "transformers_tokens_per_s_by_setup": {k: round(v, 1) for k, v in per_setup.items()},
-            "transformers_static_compiled": args.device.startswith("cuda"),  # generate compiles on a GPU only
+            "transformers_static_compiled": "static-compile" in per_setup,  # on CPU through compile_config
             "ratio_vs_transformers": None if theirs is None else round(ours / theirs, 2),
             "long_tail": {k: round(v, 2) if isinstance(v, float) else v for k, v in long_tail.items()},
         }

@@ -27,7 +27,8 @@ figures are those of a full pipeline, as in a long RL run (``--warmup 1``: the p
 the sync mode of the same placement and over the best sync of the run (any sync mode, ``sync_admit8`` too).
 ``--modes`` also offers the driver's admission rule ``slots`` (``_slots``) beside the default ``batch``, the
 engine's admission batching ``sampling.admit_batch: 8`` (``_admit8``) beside the default 1 (docs/streaming.md), and
-twice ``--slots`` engine slots (``_2xslots``; ``sync_2xslots`` shows that sync gains nothing from them).
+twice ``--slots`` engine slots (``_2xslots``; ``sync_2xslots`` shows that sync gains nothing from them), and the
+engine's decode step compiled (``_compiled``: ``sampling.compile_decode``, docs/engine.md).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ MICRO = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "n
 
 class Mode(NamedTuple):
     """One benchmarked setting: ``rollout.mode``, ``max_staleness``, ``wait_for_due``, ``admission``, the
-    engine's ``sampling.admit_batch`` and its slots as a multiple of ``--slots``."""
+    engine's ``sampling.admit_batch``, its slots as a multiple of ``--slots`` and ``sampling.compile_decode``."""
 
     mode: str
     eta: int
@@ -71,6 +72,7 @@ class Mode(NamedTuple):
     admission: str = "batch"
     admit_batch: int = 1
     slot_factor: int = 1
+    compile_decode: bool = False
 
 
 MODES = {
@@ -91,6 +93,10 @@ MODES = {
     "sync_2xslots": Mode("sync", 0, slot_factor=2), "stream_eta1_2xslots": Mode("streaming", 1, slot_factor=2),
     "stream_eta2_2xslots": Mode("streaming", 2, slot_factor=2),
     "stream_eta2_admit8_2xslots": Mode("streaming", 2, admit_batch=8, slot_factor=2),
+    # the engine's decode step compiled (sampling.compile_decode; compiled when each mode's engine starts)
+    "sync_compiled": Mode("sync", 0, compile_decode=True),
+    "stream_eta2_compiled": Mode("streaming", 2, compile_decode=True),
+    "stream_eta2_2xslots_compiled": Mode("streaming", 2, slot_factor=2, compile_decode=True),
 }
 DEFAULT_MODES = "sync,stream_eta1,stream_eta2,stream_eta1_drop,stream_eta2_drop"
 
@@ -136,7 +142,7 @@ def _recipe(out: str, mode: Mode, short: int, slots: int, prompts: int, group: i
         "name": f"bench-{mode.mode}-{mode.eta}", "model": {"init": MICRO, "device": "cpu"},
         "data": {"task": "arithmetic", "num_train": 400, "num_test": 0, "seed": 0},
         "sampling": {"max_new_tokens": 8 * short, "num_slots": slots * mode.slot_factor,
-                     "admit_batch": mode.admit_batch},
+                     "admit_batch": mode.admit_batch, "compile_decode": mode.compile_decode},
         "rollout": {"group_size": group, "prompts_per_step": prompts, "dynamic_sampling": False, "mode": mode.mode,
                     "max_staleness": mode.eta, "wait_for_due": mode.wait_for_due, "admission": mode.admission,
                     "placement": placement},

@@ -22,8 +22,10 @@ import torch
 from thinkrl.engine import EngineError, LLMEngine, Request, SamplingParams, make_budget_controller
 from thinkrl.engine.loop import EngineLoop
 from thinkrl.model import ModelConfig, build_model
+from thinkrl.rollout.engine import start_engine_client
 from thinkrl.rollout.partial import ContinuedController
 from thinkrl.rollout.process import RolloutProcess, start_engine_process
+from thinkrl.rollout.specs import SamplingSpec
 from thinkrl.tokenizer import load_tokenizer
 
 TOK = load_tokenizer("builtin")
@@ -305,6 +307,21 @@ def test_a_parent_that_dies_or_is_interrupted_leaves_no_rollout_process(tmp_path
 def test_start_up_failure_is_an_engineerror_naming_the_cause(client, model):
     with pytest.raises(EngineError, match="during start-up: ValueError: num_slots must be >= 1"):
         start_engine_process(model, TOK, num_slots=0, max_seq_len=MAX_LEN, seed=SEED)
+    assert [p.pid for p in multiprocessing.active_children() if p.name == "thinkrl-rollout"] == [client.pid]
+
+
+@pytest.mark.parametrize("placement", ["thread", "process"])
+def test_sampling_compile_decode_reaches_the_engine_of_either_placement(client, placement):
+    """``sampling.compile_decode`` is given to the engine in the thread and in the child: an MoE policy, which the
+    compiled decode step refuses, fails the start with that reason (a flag lost on the way starts an eager engine)."""
+    moe = build_model(ModelConfig(vocab_size=TOK.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                  num_attention_heads=2, num_key_value_heads=1, num_experts=4, num_experts_per_tok=2,
+                                  moe_intermediate_size=32), seed=0)
+    sampling = SamplingSpec(num_slots=2, compile_decode=True)
+    error = ValueError if placement == "thread" else EngineError
+    with pytest.raises(error, match="cannot compile the decode step: MoE"):
+        start_engine_client(moe, TOK, sampling, MAX_LEN, SEED, placement).stop()
+    start_engine_client(moe, TOK, SamplingSpec(num_slots=2), MAX_LEN, SEED, placement).stop()  # eager: starts
     assert [p.pid for p in multiprocessing.active_children() if p.name == "thinkrl-rollout"] == [client.pid]
 
 

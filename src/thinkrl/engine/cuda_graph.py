@@ -86,12 +86,14 @@ class DecodeGraphStats:
             when ``capture`` is False).
         recaptures: times the graphs were dropped because a parameter's storage moved.
         eager_steps: decode steps the engine ran eagerly instead (multi-token rows).
+        gathered_steps: (`CompiledDecode`) steps of few rows in high slots, run on those rows alone.
     """
 
     captures: int = 0
     replays: int = 0
     recaptures: int = 0
     eager_steps: int = 0
+    gathered_steps: int = 0
 
 
 class DecodeGraphs:
@@ -159,6 +161,20 @@ class DecodeGraphs:
             step()
         self.stats.replays += 1
         return self._logits.index_select(0, self._inputs[2 * num_rows : 2 * num_rows + len(rows)])
+
+    def step_logits(self, slots: list[int], tokens: list[int], positions: list[int],
+                    running: dict[int, int]) -> torch.Tensor:
+        """One decode step of the sequences in cache ``slots`` (ascending), each feeding one token of ``tokens`` at
+        its position of ``positions``; ``running``: every occupied slot -> its next write position (the padding
+        rows of occupied slots write there, free ones at 0). Returns their fp32 logits (len(slots), V)."""
+        num_rows = self.num_rows(slots[-1] + 1)
+        input_ids, row_positions = [0] * num_rows, [0] * num_rows
+        for slot, position in running.items():
+            if slot < num_rows:
+                row_positions[slot] = position
+        for slot, token in zip(slots, tokens, strict=True):
+            input_ids[slot] = token
+        return self.logits(input_ids, row_positions, slots, max(positions) + 1)
 
     def _capture(self, num_rows: int, context: int) -> Callable[[], None]:
         ids, positions = self._inputs[:num_rows], self._inputs[num_rows : 2 * num_rows]

@@ -9,8 +9,9 @@ formats: prompts arrive as token ids.
 
 On CUDA the decode forward of a step where every sequence feeds one token is a
 CUDA-graph replay (`cuda_graph.DecodeGraphs`); prefill, steps that feed forced
-tokens, sampling and stop checks run eagerly. On CPU everything is eager; a float32 model's linear layers run
-on weights prepacked for oneDNN (`thinkrl.model.pack_linears`, ``packed_linears``).
+tokens, sampling and stop checks run eagerly. On CPU everything is eager unless ``compile_decode`` (then that step
+is compiled: `compiled_decode.CompiledDecode`); a float32 model's linear layers run on weights prepacked for oneDNN
+(`thinkrl.model.pack_linears`).
 
 The engine owns its model's weights: they change only through `update_weights` (named
 tensors copied in place, between steps), which also sets the version that every token
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 
+from thinkrl.engine.compiled_decode import CompiledDecode
 from thinkrl.engine.cuda_graph import DecodeGraphs, graphs_unsupported_reason
 from thinkrl.engine.sampling import sample_tokens, top_logprobs, unpack_top_logprobs
 from thinkrl.engine.scheduler import Scheduler, SequenceState, prefill_forward_cost, prefill_groups
@@ -52,6 +54,9 @@ class LLMEngine:
         max_prefill_tokens: prompt tokens admitted (prefilled) in one step, at least one prompt.
         cuda_graphs: replay the decode step from CUDA graphs when the model is on CUDA and dense
             (captured here, once per bucket); False keeps every step eager. Ignored on CPU.
+        compile_decode: on CPU, run that decode step through ``torch.compile`` (`CompiledDecode`; a dense model;
+            compiled when the engine is built, ~15-40 s): faster steps for small models, where per-op overhead
+            dominates (docs/engine.md). Ignored on CUDA (graphs).
         packed_linears: on a float32 CPU model, run its linear layers on weights prepacked for oneDNN
             (`thinkrl.model.pack_linears`, repacked when a weight changes); same results to fp32 rounding,
             ~1.3x faster matmuls at decode batch sizes for weights of 64K and more, slower below. None: the layers
@@ -61,14 +66,15 @@ class LLMEngine:
             forward admits them together. 1 (default) admits as soon as a slot is free: lowest latency.
 
     Attributes:
-        decode_graphs: the CUDA-graph decode runner, or None when every step is eager.
+        decode_graphs: the CUDA-graph (or compiled CPU) decode runner, or None when every step is eager.
         version: version of the current weights (0 until the first `update_weights`); every token records the
             version it was produced with (`Trajectory.token_versions`).
     """
 
     def __init__(self, model: CausalLM, tokenizer: Any, num_slots: int = 64, max_seq_len: int = 1024,
                  seed: int = 0, max_prefill_tokens: int = 16384, cuda_graphs: bool = True,
-                 packed_linears: bool | None = None, admit_batch: int = 1, admit_wait_steps: int = 16) -> None:
+                 packed_linears: bool | None = None, admit_batch: int = 1, admit_wait_steps: int = 16,
+                 compile_decode: bool = False) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.scheduler = Scheduler(num_slots, max_seq_len, max_prefill_tokens, admit_batch, admit_wait_steps)
         self.cache = model.allocate_cache(num_slots, max_seq_len)
@@ -86,13 +92,15 @@ class LLMEngine:
             self.packed_linears = pack_linears(model, batch_hint=num_slots, min_weights=min_weights) > 0
         elif packed_linears:
             logger.warning("linear layers stay unpacked: %s", unpackable)
-        self.decode_graphs: DecodeGraphs | None = None
+        self.decode_graphs: DecodeGraphs | CompiledDecode | None = None
         reason = graphs_unsupported_reason(model)
         if cuda_graphs and reason is None:
             self.decode_graphs = DecodeGraphs(model, self.cache)
             self.decode_graphs.capture_all()
         elif cuda_graphs and self.device.type == "cuda":
             logger.warning("decoding without CUDA graphs: %s", reason)
+        elif compile_decode and self.device.type == "cpu":  # ValueError for an MoE model
+            self.decode_graphs = CompiledDecode(model, self.cache)
 
     # ---- public API -------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
@@ -232,15 +240,9 @@ class LLMEngine:
         if any(len(s.pending) != 1 for s in states):  # forced tokens: a multi-token step
             graphs.stats.eager_steps += 1
             return self._eager_logits(states, prefix=self._use_prefix_path(states))
-        num_rows = graphs.num_rows(states[-1].slot + 1)
-        input_ids, positions = [self._pad_id] * num_rows, [0] * num_rows
-        for slot, state in self.scheduler.running.items():  # padding rows write where they write next
-            if slot < num_rows:
-                positions[slot] = state.num_cached
-        for s in states:
-            input_ids[s.slot] = s.pending[0]
-        context = max(s.num_cached for s in states) + 1
-        return graphs.logits(input_ids, positions, [s.slot for s in states], context)
+        running = {slot: state.num_cached for slot, state in self.scheduler.running.items()}
+        return graphs.step_logits([s.slot for s in states], [s.pending[0] for s in states],
+                                  [s.num_cached for s in states], running)
 
     def _prefill_logits(self, states: list[SequenceState]) -> torch.Tensor:
         """Eager logits (S, V) of just-admitted ``states``, in forwards of rows of similar length (`prefill_groups`)."""
@@ -286,16 +288,10 @@ class LLMEngine:
             logits[self._upload(ban_rows), self._upload(ban_ids)] = float("-inf")
         params = [s.request.params for s in states]
         temperature = self._upload([p.temperature for p in params])
-        tokens, logprobs = sample_tokens(
-            logits,
-            temperature,
-            self._upload([p.top_k for p in params]),
-            self._upload([p.top_p for p in params]),
-            [self._generators.get(s.slot) for s in states],
-            self.generator,
-            need_k=any(p.top_k > 0 for p in params),  # decided on the host: no device->host sync
-            need_p=any(p.top_p < 1 for p in params),
-        )
+        tokens, logprobs = sample_tokens(  # need_k / need_p decided on the host: no device->host sync
+            logits, temperature, self._upload([p.top_k for p in params]), self._upload([p.top_p for p in params]),
+            [self._generators.get(s.slot) for s in states], self.generator,
+            need_k=any(p.top_k > 0 for p in params), need_p=any(p.top_p < 1 for p in params))
         packed = [tokens.double(), logprobs.double()]
         num_top = min(max(p.top_logprobs for p in params), logits.shape[-1])
         if num_top:  # only when a row asks; rides along in the same host transfer

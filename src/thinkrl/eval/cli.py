@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="folder of the harness run (samples.jsonl, report.*); with a "
                         "local --model and --budgets: the sweep's table (budget_sweep.md) and PNG")
     parser.add_argument("--num-slots", type=int, default=64)
+    parser.add_argument("--compile-decode", action="store_true", help="CPU: decode steps through torch.compile "
+                        "(faster for small models; the first steps compile for ~15-40 s)")
     parser.add_argument("--device", default="auto")
 
 
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else [args.thinking_budget]
     max_prompt = max(len(tokenizer.encode_chat([{"role": "user", "content": p.prompt}], thinking_budget=b))
                      for p in problems for b in budgets)
-    engine = LLMEngine(model, tokenizer, num_slots=args.num_slots,
+    engine = LLMEngine(model, tokenizer, num_slots=args.num_slots, compile_decode=args.compile_decode,
                        max_seq_len=max(256, max_prompt + 16) + args.max_new_tokens)
     if args.budgets:
         return _run_sweep(args, engine, tokenizer, problems)

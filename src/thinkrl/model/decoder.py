@@ -356,8 +356,9 @@ class CausalLM(nn.Module):
 
     @torch.no_grad()
     def forward_decode(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: KVCache,
-                       context_len: int) -> torch.Tensor:
-        """Fixed-shape decode of one token in each of the cache slots 0..S-1 (CUDA-graph capturable).
+                       context_len: int, slots: torch.Tensor | None = None) -> torch.Tensor:
+        """Fixed-shape decode of one token in each of the cache slots 0..S-1 (CUDA-graph capturable), or in the
+        cache slots ``slots`` (S,) long when given (the rows gather their slots' keys: no padding rows).
 
         input_ids: (S,) long, the new token of slot i in row i; positions: (S,) long, its absolute
         position (the tokens already cached in slot i). Every row writes its key/value at
@@ -367,8 +368,9 @@ class CausalLM(nn.Module):
         write position, or 0 for a free slot). Returns final-normed hidden states (S, C).
         """
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-        step = CachedStep(rows, positions, torch.ones_like(rows), context_len, slots_are_prefix=True)
-        write = CachedWrite(rows, torch.zeros_like(rows), rows, positions, dense=True)
+        targets = rows if slots is None else slots
+        step = CachedStep(targets, positions, torch.ones_like(rows), context_len, slots_are_prefix=slots is None)
+        write = CachedWrite(rows, torch.zeros_like(rows), targets, positions, dense=True)
         return self._run_cached(input_ids, positions, positions[:, None], step, write, cache)
 
     def _run_cached(self, input_ids: torch.Tensor, token_positions: torch.Tensor, positions: torch.Tensor,

@@ -59,7 +59,7 @@ def evaluate_model(model_dir: str | Path, agent: AgentSpec, data: DataSpec, samp
     env = build_environment(agent.environment, agent.options)
     longest = max(len(render_episode_prompt(tokenizer, env, p)[0]) for p in problems)
     engine = LLMEngine(model, tokenizer, num_slots=sampling.num_slots, admit_batch=sampling.admit_batch,
-                       max_seq_len=longest + 16 + agent.max_total_tokens)
+                       compile_decode=sampling.compile_decode, max_seq_len=longest + 16 + agent.max_total_tokens)
     out: dict[str, Any] = {"model": str(model_dir), "split": "validation" if validation else "test",
                            "num_problems": len(problems), "samples": samples}
     with EngineLoop(engine) as client:

@@ -68,7 +68,8 @@ def start_engine(policy: CausalLM, tokenizer: TextTokenizer, sampling: SamplingS
 def start_engine_client(policy: CausalLM, tokenizer: Any, sampling: SamplingSpec, max_seq_len: int, seed: int,
                         placement: Placement = "thread") -> EngineClient:
     """A started engine client over a frozen copy of ``policy``'s weights (version 0) with ``sampling``'s engine
-    settings (slots, admission batching) and ``max_seq_len``, in a thread or a child process (``placement``).
+    settings (slots, admission batching, compiled decode) and ``max_seq_len``, in a thread or a child process
+    (``placement``).
     ValueError when ``max_seq_len`` exceeds the model's context (the KV cache is allocated for it up front)."""
     context = policy.config.max_position_embeddings
     if max_seq_len > context:
@@ -77,10 +78,11 @@ def start_engine_client(policy: CausalLM, tokenizer: Any, sampling: SamplingSpec
                          "sampling.max_new_tokens")
     if placement == "process":
         return start_engine_process(policy, tokenizer, num_slots=sampling.num_slots, max_seq_len=max_seq_len,
-                                    seed=seed, admit_batch=sampling.admit_batch)
+                                    seed=seed, admit_batch=sampling.admit_batch,
+                                    compile_decode=sampling.compile_decode)
     if placement != "thread":
         raise ValueError(f"placement must be 'thread' or 'process', got {placement!r}")
     weights = copy.deepcopy(policy).eval().requires_grad_(False)
     engine = LLMEngine(weights, tokenizer, num_slots=sampling.num_slots, max_seq_len=max_seq_len, seed=seed,
-                       admit_batch=sampling.admit_batch)
+                       admit_batch=sampling.admit_batch, compile_decode=sampling.compile_decode)
     return EngineLoop(engine).start()

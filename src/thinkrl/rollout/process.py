@@ -300,14 +300,14 @@ class RolloutProcess(BlockingClient):
 
 def start_engine_process(policy: CausalLM, tokenizer: Any, *, num_slots: int, max_seq_len: int, seed: int,
                          device: str | None = None, cuda_graphs: bool = True, admit_batch: int = 1,
-                         start_timeout: float = 600.0,
+                         compile_decode: bool = False, start_timeout: float = 600.0,
                          push_timeout: float | None = 600.0) -> RolloutProcess:
     """A started `RolloutProcess` whose engine holds a copy of ``policy``'s weights (version 0).
 
     Args:
         policy: the trainer's model; only a pickled copy of it leaves this process.
         tokenizer: a `TextTokenizer` (sent as plain data) or any picklable tokenizer.
-        num_slots / max_seq_len / seed / cuda_graphs / admit_batch: as for `LLMEngine`.
+        num_slots / max_seq_len / seed / cuda_graphs / admit_batch / compile_decode: as for `LLMEngine`.
         device: the engine's device (default: the policy's).
         start_timeout: seconds to wait for the child's engine to be ready.
         push_timeout: a weight push's timeout when its caller gives none (a child that is alive but stuck never
@@ -325,7 +325,7 @@ def start_engine_process(policy: CausalLM, tokenizer: Any, *, num_slots: int, ma
         init = share_init(ChildInit(
             policy, spec, slots, str(device or policy.device),
             {"num_slots": num_slots, "max_seq_len": max_seq_len, "seed": seed, "cuda_graphs": cuda_graphs,
-             "admit_batch": admit_batch},
+             "admit_batch": admit_batch, "compile_decode": compile_decode},
             torch.get_num_threads(), os.getpid()))
     except TypeError as error:
         raise TypeError(f"the policy cannot be copied to the rollout process ({error}); e.g. undo "

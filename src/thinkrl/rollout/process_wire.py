@@ -225,7 +225,7 @@ class ChildInit:
         tokenizer: a `TokenizerSpec`, or the tokenizer object itself when it pickles (e.g. a test stub).
         slots: the layout of the shared-memory weight buffer (uint8, passed beside this record).
         device: the engine's device.
-        engine: keyword arguments of `LLMEngine` (num_slots, max_seq_len, seed, cuda_graphs).
+        engine: keyword arguments of `LLMEngine` (num_slots, max_seq_len, seed, cuda_graphs, ...).
         num_threads: torch intra-op threads (the parent's, so results match the in-process engine bit for bit).
         parent_pid: the child exits when its parent is no longer this pid.
     """

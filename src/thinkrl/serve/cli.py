@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--num-slots", type=int, default=16, help="sequences decoded together (KV-cache slots)")
     parser.add_argument("--max-seq-len", type=int, default=2048, help="prompt + completion limit per request")
+    parser.add_argument("--compile-decode", action="store_true", help="CPU: decode steps through torch.compile "
+                        "(faster for small models; the first steps compile for ~15-40 s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generator shared by unseeded requests")
@@ -63,7 +65,8 @@ def build_app(args: argparse.Namespace) -> FastAPI:
     if args.max_seq_len > model.config.max_position_embeddings:  # the KV cache is allocated for it up front
         raise ValueError(f"--max-seq-len {args.max_seq_len} exceeds the model's context of "
                          f"{model.config.max_position_embeddings} tokens")
-    engine = LLMEngine(model, tokenizer, num_slots=args.num_slots, max_seq_len=args.max_seq_len, seed=args.seed)
+    engine = LLMEngine(model, tokenizer, num_slots=args.num_slots, max_seq_len=args.max_seq_len, seed=args.seed,
+                       compile_decode=args.compile_decode)
     controllers = budget_controller_factory(tokenizer, enforce=not args.no_budget_enforce, reflect=args.budget_reflect)
     return create_app(engine, tokenizer, model_name=args.served_model_name or model_dir.resolve().name,
                       make_controller=controllers, max_request_bytes=args.max_request_bytes)
