@@ -8,6 +8,7 @@ import copy
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.model import ModelConfig, build_model
@@ -50,6 +51,7 @@ def test_compiled_decode_gives_the_eager_tokens_and_follows_weight_updates(token
     model = build_model(CFG, seed=0)
     compiled, eager = _engine(model, tokenizer, True), _engine(model, tokenizer, False)
     assert compiled.decode_graphs is not None and eager.decode_graphs is None
+    graphs = counters["stats"]["unique_graphs"]  # compiled when the engine was built: none while it runs
     first = compiled.generate(_requests(tokenizer))
     _same(first, eager.generate(_requests(tokenizer)))
     assert len({tuple(t.response_ids) for t in first}) > 6  # the rows really differ
@@ -63,6 +65,7 @@ def test_compiled_decode_gives_the_eager_tokens_and_follows_weight_updates(token
     _same(second, eager.generate(_requests(tokenizer, "b")))
     assert [t.response_ids for t in second] != [t.response_ids for t in first]
     assert {v for t in second for v in t.token_versions} == {1}
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 def test_a_second_compiled_engine_runs_its_own_model(tokenizer):

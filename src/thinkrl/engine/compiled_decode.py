@@ -8,9 +8,9 @@ library matmuls. Shapes are dynamic, so one compiled graph serves every row coun
 - a step whose sequences fill most of the slots ``0..max`` reads the cache as a view over those slots (padding rows
   for free slots, as the CUDA-graph step); a sparse one (few sequences in high slots, the long tail of a batch) passes
   its slots and gathers their keys instead, so it computes only its own rows;
-- keys are read from ``[0, C)``, C a context bucket (64 doubled) below ``max_seq_len``: a decode step never reads the
-  whole cache (the scheduler ends a sequence before its token would fill the last position), and a full-cache read
-  would be compiled again;
+- keys are read from ``[0, C)``, C exactly the longest sequence + 1 (no buckets: the context is dynamic too). A
+  decode step never reads the whole cache (the scheduler ends a sequence before its token would fill the last
+  position), which would be compiled apart;
 - both variants are compiled when the runner is built (``warm_up``: ~15-40 s on 2 cores, less once Inductor's
   on-disk cache holds the kernels), so no step compiles mid-run;
 - parameters are graph inputs: in-place updates (`LLMEngine.update_weights`) are seen by the next step. Every engine of
@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import torch
 
-from thinkrl.engine.cuda_graph import DecodeGraphStats, context_buckets, pick_bucket
+from thinkrl.engine.cuda_graph import DecodeGraphStats
 from thinkrl.model import CausalLM, KVCache
 
 logger = logging.getLogger(__name__)
@@ -48,17 +48,15 @@ class CompiledDecode:
     Args:
         model: a dense CPU decoder.
         cache: the engine's cache (at least 2 positions).
-        smallest_context: first context bucket.
     """
 
-    def __init__(self, model: CausalLM, cache: KVCache, smallest_context: int = 64) -> None:
+    def __init__(self, model: CausalLM, cache: KVCache) -> None:
         reason = compiled_decode_unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"cannot compile the decode step: {reason}")
         if cache.max_seq_len < 2:
             raise ValueError(f"the compiled decode step needs a cache of at least 2 positions, got {cache.max_seq_len}")
         self.model, self.cache = model, cache
-        self.context_buckets = context_buckets(cache.max_seq_len - 1, min(smallest_context, cache.max_seq_len - 1))
         for tensor in (*cache.keys, *cache.values):  # else a row count equal to the slot count becomes a guard
             torch._dynamo.mark_static(tensor)
         self._compiled: Callable[..., torch.Tensor] = torch.compile(self._decode, dynamic=True)
@@ -66,14 +64,14 @@ class CompiledDecode:
         self.warm_up()
 
     def warm_up(self) -> None:
-        """Compile both variants for every shape (two contexts: the second makes the context dynamic). Only while no
-        slot holds a sequence: the padding rows write position 0 of free slots."""
+        """Compile both variants, for every row count and context (dynamic; two rows and a context above 1, since
+        Dynamo compiles sizes 0 and 1 apart). Only while no slot holds a sequence: the rows write position 0 of free
+        slots."""
         start = time.perf_counter()
-        rows = min(2, self.cache.num_slots)
-        zeros = [0] * rows
-        for context in self.context_buckets[:2]:
-            self._run(zeros, zeros, context, None)
-            self._run(zeros, zeros, context, list(range(rows)))
+        context = min(64, self.cache.max_seq_len - 1)
+        if self.cache.num_slots > 1:  # (a one-slot cache only ever runs the gathered variant)
+            self._run([0, 0], [0, 0], context, None)
+        self._run([0, 0], [0, 0], context, [0, min(1, self.cache.num_slots - 1)])
         logger.info("compiled the decode step in %.1fs", time.perf_counter() - start)
 
     def step_logits(self, slots: list[int], tokens: list[int], positions: list[int],
@@ -81,7 +79,7 @@ class CompiledDecode:
         """One decode step of the sequences in cache ``slots`` (ascending), each feeding one token of ``tokens`` at
         its position of ``positions``; ``running``: every occupied slot -> its next write position. Returns their
         fp32 logits (len(slots), V). Same contract as `DecodeGraphs.step_logits`."""
-        context = pick_bucket(self.context_buckets, max(positions) + 1)
+        context = max(positions) + 1  # exact: the compiled step's context is dynamic
         self.stats.replays += 1
         if len(slots) * 2 < slots[-1] + 1 or len(slots) == 1:  # sparse: only these rows, their keys gathered
             self.stats.gathered_steps += 1
@@ -89,7 +87,7 @@ class CompiledDecode:
                 slots, tokens, positions = slots * 2, tokens * 2, positions * 2
                 return self._run(tokens, positions, context, slots)[:1]
             return self._run(tokens, positions, context, slots)
-        num_rows = max(2, slots[-1] + 1)  # rows = slots 0..num_rows-1; padding rows write where they write next
+        num_rows = slots[-1] + 1  # rows = slots 0..num_rows-1 (at least 2); padding rows write where they write next
         input_ids = [0] * num_rows
         row_positions = [running.get(slot, 0) for slot in range(num_rows)]
         for slot, token in zip(slots, tokens, strict=True):
