@@ -19,6 +19,18 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A benchmark's ``main`` run in-process sets torch's thread count for its measurement; the tests after it must
+    not inherit that (results that compare runs across processes, e.g. the Ray placement test, depend on it)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def sft_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A micro model (the test module's ``MICRO`` config) that learned the answer format, and some answers, of the

@@ -1,8 +1,8 @@
 """The CPU decode step compiled by ``torch.compile``: what CUDA graphs are to the GPU engine (`cuda_graph.py`).
 
 A small model's CPU decode step is a few hundred tiny ops; run one by one, their Python and dispatch overhead is most
-of the step (the 64-wide policy of ``bench streaming``: ~0.6 ms of a 4-row step's model forward for ~0.1 ms of
-arithmetic). Inductor turns the step (`CausalLM.forward_decode` and the LM head) into a few generated C++ loops and
+of the step (the 64-wide policy of ``bench streaming``: ~0.65 ms of eager model forward for a 4-row step of under
+1 MFLOP). Inductor turns the step (`CausalLM.forward_decode` and the LM head) into a few generated C++ loops and
 library matmuls. Shapes are dynamic, so one compiled graph serves every row count and context:
 
 - a step whose sequences fill most of the slots ``0..max`` reads the cache as a view over those slots (padding rows
