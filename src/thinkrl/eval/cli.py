@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "local --model and --budgets: the sweep's table (budget_sweep.md) and PNG")
     parser.add_argument("--num-slots", type=int, default=64)
     parser.add_argument("--compile-decode", action="store_true", help="CPU: decode steps through torch.compile "
-                        "(faster for small models; the first steps compile for ~15-40 s)")
+                        "(faster for small models; compiled when the engine starts, ~15-40 s)")
     parser.add_argument("--device", default="auto")
 
 

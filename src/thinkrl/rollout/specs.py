@@ -138,8 +138,8 @@ class SamplingSpec(Section):
     gave 1.78x sync's samples/s at eta 2 against 1.68x with 1 (CPU bench, docs/results/streaming.md). At most
     ``num_slots``."""
     compile_decode: bool = False
-    """CPU: run the engine's decode step through ``torch.compile`` (`LLMEngine(compile_decode=True)`): 1.3-1.8x
-    faster steps for small models, after ~15-40 s of compilation in the first steps (docs/engine.md). Ignored on
+    """CPU: run the engine's decode step through ``torch.compile`` (`LLMEngine(compile_decode=True)`): 1.3-2.2x
+    faster steps for small models, compiled when the engine starts (~15-40 s; docs/engine.md). Ignored on
     CUDA, which replays CUDA graphs."""
     thinking_budgets: list[int] = Field(default_factory=lambda: [-1])
     """Budgets prompts are rendered with (-1 unlimited, 0 no thinking); sampled per prompt."""

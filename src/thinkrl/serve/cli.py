@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-slots", type=int, default=16, help="sequences decoded together (KV-cache slots)")
     parser.add_argument("--max-seq-len", type=int, default=2048, help="prompt + completion limit per request")
     parser.add_argument("--compile-decode", action="store_true", help="CPU: decode steps through torch.compile "
-                        "(faster for small models; the first steps compile for ~15-40 s)")
+                        "(faster for small models; compiled when the engine starts, ~15-40 s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generator shared by unseeded requests")
