@@ -27,7 +27,8 @@ from collections.abc import Callable
 
 import torch
 
-from thinkrl.engine.cuda_graph import DecodeGraphStats
+from thinkrl.engine.cuda_graph import DecodeGraphStats, slot_rows
+from thinkrl.engine.scheduler import reads_slot_prefix
 from thinkrl.model import CausalLM, KVCache
 
 logger = logging.getLogger(__name__)
@@ -81,18 +82,14 @@ class CompiledDecode:
         fp32 logits (len(slots), V). Same contract as `DecodeGraphs.step_logits`."""
         context = max(positions) + 1  # exact: the compiled step's context is dynamic
         self.stats.replays += 1
-        if len(slots) * 2 < slots[-1] + 1 or len(slots) == 1:  # sparse: only these rows, their keys gathered
+        if len(slots) == 1 or not reads_slot_prefix(len(slots), slots[-1]):  # only these rows, their keys gathered
             self.stats.gathered_steps += 1
             if len(slots) == 1:  # a second, identical row: Dynamo compiles a size-1 dimension apart
                 slots, tokens, positions = slots * 2, tokens * 2, positions * 2
                 return self._run(tokens, positions, context, slots)[:1]
             return self._run(tokens, positions, context, slots)
-        num_rows = slots[-1] + 1  # rows = slots 0..num_rows-1 (at least 2); padding rows write where they write next
-        input_ids = [0] * num_rows
-        row_positions = [running.get(slot, 0) for slot in range(num_rows)]
-        for slot, token in zip(slots, tokens, strict=True):
-            input_ids[slot] = token
-        logits = self._run(input_ids, row_positions, context, None)
+        num_rows = slots[-1] + 1  # rows = slots 0..num_rows-1 (at least 2)
+        logits = self._run(*slot_rows(num_rows, slots, tokens, running), context, None)
         return logits if len(slots) == num_rows else logits[slots]
 
     def _run(self, tokens: list[int], positions: list[int], context: int, slots: list[int] | None) -> torch.Tensor:

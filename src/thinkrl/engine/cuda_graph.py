@@ -67,6 +67,18 @@ def pick_bucket(buckets: list[int], size: int) -> int:
     return buckets[i]
 
 
+def slot_rows(num_rows: int, slots: list[int], tokens: list[int],
+              running: dict[int, int]) -> tuple[list[int], list[int]]:
+    """Token ids and positions of rows 0..num_rows-1, one per cache slot, for a step of the sequences in ``slots``
+    feeding ``tokens``: padding rows get token 0 and a position nothing reads before it is rewritten (``running``:
+    every occupied slot -> its next write position; free slots write position 0)."""
+    input_ids = [0] * num_rows
+    positions = [running.get(slot, 0) for slot in range(num_rows)]
+    for slot, token in zip(slots, tokens, strict=True):
+        input_ids[slot] = token
+    return input_ids, positions
+
+
 def graphs_unsupported_reason(model: CausalLM) -> str | None:
     """Why the decode step of ``model`` cannot be captured, or None when it can."""
     if model.device.type != "cuda":
@@ -165,15 +177,9 @@ class DecodeGraphs:
     def step_logits(self, slots: list[int], tokens: list[int], positions: list[int],
                     running: dict[int, int]) -> torch.Tensor:
         """One decode step of the sequences in cache ``slots`` (ascending), each feeding one token of ``tokens`` at
-        its position of ``positions``; ``running``: every occupied slot -> its next write position (the padding
-        rows of occupied slots write there, free ones at 0). Returns their fp32 logits (len(slots), V)."""
-        num_rows = self.num_rows(slots[-1] + 1)
-        input_ids, row_positions = [0] * num_rows, [0] * num_rows
-        for slot, position in running.items():
-            if slot < num_rows:
-                row_positions[slot] = position
-        for slot, token in zip(slots, tokens, strict=True):
-            input_ids[slot] = token
+        its position of ``positions``; ``running``: every occupied slot -> its next write position (`slot_rows`).
+        Returns their fp32 logits (len(slots), V)."""
+        input_ids, row_positions = slot_rows(self.num_rows(slots[-1] + 1), slots, tokens, running)
         return self.logits(input_ids, row_positions, slots, max(positions) + 1)
 
     def _capture(self, num_rows: int, context: int) -> Callable[[], None]:

@@ -31,7 +31,7 @@ import torch
 from thinkrl.engine.compiled_decode import CompiledDecode
 from thinkrl.engine.cuda_graph import DecodeGraphs, graphs_unsupported_reason
 from thinkrl.engine.sampling import sample_tokens, top_logprobs, unpack_top_logprobs
-from thinkrl.engine.scheduler import Scheduler, SequenceState, prefill_forward_cost, prefill_groups
+from thinkrl.engine.scheduler import Scheduler, SequenceState, prefill_forward_cost, prefill_groups, reads_slot_prefix
 from thinkrl.engine.types import Request, SamplingParams, TokenEvent
 from thinkrl.engine.weights import copy_weights_into
 from thinkrl.model import PACK_MIN_WEIGHTS, CachedStep, CausalLM, pack_linears, packed_linears_unsupported_reason
@@ -196,8 +196,7 @@ class LLMEngine:
 
     # ---- internals --------------------------------------------------------------------
     def _use_prefix_path(self, states: list[SequenceState]) -> bool:
-        """Read the cache as a view over slots [0, max_slot] when holes waste little compute."""
-        return len(states) * 2 >= states[-1].slot + 1
+        return reads_slot_prefix(len(states), states[-1].slot)
 
     def _build_step(self, states: list[SequenceState], prefix: bool) -> tuple[torch.Tensor, CachedStep, list[int]]:
         """Token ids (S, Q) and the cache step for ``states`` (rows = slots 0..max when ``prefix``)."""

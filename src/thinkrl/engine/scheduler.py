@@ -130,6 +130,13 @@ class Scheduler:
         return len(self._free)
 
 
+def reads_slot_prefix(num_sequences: int, highest_slot: int) -> bool:
+    """Whether a step of ``num_sequences`` sequences, the highest in slot ``highest_slot``, should read the cache as
+    a view over slots ``0..highest_slot`` (free slots become padding rows) rather than gather its slots: when the
+    holes waste little compute. Used by the eager step and the compiled CPU step alike."""
+    return num_sequences * 2 >= highest_slot + 1
+
+
 def prefill_forward_cost(device_type: str) -> int:
     """What one more prefill forward costs on ``device_type``, in padded tokens' worth of work (`prefill_groups`).
 
