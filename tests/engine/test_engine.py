@@ -152,23 +152,21 @@ def test_prompt_too_long_is_rejected(model, tokenizer):
 
 
 def test_sampling_distribution_matches_softmax():
-    """Empirical frequencies of Gumbel-max sampling match softmax(logits / T) (4000 draws)."""
+    """Empirical frequencies of sampling match softmax(logits / T) (4000 random draws)."""
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).repeat(4000, 1)
     temp = torch.full((4000,), 0.8)
-    gen = torch.Generator().manual_seed(0)
-    tokens, _ = sample_tokens(logits, temp, torch.zeros(4000, dtype=torch.long), torch.ones(4000), [None] * 4000,
-                              gen)
+    draws = torch.rand(4000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    tokens, _ = sample_tokens(logits, temp, torch.zeros(4000, dtype=torch.long), torch.ones(4000), draws)
     freq = torch.bincount(tokens, minlength=4).float() / 4000
     assert (freq - (logits[0] / 0.8).softmax(-1)).abs().max() < 0.03
 
 
 def test_top_k_and_top_p_restrict_support():
     logits = torch.tensor([[3.0, 2.0, 1.0, 0.0]]).repeat(500, 1)
-    gen = torch.Generator().manual_seed(0)
+    draws = torch.rand(500, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     ones = torch.ones(500)
-    tok_k, _ = sample_tokens(logits, ones, torch.full((500,), 2), ones, [None] * 500, gen)
+    tok_k, _ = sample_tokens(logits, ones, torch.full((500,), 2), ones, draws)
     assert set(tok_k.tolist()) == {0, 1}
     # probs ~ [.64, .24, .09, .03]: top_p 0.7 keeps tokens 0 and 1 (0 alone has < 0.7).
-    tok_p, _ = sample_tokens(logits, ones, torch.zeros(500, dtype=torch.long), torch.full((500,), 0.7),
-                             [None] * 500, gen)
+    tok_p, _ = sample_tokens(logits, ones, torch.zeros(500, dtype=torch.long), torch.full((500,), 0.7), draws)
     assert set(tok_p.tolist()) == {0, 1}

@@ -1,5 +1,5 @@
-"""The engine decides on the host whether any row needs top-k / top-p (no device->host sync per step);
-tokens and log-probs stay identical to the old behaviour, which read the flags from the tensors."""
+"""The engine decides on the host whether any row needs top-k / top-p (no device->host sync per step); tokens and
+log-probs equal those of an independent, loop-written reference sampler, which reads no flags."""
 
 from __future__ import annotations
 
@@ -35,23 +35,24 @@ def _old_truncate_row(row: torch.Tensor, top_k: int, top_p: float) -> torch.Tens
     return out
 
 
-def _old_sample_tokens(logits, temperature, top_k, top_p, generators, default_generator=None, **flags):
-    """Independent reference of the old sampler: temperature scaling, the loop truncation above, Gumbel-max with
-    the same noise draws (shared generator for the whole batch when a row has none, then each seeded row);
-    greedy rows take the argmax of the raw logits. Ignores the host flags."""
+def _old_sample_tokens(logits, temperature, top_k, top_p, uniforms, **flags):
+    """Independent reference of the sampler: temperature scaling, the loop truncation above, then per row a walk
+    over the vocabulary to the first token whose running probability mass exceeds the row's draw; greedy rows take
+    the argmax of the raw logits. Ignores the host flags."""
     logits = logits.float()
     rows = logits.shape[0]
     scaled = torch.stack([logits[i] / (float(temperature[i]) if temperature[i] > 0 else 1.0) for i in range(rows)])
     filtered = torch.stack([_old_truncate_row(scaled[i], int(top_k[i]), float(top_p[i])) for i in range(rows)])
-    uniform = torch.empty_like(filtered)
-    if any(g is None for g in generators):
-        uniform.uniform_(generator=default_generator)
-    for i, g in enumerate(generators):
-        if g is not None:
-            uniform[i].uniform_(generator=g)
-    gumbel = -torch.log(-torch.log(uniform.clamp_(1e-20, 1.0 - 1e-7)))
-    tokens = torch.tensor([int(scaled[i].argmax()) if temperature[i] <= 0 else int((filtered[i] + gumbel[i]).argmax())
-                           for i in range(rows)])
+    tokens = []
+    for i in range(rows):
+        if temperature[i] <= 0:
+            tokens.append(int(scaled[i].argmax()))
+            continue
+        probs = filtered[i].softmax(-1).double().tolist()
+        target, mass = float(uniforms[i]) * sum(probs), 0.0
+        token = next(t for t, p in enumerate(probs) if p > 0 and (mass := mass + p) > target)
+        tokens.append(token)
+    tokens = torch.tensor(tokens)
     logprobs = torch.stack([scaled[i].log_softmax(-1)[tokens[i]] for i in range(rows)])
     return tokens, logprobs
 

@@ -69,3 +69,32 @@ def test_evaluate_counts_what_the_verifier_says() -> None:
     assert result.num_problems == 3 and result.samples_per_problem == 2
     assert result.accuracy == sum(verdicts) / 6
     assert sum(result.reasons.values()) == 6
+
+
+@pytest.mark.parametrize("budgets", [None, "0,-1"])
+def test_local_eval_cli_samples_with_the_given_seed_and_top_p(boxed_model, monkeypatch, capsys, budgets) -> None:
+    """`thinkrl eval --model DIR` without --out (plain and --budgets) passes --sample-seed and --top-p on; both
+    used to be dropped, so every seed gave the same samples."""
+    import thinkrl.eval.budget_sweep as sweep_module
+    import thinkrl.eval.evaluate as evaluate_module
+    from thinkrl.cli import main
+
+    seen = []
+    for module, name in ((evaluate_module, "eval_requests"), (sweep_module, "eval_requests")):
+        real = getattr(module, name)
+
+        def spy(*args, _real=real, **kwargs):
+            items = _real(*args, **kwargs)
+            seen.append((kwargs["seed"], {(i.params.top_p, i.params.seed) for i in items}))
+            return items
+
+        monkeypatch.setattr(module, name, spy)
+    model_dir, bench = boxed_model
+    extra = ["--budgets", budgets] if budgets else []
+    assert main(["eval", "--model", str(model_dir), "--data", str(bench), "--samples", "2", "--max-new-tokens", "8",
+                 "--sample-seed", "7", "--top-p", "0.5", "--device", "cpu", *extra]) == 0
+    capsys.readouterr()
+    assert seen and all(seed == 7 for seed, _ in seen)
+    seeds = {s for _, pairs in seen for _, s in pairs}
+    assert all(top_p == 0.5 for _, pairs in seen for top_p, _ in pairs)
+    assert min(seeds) == 7 * 1_000_003  # problem 0, sample 0

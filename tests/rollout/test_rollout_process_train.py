@@ -26,7 +26,9 @@ def _train(model: Path, out: Path, placement: str) -> list[dict]:
     recipe = {
         "name": "micro-rl", "model": {"path": str(model), "device": "cpu"}, "data": DATA,
         "sampling": {"max_new_tokens": 24, "num_slots": 16},
-        "rollout": {"group_size": 4, "prompts_per_step": 4, "max_sampling_rounds": 2},
+        # dynamic sampling off: every step trains and pushes (the micro model is right ~1% of the time, so with it
+        # on whether any group has mixed rewards was up to the draws)
+        "rollout": {"group_size": 4, "prompts_per_step": 4, "dynamic_sampling": False},
         "reward": {"max_response_len": 24, "overlong_cache_len": 8},
         "algorithm": {"preset": "dapo", "num_mini_batches": 2},
         "optim": {"lr": 1e-3, "schedule": "constant"},
@@ -49,7 +51,7 @@ def test_process_placement_trains_like_the_thread_placement(sft_model, tmp_path)
     thread = _train(sft_model, tmp_path / "thread", "thread")
     process = _train(sft_model, tmp_path / "process", "process")
     assert [r["step"] for r in process] == [1, 2, 3]
-    assert any("loss" in r for r in process[:-1]), "no update before the last step: no push was exercised"
+    assert all("loss" in r for r in process), "a step trained nothing: no push was exercised"
     assert [_without_timings(r) for r in process] == [_without_timings(r) for r in thread]
     a, b = (load_pretrained(tmp_path / name / "final").state_dict() for name in ("thread", "process"))
     assert all(torch.equal(a[k], b[k]) for k in a)

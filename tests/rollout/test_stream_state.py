@@ -20,7 +20,7 @@ from thinkrl.model import ModelConfig, build_model
 from thinkrl.rollout import PromptCursor, RewardSpec, RolloutSpec, SamplingSpec, StreamingDriver
 from thinkrl.rollout.agent_spec import AgentSpec
 from thinkrl.rollout.agent_streaming import AgentStreamingDriver
-from thinkrl.rollout.partial import _SEED_MIX, controller_counts
+from thinkrl.rollout.partial import controller_counts
 from thinkrl.rollout.stream_state import STATE_KEY, split_state
 from thinkrl.tasks.dataset import generate_dataset
 from thinkrl.tokenizer import load_tokenizer
@@ -168,10 +168,10 @@ def test_restored_driver_has_the_same_groups_and_continues_partial_samples_exact
     resumed = LLMEngine(build_model(CFG, seed=2).eval(), TOK, num_slots=4, max_seq_len=128)  # an independent run
     for sample in (s for s in partial if s["pieces"]):
         ids, logprobs, versions = _response(sample)
-        # what the resumed weights sample from prompt + response so far, for the tokens it had left, with the seed
-        # of a continuation (the original seed mixed with the piece index, as `partial.continuation_request` does)
-        seed = (sample["params"]["seed"] * _SEED_MIX + len(sample["pieces"])) % (1 << 62)
-        params = SamplingParams(max_new_tokens=SAMPLING.max_new_tokens - len(ids), temperature=1.0, seed=seed)
+        # what the resumed weights sample from prompt + response so far, for the tokens it had left, resuming the
+        # seed's stream after them (as `partial.continuation_request` does)
+        params = SamplingParams(max_new_tokens=SAMPLING.max_new_tokens - len(ids), temperature=1.0,
+                                seed=sample["params"]["seed"], seed_offset=len(ids))
         rest = resumed.generate([Request(sample["prompt_ids"] + ids, params)])[0]
         # Continued over its prefix, not restarted. (Two samples of one group may share a short prefix, so the
         # continuation is found by its whole response: the other sample continues with another seed.)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 
+import pytest
 import torch
 
 from thinkrl.engine import LLMEngine, SamplingParams, TokenEvent
@@ -24,11 +25,11 @@ MAX_NEW = 16
 BUDGET = 6  # enforced: the controller forces the end of thinking after 6 sampled thinking tokens
 
 
-def _item(thinking_open: bool = True) -> SampleRequest:
+def _item(thinking_open: bool = True, temperature: float = 0.0) -> SampleRequest:
     # A prompt that opened the thinking block, so the enforced budget acts mid-response on a random model.
     ids = tuple(TOK.encode_chat([{"role": "user", "content": PROBLEM.prompt}], thinking_budget=BUDGET))
     prompt = RolloutPrompt(PROBLEM, BUDGET, ids, thinking_open)
-    return SampleRequest(prompt, SamplingParams(max_new_tokens=MAX_NEW, temperature=0.0, seed=7))
+    return SampleRequest(prompt, SamplingParams(max_new_tokens=MAX_NEW, temperature=temperature, seed=7))
 
 
 def _loop(seed: int = 0) -> EngineLoop:
@@ -56,8 +57,8 @@ def _run_interrupted(loop: EngineLoop, request, after: int) -> Trajectory:
             return event.trajectory
 
 
-def _single(loop: EngineLoop) -> Trajectory:
-    request, sample = first_request(TOK, _item(), "single", enforce_budget=True)
+def _single(loop: EngineLoop, temperature: float = 0.0) -> Trajectory:
+    request, sample = first_request(TOK, _item(temperature=temperature), "single", enforce_budget=True)
     sample.pieces.append(loop.generate([request])[0])
     return finish_sample(sample, TOK, "single")
 
@@ -79,17 +80,22 @@ def test_interrupt_delivers_the_partial_response_and_the_loop_goes_on() -> None:
         loop.stop()
 
 
-def test_stitched_response_equals_one_uninterrupted_request() -> None:
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_stitched_response_equals_one_uninterrupted_request(temperature: float) -> None:
+    """Greedy, and sampled: a continuation resumes its seed's stream at the position it reached."""
     loop = _loop()
     try:
-        single = _single(loop)
+        single = _single(loop, temperature)
         # the enforced budget acted: forced tokens (mask False) follow BUDGET sampled thinking tokens
         assert single.response_mask[:BUDGET] == [True] * BUDGET and not all(single.response_mask)
+        if temperature:  # the rows really sample (a random model's sampled tokens are not its greedy ones)
+            assert single.response_ids[:BUDGET] != _single(loop).response_ids[:BUDGET]
         for after in (1, 3, BUDGET - 1):  # interrupted before the budget: the controller must keep counting
-            request, sample = first_request(TOK, _item(), ("a", after), enforce_budget=True)
+            request, sample = first_request(TOK, _item(temperature=temperature), ("a", after), enforce_budget=True)
             sample.pieces.append(_run_interrupted(loop, request, after))
             while sample.pieces[-1].finish_reason == "abort":
                 nxt = continuation_request(sample, ("c", after, len(sample.pieces)))
+                assert nxt.params.seed == 7 and nxt.params.seed_offset == sample.num_tokens
                 assert nxt.prompt_ids == list(_item().prompt.prompt_ids) + [t for p in sample.pieces
                                                                             for t in p.response_ids]
                 assert nxt.params.max_new_tokens == MAX_NEW - sample.num_tokens

@@ -20,11 +20,11 @@ DATA = {"task": "arithmetic", "num_train": 150, "num_test": 8, "seed": 0,
         "difficulty": {"num_terms": 2, "max_number": 9}}
 
 
-def _rl_recipe(model: Path, out: Path, steps: int, **trainer) -> RLRecipe:
+def _rl_recipe(model: Path, out: Path, steps: int, rollout: dict | None = None, **trainer) -> RLRecipe:
     return validate_recipe({
         "name": "micro-rl", "model": {"path": str(model), "device": "cpu"}, "data": DATA,
         "sampling": {"max_new_tokens": 24, "num_slots": 32},
-        "rollout": {"group_size": 4, "prompts_per_step": 4, "max_sampling_rounds": 2},
+        "rollout": {"group_size": 4, "prompts_per_step": 4, "max_sampling_rounds": 2, **(rollout or {})},
         "reward": {"max_response_len": 24, "overlong_cache_len": 8},
         "algorithm": {"preset": "dapo", "num_mini_batches": 2},
         "optim": {"lr": 1e-3, "schedule": "constant"},
@@ -40,14 +40,16 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 def test_dapo_steps_train_and_log(sft_model, tmp_path):
     from thinkrl.train.rl_loop import run_rl
 
-    final = run_rl(_rl_recipe(sft_model, tmp_path, steps=3))
+    # dynamic sampling off: every step trains (the micro model is right on ~1% of samples, so whether a group
+    # with mixed outcomes turns up was up to the draws); the overlong penalty still varies rewards within a group
+    final = run_rl(_rl_recipe(sft_model, tmp_path, steps=3, rollout={"dynamic_sampling": False}))
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     for key in ("reward", "accuracy", "response_length_mean", "response_length_max", "groups_dropped",
                 "time/rollout", "tokens_per_s", "lr"):
         assert all(key in r for r in rows), key
     trained = [r for r in rows if "loss" in r]
-    assert trained, "no step found a group with mixed outcomes"
+    assert len(trained) == 3
     assert all(torch.isfinite(torch.tensor([r["loss"], r["grad_norm"], r["entropy"]])).all() for r in trained)
     assert any(r["grad_norm"] > 0 for r in trained)
     before, after = _weights(sft_model), _weights(final)
@@ -147,15 +149,17 @@ def test_curriculum_moves_the_difficulty_during_training(sft_model, tmp_path):
     from thinkrl.train.rl_loop import run_rl
 
     base = _rl_recipe(sft_model, tmp_path, steps=4)
-    # Window 4 groups = one step; target band (0, 0.05): any solved problem makes the next ones harder.
-    data = {**DATA, "curriculum": {"knobs": {"max_number": 3}, "target_low": 0.0, "target_high": 0.05,
+    # Window 4 groups = one step; target band (0.5, 0.9): the micro model solves ~1% of problems, far below the
+    # band, so each window makes the next problems easier (smaller numbers). (The band used to be (0, 0.05), which
+    # needed a solved problem within the run: up to the draws.)
+    data = {**DATA, "curriculum": {"knobs": {"max_number": 3}, "target_low": 0.5, "target_high": 0.9,
                                    "window": 4}}
     recipe = base.model_copy(update={"data": type(base.data).model_validate(data)})
     run_rl(recipe)
     steps = [r for r in _rows(tmp_path) if r["step"] >= 1]
     levels = [r["curriculum/arithmetic/max_number"] for r in steps]
-    assert levels[0] >= DATA["difficulty"]["max_number"]
-    assert levels[-1] > DATA["difficulty"]["max_number"], levels
+    assert levels[0] <= DATA["difficulty"]["max_number"]
+    assert levels[-1] < DATA["difficulty"]["max_number"], levels
     assert steps[-1]["curriculum/arithmetic/changes"] >= 1
 
 

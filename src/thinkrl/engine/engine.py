@@ -30,7 +30,7 @@ import torch
 
 from thinkrl.engine.compiled_decode import CompiledDecode
 from thinkrl.engine.cuda_graph import DecodeGraphs, graphs_unsupported_reason
-from thinkrl.engine.sampling import sample_tokens, top_logprobs, unpack_top_logprobs
+from thinkrl.engine.sampling import check_seed, row_uniforms, sample_tokens, top_logprobs, unpack_top_logprobs
 from thinkrl.engine.scheduler import Scheduler, SequenceState, prefill_forward_cost, prefill_groups, reads_slot_prefix
 from thinkrl.engine.types import Request, SamplingParams, TokenEvent
 from thinkrl.engine.weights import copy_weights_into
@@ -81,7 +81,6 @@ class LLMEngine:
         self.device = model.device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.version = 0
-        self._generators: dict[int, torch.Generator | None] = {}
         pad = getattr(tokenizer, "pad_token_id", None)
         self._pad_id = 0 if pad is None else int(pad)
         self._default_stop = tuple(getattr(tokenizer, "stop_token_ids", ()) or ())
@@ -126,7 +125,6 @@ class LLMEngine:
             if state.request.request_id == request_id:
                 state.finish_reason = "abort"
                 self.scheduler.release(state)
-                self._generators.pop(state.slot, None)
                 return self._to_trajectory(state)
         return None
 
@@ -155,9 +153,9 @@ class LLMEngine:
         for state in self.scheduler.admit():
             seed = state.request.params.seed
             try:
-                generator = None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
-                self._generators[state.slot] = generator
-            except Exception as error:  # e.g. a seed outside the generator's range: only this request fails
+                if seed is not None:
+                    check_seed(seed)
+            except ValueError as error:  # a seed outside the stream's 64 bits: only this request fails
                 events.append(self._fail(state, error))
             else:
                 admitted.append(state)
@@ -289,7 +287,8 @@ class LLMEngine:
         temperature = self._upload([p.temperature for p in params])
         tokens, logprobs = sample_tokens(  # need_k / need_p decided on the host: no device->host sync
             logits, temperature, self._upload([p.top_k for p in params]), self._upload([p.top_p for p in params]),
-            [self._generators.get(s.slot) for s in states], self.generator,
+            row_uniforms([p.seed for p in params], [p.seed_offset + len(s.response_ids) for p, s in
+                                                    zip(params, states, strict=True)], self.generator, self.device),
             need_k=any(p.top_k > 0 for p in params), need_p=any(p.top_p < 1 for p in params))
         packed = [tokens.double(), logprobs.double()]
         num_top = min(max(p.top_logprobs for p in params), logits.shape[-1])
@@ -315,7 +314,6 @@ class LLMEngine:
         s.finish_reason = "error"
         if self.scheduler.running.get(s.slot) is s:
             self.scheduler.release(s)
-        self._generators.pop(s.slot, None)
         traj = Trajectory(prompt_ids=list(s.request.prompt_ids), response_ids=list(s.response_ids),
                           logprobs=list(s.logprobs), finish_reason="error", response_mask=list(s.response_mask),
                           token_versions=list(s.token_versions), error=f"{type(error).__name__}: {error}",
@@ -353,7 +351,6 @@ class LLMEngine:
         if s.finish_reason is None:
             return TokenEvent(s.request.request_id, new, logprobs=logprobs, top_logprobs=tops)
         self.scheduler.release(s)
-        self._generators.pop(s.slot, None)
         return TokenEvent(s.request.request_id, new, finished=True, trajectory=self._to_trajectory(s),
                           logprobs=logprobs, top_logprobs=tops)
 

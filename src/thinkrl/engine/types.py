@@ -19,7 +19,10 @@ class SamplingParams:
         temperature: 0 means greedy; logits are divided by it before softmax.
         top_p: nucleus sampling mass in (0, 1]; 1 disables.
         top_k: keep the k most likely tokens; 0 disables.
-        seed: per-request seed; the same seed gives the same output whatever else is in the batch.
+        seed: per-request seed; the same seed gives the same output whatever else is in the batch. Response
+            token p is drawn with draw ``seed_offset + p`` of the seed's stream (`thinkrl.engine.sampling`).
+        seed_offset: the stream position of the first response token: a continuation of a response that already
+            has n tokens passes n (and the same seed), so it samples as the uninterrupted request would have.
         stop_token_ids: tokens that end generation (kept in the output); None = the tokenizer's stop tokens.
         stop_strings: strings that end generation; the text is cut before the stop string.
         top_logprobs: per sampled token, also return the k most likely tokens and their log-probs
@@ -31,6 +34,7 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0
     seed: int | None = None
+    seed_offset: int = 0
     stop_token_ids: tuple[int, ...] | None = None
     stop_strings: tuple[str, ...] = ()
     top_logprobs: int = 0
@@ -44,6 +48,8 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.seed_offset < 0:
+            raise ValueError(f"seed_offset must be >= 0, got {self.seed_offset}")
         if self.top_logprobs < 0:
             raise ValueError(f"top_logprobs must be >= 0, got {self.top_logprobs}")
 

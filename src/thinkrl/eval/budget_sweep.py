@@ -43,12 +43,12 @@ class BudgetPoint:
 
 def sweep_budgets(client: GenerateClient, tokenizer: TextTokenizer, problems: list[Problem], budgets: list[int], *,
                   enforce: bool, samples: int = 4, temperature: float = 1.0, max_new_tokens: int = 256,
-                  seed: int = 0) -> list[BudgetPoint]:
+                  seed: int = 0, top_p: float = 1.0) -> list[BudgetPoint]:
     """One `BudgetPoint` per budget (see module docstring); requests as `thinkrl.eval.evaluate.eval_requests`."""
     points = []
     for budget in budgets:
         items = eval_requests(tokenizer, problems, samples=samples, temperature=temperature,
-                              max_new_tokens=max_new_tokens, thinking_budget=budget, seed=seed)
+                              max_new_tokens=max_new_tokens, thinking_budget=budget, seed=seed, top_p=top_p)
         trajs = sample(client, tokenizer, items, enforce_budget=enforce)
         judge(trajs, tokenizer)
         n = max(1, len(trajs))

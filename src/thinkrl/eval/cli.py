@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--temperature must be a number >= 0, got {args.temperature}")
     if not 0 < args.top_p <= 1:
         raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.sample_seed < 0:
+        raise ValueError(f"--sample-seed must be >= 0, got {args.sample_seed}")
     spec = BenchmarkSpec(data=args.data, data_format=args.data_format, task=None if args.data else args.task,
                          n=args.n, seed=args.seed, difficulty=list(args.difficulty))
     problems = load_benchmark(spec)
@@ -90,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_harness(args, spec, problems, lambda settings: LocalSampler(engine, tokenizer, settings,
                                                                                  chunk=chunk))
     result = evaluate(engine, tokenizer, problems, samples=args.samples, temperature=args.temperature,
-                      max_new_tokens=args.max_new_tokens, thinking_budget=args.thinking_budget)
+                      max_new_tokens=args.max_new_tokens, thinking_budget=args.thinking_budget,
+                      seed=args.sample_seed, top_p=args.top_p)
     print(json.dumps(result.to_dict()))
     return 0
 
@@ -99,7 +102,8 @@ def _run_sweep(args: argparse.Namespace, engine, tokenizer, problems) -> int:
     from thinkrl.eval.budget_sweep import plot_budget_curves, points_table, sweep_budgets
 
     budgets = [int(b) for b in args.budgets.split(",")]
-    kwargs = dict(samples=args.samples, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
+    kwargs = dict(samples=args.samples, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                  seed=args.sample_seed, top_p=args.top_p)
     free = sweep_budgets(engine, tokenizer, problems, budgets, enforce=False, **kwargs)
     enforced = sweep_budgets(engine, tokenizer, problems, budgets, enforce=True, **kwargs)
     name = args.task or Path(args.data).stem

@@ -55,13 +55,13 @@ class EvalResult:
 
 
 def eval_requests(tokenizer: TextTokenizer, problems: list[Problem], *, samples: int, temperature: float,
-                  max_new_tokens: int, thinking_budget: int, seed: int) -> list[SampleRequest]:
+                  max_new_tokens: int, thinking_budget: int, seed: int, top_p: float = 1.0) -> list[SampleRequest]:
     """``samples`` seeded requests per problem (seed ``seed * 1_000_003 + i * samples + j``), grouped by problem."""
     items = []
     for i, problem in enumerate(problems):
         prompt = render_prompt(tokenizer, problem, thinking_budget)
         for j in range(samples):
-            params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
+            params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                     seed=seed * 1_000_003 + i * samples + j)
             items.append(SampleRequest(prompt, params, group_id=i, request_id=(i, j)))
     return items
@@ -86,12 +86,13 @@ def summarise(trajs: list[Trajectory], num_problems: int, samples: int) -> EvalR
 
 def evaluate(client: GenerateClient, tokenizer: TextTokenizer, problems: list[Problem], *, samples: int = 4,
              temperature: float = 1.0, max_new_tokens: int = 256, thinking_budget: int = -1,
-             seed: int = 0) -> EvalResult:
-    """Sample ``samples`` responses per problem (seeded per request, so reruns are identical) and verify them."""
+             seed: int = 0, top_p: float = 1.0) -> EvalResult:
+    """Sample ``samples`` responses per problem (seeded per request from ``seed``, so reruns are identical) and
+    verify them."""
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     items = eval_requests(tokenizer, problems, samples=samples, temperature=temperature,
-                          max_new_tokens=max_new_tokens, thinking_budget=thinking_budget, seed=seed)
+                          max_new_tokens=max_new_tokens, thinking_budget=thinking_budget, seed=seed, top_p=top_p)
     trajs = sample(client, tokenizer, items)
     judge(trajs, tokenizer)
     return summarise(trajs, len(problems), samples)

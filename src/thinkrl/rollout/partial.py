@@ -8,8 +8,9 @@ the pieces: response ids, behaviour log-probs, response mask and per-token versi
 keeps the version that sampled it and the trainer's off-policy correction sees the true behaviour policy.
 
 A stitched response equals what one uninterrupted request records, token for token, when no weights changed in
-between and sampling is greedy (tests/rollout/test_streaming_partial.py); with sampling, a continuation draws from
-its own seed (the original seed mixed with the piece index), since a request's random stream cannot be resumed.
+between (tests/rollout/test_streaming_partial.py), greedy or sampled: a seeded request's draws are a function of
+(seed, response position) (`thinkrl.engine.sampling.stream_draw`), so a continuation with the same seed and
+``seed_offset`` = the tokens so far resumes the stream.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from thinkrl.engine.budget import ThinkingBudgetController
 from thinkrl.records import Trajectory
 from thinkrl.rollout.requests import SampleRequest, build_request, fill_rollout_fields
 from thinkrl.tokenizer import TextTokenizer
-
-_SEED_MIX = 1_000_003
 
 
 class ContinuedController:
@@ -100,16 +99,17 @@ def record_piece(sample: Any, piece: Trajectory) -> None:
 
 def continuation_request(sample: PartialSample, request_id: Any) -> Request:
     """The request that continues ``sample`` after its last (interrupted) piece: prompt + response so far, the
-    tokens the original request had left, a seed of its own, the shared controller shown the whole response."""
+    tokens the original request had left, the same seed from the stream position after those tokens (so it samples
+    as the uninterrupted request would have), the shared controller shown the whole response."""
     prefix = [t for p in sample.pieces for t in p.response_ids]
     params = sample.item.params
     left = params.max_new_tokens - len(prefix)
     if left < 1:
         raise ValueError(f"request {request_id}: nothing left to continue ({len(prefix)} of {params.max_new_tokens} "
                          "tokens sampled)")
-    seed = None if params.seed is None else (params.seed * _SEED_MIX + len(sample.pieces)) % (1 << 62)
     prompt = list(sample.item.prompt.prompt_ids) + prefix
-    return Request(prompt, replace(params, max_new_tokens=left, seed=seed), request_id=request_id,
+    return Request(prompt, replace(params, max_new_tokens=left, seed_offset=params.seed_offset + len(prefix)),
+                   request_id=request_id,
                    controller=ContinuedController(sample.controller, prefix))
 
 

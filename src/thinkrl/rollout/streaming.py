@@ -55,6 +55,9 @@ from thinkrl.tokenizer import TextTokenizer
 logger = logging.getLogger(__name__)
 
 
+_WAKE = object()  # put on the rollout thread's queue when its admission or pause rule may have changed
+
+
 class RolloutError(RuntimeError):
     """The rollout thread failed or stopped; the trainer cannot get more data."""
 
@@ -99,7 +102,7 @@ class StreamingDriver(ResumableStream):
         self._rng = random.Random(seed)
         self._lock = threading.Lock()  # guards everything below that two threads touch, and every submission
         self._ready = threading.Condition(self._lock)
-        self._events: queue.SimpleQueue[TokenEvent | BaseException] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()  # TokenEvent, BaseException or _WAKE
         self._inflight: dict[Any, tuple[_Group, PartialSample]] = {}
         self._active: dict[int, _Group] = {}
         self._held: list[tuple[_Group, PartialSample]] = []
@@ -149,6 +152,7 @@ class StreamingDriver(ResumableStream):
         started = time.monotonic()
         with self._ready:
             self._trainer_waiting = True
+            self._events.put(_WAKE)  # a rollout paused by round_tokens resumes now, not at its next poll
             try:
                 last_tokens, last_progress = -1, started
                 while True:
@@ -169,6 +173,7 @@ class StreamingDriver(ResumableStream):
             taken = self._buffer.take(need, self._version, eta)
             self._drop_stale(taken.stale)
             self._pending_push = bool(taken.groups)  # the loop pushes after a step that trained
+            self._events.put(_WAKE)  # room in the buffer: admission reconsiders now (an idle engine sends no events)
             tally, self._tally = self._tally, _Tally.empty()
             data_metrics = self.source.metrics()
             buffered = len(self._buffer)
@@ -186,10 +191,12 @@ class StreamingDriver(ResumableStream):
             self._round_start = self._tokens
             if self._holding:
                 self._release_held()
+            self._events.put(_WAKE)  # the new version admits groups now, even with nothing in flight to wake it
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the rollout thread and abort its in-flight requests (idempotent)."""
         self._stop.set()
+        self._events.put(_WAKE)
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
         with self._lock:
@@ -240,7 +247,8 @@ class StreamingDriver(ResumableStream):
                 except queue.Empty:
                     continue
                 while True:  # every finished event before admitting: continuations reach the engine first
-                    self._handle(item)
+                    if item is not _WAKE:
+                        self._handle(item)
                     try:
                         item = self._events.get_nowait()
                     except queue.Empty:
@@ -254,8 +262,12 @@ class StreamingDriver(ResumableStream):
     def _sink(self, item: TokenEvent | BaseException) -> None:
         """Runs in the engine's thread: count tokens, pass on finished events and errors (never blocks)."""
         if isinstance(item, TokenEvent):  # finished_only: the finished event's trajectory holds the piece's tokens
+            before = self._tokens - self._round_start
             self._tokens += len(item.trajectory.response_ids if self._finished_only and item.finished
                                 else item.token_ids)
+            budget = self.rollout.round_tokens
+            if budget and before < budget <= self._tokens - self._round_start:
+                self._events.put(_WAKE)  # the round's token budget is spent: pause now, not at the next finish
             if not item.finished:
                 return
         self._events.put(item)
