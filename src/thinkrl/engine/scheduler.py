@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from thinkrl.engine.types import Request
+from thinkrl.model.length_groups import length_groups
 
 
 @dataclass
@@ -153,25 +154,6 @@ def prefill_groups(lengths: list[int], forward_cost_tokens: int) -> list[list[in
     A forward pads every row to its longest, so one long continuation among short prompts multiplies the work of
     all of them; a further forward costs about ``forward_cost_tokens`` tokens' worth of fixed overhead. Rows are
     bucketed by length (powers of two: at most 2x padding inside a bucket) and adjacent buckets merged where that
-    is cheaper: an exact minimum over the buckets of sum(forward_cost_tokens + rows x longest).
+    is cheaper: an exact minimum over the buckets of sum(forward_cost_tokens + rows x longest) (`length_groups`).
     """
-    buckets: dict[int, list[int]] = {}
-    for i, n in enumerate(lengths):
-        buckets.setdefault(max(n, 1).bit_length(), []).append(i)
-    keys = sorted(buckets)
-    longest = [max(lengths[i] for i in buckets[k]) for k in keys]
-    best = [0.0] * (len(keys) + 1)  # best[j]: cheapest cost of the first j buckets
-    cut = [0] * (len(keys) + 1)
-    for j in range(1, len(keys) + 1):
-        rows, best[j] = 0, float("inf")
-        for i in range(j, 0, -1):  # buckets i-1 .. j-1 in one forward
-            rows += len(buckets[keys[i - 1]])
-            cost = best[i - 1] + forward_cost_tokens + rows * longest[j - 1]
-            if cost < best[j]:
-                best[j], cut[j] = cost, i - 1
-    groups: list[list[int]] = []
-    j = len(keys)
-    while j > 0:
-        groups.append([i for k in keys[cut[j] : j] for i in buckets[k]])
-        j = cut[j]
-    return groups[::-1]
+    return length_groups(lengths, forward_cost_tokens)

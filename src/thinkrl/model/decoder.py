@@ -14,9 +14,10 @@ Contract:
   sync, so the engine can capture it in a CUDA graph (``thinkrl.engine.cuda_graph``).
 Out of scope: tokenization, sampling, scheduling (see ``thinkrl.engine``).
 
-Attention kernels: packed attention uses ``torch.nn.attention.varlen`` (flash)
-on CUDA when available; elsewhere it scatters q/k/v into a (S, T_max) buffer and
-runs causal SDPA, so only the attention core touches padding.
+Attention kernels: packed attention (``thinkrl.model.packed_attention``) uses
+``torch.nn.attention.varlen`` (flash) on CUDA when available; elsewhere it scatters
+q/k/v into (S, T) buffers of sequences of similar length and runs causal SDPA, so
+only the attention core touches padding.
 """
 
 from __future__ import annotations
@@ -33,72 +34,7 @@ from torch.utils.checkpoint import checkpoint
 from thinkrl.model.config import ModelConfig
 from thinkrl.model.kv_cache import CachedStep, CachedWrite, KVCache
 from thinkrl.model.layers import MoE, RMSNorm, SwiGLU, apply_rope, rope_cos_sin, rope_inverse_frequencies
-
-
-@dataclass
-class PackedLayout:
-    """Index bookkeeping for packed attention, built once per forward.
-
-    Fields:
-        cu_seqlens: (S+1,) int32 — sequence boundaries in the packed row.
-        max_seqlen: int — longest sequence.
-        pad_index: (N,) long — flat index of each packed token in a (S * max_seqlen) buffer.
-    """
-
-    cu_seqlens: torch.Tensor
-    max_seqlen: int
-    pad_index: torch.Tensor
-
-    @classmethod
-    def build(cls, cu_seqlens: torch.Tensor) -> PackedLayout:
-        lengths = cu_seqlens[1:] - cu_seqlens[:-1]
-        max_seqlen = int(lengths.max()) if lengths.numel() else 0
-        seq_of_token = torch.repeat_interleave(torch.arange(lengths.numel(), device=cu_seqlens.device), lengths)
-        offset = torch.arange(int(cu_seqlens[-1]), device=cu_seqlens.device) - cu_seqlens[:-1].long()[seq_of_token]
-        return cls(cu_seqlens.int(), max_seqlen, seq_of_token * max_seqlen + offset)
-
-    @property
-    def num_seqs(self) -> int:
-        return self.cu_seqlens.numel() - 1
-
-
-def _varlen_flash_available(x: torch.Tensor) -> bool:
-    if not x.is_cuda or x.dtype not in (torch.float16, torch.bfloat16):
-        return False
-    try:
-        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: PackedLayout,
-                     dropout_p: float = 0.0) -> torch.Tensor:
-    """Causal attention inside each packed sequence.
-
-    q: (N, H, D); k, v: (N, K, D) -> (N, H, D).
-    """
-    if dropout_p == 0.0 and _varlen_flash_available(q):
-        from torch.nn.attention.varlen import varlen_attn
-
-        cu = layout.cu_seqlens
-        if q.shape[1] != k.shape[1]:  # older torch's varlen_attn has no enable_gqa: expand K/V heads
-            group = q.shape[1] // k.shape[1]
-            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # [N, H, D]
-        return varlen_attn(q, k, v, cu, cu, layout.max_seqlen, layout.max_seqlen, window_size=(-1, 0))
-    s, t = layout.num_seqs, layout.max_seqlen
-
-    def to_padded(x: torch.Tensor) -> torch.Tensor:
-        buf = x.new_zeros(s * t, *x.shape[1:]).index_copy_(0, layout.pad_index, x)  # [S*T, heads, D]
-        return buf.view(s, t, *x.shape[1:]).transpose(1, 2)  # [S, heads, T, D]
-
-    # Right padding + causal mask: a real query never sees a padded key (they come after it).
-    out = F.scaled_dot_product_attention(
-        to_padded(q), to_padded(k), to_padded(v), is_causal=True, dropout_p=dropout_p,
-        enable_gqa=q.shape[1] != k.shape[1],
-    )  # [S, H, T, D]
-    return out.transpose(1, 2).reshape(s * t, *q.shape[1:]).index_select(0, layout.pad_index)  # [N, H, D]
-
+from thinkrl.model.packed_attention import PackedLayout, packed_attention
 
 _PREFILL_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 

@@ -53,8 +53,6 @@ from thinkrl.tasks import Problem
 from thinkrl.tokenizer import TextTokenizer
 
 logger = logging.getLogger(__name__)
-
-
 _WAKE = object()  # put on the rollout thread's queue when its admission or pause rule may have changed
 
 

@@ -65,8 +65,8 @@ def _timed(fn: Callable[[], object], clock: str, device: str, reps: int | None =
 def _op_callables(op: str, dims: tuple[int, ...], x: int, dtype: torch.dtype,
                   device: str) -> tuple[Callable[[], object], Callable[[], object]]:
     """(forward, forward + backward) of one call of ``op`` at ``dims`` and size ``x``."""
-    from thinkrl.model.decoder import PackedLayout, packed_attention
     from thinkrl.model.layers import apply_rope, rms_norm, silu_mul
+    from thinkrl.model.packed_attention import PackedLayout, packed_attention
 
     def leaf(*shape: int, kind: torch.dtype = dtype) -> torch.Tensor:
         return torch.randn(*shape, dtype=kind, device=device).requires_grad_()

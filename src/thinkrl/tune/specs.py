@@ -76,7 +76,8 @@ class WorkloadSpec(BaseModel):
         precision: "bf16": bf16 compute, fp32 master weights, gradients and Adam states (FSDP2
             MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)); "fp32": everything fp32.
         attention: "flash": a varlen flash kernel (keeps q, k, v, out and log-sum-exp); "padded_sdpa": thinkrl's
-            CPU path (scatters q/k/v into a padded (S, T_max) buffer for SDPA, keeping both copies).
+            CPU path (scatters q/k/v into padded (S, T) buffers for SDPA, keeping both copies; every sequence is
+            modelled at full length, so one buffer).
         rollout_seqs_per_engine: sequences one rollout engine (a TP group) must hold in its KV cache at once
             (full prompt + response length each); the engine runs the step's sequences in waves of this size.
             None = all of the step's sequences at once (prompts_per_step * group_size over the engines).
