@@ -9,6 +9,7 @@ sequences are split into groups of similar length (`thinkrl.model.length_groups`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -47,38 +48,51 @@ class PackedLayout:
     Fields:
         cu_seqlens: (S+1,) int32 — sequence boundaries in the packed row.
         max_seqlen: int — longest sequence.
-        groups: the padded SDPA calls (`AttentionGroup`), shortest sequences first.
-        restore: (N,) long — where each packed token's output is in the groups' outputs concatenated (None with
-            one group).
+        call_cost: `length_groups`'s cost of one more padded call.
+    The padded path's calls (`groups`, `restore`) are worked out at its first use, so the flash path never pays
+    for them.
     """
 
     cu_seqlens: torch.Tensor
     max_seqlen: int
-    groups: list[AttentionGroup]
-    restore: torch.Tensor | None
+    call_cost: float = ATTENTION_CALL_COST
 
     @classmethod
     def build(cls, cu_seqlens: torch.Tensor, call_cost: float | None = None) -> PackedLayout:
         """The layout of the packed row ``cu_seqlens`` (S+1,); ``call_cost``: `ATTENTION_CALL_COST` when None
         (read at each call: ``thinkrl bench packed-attention`` sets it to infinity for one padded call)."""
-        call_cost = ATTENTION_CALL_COST if call_cost is None else call_cost
-        device = cu_seqlens.device
-        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
-        starts = cu_seqlens[:-1].tolist()
-        split = length_groups(lengths, call_cost, power=2)
-        if len(split) <= 1:  # one call: the sequences in packed order (a merged group lists them bucket by bucket)
-            split = [list(range(len(lengths)))]
-        groups = [_group([starts[i] for i in seqs], [lengths[i] for i in seqs], device, whole=len(split) == 1)
-                  for seqs in split]
-        restore = None
-        if len(groups) > 1:
-            order = torch.cat([g.tokens for g in groups if g.tokens is not None])
-            restore = torch.empty_like(order).index_copy_(0, order, torch.arange(order.numel(), device=device))
-        return cls(cu_seqlens.int(), max(lengths, default=0), groups, restore)
+        lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+        max_seqlen = int(lengths.max()) if lengths.numel() else 0
+        return cls(cu_seqlens.int(), max_seqlen, ATTENTION_CALL_COST if call_cost is None else call_cost)
 
     @property
     def num_seqs(self) -> int:
         return self.cu_seqlens.numel() - 1
+
+    @property
+    def groups(self) -> list[AttentionGroup]:
+        """The padded SDPA calls (`AttentionGroup`), shortest sequences first."""
+        return self._padded_calls[0]
+
+    @property
+    def restore(self) -> torch.Tensor | None:
+        """(N,) long — where each packed token's output is in the groups' outputs concatenated (None: one group)."""
+        return self._padded_calls[1]
+
+    @cached_property
+    def _padded_calls(self) -> tuple[list[AttentionGroup], torch.Tensor | None]:
+        device = self.cu_seqlens.device
+        lengths = (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).tolist()
+        starts = self.cu_seqlens[:-1].tolist()
+        split = length_groups(lengths, self.call_cost, power=2)
+        if len(split) <= 1:  # one call: the sequences in packed order (a merged group lists them bucket by bucket)
+            split = [list(range(len(lengths)))]
+        groups = [_group([starts[i] for i in seqs], [lengths[i] for i in seqs], device, whole=len(split) == 1)
+                  for seqs in split]
+        if len(groups) == 1:
+            return groups, None
+        order = torch.cat([g.tokens for g in groups if g.tokens is not None])
+        return groups, torch.empty_like(order).index_copy_(0, order, torch.arange(order.numel(), device=device))
 
 
 def _group(starts: list[int], lengths: list[int], device: torch.device, whole: bool) -> AttentionGroup:

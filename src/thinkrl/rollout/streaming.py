@@ -53,7 +53,7 @@ from thinkrl.tasks import Problem
 from thinkrl.tokenizer import TextTokenizer
 
 logger = logging.getLogger(__name__)
-_WAKE = object()  # put on the rollout thread's queue when its admission or pause rule may have changed
+_WAKE = object()  # put on the rollout thread's queue (`_wake`)
 
 
 class RolloutError(RuntimeError):
@@ -109,14 +109,13 @@ class StreamingDriver(ResumableStream):
         self._tally = _Tally.empty()
         self._version = start_version
         self._pending_push = False  # a batch was taken and its update is not pushed yet
-        self._tokens = 0  # written by the engine thread only (the sink)
+        self._tokens = self._ids = 0  # tokens: written by the engine thread only (the sink); ids: the last request id
         # an engine in another process sends a pipe message per event: finished ones only (unless round_tokens)
         self._finished_only = rollout.placement == "process" and not rollout.round_tokens
         self._round_start = self._tokens_reported = 0
         self._skipped_reported = int(source.metrics().get(SKIPPED_TOTAL, 0))
         self._holding = self._trainer_waiting = self._closed = False
         self._error: BaseException | None = None
-        self._ids = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="thinkrl-rollout", daemon=True)
 
@@ -150,7 +149,7 @@ class StreamingDriver(ResumableStream):
         started = time.monotonic()
         with self._ready:
             self._trainer_waiting = True
-            self._events.put(_WAKE)  # a rollout paused by round_tokens resumes now, not at its next poll
+            self._wake()  # a rollout paused by round_tokens resumes now
             try:
                 last_tokens, last_progress = -1, started
                 while True:
@@ -171,7 +170,7 @@ class StreamingDriver(ResumableStream):
             taken = self._buffer.take(need, self._version, eta)
             self._drop_stale(taken.stale)
             self._pending_push = bool(taken.groups)  # the loop pushes after a step that trained
-            self._events.put(_WAKE)  # room in the buffer: admission reconsiders now (an idle engine sends no events)
+            self._wake()  # room in the buffer
             tally, self._tally = self._tally, _Tally.empty()
             data_metrics = self.source.metrics()
             buffered = len(self._buffer)
@@ -189,12 +188,12 @@ class StreamingDriver(ResumableStream):
             self._round_start = self._tokens
             if self._holding:
                 self._release_held()
-            self._events.put(_WAKE)  # the new version admits groups now, even with nothing in flight to wake it
+            self._wake()  # the new version admits groups
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the rollout thread and abort its in-flight requests (idempotent)."""
         self._stop.set()
-        self._events.put(_WAKE)
+        self._wake()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
         with self._lock:
@@ -203,6 +202,9 @@ class StreamingDriver(ResumableStream):
                 self.engine.abort(request_id)
             self._inflight.clear()
             self._ready.notify_all()
+
+    def _wake(self) -> None:  # admission or pausing may change: an idle engine sends no event to wake the thread
+        self._events.put(_WAKE)
 
     def _check_alive(self) -> None:
         if self._error is not None:
@@ -260,12 +262,11 @@ class StreamingDriver(ResumableStream):
     def _sink(self, item: TokenEvent | BaseException) -> None:
         """Runs in the engine's thread: count tokens, pass on finished events and errors (never blocks)."""
         if isinstance(item, TokenEvent):  # finished_only: the finished event's trajectory holds the piece's tokens
-            before = self._tokens - self._round_start
+            before, budget = self._tokens - self._round_start, self.rollout.round_tokens
             self._tokens += len(item.trajectory.response_ids if self._finished_only and item.finished
                                 else item.token_ids)
-            budget = self.rollout.round_tokens
             if budget and before < budget <= self._tokens - self._round_start:
-                self._events.put(_WAKE)  # the round's token budget is spent: pause now, not at the next finish
+                self._wake()  # the round's token budget is spent: pause now, not at the next finish
             if not item.finished:
                 return
         self._events.put(item)
