@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -37,13 +38,24 @@ def sft_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     module's ``DATA`` in ~10 s of SFT. It answers few problems right (~1% of samples at temperature 1 on the
     2-term arithmetic most modules use), so a test that needs an update at every step turns dynamic sampling off
     rather than count on a group with mixed rewards.
-    A module that defines its own ``sft_model`` fixture uses that one instead."""
+    A module that defines its own ``sft_model`` fixture uses that one instead. Modules with the same ``MICRO`` and
+    ``DATA`` share one model (training is deterministic, and the tests only read the folder)."""
+    key = json.dumps([request.module.MICRO, request.module.DATA], sort_keys=True)
+    if key not in _SFT_MODELS:
+        _SFT_MODELS[key] = _train_sft_model(request.module.MICRO, request.module.DATA,
+                                            tmp_path_factory.mktemp("sft"))
+    return _SFT_MODELS[key]
+
+
+_SFT_MODELS: dict[str, Path] = {}  # json of (MICRO, DATA) -> the trained folder, for the whole session
+
+
+def _train_sft_model(micro: dict, data: dict, out: Path) -> Path:
     from thinkrl.train.config import SFTRecipe, validate_recipe
     from thinkrl.train.sft import run_sft
 
-    out = tmp_path_factory.mktemp("sft")
     recipe = validate_recipe({
-        "name": "micro-sft", "model": {"init": request.module.MICRO, "device": "cpu"}, "data": request.module.DATA,
+        "name": "micro-sft", "model": {"init": micro, "device": "cpu"}, "data": data,
         "epochs": 12, "optim": {"lr": 3e-3, "warmup_steps": 5},
         "trainer": {"micro_batch_tokens": 384, "save_every": 0, "output_dir": str(out), "log_every": 5},
     }, SFTRecipe)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import importlib
 import os
 import signal
@@ -130,7 +131,7 @@ def _interrupts() -> Iterator[list[signal.Signals]]:
         wake.wait()
         if caught:
             time.sleep(FORCE_EXIT_S)
-            _force_exit(caught[0], f"{FORCE_EXIT_S:g} s ago")
+            _force_exit(caught[0], f"{FORCE_EXIT_S:g} s ago", where=True)
 
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     previous = {sig: old for sig, old in previous.items() if old in (signal.default_int_handler, signal.SIG_DFL)}
@@ -145,11 +146,15 @@ def _interrupts() -> Iterator[list[signal.Signals]]:
         wake.set()  # without a signal, the watchdog ends now; after one, it still bounds the exit
 
 
-def _force_exit(signum: int, when: str) -> None:
-    """End the process now (from any thread), saying so: the cleanup after an interrupt did not end it."""
+def _force_exit(signum: int, when: str, where: bool = False) -> None:
+    """End the process now (from any thread), saying so: the cleanup after an interrupt did not end it. ``where``:
+    also print every thread's stack (what the cleanup was stuck on)."""
     with contextlib.suppress(OSError, ValueError):
         print(f"thinkrl: {signal.Signals(signum).name} {when}: exiting without waiting for the cleanup",
               file=sys.stderr, flush=True)
+        if where:
+            print("thinkrl: where each thread was:", file=sys.stderr, flush=True)
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
     os._exit(128 + signum)
 
 

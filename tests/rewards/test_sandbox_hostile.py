@@ -106,6 +106,16 @@ def test_memory_bomb(limits, code):
     assert result.status is Status.MEMORY, (result.status, result.reason)
 
 
+def test_a_program_that_fills_memory_to_the_last_byte_is_reported_as_out_of_memory(limits):
+    """Allocations halving down to 16 bytes leave no headroom: the runner's own report of the MemoryError (it imports
+    json and traceback) must still get out, so the reason is the program's error, not the stderr fallback's."""
+    code = ("hold = []\nsize = 16 << 20\nwhile size >= 16:\n    try:\n        hold.append(bytearray(size))\n"
+            "    except MemoryError:\n        size //= 2\nraise MemoryError('full')\n")
+    result = run_hostile(code, limits, timeout_s=10.0)
+    assert result.status is Status.MEMORY, (result.status, result.reason)
+    assert result.reason == "MemoryError: full"
+
+
 def test_infinite_loop_with_children_kills_the_group(limits, marker):
     code = (f"import subprocess, sys\nfor _ in range(3):\n"
             f"    subprocess.Popen([sys.executable, '-c', 'while True: pass', '{marker}'])\nwhile True:\n    pass\n")

@@ -27,6 +27,10 @@ import time
 from importlib.util import module_from_spec, spec_from_file_location
 
 SOLUTION_NAME = "solution.py"
+# Address space held back from the program and handed back when it runs out of memory, so that reporting the
+# MemoryError (importing json and traceback, formatting) does not itself fail at the limit.
+_RESERVE_BYTES = 8 << 20
+_reserve = []
 
 
 def _send(fd, record):
@@ -57,7 +61,21 @@ def _describe(exc):
     return (f"{type(exc).__name__}: {message}" if message else type(exc).__name__)[:500]
 
 
+def _release_reserve():
+    _reserve.clear()
+
+
+def _hold_reserve():
+    try:
+        if not _reserve:
+            _reserve.append(bytearray(_RESERVE_BYTES))
+    except MemoryError:  # still at the limit: the next report goes without it
+        pass
+
+
 def _report_error(fd, exc, i=None, **extra):
+    if isinstance(exc, MemoryError):
+        _release_reserve()
     _send(fd, {"event": "error", "i": i, "error": _describe(exc), "memory": isinstance(exc, MemoryError), **extra})
 
 
@@ -131,6 +149,8 @@ def _run_calls(path, config, fd):
             value = target(*inputs[i])
         except BaseException as exc:  # noqa: BLE001
             _report_error(fd, exc, i, wall_s=time.perf_counter() - start)
+            del exc
+            _hold_reserve()
             continue
         wall_s = time.perf_counter() - start
         try:
@@ -189,6 +209,7 @@ def main():
     if config.get("parent_pid") is not None:
         _reap_group_after_death()
         _die_with_parent(config["parent_pid"])
+    _hold_reserve()
     _apply_rlimits(config["rlimits"])
     path = os.path.join(os.path.dirname(os.path.abspath(sys.argv[1])), SOLUTION_NAME)
     if config["mode"] == "call":
