@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
+from cli_runner import run_thinkrl
 from thinkrl.model import ModelConfig, build_model, save_pretrained
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,8 +22,7 @@ UNKNOWN_TASK = '{"task": "chess", "id": "ab", "prompt": "p", "ground_truth": {"a
 
 
 def thinkrl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "thinkrl.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+    return run_thinkrl(*args, cwd=cwd, timeout=300)
 
 
 def refused(proc: subprocess.CompletedProcess[str], command: str) -> str:

@@ -3,13 +3,12 @@ the new place of each moved key (at load, in an override and at the command line
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cli_runner import run_thinkrl
 from thinkrl.experiments.ablate import build_cells, check_recipes, load_grid
 from thinkrl.experiments.learning_config import LearningConfig, load_learning_config
 from thinkrl.train.config import MOVED_KEYS, RLRecipe, SFTRecipe, load_recipe
@@ -67,17 +66,15 @@ def test_old_layout_is_refused_with_the_new_place_of_each_key(tmp_path: Path) ->
 
 
 def test_old_key_at_the_command_line_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "thinkrl.cli", "train", str(RECIPES / "tiny_dapo.yaml"),
-                           "algorithm.group_size=4"], capture_output=True, text=True, cwd=tmp_path)
+    proc = run_thinkrl("train", str(RECIPES / "tiny_dapo.yaml"), "algorithm.group_size=4", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert "algorithm.group_size moved to rollout.group_size" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
 
 
 def test_several_bad_values_at_the_command_line_are_one_line_naming_each(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "thinkrl.cli", "train", str(RECIPES / "tiny_dapo.yaml"),
-                           "sampling.admit_batch=999", "rollout.group_size=0"], capture_output=True, text=True,
-                          cwd=tmp_path)
+    proc = run_thinkrl("train", str(RECIPES / "tiny_dapo.yaml"), "sampling.admit_batch=999", "rollout.group_size=0",
+                       cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "(2 problems): sampling: admit_batch (999) must be at most num_slots" in proc.stderr

@@ -5,16 +5,17 @@ pipeline's fill is excluded by default (eta + 1 unmeasured steps). The speed fig
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from cli_runner import run_thinkrl
 
 
 def test_a_tiny_run_measures_each_mode_after_its_pipeline_fill(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    subprocess.run([sys.executable, "-m", "thinkrl.cli", "bench", "streaming", "--steps", "2", "--rounds", "1",
-                    "--modes", "sync,stream_eta1,stream_eta2", "--short-len", "4", "--prompts", "2", "--group", "2",
-                    "--slots", "8", "--out", str(out)], check=True, timeout=600, capture_output=True)
+    done = run_thinkrl("bench", "streaming", "--steps", "2", "--rounds", "1", "--modes", "sync,stream_eta1,stream_eta2",
+                       "--short-len", "4", "--prompts", "2", "--group", "2", "--slots", "8", "--out", str(out),
+                       timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads(out.read_text())
     assert record["warmup_steps"] == {"sync": 1, "stream_eta1": 2, "stream_eta2": 3}
     for mode in ("sync", "stream_eta1", "stream_eta2"):
@@ -25,6 +26,5 @@ def test_a_tiny_run_measures_each_mode_after_its_pipeline_fill(tmp_path: Path) -
 
 
 def test_too_few_slots_is_a_clear_error() -> None:
-    done = subprocess.run([sys.executable, "-m", "thinkrl.cli", "bench", "streaming", "--slots", "4"],
-                          capture_output=True, text=True, timeout=120)
+    done = run_thinkrl("bench", "streaming", "--slots", "4", timeout=120)
     assert done.returncode == 2 and "--slots must be at least 5" in done.stderr

@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+from cli_runner import run_thinkrl
 from thinkrl.model import ModelConfig, build_model, save_pretrained
 
 
 def test_generate_cli_prints_reasoning_and_answer(tmp_path):
     save_pretrained(build_model(ModelConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                             num_attention_heads=2, num_key_value_heads=1), seed=0), tmp_path)
-    base = [sys.executable, "-m", "thinkrl.cli", "generate", "--model", str(tmp_path), "--max-new-tokens", "12"]
-    proc = subprocess.run([*base, "--prompt", "Compute 1+2.", "--prompt", "Compute 3*4.", "--json",
-                           "--thinking-budget", "64"], capture_output=True, text=True, timeout=120)
+    base = ["generate", "--model", str(tmp_path), "--max-new-tokens", "12"]
+    proc = run_thinkrl(*base, "--prompt", "Compute 1+2.", "--prompt", "Compute 3*4.", "--json", "--thinking-budget",
+                       "64", timeout=120)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["prompt"] for r in rows] == ["Compute 1+2.", "Compute 3*4."]
     assert all(r["finish_reason"] in ("stop", "length") and 1 <= r["num_tokens"] <= 12 for r in rows)
-    text = subprocess.run([*base, "--prompt", "hi"], capture_output=True, text=True, timeout=120)
+    text = run_thinkrl(*base, "--prompt", "hi", timeout=120)
     assert text.returncode == 0 and "### reasoning" in text.stdout and "### answer" in text.stdout
-    bad = subprocess.run([*base[:-4], "--model", str(tmp_path / "missing"), "--prompt", "x"],
-                         capture_output=True, text=True, timeout=120)
+    bad = run_thinkrl(*base[:-4], "--model", str(tmp_path / "missing"), "--prompt", "x", timeout=120)
     assert bad.returncode != 0 and "does not exist" in bad.stderr
 
 
@@ -43,12 +41,12 @@ def test_generate_cli_enforces_the_thinking_budget(tmp_path):
     shutil.copytree(BUILTIN_DIR, tmp_path / "tok")
     (tmp_path / "tok" / "chat_template.jinja").write_text(
         builtin.chat_template + "{% if add_generation_prompt %}" + builtin.think_tags.open + "{% endif %}")
-    base = [sys.executable, "-m", "thinkrl.cli", "generate", "--model", str(tmp_path / "m"), "--tokenizer",
+    base = ["generate", "--model", str(tmp_path / "m"), "--tokenizer",
             str(tmp_path / "tok"), "--max-new-tokens", "60", "--json", "--prompt", "Compute 1+2.",
             "--thinking-budget", "3"]
 
     def run(*extra: str) -> dict:
-        proc = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=120)
+        proc = run_thinkrl(*base, *extra, timeout=120)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 
@@ -58,7 +56,7 @@ def test_generate_cli_enforces_the_thinking_budget(tmp_path):
     assert len(builtin.encode(enforced["reasoning_content"])) <= 3, enforced
     assert enforced["num_tokens"] > 3 and enforced["content"], enforced
     assert stated["finish_reason"] == "length" and len(builtin.encode(stated["reasoning_content"])) > 30, stated
-    bad = subprocess.run([*base[:-1], "-5"], capture_output=True, text=True, timeout=120)
+    bad = run_thinkrl(*base[:-1], "-5", timeout=120)
     assert bad.returncode == 2 and "thinking_budget" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -74,7 +72,6 @@ def test_generate_cli_enforces_the_thinking_budget(tmp_path):
 def test_generate_cli_refuses_sampling_options_that_cannot_work(tmp_path, flags, message):
     save_pretrained(build_model(ModelConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                             num_attention_heads=2, num_key_value_heads=1), seed=0), tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "thinkrl.cli", "generate", "--model", str(tmp_path), "--prompt", "x",
-                           *flags], capture_output=True, text=True, timeout=120)
+    proc = run_thinkrl("generate", "--model", str(tmp_path), "--prompt", "x", *flags, timeout=120)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

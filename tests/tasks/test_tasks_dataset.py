@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from cli_runner import run_thinkrl
 from thinkrl.tasks import TASKS, get_task
 from thinkrl.tasks.dataset import generate_dataset, read_jsonl, split_of, write_jsonl
 
@@ -119,9 +119,7 @@ def test_malformed_lines_name_file_line_and_field(tmp_path: Path, line: str, mes
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "thinkrl.cli", "data", *args], capture_output=True, text=True, timeout=60
-    )
+    return run_thinkrl("data", *args, timeout=60)
 
 
 def test_cli_writes_valid_jsonl(tmp_path: Path) -> None:

@@ -4,12 +4,11 @@ Multi-rank runs with a layout: test_tensor_parallel."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from cli_runner import run_thinkrl
 from thinkrl.train.common import prepare_run
 from thinkrl.train.config import SFTRecipe, load_recipe
 from thinkrl.train.layout import layout_overrides, overrides_from_layout
@@ -69,7 +68,6 @@ def test_what_the_trainer_cannot_run_is_refused(layout: ParallelLayout, world_si
 
 def test_cli_refuses_a_multi_rank_layout_in_one_line(tmp_path: Path) -> None:
     path = save_layout(ParallelLayout(fsdp=4, micro_batch_tokens=4096), tmp_path / "layout.yaml")
-    proc = subprocess.run([sys.executable, "-m", "thinkrl.cli", "train", str(RECIPES / "tiny_dapo.yaml"),
-                           "--layout", str(path)], capture_output=True, text=True, cwd=tmp_path)
+    proc = run_thinkrl("train", str(RECIPES / "tiny_dapo.yaml"), "--layout", str(path), cwd=tmp_path)
     assert proc.returncode == 2 and "runs on 4 rank(s) with FSDP2" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

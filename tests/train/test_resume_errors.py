@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from cli_runner import run_thinkrl
 
 MODEL = {"architectures": "SeedOssForCausalLM", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
          "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 256}
@@ -19,8 +20,7 @@ DATA = {"task": "arithmetic", "num_train": 40, "num_test": 4, "seed": 0,
 
 
 def thinkrl(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "thinkrl.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
+    return run_thinkrl(*map(str, args), cwd=cwd, timeout=600)
 
 
 def refused(proc: subprocess.CompletedProcess[str], command: str) -> str:

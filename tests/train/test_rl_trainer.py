@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from cli_runner import run_thinkrl
 from thinkrl.model import load_pretrained
 from thinkrl.rl import ALGORITHM_PRESETS
 from thinkrl.train.config import RLRecipe, validate_recipe
@@ -91,12 +90,10 @@ def test_non_finite_loss_stops_before_the_weights_change(sft_model):
 
 def test_bad_recipe_key_is_named_before_any_work(tmp_path):
     recipe = Path(__file__).resolve().parents[2] / "recipes" / "tiny_dapo.yaml"
-    proc = subprocess.run([sys.executable, "-m", "thinkrl.cli", "train", str(recipe), "algorithm.eps_hihg=0.3"],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = run_thinkrl("train", str(recipe), "algorithm.eps_hihg=0.3", cwd=tmp_path)
     assert proc.returncode != 0
     assert "eps_hihg" in proc.stderr and not (tmp_path / "runs").exists()
-    proc = subprocess.run([sys.executable, "-m", "thinkrl.cli", "train", str(recipe), "algorithm.eps_low=2"],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = run_thinkrl("train", str(recipe), "algorithm.eps_low=2", cwd=tmp_path)
     assert proc.returncode != 0 and "algorithm.eps_low" in proc.stderr
 
 

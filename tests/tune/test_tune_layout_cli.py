@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+from cli_runner import run_thinkrl
 from thinkrl.cli import main
 from thinkrl.tune import ParallelLayout, load_layout, save_layout
 
-CLI = [sys.executable, "-m", "thinkrl.cli", "tune"]
+CLI = ["tune"]
 
 
 def test_layout_round_trip(tmp_path):
@@ -50,9 +49,8 @@ def test_text_output_ranks_and_explains(capsys):
 
 def test_json_output_and_layout_file(tmp_path):
     out_file = tmp_path / "layout.yaml"
-    proc = subprocess.run([*CLI, "--model", "moe-200b-a20b", "--gpus", "64", "--json", "--out", str(out_file),
-                           "--recompute", "full", "--micro-batch-tokens", "9216,36864", "--trainer", "full"],
-                          capture_output=True, text=True, timeout=120)
+    proc = run_thinkrl(*CLI, "--model", "moe-200b-a20b", "--gpus", "64", "--json", "--out", str(out_file),
+                       "--recompute", "full", "--micro-batch-tokens", "9216,36864", "--trainer", "full", timeout=120)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["model"]["total_params"] > 1.9e11 and data["cluster"]["num_gpus"] == 64
@@ -81,7 +79,7 @@ def test_bad_input_is_one_line_and_exit_2(args, fragment, capsys):
 def test_unsupported_architecture_exits_2_in_a_real_process(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "n_embd": 8}))
-    proc = subprocess.run([*CLI, "--model", str(path)], capture_output=True, text=True, timeout=120)
+    proc = run_thinkrl(*CLI, "--model", str(path), timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert "architecture 'GPT2LMHeadModel' is not supported" in proc.stderr
 

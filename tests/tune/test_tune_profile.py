@@ -6,11 +6,10 @@ gloo processes); with tp linears in the profile a tp step is priced from them, b
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+from cli_runner import run_thinkrl
 from thinkrl.tune import ClusterSpec, ParallelLayout, TrainerSpec, WorkloadSpec, estimate_time, read_hf_config
 from thinkrl.tune.memory import resident_params
 from thinkrl.tune.profile import MachineProfile, OpCurve, layout_ops, load_profile, profiled_time
@@ -155,8 +154,7 @@ def test_a_malformed_profile_is_one_line_and_exit_2(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
         load_profile(path)
-    proc = subprocess.run([sys.executable, "-m", "thinkrl", "tune", "--model", "seed-oss-36b", "--gpus", "8",
-                           "--profile", str(path)], capture_output=True, text=True, timeout=120)
+    proc = run_thinkrl("tune", "--model", "seed-oss-36b", "--gpus", "8", "--profile", str(path), timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and str(path) in proc.stderr and message in proc.stderr
 
@@ -195,6 +193,5 @@ def test_an_moe_layer_is_one_profiled_op_unless_tp_or_ep_split_it():
 
 
 def test_profile_without_out_is_one_line_and_exit_2():
-    proc = subprocess.run([sys.executable, "-m", "thinkrl", "tune", "profile", "--model", "seed-oss-36b"],
-                          capture_output=True, text=True, timeout=120)
+    proc = run_thinkrl("tune", "profile", "--model", "seed-oss-36b", timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--out" in proc.stderr
