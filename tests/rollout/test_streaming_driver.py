@@ -4,6 +4,8 @@ every failure reaches the trainer as an error instead of a hang."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -288,6 +290,40 @@ def test_a_failed_weight_push_raises_and_the_run_can_still_close(loop: EngineLoo
     finally:
         driver.close()
     assert not driver._thread.is_alive() and loop.is_running
+
+
+def test_ctrl_c_while_the_trainer_waits_for_the_lock_leaves_the_lock_to_its_holder(loop: EngineLoop) -> None:
+    """Ctrl-C reaches the trainer while it waits to re-acquire the driver's lock (its wait for a batch timed out and
+    the rollout side holds the lock). Over a plain Lock, the KeyboardInterrupt left the wait without the lock and
+    the trainer's ``with`` released the holder's lock: two threads in the critical section, and the holder's own
+    release failing ("release unlocked lock"). The interrupt must come after the lock is the trainer's again."""
+    driver = _driver(loop, prompts_per_step=1000)  # never ready: the trainer waits in poll_s turns
+    holder_errors: list[BaseException] = []
+    signalled: list[bool] = []
+
+    def hold() -> None:  # as the rollout thread does around a submission, while the trainer waits for a batch
+        time.sleep(0.2)
+        try:
+            with driver._lock:
+                time.sleep(0.3)  # the trainer's 0.05 s wait times out: it waits to re-acquire the lock
+                signalled.append(True)
+                os.kill(os.getpid(), signal.SIGINT)  # (delivered to the main thread, the trainer)
+                time.sleep(0.5)
+        except BaseException as error:  # noqa: BLE001 - what the test looks for
+            holder_errors.append(error)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            driver.next_batch(1)
+        holder.join(WAIT_S)
+    finally:
+        driver.close()
+    assert signalled == [True]
+    assert holder_errors == []
+    assert driver._lock.acquire(blocking=False)  # free again: nobody holds it (and nobody released it twice)
+    driver._lock.release()
 
 
 def test_a_stopped_engine_fails_the_waiting_trainer(loop: EngineLoop) -> None:

@@ -98,7 +98,7 @@ class StreamingDriver(ResumableStream):
         self.rollout, self.sampling, self.reward = rollout, sampling, reward
         self.stall_timeout_s, self.poll_s = stall_timeout_s, poll_s
         self._rng = random.Random(seed)
-        self._lock = threading.Lock()  # guards everything below that two threads touch, and every submission
+        self._lock = threading.RLock()  # shared state, submissions; RLock: Ctrl-C in a wait can't free another's hold
         self._ready = threading.Condition(self._lock)
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()  # TokenEvent, BaseException or _WAKE
         self._inflight: dict[Any, tuple[_Group, PartialSample]] = {}
