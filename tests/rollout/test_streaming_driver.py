@@ -313,12 +313,15 @@ def test_ctrl_c_while_the_trainer_waits_for_the_lock_leaves_the_lock_to_its_hold
             holder_errors.append(error)
 
     holder = threading.Thread(target=hold)
+    fail_safe = threading.Timer(WAIT_S, driver.close)  # no SIGINT delivered: next_batch ends with RolloutError
     holder.start()
+    fail_safe.start()
     try:
         with pytest.raises(KeyboardInterrupt):
             driver.next_batch(1)
         holder.join(WAIT_S)
     finally:
+        fail_safe.cancel()
         driver.close()
     assert signalled == [True]
     assert holder_errors == []
