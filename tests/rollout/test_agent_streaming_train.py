@@ -129,7 +129,7 @@ def test_ctrl_c_ends_a_streaming_agent_run_with_its_rollout_process(fitted, tmp_
 @pytest.mark.slow
 def test_ctrl_c_at_random_points_of_agent_streaming_runs(fitted, tmp_path, wait_for_step) -> None:
     """The test above at 30 points in time (0-3 s after step 2, seeded): a cleanup that hangs once in a while (seen
-    once in CI, 2026-12-05) fails here with each thread's stack. ~8 minutes: ``pytest -m slow -k random_points``."""
+    once in CI, 2026-12-05) fails here with each thread's stack. ~6 minutes: ``pytest -m slow -k random_points``."""
     rng = random.Random(0)
     for trial in range(30):
         folder = tmp_path / f"trial-{trial}"
