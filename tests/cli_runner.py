@@ -119,7 +119,8 @@ def _communicate(stdin_w: int, stdout_r: int, stderr_r: int, text: str | None,
 def _start_zygote() -> dict[str, Any]:
     if "proc" in _zygote and _zygote["proc"].poll() is None:
         return _zygote
-    folder = tempfile.mkdtemp(prefix="thinkrl-zygote-")
+    # /tmp where there is one: a Unix socket's path must stay under ~100 bytes, whatever TMPDIR is
+    folder = tempfile.mkdtemp(prefix="thinkrl-zygote-", dir="/tmp" if os.path.isdir("/tmp") else None)
     path = os.path.join(folder, "socket")
     proc = subprocess.Popen([sys.executable, __file__, path], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n", "the CLI zygote did not start"
