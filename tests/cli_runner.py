@@ -47,8 +47,7 @@ def run_thinkrl(*args: str, cwd: str | Path | None = None, env: dict[str, str] |
     env = dict(os.environ if env is None else env)
     cwd = os.getcwd() if cwd is None else cwd
     if not _forkable(env):
-        return subprocess.run([sys.executable, "-m", "thinkrl.cli", *args], capture_output=True, text=True,
-                              cwd=cwd, env=env, timeout=timeout, input=input)
+        return run_plain(*args, cwd=cwd, env=env, timeout=timeout, input=input)
     zygote = _start_zygote()
     stdin_r, stdin_w = os.pipe()
     stdout_r, stdout_w = os.pipe()
@@ -69,6 +68,13 @@ def run_thinkrl(*args: str, cwd: str | Path | None = None, env: dict[str, str] |
             raise subprocess.TimeoutExpired(["thinkrl", *args], timeout) from expired
         status = int(json.loads(replies.readline())["returncode"])
     return subprocess.CompletedProcess(["thinkrl", *args], status, stdout, stderr)
+
+
+def run_plain(*args: str, cwd: str | Path | None = None, env: dict[str, str] | None = None, timeout: float = 300.0,
+              input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The same command as a plain ``python -m thinkrl.cli`` subprocess (what `run_thinkrl` stands for)."""
+    return subprocess.run([sys.executable, "-m", "thinkrl.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=timeout, input=input)
 
 
 def _forkable(env: dict[str, str]) -> bool:
@@ -170,7 +176,10 @@ def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
     size = int.from_bytes(data[:8], "big")
     while len(data) < 8 + size:
-        data += conn.recv(1 << 20)
+        chunk = conn.recv(1 << 20)
+        if not chunk:
+            raise EOFError("the request ended early")
+        data += chunk
     return json.loads(data[8 : 8 + size]), fds
 
 

@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from cli_runner import run_thinkrl
+from cli_runner import run_plain, run_thinkrl
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny_dapo.yaml"
-
-
-def _plain(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "thinkrl.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=300)
 
 
 @pytest.mark.parametrize("args", [
@@ -27,7 +21,7 @@ def _plain(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproce
     ("generate", "--model", "no-such-folder", "--prompt", "hi"),
 ], ids=["refusal", "help", "stdout", "missing-model"])
 def test_a_forked_command_prints_and_exits_as_a_plain_one(args: tuple[str, ...], tmp_path: Path) -> None:
-    forked, plain = run_thinkrl(*args, cwd=tmp_path), _plain(*args, cwd=tmp_path)
+    forked, plain = run_thinkrl(*args, cwd=tmp_path), run_plain(*args, cwd=tmp_path)
     assert (forked.returncode, forked.stdout, forked.stderr) == (plain.returncode, plain.stdout, plain.stderr)
     assert forked.stdout or forked.stderr  # (each case says something)
 
@@ -36,7 +30,7 @@ def test_a_forked_command_runs_in_its_folder_and_environment(tmp_path: Path) -> 
     (tmp_path / "a").mkdir()
     env = {**os.environ, "THINKRL_TEST_MARKER": "1"}
     forked = run_thinkrl("data", "arithmetic", "--n", "2", "--out", "rel.jsonl", cwd=tmp_path / "a", env=env)
-    plain = _plain("data", "arithmetic", "--n", "2", "--out", "plain.jsonl", cwd=tmp_path / "a", env=env)
+    plain = run_plain("data", "arithmetic", "--n", "2", "--out", "plain.jsonl", cwd=tmp_path / "a", env=env)
     assert forked.returncode == plain.returncode == 0, forked.stderr
     assert (tmp_path / "a" / "rel.jsonl").read_text() == (tmp_path / "a" / "plain.jsonl").read_text() != ""
 

@@ -61,10 +61,6 @@ def _describe(exc):
     return (f"{type(exc).__name__}: {message}" if message else type(exc).__name__)[:500]
 
 
-def _release_reserve():
-    _reserve.clear()
-
-
 def _hold_reserve():
     try:
         if not _reserve:
@@ -75,7 +71,7 @@ def _hold_reserve():
 
 def _report_error(fd, exc, i=None, **extra):
     if isinstance(exc, MemoryError):
-        _release_reserve()
+        _reserve.clear()
     _send(fd, {"event": "error", "i": i, "error": _describe(exc), "memory": isinstance(exc, MemoryError), **extra})
 
 

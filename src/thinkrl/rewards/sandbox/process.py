@@ -267,10 +267,7 @@ def _classify(iso: Isolation, limits: SandboxLimits, exited: bool, streams: _Str
     errors = [e for e in events if e["event"] == "error" and e.get("i") is None]
     error = str(errors[-1].get("error", ""))[:500] if errors else ""
     stderr_tail = streams.err[-4096:].decode("utf-8", "replace")
-    last_line = next((ln.strip() for ln in reversed(stderr_tail.splitlines()) if ln.strip()), "")
-    # An uncaught MemoryError ends stderr with its bare name (the runner ran out of memory reporting it).
-    out_of_memory = (errors and errors[-1].get("memory")) or last_line == "MemoryError"
-    if rc != 0 and (out_of_memory or "Cannot allocate memory" in stderr_tail):
+    if rc != 0 and ((errors and errors[-1].get("memory")) or "Cannot allocate memory" in stderr_tail):
         return Status.MEMORY, error or "out of memory", exit_code
     if sig:
         return Status.RUNTIME_ERROR, f"killed by {_signal_name(sig)}", exit_code
