@@ -93,9 +93,12 @@ def test_thinkrl_train_streams_multi_turn_dapo_and_the_reward_rises(fitted, tmp_
     assert evals[20] > evals[0] + 0.1, evals
 
 
-def _interrupt(proc: subprocess.Popen, run: Path, wait_for_step, delay_s: float = 0.0) -> None:
-    """SIGINT ``delay_s`` after step 2 is logged; the run must end on its own (the loop's cleanup, no forced exit)
-    and leave no child behind."""
+def _interrupt(folder: Path, fitted, wait_for_step, delay_s: float = 0.0) -> None:
+    """Start a long run with its engine in a rollout process and SIGINT it ``delay_s`` after step 2 is logged; the
+    run must end on its own (the loop's cleanup, no forced exit) and leave no child behind."""
+    run = folder / "run"
+    proc = _train(_recipe_file(folder, fitted, steps=1000, **{"rollout.placement": "process",
+                                                              "trainer.eval_every": 0}))
     try:
         wait_for_step(proc, run, 2)
         children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True)
@@ -121,9 +124,7 @@ def _interrupt(proc: subprocess.Popen, run: Path, wait_for_step, delay_s: float 
 def test_ctrl_c_ends_a_streaming_agent_run_with_its_rollout_process(fitted, tmp_path, wait_for_step) -> None:
     """SIGINT to a real `thinkrl train` (engine in a child process, ``rollout.placement: process``) mid-run: it ends
     within seconds and leaves no process behind."""
-    proc = _train(_recipe_file(tmp_path, fitted, steps=1000, **{"rollout.placement": "process",
-                                                                "trainer.eval_every": 0}))
-    _interrupt(proc, tmp_path / "run", wait_for_step)
+    _interrupt(tmp_path, fitted, wait_for_step)
 
 
 @pytest.mark.slow
@@ -134,6 +135,4 @@ def test_ctrl_c_at_random_points_of_agent_streaming_runs(fitted, tmp_path, wait_
     for trial in range(30):
         folder = tmp_path / f"trial-{trial}"
         folder.mkdir()
-        proc = _train(_recipe_file(folder, fitted, steps=1000, **{"rollout.placement": "process",
-                                                                  "trainer.eval_every": 0}))
-        _interrupt(proc, folder / "run", wait_for_step, delay_s=rng.uniform(0.0, 3.0))
+        _interrupt(folder, fitted, wait_for_step, delay_s=rng.uniform(0.0, 3.0))
