@@ -69,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             if caught and not args.traceback:  # whatever a library made of the interrupt: one line
                 print(f"thinkrl {args.command}: interrupted ({caught[0].name})", file=sys.stderr)
                 return 128 + caught[0]
-            status = _reported(error, args)
-            if status is None:
+            reported = _reported(error, args)
+            if reported is None:
                 raise
-            return status
+            return reported
 
 
 def _reported(error: BaseException, args: argparse.Namespace) -> int | None:

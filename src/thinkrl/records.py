@@ -49,9 +49,9 @@ class Trajectory:
         response_ids: generated token ids (R,), stop token included when sampled.
         logprobs: behaviour-policy log-probability of each response token (R,); 0 for forced tokens.
         response_mask: per response token, True if it was sampled by the policy (enters the loss) and False if it
-            was forced (e.g. inserted by the thinking-budget controller) (R,).
+            was forced (e.g. inserted by the thinking-budget controller) (R,); left empty: every token sampled.
         token_versions: per response token, the version of the engine's weights that produced it (R,). A
-            response sampled across a weight update carries two versions.
+            response sampled across a weight update carries two versions. Left empty: version 0 throughout.
         finish_reason: "stop" (stop token/string), "length" (max new tokens), "budget" (forced end of thinking),
             "abort" (aborted), "error" (the request failed; see ``error``).
         text: decoded response text.
@@ -75,8 +75,8 @@ class Trajectory:
     response_ids: list[int]
     logprobs: list[float]
     finish_reason: FinishReason = "stop"
-    response_mask: list[bool] | None = None
-    token_versions: list[int] | None = None
+    response_mask: list[bool] = field(default_factory=list)
+    token_versions: list[int] = field(default_factory=list)
     text: str = ""
     error: str | None = None
     problem: Problem | None = None
@@ -94,11 +94,11 @@ class Trajectory:
         n = len(self.response_ids)
         if len(self.logprobs) != n:
             raise ValueError(f"logprobs has {len(self.logprobs)} entries but response_ids has {n}")
-        if self.response_mask is None:
+        if not self.response_mask:
             self.response_mask = [True] * n
         elif len(self.response_mask) != n:
             raise ValueError(f"response_mask has {len(self.response_mask)} entries but response_ids has {n}")
-        if self.token_versions is None:
+        if not self.token_versions:
             self.token_versions = [0] * n
         elif len(self.token_versions) != n:
             raise ValueError(f"token_versions has {len(self.token_versions)} entries but response_ids has {n}")
@@ -111,4 +111,4 @@ class Trajectory:
     def policy_version(self) -> int:
         """The oldest weight version that produced a token of this response (0 for an empty response): what
         staleness is measured from."""
-        return min(self.token_versions, default=0)  # type: ignore[type-var]
+        return min(self.token_versions) if self.token_versions else 0

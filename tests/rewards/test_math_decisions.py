@@ -3,6 +3,7 @@ r"""Decisions on answers a new user found ambiguous (docs/rewards_math.md, "Deci
 import pytest
 
 from thinkrl.rewards.math import extract_answer, extract_reference, score_answer
+from thinkrl.rewards.math.score import CORRECT, WRONG_VALUE
 
 
 def _correct(response: str, reference: str) -> bool:
@@ -152,3 +153,12 @@ def test_matrix_arithmetic(answer: str, reference: str, correct: bool) -> None:
 ])
 def test_absolute_value_bounds_describe_both_signs(answer: str, reference: str, correct: bool) -> None:
     assert _correct(rf"\boxed{{{answer}}}", reference) is correct
+
+
+@pytest.mark.parametrize(("answer", "correct"), [
+    ("|x| < 1 or |x| > 3", True),  # |x| > 3 is a union of two intervals: three disjoint parts in all
+    ("|x| > 3, x < 1", False),  # overlapping parts (could mean "and"): a wrong value, not a checker error
+])
+def test_list_of_absolute_value_inequalities_against_a_union(answer: str, correct: bool) -> None:
+    verdict = score_answer(rf"\boxed{{{answer}}}", r"(-\infty, -3) \cup (-1, 1) \cup (3, \infty)")
+    assert (verdict.correct, verdict.reason) == (correct, CORRECT if correct else WRONG_VALUE)

@@ -134,6 +134,18 @@ def test_replace_and_to() -> None:
     assert moved.returns is None and moved.max_seqlen == batch.max_seqlen
 
 
+def test_to_keeps_every_field() -> None:
+    values = [[1.0, 2.0], [3.0, 4.0, 5.0], [6.0]]
+    batch = pack_trajectories(trajs(), values, returns=values, old_values=values, ref_logprobs=values)
+    batch = dataclasses.replace(batch, behaviour_logprobs=batch.old_logprobs + 1.0)
+    assert all(getattr(batch, f.name) is not None for f in dataclasses.fields(PackedBatch))
+    assert_batches_equal(batch.to("cpu"), batch)
+    moved = batch.to("meta")
+    for field in dataclasses.fields(PackedBatch):
+        value = getattr(moved, field.name)
+        assert value.device.type == "meta" if isinstance(value, torch.Tensor) else value == batch.max_seqlen
+
+
 def test_pack_sft_examples() -> None:
     batch = pack_sft_examples([([1, 2, 3, 4], [False, False, True, True]), ([5, 6], [True, True])])
     assert batch.input_ids.tolist() == [1, 2, 3, 4, 5, 6]

@@ -33,7 +33,9 @@ from thinkrl.rollout import (
     prefilter_problems,
     training_problems,
 )
-from thinkrl.tasks import Problem, get_task
+from thinkrl.tasks import TASKS, Problem, get_task
+from thinkrl.tasks.arithmetic import ArithmeticTask
+from thinkrl.tasks.base import Knob
 from thinkrl.tasks.dataset import generate_dataset, split_of
 from thinkrl.tokenizer import load_tokenizer
 from thinkrl.train.config import RLRecipe, validate_recipe
@@ -171,6 +173,22 @@ def test_hardest_difficulty_sizes_the_longest_prompts() -> None:
     assert curriculum.levels["arithmetic"].difficulty["num_terms"] == 2  # only a query
     longest = max(len(p.prompt) for p in curriculum.hardest_problems(5))
     assert longest > max(len(p.prompt) for p in curriculum.take(20))
+
+
+def test_curriculum_refuses_knobs_it_cannot_step_to_an_end() -> None:
+    with pytest.raises(ValueError, match="knob 'allow_division' of task 'arithmetic' is not an int knob with a range"):
+        Curriculum({"arithmetic": CurriculumSpec(knobs={"allow_division": 1})})
+
+    @TASKS.register("arithmetic_open_knob")
+    class OpenKnobArithmetic(ArithmeticTask):  # an int knob without an upper end: no hardest difficulty
+        name = "arithmetic_open_knob"
+        difficulty_knobs = (*ArithmeticTask.difficulty_knobs, Knob("padding", int, 0, low=0))
+
+    try:
+        with pytest.raises(ValueError, match="knob 'padding' .* is not an int knob with a range"):
+            Curriculum({"arithmetic_open_knob": CurriculumSpec(knobs={"padding": 1})})
+    finally:
+        TASKS.unregister("arithmetic_open_knob")
 
 
 def test_curriculum_ignores_groups_of_an_older_difficulty() -> None:

@@ -71,7 +71,8 @@ class BudgetVocab:
         wait_ids: ids of `WAIT_TEXT`.
         stop_ids: the tokenizer's stop tokens (a sampled one ends thinking too).
         eos_id: forced when the answer limit is reached (None: the tokenizer has none).
-        encode: the tokenizer's ``encode``, for the reflection sentences.
+        encode: the tokenizer's ``encode``, for the reflection sentences (None while packed to cross to the
+            rollout process, which sets its own tokenizer's).
     """
 
     tags: ThinkTags
@@ -82,10 +83,12 @@ class BudgetVocab:
     wait_ids: tuple[int, ...]
     stop_ids: frozenset[int]
     eos_id: int | None
-    encode: Callable[[str], list[int]] = field(compare=False, repr=False)
+    encode: Callable[[str], list[int]] | None = field(compare=False, repr=False)
 
     def reflection_ids(self, used: int, remaining: int) -> list[int]:
         """Ids of ``"\\n" + wrap_reflection(reflection_text(used, remaining)) + "\\n"``."""
+        if self.encode is None:
+            raise RuntimeError("this BudgetVocab was packed for the rollout process and has no encoder yet")
         return self.encode("\n" + self.tags.wrap_reflection(reflection_text(used, remaining)) + "\n")
 
 

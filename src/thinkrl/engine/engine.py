@@ -23,7 +23,7 @@ See docs/engine.md.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -174,7 +174,7 @@ class LLMEngine:
             while self.has_unfinished():
                 yield from self.step()
 
-    def generate(self, requests: list[Request]) -> list[Trajectory]:
+    def generate(self, requests: Sequence[Request]) -> list[Trajectory]:
         """Complete every request; results in the order of ``requests``."""
         order = {r.request_id: i for i, r in enumerate(requests)}
         if len(order) != len(requests):
@@ -186,7 +186,7 @@ class LLMEngine:
         missing = [requests[i].request_id for i, r in enumerate(results) if r is None]
         if missing:  # e.g. aborted from a controller: never hand back fewer results than requests silently
             raise RuntimeError(f"generate: {len(missing)} requests ended without a result, e.g. {missing[:3]}")
-        return results  # type: ignore[return-value]
+        return [r for r in results if r is not None]
 
     def generate_from_ids(self, prompts: list[list[int]], params: SamplingParams) -> list[Trajectory]:
         """Shorthand: the same sampling parameters for every prompt."""

@@ -362,7 +362,10 @@ async def stream_events(loop_client: EngineLoop, requests: list[Request]) -> Asy
     """
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[TokenEvent | BaseException] = asyncio.Queue()
-    sink: Sink = lambda item: loop.call_soon_threadsafe(inbox.put_nowait, item)
+
+    def sink(item: TokenEvent | BaseException) -> None:
+        loop.call_soon_threadsafe(inbox.put_nowait, item)
+
     unfinished = {r.request_id for r in requests}
     try:
         loop_client.submit(requests, sink)

@@ -130,6 +130,7 @@ def _run_harness(args: argparse.Namespace, spec: BenchmarkSpec, problems: list[P
     settings = SampleSettings(samples=args.samples, temperature=args.temperature, top_p=args.top_p,
                               max_tokens=args.max_new_tokens, seed=args.sample_seed)
     budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else [args.thinking_budget]
+    sampler: Sampler
     if make_local is None:
         endpoint = EndpointSpec(args.base_url, args.model, api_key=args.api_key, concurrency=args.concurrency,
                                 max_retries=args.retries)

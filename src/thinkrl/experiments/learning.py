@@ -31,6 +31,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from thinkrl.experiments.learning_arms import (
     ArmResult,
@@ -235,7 +236,8 @@ class Protocol:
         """Each arm at each swept learning rate on the sweep seeds; the best greedy validation accuracy (mean over
         sweep seeds) wins. RL is chosen first; the controls get the chosen RL run's FLOPs. Writes ``sweep.json``."""
         s = self.config.sweep
-        rows, chosen = [], {}
+        rows: list[dict[str, Any]] = []
+        chosen: dict[str, float] = {}
         for arm, lrs in (("rl", s.rl_lr), ("sft_more", s.sft_lr), ("rft", s.rft_lr)):
             scores = {}
             for lr in lrs:
@@ -263,10 +265,10 @@ class Protocol:
         chosen = json.loads(sweep_file.read_text())["chosen_lr"]
         cold = self.cold_start(seed)
         budget = self.budget(seed, chosen["rl"])
-        models = {"cold": (cold.model_dir, None)}
+        models: dict[str, tuple[Path, dict[str, Any] | None]] = {"cold": (cold.model_dir, None)}
         for arm in ARMS:
-            row = self.arm(seed, arm, chosen[arm], None if arm == "rl" else budget)
-            models[arm] = (Path(row["model_dir"]), row)
+            arm_row = self.arm(seed, arm, chosen[arm], None if arm == "rl" else budget)
+            models[arm] = (Path(arm_row["model_dir"]), arm_row)
         results = {}
         for name, (model_dir, row) in models.items():
             done = self.seed_dir(seed) / "test" / f"{name}.json"

@@ -31,7 +31,7 @@ import torch
 from thinkrl.model import CausalLM, ModelConfig
 from thinkrl.records import Trajectory
 from thinkrl.rollout import SamplingSpec, start_engine
-from thinkrl.rollout.process_wire import RequestSpec, controller_state, unpack_request
+from thinkrl.rollout.process_wire import RequestSpec, budget_controller, controller_state, unpack_request
 from thinkrl.tasks import Problem
 from thinkrl.train.actor import Actor
 from thinkrl.train.common import build_policy, build_tokenizer, seed_everything
@@ -68,11 +68,13 @@ class RolloutWorker:
 
     def generate(self, requests: Sequence[RequestSpec]) -> list[tuple[Trajectory, dict[str, Any] | None]]:
         """Complete every request (`EngineLoop.generate`; controllers rebuilt over this worker's tokenizer); per
-        request in order, its trajectory and its thinking-budget controller's final state (None without one)."""
+        request in order, its trajectory and its thinking-budget controller's final state (None without one; a
+        continuation's `ContinuedController` sends the state of the budget controller it wraps)."""
         unpacked = [unpack_request(spec, self.tokenizer) for spec in requests]
         trajectories = self.engine.generate(unpacked)
-        return [(traj, None if request.controller is None else controller_state(request.controller))
-                for traj, request in zip(trajectories, unpacked, strict=True)]
+        budgets = [budget_controller(request.controller) for request in unpacked]
+        return [(traj, None if budget is None else controller_state(budget))
+                for traj, budget in zip(trajectories, budgets, strict=True)]
 
     def update_weights(self, weights: NamedTensors, version: int) -> int:
         """Copy the pushed tensors into the engine between two steps; returns how many were copied."""
@@ -146,11 +148,11 @@ class TrainerRank:
         actor = self._actor()
         batch = prepare_batch(trajectories, actor, self.critic, self.ref_model)
         row = update(batch, actor, self.critic, seed=self.recipe.trainer.seed, step=step)
-        row["lr"] = actor.scheduler.get_last_lr()[0]
+        row["lr"] = float(actor.scheduler.get_last_lr()[0])
         return row
 
     def learning_rate(self) -> float:
-        return self._actor().scheduler.get_last_lr()[0]
+        return float(self._actor().scheduler.get_last_lr()[0])
 
     def weights(self) -> NamedTensors | None:
         """The full policy weights as CPU tensors on rank 0 (None on the others); every rank must call it."""

@@ -25,7 +25,7 @@ from thinkrl.engine import Request
 from thinkrl.launch.ray_actors import RolloutWorker, TrainerRank, placed_device
 from thinkrl.model import ModelConfig
 from thinkrl.records import Trajectory
-from thinkrl.rollout.process_wire import pack_request
+from thinkrl.rollout.process_wire import budget_controller, pack_request
 from thinkrl.tasks import Problem
 from thinkrl.train.config import RLRecipe
 
@@ -107,8 +107,9 @@ class RayEngineClient:
         calls = [worker.generate.remote(share) for worker, share in zip(self.workers, shares, strict=True) if share]
         results = [item for part in ray.get(calls) for item in part]
         for request, (_, state) in zip(requests, results, strict=True):
-            if request.controller is not None and state is not None:
-                vars(request.controller).update(state)
+            controller = budget_controller(request.controller)  # a continuation's: the one it wraps
+            if controller is not None and state is not None:
+                vars(controller).update(state)
         return [traj for traj, _ in results]
 
     def update_weights(self, weights: Any, version: int) -> None:

@@ -22,8 +22,9 @@ only the attention core touches padding.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -178,7 +179,7 @@ class DecoderLayer(nn.Module):
                        cache_k: torch.Tensor, cache_v: torch.Tensor) -> torch.Tensor:
         """Cached: x (M, C) valid new tokens -> (M, C). Generation never applies dropout, even in train mode."""
         x = x + self.self_attn.forward_cached(
-            self.input_layernorm(x), cos, sin, step, write, attn_mask, cache_k, cache_v  # type: ignore[arg-type]
+            self.input_layernorm(x), cos, sin, step, write, attn_mask, cache_k, cache_v
         )
         return x + self._ffn(x, dropout=False)[0]
 
@@ -208,6 +209,8 @@ class DecoderModel(nn.Module):
 
 class CausalLM(nn.Module):
     """Decoder-only language model; parameter names match HF ``*ForCausalLM`` checkpoints."""
+
+    inv_freq: torch.Tensor  # a buffer (registered in __init__)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -318,7 +321,8 @@ class CausalLM(nn.Module):
         allowed = (key_pos[None, None, :] <= positions[:, :, None]).unsqueeze(1)  # [S, 1, Q, ctx]
         attn_mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill_(~allowed, float("-inf"))
         cos, sin = rope_cos_sin(token_positions, self.inv_freq, x.dtype)  # [M, D]
-        for layer, cache_k, cache_v in zip(self.model.layers, cache.keys, cache.values, strict=True):
+        layers = cast(Iterable[DecoderLayer], self.model.layers)  # an nn.ModuleList: its items are typed Module
+        for layer, cache_k, cache_v in zip(layers, cache.keys, cache.values, strict=True):
             x = layer.forward_cached(x, cos, sin, step, write, attn_mask, cache_k, cache_v)
         return self.model.norm(x)
 

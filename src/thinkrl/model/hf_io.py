@@ -104,6 +104,7 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu",
         model = CausalLM(config)
     model = model.to_empty(device=device).to(dtype)
     # The non-persistent rope buffer is not in the checkpoint: recompute it (meta init left it empty).
+    assert config.head_dim is not None  # ModelConfig's validator fills it in
     model.inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling).to(device)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight

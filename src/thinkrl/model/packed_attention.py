@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -129,7 +130,9 @@ def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: 
         if q.shape[1] != k.shape[1]:  # older torch's varlen_attn has no enable_gqa: expand K/V heads
             group = q.shape[1] // k.shape[1]
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # [N, H, D]
-        return varlen_attn(q, k, v, cu, cu, layout.max_seqlen, layout.max_seqlen, window_size=(-1, 0))
+        # without return_aux varlen_attn returns the output alone (its annotation has no overload saying so)
+        return cast(torch.Tensor, varlen_attn(q, k, v, cu, cu, layout.max_seqlen, layout.max_seqlen,
+                                              window_size=(-1, 0)))
     outs = [_padded_attention(q, k, v, g, dropout_p) for g in layout.groups]
     if layout.restore is None:
         return outs[0]

@@ -47,8 +47,7 @@ class _PackedGroup:
     """Linears that read the same input, packed as one oneDNN weight (their output rows concatenated).
 
     Called with x (..., in_features): their outputs concatenated on the last dim, or None when autograd is needed
-    (the caller then runs the linears one by one). One linear: the ``forward`` of that linear, F.linear under
-    autograd.
+    (the caller then runs the linears one by one). One linear: `_PackedLinear`.
     """
 
     def __init__(self, linears: list[nn.Linear], batch_hint: int) -> None:
@@ -73,22 +72,30 @@ class _PackedGroup:
 
     def __deepcopy__(self, memo: dict) -> _PackedGroup:
         """A copied model gets its own (not yet packed) group bound to the copied linears."""
-        return _PackedGroup([copy.deepcopy(m, memo) for m in self.linears], self.batch_hint)
+        return type(self)([copy.deepcopy(m, memo) for m in self.linears], self.batch_hint)
 
     def needs_autograd(self, x: torch.Tensor) -> bool:
         return torch.is_grad_enabled() and (x.requires_grad or any(m.weight.requires_grad for m in self.linears))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor | None:
-        """x: (..., in_features) -> (..., sum of out_features), or None under autograd (for a group).
+        """x: (..., in_features) -> (..., sum of out_features), or None under autograd.
 
-        Traced by ``torch.compile`` (the engine's compiled CPU decode step), it is the plain linear too: Inductor
-        generates its own matmul calls, and the version checks here would break its graph."""
+        Traced by ``torch.compile`` (the engine's compiled CPU decode step), it is None too (the linears one by one):
+        Inductor generates its own matmul calls, and the version checks here would break its graph."""
         if torch.compiler.is_compiling() or self.needs_autograd(x):
-            if len(self.linears) > 1:
-                return None
-            return F.linear(x, self.linears[0].weight, self.linears[0].bias)
+            return None
         packed = self._fresh_packed()
         return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
+
+
+class _PackedLinear(_PackedGroup):
+    """A group of one linear, installed as its ``forward``: the same signature as ``nn.Linear.forward`` (``input``
+    may be passed by name) and never None (F.linear under autograd or ``torch.compile``)."""
+
+    def __call__(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling() or self.needs_autograd(input):
+            return F.linear(input, self.linears[0].weight, self.linears[0].bias)
+        return torch.ops.mkldnn._linear_pointwise(input, self._fresh_packed(), self.bias, "none", [], "")
 
 
 FUSED_GROUPS = {"fused_qkv": ("q_proj", "k_proj", "v_proj"), "fused_gate_up": ("gate_proj", "up_proj")}
@@ -117,7 +124,7 @@ def pack_linears(model: nn.Module, batch_hint: int = 64, min_weights: int = 0) -
         raise ValueError(f"pack_linears: {reason}")
     linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m.weight.numel() >= min_weights]
     for linear in linears:
-        linear.forward = _PackedGroup([linear], batch_hint)  # type: ignore[method-assign]
+        linear.forward = _PackedLinear([linear], batch_hint)  # type: ignore[method-assign]  # on purpose: per instance
     installed = len(linears)
     for module in model.modules():
         for attribute, names in FUSED_GROUPS.items():

@@ -11,24 +11,34 @@ Results equal the eager ones to float32 rounding (``tests/model/test_pointwise.p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from thinkrl.model.decoder import Attention
 from thinkrl.model.layers import RMSNorm, SwiGLU, apply_rope, rms_norm, silu_mul
 
 
-def rope_pair(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def rope_pair(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor,
+              sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """q (..., H, D), k (..., K, D) rotated by cos/sin (..., D) -> (q, k)."""
     return apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
 
+class _Kernels(NamedTuple):
+    rms_norm: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+    rope: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    silu_mul: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 @cache
-def _compiled() -> dict[str, object]:
+def _compiled() -> _Kernels:
     """The compiled kernels, built once per process (compilation itself happens at the first call)."""
-    return {name: torch.compile(fn, dynamic=True) for name, fn in
-            (("rms_norm", rms_norm), ("rope", rope_pair), ("silu_mul", silu_mul))}
+    return _Kernels(rms_norm=torch.compile(rms_norm, dynamic=True), rope=torch.compile(rope_pair, dynamic=True),
+                    silu_mul=torch.compile(silu_mul, dynamic=True))
 
 
 def compile_pointwise(model: nn.Module) -> int:
@@ -40,11 +50,11 @@ def compile_pointwise(model: nn.Module) -> int:
     changed = 0
     for module in model.modules():
         if isinstance(module, RMSNorm):
-            module.kernel = kernels["rms_norm"]
+            module.kernel = kernels.rms_norm
         elif isinstance(module, SwiGLU):
-            module.activation = kernels["silu_mul"]
-        elif hasattr(module, "rope_kernel"):
-            module.rope_kernel = kernels["rope"]
+            module.activation = kernels.silu_mul
+        elif isinstance(module, Attention):
+            module.rope_kernel = kernels.rope
         else:
             continue
         changed += 1
@@ -58,5 +68,5 @@ def uncompile_pointwise(model: nn.Module) -> None:
             module.kernel = rms_norm
         elif isinstance(module, SwiGLU):
             module.activation = silu_mul
-        elif hasattr(module, "rope_kernel"):
+        elif isinstance(module, Attention):
             module.rope_kernel = None

@@ -127,7 +127,7 @@ class LocalScorer:
                      reads: list[tuple[int, int, int, int, int]], totals: torch.Tensor) -> None:
         """Add the log-probs of ``reads`` (sequences of ``chunk``: index -> packed offset) into ``totals``."""
         device = self.model.device
-        order = sorted(chunk, key=chunk.get)
+        order = sorted(chunk, key=chunk.__getitem__)
         input_ids = torch.tensor([t for s in order for t in seqs[s]], device=device)  # [N]
         positions = torch.tensor([p for s in order for p in range(len(seqs[s]))], device=device)  # [N]
         lengths = torch.tensor([0] + [len(seqs[s]) for s in order])

@@ -71,6 +71,8 @@ def score_episodes(episodes: list[Episode], env: Environment, tokenizer: TextTok
     environment's verdict on the final turn, shaped by the reward section (outcome + soft overlong penalty)."""
     for episode in episodes:
         traj = episode.trajectory
+        if traj.problem is None:
+            raise ValueError("an episode to score has no problem (`sample_episodes` sets it)")
         verdict = env.judge(traj.problem, episode.final_turn, tokenizer.think_tags, episode.finished)
         traj.correct, traj.reward_reason = verdict.correct, verdict.reason
     overlong = [0.0] * len(episodes)

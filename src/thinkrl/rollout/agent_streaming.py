@@ -76,7 +76,7 @@ class StreamedEpisode:
         sampled token before them, so they never lower it)."""
         versions = list(self.state.versions)
         if self.turn is not None:
-            versions += [v for piece in self.turn.pieces for v in piece.token_versions or []]
+            versions += [v for piece in self.turn.pieces for v in piece.token_versions]
         return min(versions, default=None)
 
 
@@ -145,7 +145,7 @@ class AgentStreamingDriver(StreamingDriver):
             params = sampling_params(self.sampling, self._rng.getrandbits(62))
             episode = StreamedEpisode(EpisodeState(EpisodeRequest(ids, params, budget, thinking_open,
                                                                   request_id=(group.group_id, k))))
-            group.samples.append(episode)  # type: ignore[arg-type]
+            group.samples.append(episode)
             requests.append(self._turn_request(group, episode))
         return requests
 
@@ -162,7 +162,7 @@ class AgentStreamingDriver(StreamingDriver):
                                          controller)
         else:  # interrupted by a weight push: go on over the exact ids so far, the same turn controller
             request = continuation_request(episode.turn, request_id)
-        self._inflight[request_id] = (group, episode)  # type: ignore[assignment]
+        self._inflight[request_id] = (group, episode)
         return request
 
     def _continue(self, group: _Group, sample: Any) -> None:
@@ -187,7 +187,7 @@ class AgentStreamingDriver(StreamingDriver):
             if entry is None:  # aborted by us (stale group, close)
                 return
             group, episode = entry
-            episode.pieces.append(event.trajectory)  # type: ignore[attr-defined]
+            episode.pieces.append(event.trajectory)
             if group.abandoned or self._abandon_if_stale(group):
                 return
             turn = episode.turn
@@ -222,7 +222,7 @@ class AgentStreamingDriver(StreamingDriver):
         finally:
             with self._lock:
                 self._tool_threads.discard(threading.current_thread())
-        self._events.put(_ToolsDone(group, episode, results))  # type: ignore[arg-type]
+        self._events.put(_ToolsDone(group, episode, results))
 
     def _tools_done(self, done: _ToolsDone) -> None:
         """Append the tool turn and submit the next assistant turn (held while the rollout is paused), or close

@@ -19,7 +19,7 @@ from thinkrl.tasks import Problem
 
 def oldest_version(trajs: list[Trajectory]) -> int | None:
     """The oldest weight version of any token of ``trajs`` (None when they have no tokens)."""
-    versions = [min(t.token_versions) for t in trajs if t.token_versions]  # type: ignore[type-var]
+    versions = [min(t.token_versions) for t in trajs if t.token_versions]
     return min(versions, default=None)
 
 
@@ -84,7 +84,7 @@ class FinishedGroup:
 
     def is_fresh(self, trainer_version: int) -> bool:
         """Every token was sampled by the trainer's current weights."""
-        return all(v == trainer_version for t in self.trajectories for v in t.token_versions or [])
+        return all(v == trainer_version for t in self.trajectories for v in t.token_versions)
 
 
 @dataclass

@@ -75,8 +75,9 @@ class Curriculum:
         self.tasks = {name: get_task(name) for name in sorted(self.rules)}
         for name, rule in self.rules.items():
             for knob in rule.knobs:
-                if self.tasks[name].knob(knob).kind is not int:
-                    raise ValueError(f"curriculum knob {knob!r} of task {name!r} is not an int knob")
+                spec = self.tasks[name].knob(knob)
+                if spec.kind is not int or spec.low is None or spec.high is None:
+                    raise ValueError(f"curriculum knob {knob!r} of task {name!r} is not an int knob with a range")
         state = state or {}
         self.num_takes = int(state.get("num_takes", 0))
         saved = state.get("levels", {})
@@ -146,6 +147,7 @@ class Curriculum:
         for name, step in rule.knobs.items():
             knob = spec.knob(name)
             target = knob.high if step > 0 else knob.low
+            assert target is not None  # curriculum knobs have a range (checked in __init__)
             for value in range(int(target), int(difficulty[name]), -1 if step > 0 else 1):
                 try:
                     candidate = spec.resolve_difficulty({**difficulty, name: value})

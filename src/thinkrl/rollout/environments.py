@@ -134,15 +134,11 @@ class BigArithmeticEnv(Environment):
 
     def expression_calls(self, problem: Problem) -> list[tuple[str, int]]:
         """``(expression, value)`` of each calculator call of the worked solution, in order."""
-        steps, total = [], None
-        for a, b in product_terms(problem.ground_truth["expression"]):
-            steps.append((f"{a}*{b}", a * b))
-        for i, (_, product) in enumerate(list(steps)):
-            if i == 0:
-                total = product
-            else:
-                steps.append((f"{total}+{product}", total + product))
-                total += product
+        products = [(f"{a}*{b}", a * b) for a, b in product_terms(problem.ground_truth["expression"])]
+        steps, total = list(products), products[0][1] if products else 0
+        for _, product in products[1:]:
+            steps.append((f"{total}+{product}", total + product))
+            total += product
         return steps
 
     def write_transcript(self, problem: Problem, rng: random.Random, noise: float = 0.0) -> list[Message]:

@@ -144,8 +144,8 @@ def collect_rollout_batch(client: GenerateClient, tokenizer: TextTokenizer, sour
         batch.num_groups_sampled += len(problems)
         batch.sampled += trajs
         if rollout.dynamic_sampling:
-            correct = torch.tensor([float(bool(t.correct)) for t in trajs])
-            keep = group_has_variance(correct, torch.tensor([t.group_id for t in trajs])).tolist()
+            scores = torch.tensor([float(bool(t.correct)) for t in trajs])
+            keep = group_has_variance(scores, torch.tensor([t.group_id for t in trajs])).tolist()
             dropped = len({t.group_id for t, k in zip(trajs, keep, strict=True) if not k})
             batch.num_groups_dropped += dropped
             trajs = [t for t, k in zip(trajs, keep, strict=True) if k]
@@ -164,7 +164,7 @@ def rollout_metrics(batch: RolloutBatch) -> dict[str, float]:
     streaming batch taken wholly from groups buffered earlier) the per-sample metrics are left out, not logged as 0."""
     kept, sampled = batch.trajectories, batch.sampled
     row: dict[str, float] = {
-        "reward": sum(float(t.reward) for t in kept) / max(1, len(kept)),  # type: ignore[arg-type]
+        "reward": sum(float(t.reward or 0.0) for t in kept) / max(1, len(kept)),  # (kept ones are scored)
         "groups_sampled": batch.num_groups_sampled,
         "groups_dropped": batch.num_groups_dropped,
         "groups_kept_trained": len({t.group_id for t in kept}),

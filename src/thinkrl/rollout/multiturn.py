@@ -22,11 +22,12 @@ to B tokens. Limits (`AgentLimits`): assistant turns, tool time, total response 
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -154,6 +155,12 @@ class EpisodeState:
         self.versions += versions
 
 
+def _post_tool_results(inbox: queue.SimpleQueue[tuple[int, Any]], index: int,
+                       future: Future[list[ToolResult]]) -> None:
+    """Hand episode ``index``'s finished tool calls (their results, or the error) to the episode loop."""
+    inbox.put((index, future.exception() or future.result()))
+
+
 def run_tool_calls(calls: Sequence[ToolCall], tools: dict[str, Tool], limits: AgentLimits) -> list[ToolResult]:
     """Run each call (in its own daemon thread, waited on for at most ``tool_timeout_s``); never raises."""
     results = []
@@ -227,7 +234,7 @@ class MultiTurnRunner:
                         pending -= 1
                     else:
                         future = pool.submit(run_tool_calls, state.calls, self.tools, self.limits)
-                        future.add_done_callback(lambda f, i=index: inbox.put((i, f.exception() or f.result())))
+                        future.add_done_callback(functools.partial(_post_tool_results, inbox, index))
                 elif self.add_tool_turn(state, item):
                     turn_id = (index, state.item.request_id, len(state.episode.turn_spans))
                     request, controllers[index] = self.turn_request(state, turn_id)

@@ -71,7 +71,7 @@ class PartialSample:
     @property
     def oldest_version(self) -> int | None:
         """The oldest weight version of any token sampled so far (None before the first token)."""
-        versions = [min(p.token_versions) for p in self.pieces if p.token_versions]  # type: ignore[type-var]
+        versions = [min(p.token_versions) for p in self.pieces if p.token_versions]
         return min(versions, default=None)
 
 
@@ -130,8 +130,8 @@ def stitch(pieces: Sequence[Trajectory], prompt_ids: Sequence[int], tokenizer: T
     last = pieces[-1]
     return Trajectory(
         prompt_ids=list(prompt_ids), response_ids=ids, logprobs=[x for p in pieces for x in p.logprobs],
-        finish_reason=last.finish_reason, response_mask=[m for p in pieces for m in p.response_mask or []],
-        token_versions=[v for p in pieces for v in p.token_versions or []], text=text, error=last.error,
+        finish_reason=last.finish_reason, response_mask=[m for p in pieces for m in p.response_mask],
+        token_versions=[v for p in pieces for v in p.token_versions], text=text, error=last.error,
         metadata=dict(pieces[0].metadata))
 
 

@@ -79,7 +79,9 @@ def child_main(shared_init: torch.Tensor, flat: torch.Tensor, commands: Any, eve
     sender = _Sender(events)
     try:
         init = load_init(shared_init)
-        shared_init.set_()  # unmap it (the spawn arguments keep this tensor alive for the process's lifetime)
+        # Unmap it (the spawn arguments keep this tensor alive for the process's lifetime); torch's stubs lack
+        # set_()'s no-argument form.
+        shared_init.set_()  # type: ignore[call-overload]
         loop, tokenizer, buffers = build_engine(init, flat)
         parent_pid = init.parent_pid
         del init  # (and its policy: the engine has its own copy)

@@ -256,7 +256,7 @@ def share_init(init: ChildInit) -> torch.Tensor:
 
 def load_init(shared: torch.Tensor) -> ChildInit:
     """The `ChildInit` in ``shared`` (written by `share_init`)."""
-    return pickle.loads(memoryview(shared.numpy()))
+    return pickle.loads(shared.numpy().data)
 
 
 @dataclass(frozen=True)

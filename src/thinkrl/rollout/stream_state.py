@@ -99,7 +99,7 @@ class ResumableStream:
     source: Any
     tokenizer: Any
     resume_groups: bool
-    _lock: threading.Lock
+    _lock: threading.RLock
     _retry: deque[Problem]
     _active: dict[int, StreamGroup]
     _inflight: dict[Any, tuple[StreamGroup, Any]]

@@ -32,7 +32,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import torch
 
@@ -101,7 +101,7 @@ class StreamingDriver(ResumableStream):
         self._lock = threading.RLock()  # shared state, submissions; RLock: Ctrl-C in a wait can't free another's hold
         self._ready = threading.Condition(self._lock)
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()  # TokenEvent, BaseException or _WAKE
-        self._inflight: dict[Any, tuple[_Group, PartialSample]] = {}
+        self._inflight: dict[Any, tuple[_Group, Any]] = {}  # a PartialSample, or an agent's episode
         self._active: dict[int, _Group] = {}
         self._held: list[tuple[_Group, PartialSample]] = []
         self._buffer = GroupBuffer()
@@ -119,7 +119,7 @@ class StreamingDriver(ResumableStream):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="thinkrl-rollout", daemon=True)
 
-    def start(self) -> StreamingDriver:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -359,7 +359,7 @@ class StreamingDriver(ResumableStream):
         self._retry.extend(g.problem for g in groups)
 
     def _complete(self, group: _Group) -> None:
-        trajs: list[Trajectory] = [s.result for s in group.samples]  # type: ignore[misc]
+        trajs: list[Trajectory] = [s.result for s in group.samples]
         self.score_group(trajs, self.tokenizer, self.reward)
         correct = [bool(t.correct) for t in trajs]
         one_group = torch.zeros(len(trajs), dtype=torch.long)

@@ -228,7 +228,7 @@ def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
 
 def _validation_error(error: RequestValidationError) -> JSONResponse:
     """A 400 naming the first invalid field (or what is wrong with the body as a whole)."""
-    first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
+    first: dict[str, Any] = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
     kind = first.get("type")
     if kind == "json_invalid":
         reason = (first.get("ctx") or {}).get("error", first.get("msg"))

@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from thinkrl.engine.types import TokenEvent
+from thinkrl.records import Trajectory
 from thinkrl.serve.generation import (
     Choice,
     ChoiceResult,
@@ -46,6 +47,7 @@ from thinkrl.serve.responses import (
     ChatDelta,
     DeltaFunctionCall,
     DeltaToolCall,
+    FinishReason,
     FunctionCallOut,
     ToolCallOut,
     Usage,
@@ -169,7 +171,7 @@ class ToolCallSorter:
             return ""
         return ("\n" if content else "") + "\n".join(self.unread)
 
-    def finish_reason(self, trajectory: Any) -> str:
+    def finish_reason(self, trajectory: Trajectory) -> FinishReason:
         reason = finish_reason(trajectory)
         return "tool_calls" if self.calls and reason == "stop" else reason
 
@@ -212,7 +214,7 @@ def chat_response(ctx: ServeContext, response_id: str, plan: ChatPlan, choices: 
         message = AssistantMessage(content=content if content or not sorter.calls else None,
                                    reasoning_content=split.reasoning_content or None, tool_calls=sorter.calls)
         out.append(ChatChoice(index=choice.index, message=message,
-                              finish_reason=sorter.finish_reason(traj),  # type: ignore[arg-type]
+                              finish_reason=sorter.finish_reason(traj),
                               logprobs=logprobs))
         thinking += reasoning_tokens(ctx.tokenizer, tags, splitter, traj.response_ids)
     return ChatCompletionResponse(id=response_id, model=ctx.model_name, choices=out,
@@ -228,8 +230,8 @@ def chat_events(ctx: ServeContext, response_id: str, plan: ChatPlan, choices: li
     sorters = {c.request.request_id: ToolCallSorter(plan, tags) for c in choices}
     thinking = [0]
 
-    def chunk(index: int, delta: ChatDelta, reason: str | None = None, logprobs: Any = None) -> str:
-        out = ChatChunkChoice(index=index, delta=delta, finish_reason=reason, logprobs=logprobs)  # type: ignore
+    def chunk(index: int, delta: ChatDelta, reason: FinishReason | None = None, logprobs: Any = None) -> str:
+        out = ChatChunkChoice(index=index, delta=delta, finish_reason=reason, logprobs=logprobs)
         return sse(ChatCompletionChunk(id=response_id, model=ctx.model_name, choices=[out]))
 
     def on_event(choice: Choice, event: TokenEvent) -> str | None:

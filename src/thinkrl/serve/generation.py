@@ -22,7 +22,13 @@ from thinkrl.engine.types import Request, SamplingParams, SequenceController, To
 from thinkrl.records import Trajectory
 from thinkrl.serve.logprobs import TopList, completion_logprobs
 from thinkrl.serve.protocol import MIN_TEMPERATURE, RequestError, SamplingFields
-from thinkrl.serve.responses import CompletionChoice, CompletionResponse, CompletionTokensDetails, Usage
+from thinkrl.serve.responses import (
+    CompletionChoice,
+    CompletionResponse,
+    CompletionTokensDetails,
+    FinishReason,
+    Usage,
+)
 from thinkrl.serve.text import StreamedText
 from thinkrl.tokenizer import TextTokenizer
 
@@ -150,7 +156,7 @@ async def complete(ctx: ServeContext, choices: list[Choice]) -> list[ChoiceResul
             for c in choices]
 
 
-def finish_reason(trajectory: Trajectory) -> str:
+def finish_reason(trajectory: Trajectory) -> FinishReason:
     """The API finish reason: "stop" for a stop token or string, else "length"."""
     return "stop" if trajectory.finish_reason == "stop" else "length"
 
@@ -210,7 +216,7 @@ def completion_events(ctx: ServeContext, response_id: str, choices: list[Choice]
         sent_chars[event.request_id] += len(delta)
         if not delta and not reason and logprobs is None:
             return None
-        out = CompletionChoice(index=choice.index, text=delta, finish_reason=reason,  # type: ignore[arg-type]
+        out = CompletionChoice(index=choice.index, text=delta, finish_reason=reason,
                                logprobs=logprobs)
         return sse(CompletionResponse(id=response_id, model=ctx.model_name, choices=[out]))
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -163,9 +163,11 @@ class CompletionRequest(SamplingFields):
     def prompts(self) -> list[str | list[int]]:
         """The prompts of this request (one, or several for a batch)."""
         value = self.prompt
-        if isinstance(value, str) or (value and isinstance(value[0], int)):
-            return [value]  # type: ignore[list-item]
-        return list(value)  # type: ignore[arg-type]
+        if isinstance(value, str):
+            return [value]
+        if value and isinstance(value[0], int):
+            return [value]  # token ids: one prompt
+        return list(cast(list[str] | list[list[int]], value))  # what the field's type leaves
 
     @property
     def num_top_logprobs(self) -> int | None:

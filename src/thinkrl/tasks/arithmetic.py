@@ -22,7 +22,7 @@ import random
 import re
 from collections.abc import Mapping
 from fractions import Fraction
-from typing import Any
+from typing import Any, ClassVar
 
 from thinkrl.tasks.base import Knob, Problem, Task, Trace, Verdict, check_noise, require
 from thinkrl.tasks.expr import BinOp, EvaluationError, Node, Num, apply_op, parse, to_text
@@ -98,7 +98,7 @@ class ArithmeticTask(Task):
     """Evaluate an integer expression; the trace reduces it one operation per line."""
 
     name = "arithmetic"
-    difficulty_knobs = (
+    difficulty_knobs: ClassVar[tuple[Knob, ...]] = (  # any length: `BigArithmeticTask` has its own
         Knob("num_terms", int, 4, 2, 8, "number of integer literals"),
         Knob("max_number", int, 20, 2, 1000, "literals are drawn from 1..max_number"),
         Knob("allow_parentheses", bool, True, help="random expression trees instead of flat a+b*c chains"),

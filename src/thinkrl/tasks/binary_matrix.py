@@ -37,7 +37,7 @@ def distances(matrix: list[list[int]]) -> list[list[int]]:
     """Taxicab distance of every cell to the nearest 0 (multi-source BFS)."""
     rows, cols = len(matrix), len(matrix[0])
     dist = [[-1] * cols for _ in range(rows)]
-    queue = deque()
+    queue: deque[tuple[int, int]] = deque()
     for r in range(rows):
         for c in range(cols):
             if matrix[r][c] == 0:

@@ -102,12 +102,12 @@ def steps(tree: Tree, bits: int, slip: int = -1, lines: list[str] | None = None)
     return value, lines
 
 
-def check_tree(tree: Any, bits: int) -> None:
-    """ValueError unless ``tree`` is a well-formed expression tree."""
+def check_tree(tree: Any, bits: int) -> Tree:
+    """``tree`` itself; ValueError unless it is a well-formed expression tree."""
     if isinstance(tree, int) and not isinstance(tree, bool):
         if not 0 <= tree < 1 << bits:
             raise ValueError(f"leaf {tree} does not fit in {bits} bits")
-        return
+        return tree
     if not isinstance(tree, list) or not tree or tree[0] not in (*BINARY_OPS, "~", "<<", ">>"):
         raise ValueError(f"bad bit_manipulation tree node {tree!r}")
     unary = tree[0] == "~" and len(tree) == 2
@@ -119,6 +119,7 @@ def check_tree(tree: Any, bits: int) -> None:
         check_tree(tree[2], bits)
     else:
         raise ValueError(f"bad bit_manipulation tree node {tree!r}")
+    return tree
 
 
 @TASKS.register("bit_manipulation")
@@ -163,8 +164,7 @@ class BitManipulationTask(Task):
         """One binary step per operation; noise flips a bit in one step."""
         noise = check_noise(noise)
         bits = require(problem.ground_truth, "bits", int)
-        tree = problem.ground_truth.get("tree")
-        check_tree(tree, bits)
+        tree = check_tree(problem.ground_truth.get("tree"), bits)
         value, lines = steps(tree, bits)
         if rng.random() < noise:
             value, lines = steps(tree, bits, slip=rng.randrange(len(lines)))

@@ -50,7 +50,8 @@ def add_days_steps(start: dt.date, days: int, slip_at: int = -1, slip: int = 0) 
 
     Step number ``slip_at`` miscounts its days by ``slip`` (for noisy traces).
     """
-    sign, left, here, lines = (1 if days >= 0 else -1), abs(days), start, []
+    sign, left, here = (1 if days >= 0 else -1), abs(days), start
+    lines: list[str] = []
 
     def step(target: dt.date, label: str) -> None:
         nonlocal left, here

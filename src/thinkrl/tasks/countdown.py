@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from thinkrl.tasks.base import Knob, Problem, Task, Trace, Verdict, check_noise, require
-from thinkrl.tasks.expr import evaluate, literals, parse, to_text
+from thinkrl.tasks.expr import Node, evaluate, literals, parse, to_text
 from thinkrl.tasks.registry import TASKS
 from thinkrl.tasks.steps import (
     FAILED_ATTEMPT_PROB,
@@ -114,7 +114,7 @@ class CountdownTask(Task):
         solution's steps; noise corrupts one step."""
         noise = check_noise(noise)
         solution = parse(require(problem.ground_truth, "solution", str))
-        failed = None
+        failed: Node | list[Node] | None = None
         if self.search_attempts:
             k = rng.randint(0, self.search_attempts)
             numbers = require_numbers(problem.ground_truth)

@@ -49,7 +49,7 @@ _Value = tuple[int, int]
 
 def _combinations(a: tuple[Node, _Value], b: tuple[Node, _Value]) -> list[tuple[Node, _Value]]:
     (node_a, (p, q)), (node_b, (r, s)) = a, b
-    results = [
+    results: list[tuple[Node, _Value]] = [
         (BinOp("+", node_a, node_b), (p * s + r * q, q * s)),
         (BinOp("*", node_a, node_b), (p * r, q * s)),
         (BinOp("-", node_a, node_b), (p * s - r * q, q * s)),

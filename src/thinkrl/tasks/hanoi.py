@@ -58,16 +58,16 @@ def hanoi_moves(start: list[str], target: str, plan: list[str] | None = None) ->
         if disks == 0:
             return
         here = pegs[disks - 1]
-        note = plan is not None and depth < 3
+        log = plan if depth < 3 else None
         if here == onto:
-            if note:
-                plan.append(f"disk {disks} is already on {onto}")
+            if log is not None:
+                log.append(f"disk {disks} is already on {onto}")
             gather(disks - 1, onto, depth + 1)
             return
         spare = next(p for p in PEGS if p not in (here, onto))
-        if note:
+        if log is not None:
             smaller = f"{disks - 1} smaller disk{'s' if disks != 2 else ''}"
-            plan.append(f"disk {disks}: {here}->{onto}, first {smaller} to {spare}" if disks > 1 else
+            log.append(f"disk {disks}: {here}->{onto}, first {smaller} to {spare}" if disks > 1 else
                         f"disk 1: {here}->{onto}")  # fmt: skip
         gather(disks - 1, spare, depth + 1)
         moves.append(here + onto)

@@ -54,10 +54,12 @@ def bfs_path(maze: list[str], start: tuple[int, int], goal: tuple[int, int]) -> 
     while queue:
         here = queue.popleft()
         if here == goal:
-            path = []
-            while parent[here] is not None:
-                here, move = parent[here]  # type: ignore[misc]
+            path: list[str] = []
+            step = parent[here]
+            while step is not None:
+                here, move = step
                 path.append(move)
+                step = parent[here]
             return "".join(reversed(path))
         for move, (dr, dc) in MOVES.items():
             r, c = here[0] + dr, here[1] + dc

@@ -209,5 +209,5 @@ class SyllogismTask(Task):
         if valid:
             source = next(name for name, allowed in musts if allowed <= regions)
             return f"{head}; {source} puts something in {regions_text(next(a for n, a in musts if n == source))}. Yes."
-        counter = [next(iter(sorted(allowed - regions))) for _, allowed in musts if allowed - regions]
-        return f"{head}; counterexample: only {regions_text(set(counter)) or 'nothing'} filled. No."
+        filled = [next(iter(sorted(allowed - regions))) for _, allowed in musts if allowed - regions]
+        return f"{head}; counterexample: only {regions_text(set(filled)) or 'nothing'} filled. No."

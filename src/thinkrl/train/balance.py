@@ -63,9 +63,9 @@ def karmarkar_karp(workloads: Sequence[float], num_parts: int, equal_size: bool 
                 next_single += 1
             else:
                 taken.append(heapq.heappop(heap)[2])
-        merged = _merge(*taken, weights, k)
+        merged = _merge(taken[0], taken[1], weights, k)
         heapq.heappush(heap, (-_spread(merged, k), next(counter), merged))
-    final = heap[0][2] if heap else [[weights[singles[0]], [singles[0]]]]  # a single item: nothing merged
+    final: list[list] = heap[0][2] if heap else [[weights[singles[0]], [singles[0]]]]  # a single item: nothing merged
     return [sorted(indices) for _, indices in final] + [[] for _ in range(k - len(final))]
 
 
@@ -83,15 +83,12 @@ def _merge(a: int | list[list], b: int | list[list], weights: list[float], k: in
 
     Reuses (mutates) the states' lists: a merged state is never used again.
     """
-    if isinstance(a, int) and isinstance(b, int):
-        return [[weights[a], [a]], [weights[b], [b]]]
-    if isinstance(a, int) or isinstance(b, int):
-        item, state = (a, b) if isinstance(a, int) else (b, a)
-        part = state.pop() if len(state) == k else [0.0, []]
-        part[0] += weights[item]
-        part[1].append(item)
-        bisect.insort(state, part, key=_neg_sum)
-        return state
+    if isinstance(a, int):
+        if isinstance(b, int):
+            return [[weights[a], [a]], [weights[b], [b]]]
+        return _add_item(b, a, weights, k)
+    if isinstance(b, int):
+        return _add_item(a, b, weights, k)
     lo = k - len(b)  # a's parts before lo pair with missing (empty) parts of b
     merged = a[:lo] + b[: k - len(a)]
     for i in range(lo, len(a)):
@@ -102,6 +99,15 @@ def _merge(a: int | list[list], b: int | list[list], weights: list[float], k: in
         merged.append([sum_a + sum_b, big])
     merged.sort(key=_neg_sum)
     return merged
+
+
+def _add_item(state: list[list], item: int, weights: list[float], k: int) -> list[list]:
+    """Add a single item to a state's lightest part (a missing part when it has fewer than k); mutates ``state``."""
+    part: list = state.pop() if len(state) == k else [0.0, []]  # [sum, indices]
+    part[0] += weights[item]
+    part[1].append(item)
+    bisect.insort(state, part, key=_neg_sum)
+    return state
 
 
 def attention_workload(length: int, a: float = 24576.0) -> float:

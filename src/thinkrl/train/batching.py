@@ -14,12 +14,12 @@ data-parallel ranks).
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypedDict, overload
 
 import torch
 from torch import Tensor
@@ -113,12 +113,22 @@ class PackedBatch:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> PackedBatch:
         """A copy with every tensor on ``device``."""
-        moved = {
-            f.name: value.to(device, non_blocking=non_blocking) if isinstance(value, Tensor) else value
-            for f in dataclasses.fields(self)
-            for value in [getattr(self, f.name)]
-        }
-        return PackedBatch(**moved)
+
+        def move(value: Tensor) -> Tensor:
+            return value.to(device, non_blocking=non_blocking)
+
+        def maybe(value: Tensor | None) -> Tensor | None:
+            return None if value is None else value.to(device, non_blocking=non_blocking)
+
+        return PackedBatch(
+            input_ids=move(self.input_ids), position_ids=move(self.position_ids), cu_seqlens=move(self.cu_seqlens),
+            max_seqlen=self.max_seqlen, response_index=move(self.response_index),
+            response_ids=move(self.response_ids), response_mask=move(self.response_mask),
+            response_lengths=move(self.response_lengths), old_logprobs=move(self.old_logprobs),
+            advantages=move(self.advantages), rewards=move(self.rewards), is_correct=move(self.is_correct),
+            returns=maybe(self.returns), old_values=maybe(self.old_values), ref_logprobs=maybe(self.ref_logprobs),
+            behaviour_logprobs=maybe(self.behaviour_logprobs), token_versions=maybe(self.token_versions),
+        )
 
     def select(self, indices: Sequence[int]) -> PackedBatch:
         """A batch of the sequences at ``indices`` (in that order), repacked; R shrinks to fit them."""
@@ -146,15 +156,27 @@ class PackedBatch:
         return PackedBatch(
             input_ids=input_ids, position_ids=position_ids, cu_seqlens=new_cu.to(torch.int32),
             max_seqlen=int(lengths.max()), response_index=response_index,
-            response_ids=rows(self.response_ids), response_mask=rows(self.response_mask),
-            response_lengths=resp_lengths, old_logprobs=rows(self.old_logprobs),
-            advantages=rows(self.advantages), rewards=self.rewards[idx], is_correct=self.is_correct[idx],
+            response_ids=self.response_ids[idx, :width], response_mask=self.response_mask[idx, :width],
+            response_lengths=resp_lengths, old_logprobs=self.old_logprobs[idx, :width],
+            advantages=self.advantages[idx, :width], rewards=self.rewards[idx], is_correct=self.is_correct[idx],
             returns=rows(self.returns), old_values=rows(self.old_values), ref_logprobs=rows(self.ref_logprobs),
             behaviour_logprobs=rows(self.behaviour_logprobs), token_versions=rows(self.token_versions),
         )
 
 
-def _pack_tokens(sequences: list[list[int]], response_starts: list[int]) -> dict[str, Tensor | int]:
+class _PackedTokens(TypedDict):
+    """The token fields of a `PackedBatch` (see there), as `_pack_tokens` lays them out."""
+
+    input_ids: Tensor
+    position_ids: Tensor
+    cu_seqlens: Tensor
+    max_seqlen: int
+    response_index: Tensor
+    response_ids: Tensor
+    response_lengths: Tensor
+
+
+def _pack_tokens(sequences: list[list[int]], response_starts: list[int]) -> _PackedTokens:
     """Pack token lists; the response of sequence i is ``sequences[i][response_starts[i]:]``."""
     lengths = [len(seq) for seq in sequences]
     offsets = [0, *itertools.accumulate(lengths)]
@@ -166,15 +188,24 @@ def _pack_tokens(sequences: list[list[int]], response_starts: list[int]) -> dict
         n = resp_lengths[i]
         response_index[i, :n] = torch.arange(offsets[i] + start - 1, offsets[i] + start - 1 + n)
         response_ids[i, :n] = torch.tensor(seq[start:], dtype=torch.long)
-    return {
-        "input_ids": torch.tensor([tok for seq in sequences for tok in seq], dtype=torch.long),
-        "position_ids": torch.cat([torch.arange(n, dtype=torch.long) for n in lengths]),
-        "cu_seqlens": torch.tensor(offsets, dtype=torch.int32),
-        "max_seqlen": max(lengths),
-        "response_index": response_index,
-        "response_ids": response_ids,
-        "response_lengths": torch.tensor(resp_lengths, dtype=torch.long),
-    }
+    return _PackedTokens(
+        input_ids=torch.tensor([tok for seq in sequences for tok in seq], dtype=torch.long),
+        position_ids=torch.cat([torch.arange(n, dtype=torch.long) for n in lengths]),
+        cu_seqlens=torch.tensor(offsets, dtype=torch.int32),
+        max_seqlen=max(lengths),
+        response_index=response_index,
+        response_ids=response_ids,
+        response_lengths=torch.tensor(resp_lengths, dtype=torch.long),
+    )
+
+
+@overload
+def _token_matrix(values: None, lengths: list[int], width: int, name: str) -> None: ...
+@overload
+def _token_matrix(values: Tensor | Sequence[Tensor | Sequence[float]], lengths: list[int], width: int,
+                  name: str) -> Tensor: ...
+@overload
+def _token_matrix(values: TokenValues, lengths: list[int], width: int, name: str) -> Tensor | None: ...
 
 
 def _token_matrix(values: TokenValues, lengths: list[int], width: int, name: str) -> Tensor | None:
@@ -222,11 +253,13 @@ def pack_trajectories(
     """
     if not trajs:
         raise ValueError("pack_trajectories needs at least one trajectory")
+    reward_values: list[float] = []
     for i, traj in enumerate(trajs):
         if not traj.prompt_ids:
             raise ValueError(f"trajectory {i} has an empty prompt; nothing would predict its first token")
         if traj.reward is None:
             raise ValueError(f"trajectory {i} has no reward; score trajectories before packing")
+        reward_values.append(float(traj.reward))
     if is_correct is not None and len(is_correct) != len(trajs):
         raise ValueError(f"is_correct has {len(is_correct)} entries but there are {len(trajs)} trajectories")
     packed = _pack_tokens([t.prompt_ids + t.response_ids for t in trajs], [len(t.prompt_ids) for t in trajs])
@@ -235,9 +268,9 @@ def pack_trajectories(
     mask = torch.zeros(len(trajs), width, dtype=torch.bool)
     for i, traj in enumerate(trajs):
         mask[i, : lengths[i]] = torch.tensor(traj.response_mask, dtype=torch.bool)
-    rewards = torch.tensor([float(t.reward) for t in trajs], dtype=torch.float32)
+    rewards = torch.tensor(reward_values, dtype=torch.float32)
     if is_correct is None:
-        is_correct = [t.correct if t.correct is not None else float(t.reward) > 0 for t in trajs]  # type: ignore[arg-type]
+        is_correct = [t.correct if t.correct is not None else r > 0 for t, r in zip(trajs, reward_values, strict=True)]
     correct = torch.tensor(list(is_correct), dtype=torch.bool)
     token_advantages = _token_matrix(advantages, lengths, width, "advantages")
     return PackedBatch(

@@ -109,7 +109,10 @@ def _b64(data: bytes) -> str:
 def capture_rng() -> dict[str, Any]:
     """JSON-serialisable RNG states of python ``random``, numpy, torch CPU and (if initialised) CUDA."""
     version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    legacy = np.random.get_state(legacy=True)  # numpy's default, but its stub types the no-argument call as a dict
+    if not isinstance(legacy, tuple):  # only a non-MT19937 generator gives a dict; the global one is MT19937
+        raise TypeError(f"numpy's global RNG state is not the legacy MT19937 tuple: {type(legacy).__name__}")
+    kind, keys, pos, has_gauss, cached = legacy
     state: dict[str, Any] = {
         "python": [version, list(internal), gauss],
         "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],

@@ -178,7 +178,12 @@ def save_policy(model: CausalLM, tokenizer: TextTokenizer, folder: str | Path,
         if folder.is_dir() and any(folder.iterdir()) and not (folder / "config.json").is_file():
             raise FileExistsError(f"{folder} exists and is not a model folder (no config.json): not replacing it; "
                                   "give a new or empty folder")
-        replace_folder(folder, lambda tmp: (save_pretrained(full, tmp), _copy_tokenizer_files(tokenizer, tmp)))
+
+        def write(tmp: Path) -> None:
+            save_pretrained(full, tmp)
+            _copy_tokenizer_files(tokenizer, tmp)
+
+        replace_folder(folder, write)
     return folder
 
 

@@ -139,6 +139,7 @@ def update_critic(critic: ValueModel, optimizer: torch.optim.Optimizer, batch: P
                 # An empty part (data parallel) is a zero-weight step on one sequence: the collectives line up.
                 sub = mini_batch.select(part or [0]).to(critic.device)
                 out = critic(sub.input_ids, sub.position_ids, sub.cu_seqlens)
+                assert sub.old_values is not None and sub.returns is not None  # checked on batch; select keeps them
                 loss, metrics = value_loss(out.values[sub.response_index], sub.old_values, sub.returns,
                                            sub.response_mask, clip_range=clip_range, num_tokens=num_tokens)
                 loss = loss + out.aux_loss * (len(part) / len(mini))

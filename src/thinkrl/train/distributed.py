@@ -28,7 +28,7 @@ import contextlib
 import gc
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -160,7 +160,7 @@ def shard_model(model: CausalLM, data_parallel: DataParallel, *, offload: bool =
     return shard_module(model, model.model.layers, data_parallel, offload=offload)
 
 
-def shard_module(module: _Module, layers: Sequence[nn.Module], data_parallel: DataParallel, *,
+def shard_module(module: _Module, layers: Iterable[nn.Module], data_parallel: DataParallel, *,
                  offload: bool = False) -> _Module:
     """`shard_model` for any module built around decoder ``layers`` (e.g. the critic's ``ValueModel``:
     ``layers = critic.backbone.model.layers``): each layer is one FSDP2 unit, the rest of ``module`` the root's.
@@ -212,8 +212,12 @@ def barrier(data_parallel: DataParallel | None) -> None:
 def full_weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     """``(name, full tensor)`` of every parameter, gathered from the shards (a collective: every rank calls it
     and gets the full tensors). What the engine weight push sends."""
-    return [(name, param.detach().full_tensor() if isinstance(param, DTensor) else param.detach())
-            for name, param in model.named_parameters()]
+    return [(name, _full_detached(param)) for name, param in model.named_parameters()]
+
+
+def _full_detached(param: torch.Tensor) -> torch.Tensor:
+    detached = param.detach()  # a DTensor's detach is a DTensor
+    return detached.full_tensor() if isinstance(detached, DTensor) else detached
 
 
 def rank_micro_batches(lengths: Sequence[int], num_ranks: int, max_tokens: int, *,

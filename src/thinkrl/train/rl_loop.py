@@ -150,12 +150,12 @@ def run_eval(run: RLRun, recipe: RLRecipe, step: int, metrics: MetricsLogger) ->
         return
     sampling = recipe.sampling
     if recipe.agent is not None:  # episodes with tools, judged by the environment
-        result = evaluate_agent_policy(recipe.agent, run.engine, run.tokenizer, run.test_problems,
-                                       samples=recipe.trainer.eval_samples, temperature=sampling.temperature,
-                                       max_new_tokens=sampling.max_new_tokens, seed=1)
-        metrics.log(step, {"eval/accuracy": result.accuracy, "eval/pass_at_k": result.pass_at_k,
-                           "eval/response_tokens": result.mean_response_tokens,
-                           **{f"eval/{k}": v for k, v in result.metrics.items()}})
+        episodes = evaluate_agent_policy(recipe.agent, run.engine, run.tokenizer, run.test_problems,
+                                         samples=recipe.trainer.eval_samples, temperature=sampling.temperature,
+                                         max_new_tokens=sampling.max_new_tokens, seed=1)
+        metrics.log(step, {"eval/accuracy": episodes.accuracy, "eval/pass_at_k": episodes.pass_at_k,
+                           "eval/response_tokens": episodes.mean_response_tokens,
+                           **{f"eval/{k}": v for k, v in episodes.metrics.items()}})
         return
     result = evaluate(run.engine, run.tokenizer, run.test_problems, samples=recipe.trainer.eval_samples,
                       temperature=sampling.temperature, max_new_tokens=sampling.max_new_tokens, seed=1)
@@ -170,6 +170,7 @@ def run_value_pretraining(run: RLRun, recipe: RLRecipe, metrics: MetricsLogger) 
     a summary (``value_pretrain/*``) at step 0 of the run's metrics."""
     critic, spec, trainer = run.critic, recipe.critic, recipe.trainer
     assert critic is not None
+    assert run.engine is not None  # single process only (rl_setup refuses it under torchrun): the engine is here
     cursor = PromptCursor(run.train_problems, recipe.data.seed + 7_919)  # its own prompt order: RL's is unchanged
     timer = Timer()
     with timer.phase("value_pretrain"), MetricsLogger(run.out / "value_pretrain", use_tensorboard=False) as log:

@@ -84,9 +84,10 @@ def update(batch: PackedBatch, actor: Actor, critic: Critic | None, *, seed: int
     if critic is not None:
         critic_stats = critic.update(batch, epochs=actor.algo.ppo_epochs, num_mini_batches=actor.algo.num_mini_batches,
                                      rng=random.Random(seed * 1_000_033 + step))
-        values, mask = batch.old_values, batch.response_mask
+        values, returns, mask = batch.old_values, batch.returns, batch.response_mask
+        assert values is not None and returns is not None  # critic.update refuses a batch without them
         row.update(value_loss=critic_stats.value_loss, value_clip_frac=critic_stats.value_clip_frac,
                    value_mse=critic_stats.value_mse, critic_grad_norm=critic_stats.grad_norm,
-                   explained_variance=explained_variance(values, batch.returns, mask),
+                   explained_variance=explained_variance(values, returns, mask),
                    value_mean=float((values * mask).sum() / max(1, batch.num_tokens)))
     return row

@@ -65,7 +65,9 @@ def _batches(examples: list[tuple[list[int], list[bool]]], max_tokens: int, rng:
     """Shuffle, then cut into consecutive micro-batches of at most ``max_tokens`` tokens."""
     order = list(range(len(examples)))
     rng.shuffle(order)
-    batches, current, size = [], [], 0
+    batches: list[list[int]] = []
+    current: list[int] = []
+    size = 0
     for i in order:
         n = len(examples[i][0])
         if current and size + n > max_tokens:

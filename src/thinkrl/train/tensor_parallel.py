@@ -21,14 +21,16 @@ Not split: MoE layers and q/k norms (a per-head norm weight would get per-rank p
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.tensor import DTensor
-from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+from torch.distributed.tensor.parallel import ColwiseParallel, ParallelStyle, RowwiseParallel, parallelize_module
 
+from thinkrl.model.decoder import DecoderLayer
+from thinkrl.model.layers import SwiGLU
 from thinkrl.train.distributed import DataParallel, init_data_parallel
 
 # module path inside a decoder layer -> how its weight is split (HF names)
@@ -61,19 +63,22 @@ def check_divisible(num_heads: int, num_kv_heads: int, intermediate_size: int, t
         raise ValueError(f"tensor_parallel={tensor_parallel} must divide {', '.join(bad)}")
 
 
-def parallelize_layers(layers: Sequence[nn.Module], tp_mesh: DeviceMesh) -> None:
+def parallelize_layers(layers: Iterable[nn.Module], tp_mesh: DeviceMesh) -> None:
     """Split each decoder layer over ``tp_mesh`` in place (`LAYER_PLAN`) and set its attention's local head counts.
-    ValueError for what is not split (MoE MLPs, q/k norms) or sizes ``tp_mesh.size()`` does not divide."""
+    ValueError for what is not split (MoE MLPs, q/k norms) or sizes ``tp_mesh.size()`` does not divide; TypeError
+    for a layer that is not a `thinkrl.model.decoder.DecoderLayer`."""
     size = tp_mesh.size()
     for layer in layers:
+        if not isinstance(layer, DecoderLayer):
+            raise TypeError(f"parallelize_layers splits thinkrl DecoderLayers, got a {type(layer).__name__}")
         attn, mlp = layer.self_attn, layer.mlp
-        if not hasattr(mlp, "gate_proj"):
+        if not isinstance(mlp, SwiGLU):  # the other kind of MLP: MoE
             raise ValueError("tensor parallelism of MoE layers is not implemented in the trainer")
         if attn.q_norm is not None:
             raise ValueError("tensor parallelism with q/k norms (qk_norm) is not implemented in the trainer")
         check_divisible(attn.num_heads, attn.num_kv_heads, mlp.gate_proj.out_features, size)
-        plan = {name: ColwiseParallel() if style == "colwise" else RowwiseParallel()
-                for name, style in LAYER_PLAN.items()}
+        plan: dict[str, ParallelStyle] = {name: ColwiseParallel() if style == "colwise" else RowwiseParallel()
+                                          for name, style in LAYER_PLAN.items()}
         parallelize_module(layer, tp_mesh, plan)
         attn.num_heads, attn.num_kv_heads = attn.num_heads // size, attn.num_kv_heads // size
 

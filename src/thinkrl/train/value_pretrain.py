@@ -99,6 +99,7 @@ def pretrain_value(critic: ValueModel, optimizer: torch.optim.Optimizer, client:
     for step in range(1, max_steps + 1):
         batch = collect_rollout_batch(client, tokenizer, cursor, rollout, sampling, reward, seed=seed * 1009 + step)
         fresh = monte_carlo_batch(batch.trajectories, critic, micro_batch_tokens)
+        assert fresh.old_values is not None and fresh.returns is not None  # monte_carlo_batch sets both
         ev = explained_variance(fresh.old_values, fresh.returns, fresh.response_mask)
         result.explained_variance.append(ev)
         recent = [x for x in result.explained_variance[-EV_WINDOW:] if math.isfinite(x)]

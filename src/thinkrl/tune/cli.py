@@ -89,12 +89,13 @@ def _parse_lists(args: argparse.Namespace) -> dict[str, list]:
         if text is None:
             continue
         items = [item.strip() for item in text.split(",") if item.strip()]
-        if name not in ("recompute", "offload"):
-            try:
-                items = [int(item) for item in items]  # type: ignore[misc]
-            except ValueError:
-                raise ValueError(f"--{name.replace('_', '-')} takes integers like 1,2,4, got {text!r}") from None
-        out[name] = items
+        if name in ("recompute", "offload"):
+            out[name] = items
+            continue
+        try:
+            out[name] = [int(item) for item in items]
+        except ValueError:
+            raise ValueError(f"--{name.replace('_', '-')} takes integers like 1,2,4, got {text!r}") from None
     return out
 
 
@@ -205,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
     result = tune(shape, cluster, workload, space, trainer, profile)
     if args.out and result.feasible:
         best = result.feasible[0]
+        assert best.memory is not None and best.time is not None  # feasible: it fits, so both were estimated
         header = (f"thinkrl tune: {shape.name} on {cluster.num_gpus} GPUs x {cluster.gpu_mem_gb:g} GB; predicted "
                   f"peak {best.memory.peak / 1e9:.1f} GB, step {best.time.step_s:.1f} s")
         save_layout(best.layout, args.out, header)

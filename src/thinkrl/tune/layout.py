@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from thinkrl.spec import read_yaml
 
+Recompute = Literal["none", "full"]
+Offload = Literal["none", "optimizer", "full"]
+
 
 class ParallelLayout(BaseModel):
     """One parallel configuration.
@@ -38,8 +41,8 @@ class ParallelLayout(BaseModel):
     ep: int = Field(1, ge=1)
     fsdp: int = Field(1, ge=1)
     micro_batch_tokens: int = Field(..., ge=1)
-    recompute: Literal["none", "full"] = "none"
-    offload: Literal["none", "optimizer", "full"] = "none"
+    recompute: Recompute = "none"
+    offload: Offload = "none"
 
     @property
     def shard_group(self) -> int:

@@ -38,6 +38,7 @@ from thinkrl.tune.trainer import TrainerSpec
 
 OpName = Literal["linear", "attention", "rope", "rms_norm", "add", "silu_mul", "moe", "head", "embedding", "adamw",
                  "all_reduce", "all_gather", "reduce_scatter", "tp_colwise", "tp_rowwise"]
+Clock = Literal["wall", "cpu"]
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter")
 TP_OPS = ("tp_colwise", "tp_rowwise")
 GROWTH = {"attention": 2.0}  # beyond the largest profiled x, seconds grow as x ** this (causal attention: T^2)
@@ -87,7 +88,7 @@ class MachineProfile(BaseModel):
     version: Literal[1] = 1
     device: str
     dtype: str
-    clock: Literal["wall", "cpu"]
+    clock: Clock
     threads: int = Field(ge=1)
     comm_overlaps_compute: bool
     created: str = ""
@@ -144,7 +145,7 @@ class OpUse:
     step (once per step: optimizer, HSDP all-reduce). ``fallback``: what to price instead (per call of this one)
     when the profile has no ``op`` at all (a tp op in a profile taken before tp ops were measured)."""
 
-    op: str
+    op: OpName
     dims: tuple[int, ...]
     x: float
     count: float
@@ -159,7 +160,7 @@ def uses_tp_ops(shape: ModelShape, layout: ParallelLayout, trainer: TrainerSpec)
     return layout.tp > 1 and not trainer.sequence_parallel and not shape.is_moe
 
 
-def _use(op: str, dims: tuple[int, ...], x: float, count: float, kind: str, act_bytes: float) -> OpUse:
+def _use(op: OpName, dims: tuple[int, ...], x: float, count: float, kind: str, act_bytes: float) -> OpUse:
     """One compute use; a tp op gets its fallback for older profiles: the plain local linear, and for a rowwise
     one the all-reduce of its (N, C) output (``act_bytes``) per forward plus one in backward (the old count of
     2 per layer per forward and 2 in backward)."""
@@ -172,18 +173,21 @@ def _use(op: str, dims: tuple[int, ...], x: float, count: float, kind: str, act_
 
 
 def _layer_compute(shape: ModelShape, layout: ParallelLayout, trainer: TrainerSpec, tokens: float,
-                   seq_len: int) -> list[tuple[str, tuple[int, ...], float, float]]:
+                   seq_len: int) -> list[tuple[OpName, tuple[int, ...], float, float]]:
     """(op, dims, x, count) of one decoder layer's forward on one rank over ``tokens`` tokens."""
     t, c, d = layout.tp, shape.hidden_size, shape.head_dim
     ts = t if trainer.sequence_parallel else 1
     heads, kv = shape.num_heads // t, max(shape.num_kv_heads // t, 1)
-    col, row, tail = ("linear", "linear", ())
+    col: OpName = "linear"
+    row: OpName = "linear"
+    tail: tuple[int, ...] = ()
     if uses_tp_ops(shape, layout, trainer):  # thinkrl's trainer: DTensor colwise / rowwise linears
         col, row, tail = "tp_colwise", "tp_rowwise", (t,)
-    ops = [("rms_norm", (c,), tokens / ts, 2), ("add", (c,), tokens / ts, 2),
-           (col, (c, heads * d, *tail), tokens, 1), (col, (c, kv * d, *tail), tokens, 2),
-           (row, (heads * d, c, *tail), tokens, 1), ("rope", (heads, d), tokens, 1), ("rope", (kv, d), tokens, 1),
-           ("attention", (heads, kv, d), seq_len, tokens / seq_len)]
+    ops: list[tuple[OpName, tuple[int, ...], float, float]] = [
+        ("rms_norm", (c,), tokens / ts, 2), ("add", (c,), tokens / ts, 2),
+        (col, (c, heads * d, *tail), tokens, 1), (col, (c, kv * d, *tail), tokens, 2),
+        (row, (heads * d, c, *tail), tokens, 1), ("rope", (heads, d), tokens, 1), ("rope", (kv, d), tokens, 1),
+        ("attention", (heads, kv, d), seq_len, tokens / seq_len)]
 
     def swiglu(width: int, n: float, count: float) -> None:
         ops.extend([(col, (c, width, *tail), n, 2 * count), ("silu_mul", (width,), n, count),

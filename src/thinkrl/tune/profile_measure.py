@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from thinkrl.tune.profile import COLLECTIVES, TP_OPS, MachineProfile, OpCurve, layout_ops
+from thinkrl.tune.profile import COLLECTIVES, TP_OPS, Clock, MachineProfile, OpCurve, OpName, layout_ops
 
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -179,7 +179,7 @@ def _collective_worker(rank: int, world: int, init_file: str, op: str, sizes: li
     dist.destroy_process_group()
 
 
-def _collective_curve(op: str, world: int, sizes: list[int], clock: str, device: str) -> OpCurve:
+def _collective_curve(op: OpName, world: int, sizes: list[int], clock: str, device: str) -> OpCurve:
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory(prefix="thinkrl-profile-") as tmp:
@@ -192,7 +192,7 @@ def _collective_curve(op: str, world: int, sizes: list[int], clock: str, device:
     return OpCurve(op=op, dims=(world,), x=[float(s) for s in sizes], forward_s=seconds)
 
 
-def _tp_linear_worker(rank: int, world: int, init_file: str, specs: list[tuple[str, tuple[int, ...], list[int]]],
+def _tp_linear_worker(rank: int, world: int, init_file: str, specs: list[tuple[OpName, tuple[int, ...], list[int]]],
                       dtype: torch.dtype, clock: str, device: str, out_dir: str) -> None:
     """One rank of the tp linear benchmarks: for each (op, (in local, out local, tp), sizes), a bias-free linear
     split over the ``world`` ranks as thinkrl's trainer splits a layer's projections (``parallelize_module`` with
@@ -212,16 +212,17 @@ def _tp_linear_worker(rank: int, world: int, init_file: str, specs: list[tuple[s
         module = torch.nn.Module()
         module.proj = torch.nn.Linear(full_in, full_out, bias=False, device=device, dtype=dtype)
         parallelize_module(module, mesh, {"proj": ColwiseParallel() if colwise else RowwiseParallel()})
+        proj = module.get_submodule("proj")
         row = []
         for x in sizes:
             inp = torch.randn(x, inp_local, device=device, dtype=dtype, requires_grad=True)
 
             def train() -> None:
-                out = module.proj(inp)  # noqa: B023
+                out = proj(inp)  # noqa: B023
                 out.backward(torch.ones_like(out))
 
             def forward() -> torch.Tensor:
-                out = module.proj(inp)  # noqa: B023
+                out = proj(inp)  # noqa: B023
                 # rowwise: an AsyncCollectiveTensor; the layer's next op waits for its all-reduce, so wait here
                 return out.wait() if isinstance(out, AsyncCollectiveTensor) else out
 
@@ -249,7 +250,7 @@ def _agreed_reps(fn: Callable[[], object], device: str) -> int:
     return int(reps.item())
 
 
-def _tp_linear_curves(specs: list[tuple[str, tuple[int, ...], list[int]]], world: int, dtype: torch.dtype,
+def _tp_linear_curves(specs: list[tuple[OpName, tuple[int, ...], list[int]]], world: int, dtype: torch.dtype,
                       clock: str, device: str) -> list[OpCurve]:
     """The tp linear ops of ``specs`` measured in ``world`` spawned processes; seconds of the busiest rank."""
     import torch.multiprocessing as mp
@@ -277,16 +278,16 @@ def _powers_of_two(low: float, high: float) -> list[int]:
     return out + [int(high)]
 
 
-def plan(shape, workload, layouts, trainer, num_gpus: int) -> dict[tuple[str, tuple[int, ...]], list[int]]:
+def plan(shape, workload, layouts, trainer, num_gpus: int) -> dict[tuple[OpName, tuple[int, ...]], list[int]]:
     """Every (op, dims) the layouts use, with the sizes to measure it at (covering every size they use)."""
     from thinkrl.tune.memory import resident_params
 
-    needed: dict[tuple[str, tuple[int, ...]], set[float]] = {}
+    needed: dict[tuple[OpName, tuple[int, ...]], set[float]] = {}
     for layout in layouts:
         uses = layout_ops(shape, workload, layout, trainer, num_gpus, resident_params(shape, layout, trainer))
         for use in uses:
             needed.setdefault((use.op, use.dims), set()).add(use.x)
-    grid: dict[tuple[str, tuple[int, ...]], list[int]] = {}
+    grid: dict[tuple[OpName, tuple[int, ...]], list[int]] = {}
     for (op, dims), xs in needed.items():
         top = max(xs)
         if op == "attention":
@@ -300,14 +301,14 @@ def plan(shape, workload, layouts, trainer, num_gpus: int) -> dict[tuple[str, tu
     return grid
 
 
-def measure_profile(shape, workload, layouts, trainer, num_gpus: int, clock: str = "wall", device: str = "cpu",
+def measure_profile(shape, workload, layouts, trainer, num_gpus: int, clock: Clock = "wall", device: str = "cpu",
                     log: Callable[[str], None] | None = None) -> MachineProfile:
     """Measure every op of ``layouts`` on this machine (see the module docstring)."""
     if clock == "cpu" and device != "cpu":
         raise ValueError("--clock cpu times CPU work only; use --clock wall on a GPU")
     dtype = DTYPES[workload.precision]
     curves: list[OpCurve] = []
-    tp_specs: dict[int, list[tuple[str, tuple[int, ...], list[int]]]] = {}
+    tp_specs: dict[int, list[tuple[OpName, tuple[int, ...], list[int]]]] = {}
     for (op, dims), sizes in sorted(plan(shape, workload, layouts, trainer, num_gpus).items()):
         if log:
             log(f"{op} {list(dims)} at {sizes}")

@@ -11,17 +11,24 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from thinkrl.tune.layout import ParallelLayout
+from thinkrl.tune.layout import Offload, ParallelLayout, Recompute
 from thinkrl.tune.memory import MemoryBreakdown, estimate_memory
 from thinkrl.tune.profile import MachineProfile
 from thinkrl.tune.shapes import ModelShape
 from thinkrl.tune.specs import GB, ClusterSpec, WorkloadSpec
 from thinkrl.tune.timing import TimeBreakdown, estimate_time
 from thinkrl.tune.trainer import TrainerSpec, trainer_refusal
+
+
+def _all_recompute() -> list[Recompute]:
+    return ["none", "full"]
+
+
+def _all_offload() -> list[Offload]:
+    return ["none", "optimizer", "full"]
 
 
 class SearchSpace(BaseModel):
@@ -36,8 +43,8 @@ class SearchSpace(BaseModel):
     ep: list[PositiveInt] | None = Field(default=None, min_length=1)
     fsdp: list[PositiveInt] | None = Field(default=None, min_length=1)
     micro_batch_tokens: list[PositiveInt] | None = Field(default=None, min_length=1)
-    recompute: list[Literal["none", "full"]] = Field(default_factory=lambda: ["none", "full"])
-    offload: list[Literal["none", "optimizer", "full"]] = Field(default_factory=lambda: ["none", "optimizer", "full"])
+    recompute: list[Recompute] = Field(default_factory=_all_recompute)
+    offload: list[Offload] = Field(default_factory=_all_offload)
 
 
 @dataclass(frozen=True)

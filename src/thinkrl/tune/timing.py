@@ -131,7 +131,7 @@ def tp_comm_bytes(shape: ModelShape, workload: WorkloadSpec, layout: ParallelLay
     unit = (tp - 1) / tp * tokens * shape.hidden_size * workload.compute_bytes
     forwards = 1 + (1 if layout.recompute == "full" else 0) + workload.forward_only_passes
     sp = trainer.sequence_parallel
-    units = shape.num_layers * (4 * forwards + (6 if sp else 4))
+    units: float = shape.num_layers * (4 * forwards + (6 if sp else 4))
     if trainer.vocab_parallel:
         outer_forwards = 1 + workload.forward_only_passes
         response = workload.response_len / workload.seq_len

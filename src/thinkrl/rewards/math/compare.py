@@ -179,7 +179,7 @@ def relations_equal(a: Relation, b: Relation) -> bool:
     return True
 
 
-def _relation_as_interval(rel: Relation) -> Value | None:
+def _relation_as_interval(rel: Relation) -> Bracket | SetUnion | None:
     """An inequality of one name with constant bounds as an interval (``x >= 2`` -> ``[2, oo)``).
 
     The name is a symbol or symbols combined without numbers (``0 < f(x) < 1`` bounds ``f(x)``, parsed
@@ -202,8 +202,9 @@ def _relation_as_interval(rel: Relation) -> Value | None:
             low, low_open = left, op == "<"
         else:
             return None
-    interval = Bracket("(" if low_open else "[", ")" if high_open else "]", (low, high))
-    return _absolute_bounds(interval) if absolute else interval
+    if absolute:
+        return _absolute_bounds(low, high, low_open, high_open)
+    return Bracket("(" if low_open else "[", ")" if high_open else "]", (low, high))
 
 
 def _is_name(expr: sympy.Expr) -> bool:
@@ -211,26 +212,38 @@ def _is_name(expr: sympy.Expr) -> bool:
     return expr.is_Symbol or (expr.is_Mul and all(arg.is_Symbol for arg in expr.args))
 
 
-def _absolute_bounds(bounds: Bracket) -> Value | None:
-    """The values of ``z`` whose ``|z|`` lies in ``bounds``: ``1 <= |z| <= 2`` is ``[-2, -1] U [1, 2]``."""
-    low, high = bounds.items
+def _absolute_bounds(low: sympy.Expr, high: sympy.Expr, low_open: bool, high_open: bool) -> Bracket | SetUnion | None:
+    """The values of ``z`` whose ``|z|`` lies between ``low`` and ``high``: ``1 <= |z| <= 2`` is ``[-2, -1] U [1, 2]``.
+
+    ``low_open``/``high_open``: whether each bound is strict.
+    """
+    bounds = Bracket("(" if low_open else "[", ")" if high_open else "]", (low, high))
+    mirror_open = "(" if high_open else "["
     try:
-        if low < 0 or (low == 0 and bounds.open == "["):
-            return Bracket("(" if bounds.close == ")" else "[", bounds.close, (-high, high))
+        if low < 0 or (low == 0 and not low_open):
+            return Bracket(mirror_open, bounds.close, (-high, high))
         if low == 0:
-            return SetUnion((Bracket("(" if bounds.close == ")" else "[", ")", (-high, sympy.Integer(0))), bounds))
-        mirrored = Bracket("(" if bounds.close == ")" else "[", ")" if bounds.open == "(" else "]", (-high, -low))
+            return SetUnion((Bracket(mirror_open, ")", (-high, sympy.Integer(0))), bounds))
+        mirrored = Bracket(mirror_open, ")" if low_open else "]", (-high, -low))
         return SetUnion((mirrored, bounds))
     except TypeError:
         return None
 
 
+def _ends(interval: Bracket) -> tuple[sympy.Expr, sympy.Expr]:
+    """The two ends of an interval; TypeError when they are not expressions (never for `_relation_as_interval`'s)."""
+    low, high = interval.items
+    if not (isinstance(low, sympy.Expr) and isinstance(high, sympy.Expr)):
+        raise TypeError("interval ends must be expressions")
+    return low, high
+
+
 def _disjoint(intervals: list[Bracket]) -> bool:
     """True if the intervals share no point (ends compared exactly; an unknown order counts as overlap)."""
     try:
-        ordered = sorted(intervals, key=lambda b: b.items[0])
+        ordered = sorted(intervals, key=lambda b: _ends(b)[0])
         for left, right in zip(ordered, ordered[1:], strict=False):
-            gap = right.items[0] - left.items[1]
+            gap = _ends(right)[0] - _ends(left)[1]
             if not (gap > 0 or (gap == 0 and (left.close == ")" or right.open == "("))):
                 return False
     except TypeError:
@@ -244,14 +257,21 @@ def _relations_as_set(value: Value) -> Value | None:
     are disjoint (overlapping ones could mean "and"; "and"/"or" both read as a list separator)."""
     if isinstance(value, Relation):
         return _relation_as_interval(value)
-    if not (isinstance(value, Bracket) and value.open == "" and len(value.items) > 1
-            and all(isinstance(item, Relation) for item in value.items)):
+    if not (isinstance(value, Bracket) and value.open == "" and len(value.items) > 1):
         return None
-    symbols = set().union(*(e.free_symbols for item in value.items for e in item.exprs))  # type: ignore[union-attr]
-    intervals = [_relation_as_interval(item) for item in value.items]  # type: ignore[arg-type]
-    if len(symbols) != 1 or any(i is None for i in intervals) or not _disjoint(intervals):  # type: ignore[arg-type]
+    relations = [item for item in value.items if isinstance(item, Relation)]
+    if len(relations) != len(value.items):
         return None
-    return SetUnion(tuple(intervals))  # type: ignore[arg-type]
+    symbols = set().union(*(e.free_symbols for item in relations for e in item.exprs))
+    intervals: list[Bracket] = []  # an |x| inequality may give a union of two: its parts count one by one
+    for relation in relations:
+        interval = _relation_as_interval(relation)
+        if interval is None:
+            return None
+        intervals.extend(interval.parts if isinstance(interval, SetUnion) else (interval,))
+    if len(symbols) != 1 or not _disjoint(intervals):
+        return None
+    return SetUnion(tuple(intervals))
 
 
 def _unordered_equal(a: tuple[Value, ...], b: tuple[Value, ...], rel_tol: float) -> bool:

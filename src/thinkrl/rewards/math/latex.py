@@ -121,9 +121,10 @@ class _Parser(CommandsMixin):
             parts.append(self.sum())
         if len(parts) == 1:
             return first
-        if not all(isinstance(p, Bracket) for p in parts):
+        brackets = [p for p in parts if isinstance(p, Bracket)]
+        if len(brackets) != len(parts):
             raise NotMath("union of non-sets")
-        return SetUnion(tuple(parts))  # type: ignore[arg-type]
+        return SetUnion(tuple(brackets))
 
     def sum(self) -> Value:
         signs = [self._sign()]
@@ -272,7 +273,8 @@ class _Parser(CommandsMixin):
         """The raw token text of a ``{...}`` group or of one token (for subscripts and environments)."""
         if not self.accept("{"):
             return self.take()[1]
-        parts, depth = [], 1
+        parts: list[str] = []
+        depth = 1
         while True:
             kind, value = self.take()
             if kind == "end":

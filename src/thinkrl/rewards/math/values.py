@@ -157,22 +157,24 @@ def _from_matrix(matrix: sympy.MatrixBase) -> MatrixValue:
 
 def multiply(left: Value, right: Value) -> Value:
     """``left * right``: numbers and expressions, a scalar times a matrix, or a matrix product of matching shapes."""
-    if not isinstance(left, MatrixValue) and not isinstance(right, MatrixValue):
-        return check_size(sympy.Mul(as_expr(left), as_expr(right)))
     if isinstance(left, MatrixValue) and isinstance(right, MatrixValue):
         a, b = _as_matrix(left), _as_matrix(right)
         if a.cols != b.rows:
             raise NotMath(f"matrix product of shapes {a.shape} and {b.shape}")
         return _from_matrix(a * b)
-    matrix, scalar = (left, right) if isinstance(left, MatrixValue) else (right, left)
-    return _from_matrix(_as_matrix(matrix) * as_expr(scalar))
+    if isinstance(left, MatrixValue):
+        return _from_matrix(_as_matrix(left) * as_expr(right))
+    if isinstance(right, MatrixValue):
+        return _from_matrix(_as_matrix(right) * as_expr(left))
+    return check_size(sympy.Mul(as_expr(left), as_expr(right)))
 
 
 def matrix_sum(signs: list[int | str], terms: list[Value]) -> MatrixValue:
     """A sum of same-shape matrices (``\\pm`` and a scalar term are not matrix arithmetic)."""
-    if "pm" in signs or not all(isinstance(t, MatrixValue) for t in terms):
+    matrix_terms = [t for t in terms if isinstance(t, MatrixValue)]
+    if "pm" in signs or len(matrix_terms) != len(terms):
         raise NotMath("sum of a matrix and a non-matrix")
-    matrices = [_as_matrix(t) for t in terms]  # type: ignore[arg-type]
+    matrices = [_as_matrix(t) for t in matrix_terms]
     if len({m.shape for m in matrices}) != 1:
         raise NotMath("sum of matrices of different shapes")
     total = sympy.ImmutableMatrix.zeros(*matrices[0].shape)

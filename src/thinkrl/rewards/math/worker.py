@@ -240,8 +240,9 @@ class MathVerifier:
                 worker = self._workers[slot]
                 if not worker.chunk:
                     self._assign(worker, todo, size, pairs, timeout_s, rel_tol)
-        assert all(r is not None for r in results)
-        return results  # type: ignore[return-value]
+        done = [r for r in results if r is not None]
+        assert len(done) == len(results), "every pair gets a verdict"
+        return done
 
     def _assign(self, worker: _Worker, todo: deque[int], size: int, pairs: list[tuple[str, str]],
                 timeout_s: float, rel_tol: float) -> None:

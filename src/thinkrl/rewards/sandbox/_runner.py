@@ -30,7 +30,7 @@ SOLUTION_NAME = "solution.py"
 # Address space held back from the program and handed back when it runs out of memory, so that reporting the
 # MemoryError (importing json and traceback, formatting) does not itself fail at the limit.
 _RESERVE_BYTES = 8 << 20
-_reserve = []
+_reserve = []  # type: list[bytearray]  # a comment, not an annotation: this file runs on Python 3.8
 
 
 def _send(fd, record):
@@ -96,6 +96,8 @@ def _apply_rlimits(limits):
 def _load(path, name):
     """Run the solution file as module ``name`` (what ``python solution.py`` does for ``__main__``)."""
     spec = spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # never for a .py path; checked for a clear error
+        raise ImportError("cannot load " + path)
     module = module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

@@ -273,7 +273,8 @@ def tests_from_humaneval(problem: Mapping[str, Any]) -> CodeTests:
 
 
 
-# pytest collects module-level callables named ``test*``; these loaders are not tests.
+# pytest collects module-level callables named ``test*``; these loaders are not tests (mypy cannot type an
+# attribute set on a function, hence the ignores).
 tests_from_apps.__test__ = False  # type: ignore[attr-defined]
 tests_from_livecodebench.__test__ = False  # type: ignore[attr-defined]
 tests_from_humaneval.__test__ = False  # type: ignore[attr-defined]

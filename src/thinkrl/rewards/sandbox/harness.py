@@ -124,7 +124,8 @@ def _run_script(code: str, tests: CodeTests, limits: SandboxLimits) -> list[Test
 
 def _call_verdict(tests: CodeTests, event: dict[str, Any]) -> TestResult:
     i = event["i"]
-    wall = event.get("wall_s") if isinstance(event.get("wall_s"), int | float) else 0.0
+    raw_wall = event.get("wall_s")
+    wall = raw_wall if isinstance(raw_wall, int | float) else 0.0
     if event["event"] == "error":
         status = Status.MEMORY if event.get("memory") else Status.RUNTIME_ERROR
         return TestResult(i, status, str(event.get("error", ""))[:500], "", wall)
@@ -147,9 +148,10 @@ def _run_calls(code: str, tests: CodeTests, limits: SandboxLimits, stop_on_failu
                 verdicts[i] = _failure(i, run)
             break
         for event in run.events:
-            i = event.get("i")
-            if event["event"] in ("result", "error") and type(i) is int and start <= i < n and i not in verdicts:
-                verdicts[i] = _call_verdict(tests, event)
+            case_i = event.get("i")
+            if (event["event"] in ("result", "error") and type(case_i) is int and start <= case_i < n
+                    and case_i not in verdicts):
+                verdicts[case_i] = _call_verdict(tests, event)
         missing = next((i for i in range(start, n) if i not in verdicts), None)
         if missing is None:
             break

@@ -57,19 +57,19 @@ class SandboxLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    timeout_s: float = Field(5.0, gt=0, le=3600)
-    memory_mb: int = Field(1024, ge=64)
-    max_output_bytes: int = Field(8 << 20, ge=1024)
-    max_file_mb: int = Field(16, ge=1)
-    max_open_files: int = Field(64, ge=16)
-    max_processes: int = Field(32, ge=4)
-    tmpfs_mb: int = Field(64, ge=1)
+    timeout_s: float = Field(default=5.0, gt=0, le=3600)
+    memory_mb: int = Field(default=1024, ge=64)
+    max_output_bytes: int = Field(default=8 << 20, ge=1024)
+    max_file_mb: int = Field(default=16, ge=1)
+    max_open_files: int = Field(default=64, ge=16)
+    max_processes: int = Field(default=32, ge=4)
+    tmpfs_mb: int = Field(default=64, ge=1)
     isolation: Literal["auto", "bwrap", "rlimits"] = "auto"
     allow_unisolated: bool = False
-    bwrap: str = Field("bwrap", min_length=1)
+    bwrap: str = Field(default="bwrap", min_length=1)
     python: str | None = None
-    uid_base: int = Field(2_000_000_000, ge=1000, le=4_000_000_000)
-    num_uids: int = Field(64, ge=1, le=4096)
+    uid_base: int = Field(default=2_000_000_000, ge=1000, le=4_000_000_000)
+    num_uids: int = Field(default=64, ge=1, le=4096)
 
     def rlimits(self, steps: int = 1) -> dict[str, int]:
         """The rlimits the in-sandbox runner applies to itself before running untrusted code.

@@ -6,6 +6,7 @@ import os
 import selectors
 import subprocess
 import time
+from typing import IO
 
 
 def open_pidfd(pid: int) -> int | None:
@@ -26,17 +27,24 @@ def read_some(fd: int) -> bytes | None:
         return b""
 
 
-def write_some(sel: selectors.BaseSelector, proc: subprocess.Popen, data: bytes, sent: int) -> int:
-    """Write more of stdin; close it when all is sent or the program stopped reading."""
+def std_pipes(proc: subprocess.Popen[bytes]) -> tuple[IO[bytes], IO[bytes], IO[bytes]]:
+    """The parent's ends of ``proc``'s stdin, stdout and stderr; it must have been started with all three PIPE."""
+    if proc.stdin is None or proc.stdout is None or proc.stderr is None:
+        raise ValueError("the sandboxed program must be started with stdin, stdout and stderr as subprocess.PIPE")
+    return proc.stdin, proc.stdout, proc.stderr
+
+
+def write_some(sel: selectors.BaseSelector, pipe: IO[bytes], data: bytes, sent: int) -> int:
+    """Write more of stdin to ``pipe``; close it when all is sent or the program stopped reading."""
     try:
-        sent += os.write(proc.stdin.fileno(), data[sent:sent + (1 << 16)])
+        sent += os.write(pipe.fileno(), data[sent:sent + (1 << 16)])
     except BlockingIOError:
         return sent
     except OSError:  # EPIPE: the program closed its stdin or exited
         sent = len(data)
     if sent >= len(data):
-        sel.unregister(proc.stdin.fileno())
-        proc.stdin.close()
+        sel.unregister(pipe.fileno())
+        pipe.close()
     return sent
 
 

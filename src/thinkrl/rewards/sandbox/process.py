@@ -21,12 +21,12 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from thinkrl.rewards.sandbox import isolation as iso_mod
 from thinkrl.rewards.sandbox.isolation import Isolation
 from thinkrl.rewards.sandbox.limits import SandboxLimits, Status
-from thinkrl.rewards.sandbox.pipes import drain, open_pidfd, read_some, write_some
+from thinkrl.rewards.sandbox.pipes import drain, open_pidfd, read_some, std_pipes, write_some
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +85,11 @@ def _probe(iso: Isolation, limits: SandboxLimits) -> str | None:
     return f"{result.status}: {result.reason} {result.stderr.strip()[-300:]}".strip()
 
 
-def _first_working(mode: str, limits: SandboxLimits, unshare_net: bool = False,
+def _first_working(mode: Literal["bwrap", "rlimits"], limits: SandboxLimits, unshare_net: bool = False,
                    bwrap: str = "bwrap") -> tuple[Isolation | None, str]:
     reasons = []
     for python in iso_mod.python_candidates(limits):
-        iso = Isolation(mode, python, iso_mod.is_root(), unshare_net, bwrap)  # type: ignore[arg-type]
+        iso = Isolation(mode, python, iso_mod.is_root(), unshare_net, bwrap)
         why = _probe(iso, limits)
         if why is None:
             return iso, ""
@@ -172,7 +172,7 @@ class _Streams:
     over: str = ""
 
 
-def _pump(proc: subprocess.Popen, stdin: bytes, result_r: int, limits: SandboxLimits, steps: int,
+def _pump(proc: subprocess.Popen[bytes], stdin: bytes, result_r: int, limits: SandboxLimits, steps: int,
           streams: _Streams) -> bool:
     """Feed stdin and read the outputs until the program exits, a deadline passes or a cap is hit.
 
@@ -182,20 +182,21 @@ def _pump(proc: subprocess.Popen, stdin: bytes, result_r: int, limits: SandboxLi
     start = time.monotonic()
     hard_deadline = start + limits.timeout_s * steps
     step_deadline = start + limits.timeout_s
+    stdin_pipe, stdout, stderr = std_pipes(proc)
     sel = selectors.DefaultSelector()
-    bufs = {proc.stdout.fileno(): streams.out, proc.stderr.fileno(): streams.err, result_r: streams.res}
+    bufs = {stdout.fileno(): streams.out, stderr.fileno(): streams.err, result_r: streams.res}
     for fd in bufs:
         os.set_blocking(fd, False)
         sel.register(fd, selectors.EVENT_READ)
     pidfd = open_pidfd(proc.pid)  # readable when the program exits
     if pidfd is not None:
         sel.register(pidfd, selectors.EVENT_READ)
-    stdin_fd, sent = proc.stdin.fileno(), 0
+    stdin_fd, sent = stdin_pipe.fileno(), 0
     os.set_blocking(stdin_fd, False)
     if stdin:
         sel.register(stdin_fd, selectors.EVENT_WRITE)
     else:
-        proc.stdin.close()
+        stdin_pipe.close()
     try:
         while True:
             timeout = min(step_deadline, hard_deadline) - time.monotonic()
@@ -210,7 +211,7 @@ def _pump(proc: subprocess.Popen, stdin: bytes, result_r: int, limits: SandboxLi
                 if fd == pidfd:
                     return True
                 if fd == stdin_fd:
-                    sent = write_some(sel, proc, stdin, sent)
+                    sent = write_some(sel, stdin_pipe, stdin, sent)
                     continue
                 chunk = read_some(fd)
                 if chunk is None:
@@ -222,15 +223,15 @@ def _pump(proc: subprocess.Popen, stdin: bytes, result_r: int, limits: SandboxLi
                 if fd == result_r and b"\n" in chunk:
                     step_deadline = time.monotonic() + limits.timeout_s
                 if len(bufs[fd]) > limits.max_output_bytes:
-                    name = {result_r: "result channel", proc.stdout.fileno(): "stdout"}.get(fd, "stderr")
+                    name = {result_r: "result channel", stdout.fileno(): "stdout"}.get(fd, "stderr")
                     streams.over = f"{name} exceeded {limits.max_output_bytes} bytes"
                     return False
     finally:
         sel.close()
         if pidfd is not None:
             os.close(pidfd)
-        if not proc.stdin.closed:
-            proc.stdin.close()
+        if not stdin_pipe.closed:
+            stdin_pipe.close()
 
 
 def _events(raw: bytes) -> tuple[dict[str, Any], ...]:
@@ -332,10 +333,11 @@ def _launch(iso: Isolation, limits: SandboxLimits, src: str, work: str, uid: int
             iso_mod.kill_uid(uid)
         rc = proc.wait()
         wall_s = time.monotonic() - start
-        drain({proc.stdout.fileno(): streams.out, proc.stderr.fileno(): streams.err, result_r: streams.res},
-               limits.max_output_bytes)
-        proc.stdout.close()
-        proc.stderr.close()
+        _, stdout, stderr = std_pipes(proc)
+        drain({stdout.fileno(): streams.out, stderr.fileno(): streams.err, result_r: streams.res},
+              limits.max_output_bytes)
+        stdout.close()
+        stderr.close()
         os.close(result_r)
     cap = limits.max_output_bytes
     events = _events(bytes(streams.res[:cap]))
