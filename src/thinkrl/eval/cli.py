@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from thinkrl.engine import LLMEngine
     from thinkrl.eval.benchmark import BenchmarkSpec
     from thinkrl.eval.samplers import Sampler, SampleSettings
     from thinkrl.tasks import Problem
+    from thinkrl.tokenizer import TextTokenizer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_sweep(args: argparse.Namespace, engine, tokenizer, problems) -> int:
+def _run_sweep(args: argparse.Namespace, engine: LLMEngine, tokenizer: TextTokenizer, problems: list[Problem]) -> int:
     from thinkrl.eval.budget_sweep import plot_budget_curves, points_table, sweep_budgets
 
     budgets = [int(b) for b in args.budgets.split(",")]

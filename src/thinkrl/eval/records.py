@@ -13,6 +13,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -153,7 +154,7 @@ def drop_incomplete_tail(path: Path) -> None:
         path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
-def append_result(handle, result: ProblemResult) -> None:
+def append_result(handle: TextIO, result: ProblemResult) -> None:
     """Write one line and flush it to disk."""
     handle.write(result.model_dump_json() + "\n")
     handle.flush()

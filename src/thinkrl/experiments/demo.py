@@ -14,7 +14,10 @@ import logging
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from thinkrl.train.config import RLRecipe, SFTRecipe
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ def load_recipes(args: argparse.Namespace, seed: int, folder: Path) -> tuple[Any
     return sft, rl
 
 
-def run_seed(seed: int, folder: Path, sft: Any, rl: Any, eval_samples: int) -> dict:
+def run_seed(seed: int, folder: Path, sft: SFTRecipe, rl: RLRecipe, eval_samples: int) -> dict:
     """SFT → eval → DAPO → eval for one seed (its recipes from `load_recipes`); returns the before/after figures."""
     from thinkrl.train.rl_loop import run_rl
     from thinkrl.train.sft import run_sft
@@ -80,7 +83,7 @@ def run_seed(seed: int, folder: Path, sft: Any, rl: Any, eval_samples: int) -> d
     return row
 
 
-def evaluate_model(model_dir: Path, rl_recipe, samples: int) -> dict:
+def evaluate_model(model_dir: Path, rl_recipe: RLRecipe, samples: int) -> dict:
     """Held-out accuracy (avg@k at the RL sampling temperature) and greedy accuracy of one model folder."""
     from thinkrl.engine import LLMEngine
     from thinkrl.eval.evaluate import evaluate
@@ -100,7 +103,7 @@ def evaluate_model(model_dir: Path, rl_recipe, samples: int) -> dict:
             "mean_response_tokens": sampled.mean_response_tokens, "num_problems": sampled.num_problems}
 
 
-def write_report(row: dict, folder: Path, sft, rl) -> None:
+def write_report(row: dict, folder: Path, sft: SFTRecipe, rl: RLRecipe) -> None:
     from thinkrl.train.metrics import plot_metrics
 
     png = plot_metrics(folder / "rl" / "metrics.jsonl",

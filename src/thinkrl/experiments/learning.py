@@ -50,7 +50,7 @@ from thinkrl.experiments.learning_arms import (
 from thinkrl.experiments.learning_compute import ComputeLedger, FlopModel
 from thinkrl.experiments.learning_config import LearningConfig, check_run_settings, load_learning_config
 from thinkrl.experiments.learning_data import Splits, make_splits, trace_examples
-from thinkrl.model import load_pretrained
+from thinkrl.model import CausalLM, load_pretrained
 from thinkrl.tokenizer import load_tokenizer
 from thinkrl.train.common import build_policy, save_policy, seed_everything
 from thinkrl.train.specs import ModelSpec
@@ -166,7 +166,7 @@ class Protocol:
                               "seconds": round(time.perf_counter() - start, 1)})
         return ColdStart(splits, paths, folder / "cold" / "final")
 
-    def _train_cold(self, model, splits: Splits, seed: int, ledger: ComputeLedger) -> list[dict[str, float]]:
+    def _train_cold(self, model: CausalLM, splits: Splits, seed: int, ledger: ComputeLedger) -> list[dict[str, float]]:
         cold = self.config.cold
         examples = trace_examples(self.tokenizer, splits.train[:cold.num_problems], random.Random(seed),
                                   self.config.search_attempts, self.config.terse_share)
@@ -182,7 +182,7 @@ class Protocol:
                     break
         return curve
 
-    def _curve_point(self, model, splits: Splits, step: int, loss: float, ledger: ComputeLedger) -> dict:
+    def _curve_point(self, model: CausalLM, splits: Splits, step: int, loss: float, ledger: ComputeLedger) -> dict:
         val = greedy_accuracy(model, self.tokenizer, splits.val, self.sampling)
         return {"step": step, "train_loss": loss, "val_greedy": val.accuracy, "flops": float(ledger.total),
                 "val_response_tokens": val.mean_response_tokens}

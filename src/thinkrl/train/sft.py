@@ -15,11 +15,14 @@ import random
 from pathlib import Path
 
 import torch
+from torch.optim.lr_scheduler import LambdaLR
 
+from thinkrl.model import CausalLM
 from thinkrl.rollout import load_problems
 from thinkrl.rollout.agent_sft import build_agent_sft_examples
 from thinkrl.rollout.environments import build_environment
 from thinkrl.tasks import get_task
+from thinkrl.tokenizer import TextTokenizer
 from thinkrl.train.batching import pack_sft_examples, split_micro_batches
 from thinkrl.train.common import (
     clipped_step,
@@ -40,7 +43,7 @@ from thinkrl.train.schedule import build_optimizer, build_scheduler
 logger = logging.getLogger(__name__)
 
 
-def build_sft_examples(recipe: SFTRecipe, tokenizer) -> list[tuple[list[int], list[bool]]]:
+def build_sft_examples(recipe: SFTRecipe, tokenizer: TextTokenizer) -> list[tuple[list[int], list[bool]]]:
     """One traced example per training problem, with ``trace_noise`` mistakes mixed in.
 
     Each example gets a budget from ``thinking_budgets`` (rendered in its prompt) and a trace that fits it.
@@ -138,7 +141,8 @@ def _run_sft(recipe: SFTRecipe, dp: DataParallel | None) -> Path:
     return final
 
 
-def sft_step(model, optimizer, scheduler, examples, recipe: SFTRecipe, dp: DataParallel | None = None) -> float:
+def sft_step(model: CausalLM, optimizer: torch.optim.Optimizer, scheduler: LambdaLR,
+             examples: list[tuple[list[int], list[bool]]], recipe: SFTRecipe, dp: DataParallel | None = None) -> float:
     """One optimizer step on ``examples``; micro-batches balanced by Karmarkar-Karp within the token budget
     (sharded: this rank's share, as many micro-batches as every other rank's, each rank's loss times the number of
     ranks because FSDP2 averages the gradients)."""

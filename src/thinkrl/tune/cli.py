@@ -15,9 +15,15 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
+
+if TYPE_CHECKING:
+    from thinkrl.tune.search import Candidate, SearchSpace, TuneResult
+    from thinkrl.tune.shapes import ModelShape
+    from thinkrl.tune.specs import ClusterSpec, WorkloadSpec
+    from thinkrl.tune.trainer import TrainerSpec
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 CLUSTER_FLAGS = ("gpus_per_node", "gpu_mem_gb", "reserved_gb", "peak_tflops", "mfu", "hbm_gbps",
@@ -104,7 +110,8 @@ def _model_path(name: str) -> Path:
     return builtin if builtin.exists() and not Path(name).exists() else Path(name)
 
 
-def build_inputs(args: argparse.Namespace):
+def build_inputs(args: argparse.Namespace,
+                 ) -> tuple[ModelShape, ClusterSpec, WorkloadSpec, SearchSpace, TrainerSpec]:
     """(shape, cluster, workload, space) from the arguments; ValueError names the bad one."""
     from thinkrl.tune import CLUSTER_PRESETS, ClusterSpec, WorkloadSpec, load_model_shape
     from thinkrl.tune.search import SearchSpace
@@ -126,13 +133,14 @@ def build_inputs(args: argparse.Namespace):
     return load_model_shape(_model_path(args.model)), cluster, workload, space, trainer
 
 
-def _describe_trainer(trainer) -> str:
+def _describe_trainer(trainer: TrainerSpec) -> str:
     sp = "with" if trainer.sequence_parallel else "no"
     vp = "vocabulary-parallel" if trainer.vocab_parallel else "replicated"
     return f"trainer: {trainer.name} (tp: {sp} sequence parallelism, {vp} embeddings/lm_head)"
 
 
-def format_table(result, shape, cluster, workload, top: int, trainer) -> str:
+def format_table(result: TuneResult, shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec, top: int,
+                 trainer: TrainerSpec) -> str:
     """The ranked feasible layouts, then the rejected ones counted by reason with the closest example, and the
     fastest layout the trainer cannot run if it would fit."""
     gb = 1e9
@@ -146,6 +154,7 @@ def format_table(result, shape, cluster, workload, top: int, trainer) -> str:
     ]
     for rank, cand in enumerate(result.feasible[:top], 1):
         lay, mem, tim = cand.layout, cand.memory, cand.time
+        assert mem is not None and tim is not None  # a feasible layout has both estimates
         lines.append(f"{rank:>3} {lay.tp:>3} {lay.cp:>3} {lay.ep:>3} {lay.fsdp:>4} {lay.micro_batch_tokens:>9} "
                      f"{lay.recompute:>9} {lay.offload:>9} {mem.peak / gb:>8.1f} {mem.train_peak / gb:>6.1f} "
                      f"{mem.rollout_peak / gb:>7.1f} {tim.step_s:>8.1f} {tim.num_micro_batches:>5}")
@@ -158,15 +167,17 @@ def format_table(result, shape, cluster, workload, top: int, trainer) -> str:
     for kind, count in kinds.most_common():
         example = min((c for c in result.rejected if _reason_kind(c.reason) == kind), key=_overshoot)
         lines.append(f"  {count:>5} rejected: {kind} — e.g. {example.layout.describe()}: {example.reason}")
-    unrunnable = [c for c in result.rejected if not c.runnable and c.time is not None]
-    best = min(unrunnable, key=lambda c: c.time.step_s, default=None)
-    if best and (not result.feasible or best.time.step_s < result.feasible[0].time.step_s):
+    unrunnable = [(c.time.step_s, c) for c in result.rejected if not c.runnable and c.time is not None]
+    fastest = result.feasible[0].time if result.feasible else None
+    best_s, best = min(unrunnable, key=lambda pair: pair[0], default=(0.0, None))
+    if best is not None and (fastest is None or best_s < fastest.step_s):
+        why = (best.reason or "").split(": ", 1)[-1]
         lines.append(f"Fastest layout that fits but {trainer.name} cannot run: {best.layout.describe()}, step "
-                     f"{best.time.step_s:.1f} s ({best.reason.split(': ', 1)[1]}; --trainer full ranks these).")
+                     f"{best_s:.1f} s ({why}; --trainer full ranks these).")
     return "\n".join(lines)
 
 
-def _overshoot(candidate) -> float:
+def _overshoot(candidate: Candidate) -> float:
     """The phase peak a memory rejection is about (0 for structural rejections), to show the closest miss."""
     mem, reason = candidate.memory, candidate.reason or ""
     if mem is None:
@@ -223,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_profile(args: argparse.Namespace, shape, cluster, workload, space, trainer) -> int:
+def _run_profile(args: argparse.Namespace, shape: ModelShape, cluster: ClusterSpec, workload: WorkloadSpec,
+                 space: SearchSpace, trainer: TrainerSpec) -> int:
     """Measure the op times of every layout of ``space`` that ``trainer`` runs and write them to ``--out``."""
     from thinkrl.model import resolve_device
     from thinkrl.tune.profile_measure import measure_profile

@@ -22,13 +22,17 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from thinkrl.tune.layout import ParallelLayout
 from thinkrl.tune.profile import COLLECTIVES, TP_OPS, Clock, MachineProfile, OpCurve, OpName, layout_ops
+from thinkrl.tune.shapes import ModelShape
+from thinkrl.tune.specs import WorkloadSpec
+from thinkrl.tune.trainer import TrainerSpec
 
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -278,7 +282,8 @@ def _powers_of_two(low: float, high: float) -> list[int]:
     return out + [int(high)]
 
 
-def plan(shape, workload, layouts, trainer, num_gpus: int) -> dict[tuple[OpName, tuple[int, ...]], list[int]]:
+def plan(shape: ModelShape, workload: WorkloadSpec, layouts: Sequence[ParallelLayout], trainer: TrainerSpec,
+         num_gpus: int) -> dict[tuple[OpName, tuple[int, ...]], list[int]]:
     """Every (op, dims) the layouts use, with the sizes to measure it at (covering every size they use)."""
     from thinkrl.tune.memory import resident_params
 
@@ -301,7 +306,8 @@ def plan(shape, workload, layouts, trainer, num_gpus: int) -> dict[tuple[OpName,
     return grid
 
 
-def measure_profile(shape, workload, layouts, trainer, num_gpus: int, clock: Clock = "wall", device: str = "cpu",
+def measure_profile(shape: ModelShape, workload: WorkloadSpec, layouts: Sequence[ParallelLayout], trainer: TrainerSpec,
+                    num_gpus: int, clock: Clock = "wall", device: str = "cpu",
                     log: Callable[[str], None] | None = None) -> MachineProfile:
     """Measure every op of ``layouts`` on this machine (see the module docstring)."""
     if clock == "cpu" and device != "cpu":

@@ -19,6 +19,8 @@ channel as JSON only. The runner shares its process with the untrusted code, so 
 not proof: a program can write to it, but it can only claim outputs it could have returned anyway.
 """
 
+from __future__ import annotations  # annotations stay unevaluated: no typing import at start-up (Python 3.8+)
+
 import marshal
 import os
 import resource
@@ -30,16 +32,20 @@ SOLUTION_NAME = "solution.py"
 # Address space held back from the program and handed back when it runs out of memory, so that reporting the
 # MemoryError (importing json and traceback, formatting) does not itself fail at the limit.
 _RESERVE_BYTES = 8 << 20
-_reserve = []  # type: list[bytearray]  # a comment, not an annotation: this file runs on Python 3.8
+_reserve: list[bytearray] = []
+TYPE_CHECKING = False  # (mypy reads the name as true; typing.TYPE_CHECKING would cost every run an import)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
 
 
-def _send(fd, record):
+def _send(fd: int, record: dict) -> None:
     import json  # lazily: a plain stdin/stdout run never needs it
 
     _write(fd, (json.dumps(record, default=_jsonable) + "\n").encode())
 
 
-def _write(fd, data):
+def _write(fd: int, data: bytes) -> None:
     try:
         while data:
             data = data[os.write(fd, data):]
@@ -47,7 +53,7 @@ def _write(fd, data):
         pass
 
 
-def _jsonable(value):
+def _jsonable(value: object) -> object:
     if isinstance(value, (set, frozenset)):
         try:
             return sorted(value)
@@ -56,12 +62,12 @@ def _jsonable(value):
     return repr(value)
 
 
-def _describe(exc):
+def _describe(exc: BaseException) -> str:
     message = str(exc)
     return (f"{type(exc).__name__}: {message}" if message else type(exc).__name__)[:500]
 
 
-def _hold_reserve():
+def _hold_reserve() -> None:
     try:
         if not _reserve:
             _reserve.append(bytearray(_RESERVE_BYTES))
@@ -69,13 +75,13 @@ def _hold_reserve():
         pass
 
 
-def _report_error(fd, exc, i=None, **extra):
+def _report_error(fd: int, exc: BaseException, i: int | None = None, **extra: object) -> None:
     if isinstance(exc, MemoryError):
         _reserve.clear()
     _send(fd, {"event": "error", "i": i, "error": _describe(exc), "memory": isinstance(exc, MemoryError), **extra})
 
 
-def _print_solution_traceback(exc):
+def _print_solution_traceback(exc: BaseException) -> None:
     """Print the traceback from the solution's first frame on (the runner's frames are noise)."""
     import traceback
 
@@ -87,13 +93,13 @@ def _print_solution_traceback(exc):
     sys.stderr.flush()
 
 
-def _apply_rlimits(limits):
+def _apply_rlimits(limits: dict[str, int]) -> None:
     for name, value in limits.items():
         hard = value + 1 if name == "RLIMIT_CPU" else value
         resource.setrlimit(getattr(resource, name), (value, hard))
 
 
-def _load(path, name):
+def _load(path: str, name: str) -> ModuleType:
     """Run the solution file as module ``name`` (what ``python solution.py`` does for ``__main__``)."""
     spec = spec_from_file_location(name, path)
     if spec is None or spec.loader is None:  # never for a .py path; checked for a clear error
@@ -104,7 +110,7 @@ def _load(path, name):
     return module
 
 
-def _run_program(path, fd, nonce):
+def _run_program(path: str, fd: int, nonce: str) -> None:
     sys.argv = [path]
     try:
         _load(path, "__main__")
@@ -121,7 +127,7 @@ def _run_program(path, fd, nonce):
     _write(fd, b'{"event": "done", "nonce": "' + nonce.encode() + b'"}\n')
 
 
-def _find_callable(module, fn_name):
+def _find_callable(module: ModuleType, fn_name: str) -> Callable[..., object]:
     cls = getattr(module, "Solution", None)
     if isinstance(cls, type) and hasattr(cls, fn_name):
         return lambda *args: getattr(cls(), fn_name)(*args)
@@ -131,7 +137,7 @@ def _find_callable(module, fn_name):
     raise NameError(f"function {fn_name!r} not found (neither a top-level function nor a method of class Solution)")
 
 
-def _run_calls(path, config, fd):
+def _run_calls(path: str, config: dict, fd: int) -> None:
     sys.argv = [path]
     try:
         target = _find_callable(_load(path, "solution"), config["fn_name"])
@@ -158,7 +164,7 @@ def _run_calls(path, config, fd):
                        "memory": False, "wall_s": wall_s})
 
 
-def _die_with_parent(parent_pid):
+def _die_with_parent(parent_pid: int) -> None:
     """Have the kernel SIGKILL this process when its parent (the thinkrl process; its thread that started this one)
     dies, as bubblewrap's ``--die-with-parent`` does in bwrap mode: a killed parent leaves no program running.
     Set here, after the drop to a dedicated uid, which clears it. Linux only; elsewhere nothing happens."""
@@ -173,7 +179,7 @@ def _die_with_parent(parent_pid):
         os._exit(1)
 
 
-def _reap_group_after_death():
+def _reap_group_after_death() -> None:
     """Fork a watcher that SIGKILLs this runner's process group once the runner is gone. The kernel kills the runner
     with its parent (`_die_with_parent`) but not the program's own children (``subprocess.Popen(["sleep", ...])``),
     which would outlive both; the watcher is in the same group, so it ends with them. It keeps no file of the
@@ -200,7 +206,7 @@ def _reap_group_after_death():
         os._exit(0)
 
 
-def main():
+def main() -> None:
     with open(sys.argv[1], "rb") as f:
         config = marshal.load(f)
     fd = int(sys.argv[2])
