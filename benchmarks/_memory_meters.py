@@ -4,12 +4,13 @@ live bytes, the profiler's peak, the process's RSS, a gloo all-gather's bandwidt
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 
 
-def live_bytes(model, batches, optimizer) -> int:
+def live_bytes(model: torch.nn.Module, batches: Iterable[object], optimizer: torch.optim.Optimizer) -> int:
     """Bytes of the tensors alive between steps: parameters, Adam states, batch tensors (storages once)."""
     seen: dict[int, int] = {}
     tensors = list(model.parameters()) + [t for s in optimizer.state.values() for t in s.values()
@@ -22,7 +23,7 @@ def live_bytes(model, batches, optimizer) -> int:
     return sum(seen.values())
 
 
-def profiled_peak(fn) -> int:
+def profiled_peak(fn: Callable[[], object]) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:

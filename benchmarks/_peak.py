@@ -78,7 +78,7 @@ def measure_peak(device: str = "cpu", dtype: torch.dtype = torch.float32, sizes:
             _sync(device)
             best = min(best, (now() - start) / calls)
         per_size[n] = 2 * n**3 / best / 1e9
-    size = max(per_size, key=per_size.get)
+    size = max(per_size, key=per_size.__getitem__)
     return Peak(per_size[size], size, per_size, torch.get_num_threads(), device, str(dtype).removeprefix("torch."),
                 clock)
 
@@ -92,6 +92,7 @@ def non_embedding_parameters(config: ModelConfig) -> int:
 
 def forward_flops_per_token(config: ModelConfig, context: float) -> float:
     """Forward FLOPs for one token attending to ``context`` positions (see the module docstring)."""
+    assert config.head_dim is not None  # ModelConfig's validator fills it in
     attention = 4 * config.num_hidden_layers * context * config.num_attention_heads * config.head_dim
     return 2 * non_embedding_parameters(config) + attention
 

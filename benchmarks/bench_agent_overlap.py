@@ -28,19 +28,20 @@ import torch
 
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.engine.loop import EngineLoop
-from thinkrl.model import ModelConfig, build_model, load_pretrained
+from thinkrl.model import CausalLM, ModelConfig, build_model, load_pretrained
 from thinkrl.rollout.agent_rollout import render_episode_prompt
 from thinkrl.rollout.agent_sft import build_agent_sft_examples
-from thinkrl.rollout.environments import build_environment
-from thinkrl.rollout.multiturn import AgentLimits, EpisodeRequest, MultiTurnRunner
-from thinkrl.rollout.tools import build_tool, function_tool
+from thinkrl.rollout.environments import Environment, build_environment
+from thinkrl.rollout.multiturn import AgentLimits, Episode, EpisodeRequest, MultiTurnRunner
+from thinkrl.rollout.tools import Tool, build_tool, function_tool
+from thinkrl.tasks.base import Problem
 from thinkrl.tasks.dataset import generate_dataset
-from thinkrl.tokenizer import load_tokenizer
+from thinkrl.tokenizer import TextTokenizer, load_tokenizer
 from thinkrl.train.batching import pack_sft_examples
 from thinkrl.train.common import forward_responses
 
 
-def fitted_model(tok, env, problem) -> torch.nn.Module:
+def fitted_model(tok: TextTokenizer, env: Environment, problem: Problem) -> CausalLM:
     """A 2-layer model fitted to the problem's transcript until greedy decoding reproduces it."""
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -58,7 +59,7 @@ def fitted_model(tok, env, problem) -> torch.nn.Module:
     return model.eval().requires_grad_(False)
 
 
-def slow_calculator(delay_s: float):
+def slow_calculator(delay_s: float) -> Tool:
     calculator = build_tool("calculator")
 
     def calculator_fn(expression: str) -> str:
@@ -68,7 +69,8 @@ def slow_calculator(delay_s: float):
     return replace(function_tool(calculator_fn, name="calculator"), parameters=calculator.parameters)
 
 
-def run_once(model, tok, env, problem, args, delay_s: float) -> dict:
+def run_once(model: CausalLM, tok: TextTokenizer, env: Environment, problem: Problem, args: argparse.Namespace,
+             delay_s: float) -> dict:
     """One run of the workload; the plain sequences' decode rate and what the episodes did."""
     prompt, thinking_open = render_episode_prompt(tok, env, problem)
     engine = LLMEngine(model, tok, num_slots=args.episodes + args.plain, max_seq_len=len(prompt) + 512)
@@ -82,7 +84,7 @@ def run_once(model, tok, env, problem, args, delay_s: float) -> dict:
         runner = MultiTurnRunner(loop, tok, [slow_calculator(delay_s)], AgentLimits(max_total_tokens=300),
                                  max_workers=args.episodes)
         done = threading.Event()
-        box: dict = {}
+        box: dict[str, list[Episode]] = {}
 
         def episodes() -> None:
             box["episodes"] = runner.run(items)
@@ -116,7 +118,7 @@ def main() -> None:
     problem = generate_dataset("big_arithmetic", 1, 0, "test", {"digits": 3})[0]
     tok = load_tokenizer(args.model or "builtin")
     model = load_pretrained(args.model).eval() if args.model else fitted_model(tok, env, problem)
-    runs = {"instant": [], "slow": []}
+    runs: dict[str, list[dict]] = {"instant": [], "slow": []}
     for _ in range(args.repeats):  # interleaved, so a change of machine load hits both settings alike
         runs["instant"].append(run_once(model, tok, env, problem, args, 0.0))
         runs["slow"].append(run_once(model, tok, env, problem, args, args.tool_ms / 1000))

@@ -94,8 +94,9 @@ def textbook_kk(workloads: list[float], k: int) -> list[list[int]]:
     return [part for _, part in heap[0][2]]
 
 
-SPLITS = {"contiguous": contiguous, "greedy": greedy, "kk": karmarkar_karp,
-          "kk_equal_count": lambda w, k: karmarkar_karp(w, k, equal_size=True)}
+SPLITS: dict[str, Callable[[list[float], int], list[list[int]]]] = {
+    "contiguous": contiguous, "greedy": greedy, "kk": karmarkar_karp,
+    "kk_equal_count": lambda w, k: karmarkar_karp(w, k, equal_size=True)}
 
 
 def rank_imbalance(dist: str, num_seqs: int, num_ranks: int, trials: int, seed: int) -> dict:

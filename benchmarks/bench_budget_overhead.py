@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 import bench_generate  # a sibling: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
+from _cli import check_at_least
 from thinkrl.engine import LLMEngine, Request, SamplingParams, make_budget_controller
 from thinkrl.model import CausalLM, ModelConfig, build_model
 from thinkrl.tokenizer import TextTokenizer, load_tokenizer
@@ -56,6 +57,8 @@ def _prompts(tok: TextTokenizer, n: int, seed: int) -> list[list[int]]:
     """Random prompts of 16-64 ids that end with the thinking open tag (the model thinks from there)."""
     rng = random.Random(seed)
     open_id = tok.token_to_id(tok.think_tags.open)
+    if open_id is None:
+        raise ValueError(f"the tokenizer has no id for the thinking open tag {tok.think_tags.open!r}")
     return [[rng.randrange(16, tok.vocab_size) for _ in range(rng.randint(16, 64))] + [open_id] for _ in range(n)]
 
 
@@ -127,7 +130,7 @@ def bench_long_tail(model: CausalLM, tok: TextTokenizer, device: str, repeats: i
         cpu = time.process_time() - start_cpu
         return tokens / (time.perf_counter() - start), latency, {i: outputs[i] for i in plain_ids}, tokens / cpu
 
-    runs = {False: [], True: []}
+    runs: dict[bool, list[tuple[float, float, dict[int, list[int]], float]]] = {False: [], True: []}
     for _ in range(repeats):
         for mixed in (False, True):
             runs[mixed].append(run(mixed))
@@ -158,6 +161,8 @@ def controller_cost(tok: TextTokenizer, budget: int, tokens: int) -> float:
     x = tok.encode("x")[0]
     start = time.perf_counter()
     controller = make_budget_controller(tok, budget, thinking_open=True, reflect=True)
+    if controller is None:
+        raise ValueError(f"thinking budget {budget} gives no controller to time")
     ids: list[int] = []
     for _ in range(tokens):
         controller.banned_tokens(ids)
@@ -178,6 +183,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    check_at_least(parser, args, budget=0)  # -1 (unlimited) makes no controller: nothing budgeted to measure
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype_name = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")

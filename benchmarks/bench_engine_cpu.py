@@ -19,17 +19,19 @@ import json
 import platform
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from _cli import check_at_least
+from _model_shapes import TiedModelShape
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.model import ModelConfig, build_model
 from thinkrl.model.decoder import batched_attention, cached_attention
 from thinkrl.tokenizer import load_tokenizer
 
-MODELS = {
+MODELS: dict[str, TiedModelShape] = {
     "micro": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
               "num_key_value_heads": 2, "tie_word_embeddings": True},  # bench streaming's policy
     "small": {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 4,
@@ -57,9 +59,8 @@ def linear_costs(repeats: int) -> list[dict[str, float]]:
             for n_in, n_out in SHAPES:
                 x, w = torch.randn(rows, n_in), torch.randn(n_out, n_in)
                 packed = torch.ops.mkldnn._reorder_linear_weight(w, 32)
-                plain = best_us(lambda x=x, w=w: F.linear(x, w), repeats)
-                onednn = best_us(lambda x=x, p=packed: torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], ""),
-                                 repeats)
+                plain = best_us(partial(F.linear, x, w), repeats)
+                onednn = best_us(partial(torch.ops.mkldnn._linear_pointwise, x, packed, None, "none", [], ""), repeats)
                 rows_out.append({"rows": rows, "in": n_in, "out": n_out, "weights": n_in * n_out,
                                  "f_linear_us": round(plain, 1), "packed_us": round(onednn, 1)})
     return rows_out

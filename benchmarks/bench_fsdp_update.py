@@ -115,6 +115,7 @@ def main() -> None:
     per_rank = gather_objects(memory, dp)
     if dp is not None and not dp.is_main:
         return
+    assert peak is not None  # measured on the main rank, the only one that gets here
     ranks = dp.world_size if dp is not None else 1
     step_s = statistics.median(times[1:])
     tokens = sum(batch.seq_lengths)

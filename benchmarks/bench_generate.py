@@ -79,22 +79,23 @@ def _prompts(n: int, seed: int, vocab_size: int = 512) -> list[list[int]]:
     return [[rng.randrange(3, vocab_size) for _ in range(rng.randint(16, 64))] for _ in range(n)]
 
 
-def bench_transformers(folder: str, prompts: list[list[int]], new_tokens: int, device: str, dtype,
+def bench_transformers(folder: str, prompts: list[list[int]], new_tokens: int, device: str, dtype: torch.dtype,
                        setup: str = "dynamic") -> float:
     """Tokens/s of one timed ``generate`` over ``prompts`` (left-padded, sampled, EOS ignored) in ``setup``."""
     import transformers
 
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+    # (transformers wraps PreTrainedModel.to in functools.wraps, whose typeshed `_Wrapped` does not bind self)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()  # type: ignore[arg-type]
     width = max(map(len, prompts))
     ids = torch.tensor([[1] * (width - len(p)) + p for p in prompts], device=device)  # left padding
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=True, temperature=1.0,
-                  top_k=0, top_p=1.0, pad_token_id=1, eos_token_id=None)
+    kwargs: dict[str, object] = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=True,
+                                     temperature=1.0, top_k=0, top_p=1.0, pad_token_id=1, eos_token_id=None)
     if setup == "static-compile":  # a static cache makes generate compile its forward (on a GPU; on CPU if asked)
         kwargs["cache_implementation"] = "static"
         if not device.startswith("cuda"):  # CUDA graphs ("reduce-overhead") are GPU-only: Inductor's default mode
             compile_config = transformers.CompileConfig(mode="default")
-            compile_config._compile_all_devices = True
+            compile_config._compile_all_devices = True  # type: ignore[assignment]  # transformers declares it None
             kwargs["compile_config"] = compile_config
         with torch.inference_mode():  # warm-up at the timed shapes: compilation and graph capture happen here
             model.generate(ids, attention_mask=mask, **kwargs)
@@ -110,7 +111,7 @@ def bench_transformers(folder: str, prompts: list[list[int]], new_tokens: int, d
     return len(prompts) * new_tokens / elapsed
 
 
-def bench_thinkrl(folder: str, prompts: list[list[int]], new_tokens: int, device: str, dtype,
+def bench_thinkrl(folder: str, prompts: list[list[int]], new_tokens: int, device: str, dtype: torch.dtype,
                   packed_linears: bool | None = None, compile_decode: bool = False) -> float:
     """Tokens/s of one timed ``generate``; building the engine (``compile_decode``: its compilation) is not timed."""
     model = load_pretrained(folder, device=device, dtype=dtype)
@@ -127,7 +128,7 @@ def bench_thinkrl(folder: str, prompts: list[list[int]], new_tokens: int, device
     return len(prompts) * new_tokens / elapsed
 
 
-def bench_long_tail(folder: str, device: str, dtype, num_requests: int, slots: int, seed: int) -> dict:
+def bench_long_tail(folder: str, device: str, dtype: torch.dtype, num_requests: int, slots: int, seed: int) -> dict:
     """Heavy-tailed max_new_tokens in [16, 512]: continuous batching vs static batches, same engine."""
     rng = random.Random(seed)
     prompts = _prompts(num_requests, seed + 1)

@@ -18,10 +18,11 @@ import torch
 
 import thinkrl.model.packed_attention as packed
 from _cli import check_at_least
+from _model_shapes import ModelShape
 from thinkrl.model import ModelConfig, build_model
 from thinkrl.model.packed_attention import PackedLayout
 
-MODELS = {  # the benchmarks' micro policy and the "small" model of `thinkrl bench engine-cpu`
+MODELS: dict[str, ModelShape] = {  # the benchmarks' micro policy and the "small" model of `thinkrl bench engine-cpu`
     "micro": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
               "num_key_value_heads": 2},
     "small": {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 8,

@@ -33,7 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 import torch
 
@@ -57,6 +57,16 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 TASK, DIFFICULTY = "arithmetic", {"num_terms": 3, "max_number": 9}
 LR, BETAS, ADAM_EPS, GRAD_CLIP, EPS_LOW, EPS_HIGH = 1e-5, (0.9, 0.95), 1e-8, 1.0, 0.2, 0.28
 CLOCK = time.perf_counter  # main() sets it from --clock (_peak.CLOCKS)
+
+
+class StepRow(TypedDict):  # one step of a side: seconds, tokens, accuracy; push and lengths: thinkrl only
+    total: float
+    generation: float
+    update: float
+    push: NotRequired[float]
+    tokens: NotRequired[int]
+    accuracy: NotRequired[float]
+    sequence_lengths: NotRequired[list[int]]
 
 
 def _model_config(name: str = "demo") -> ModelConfig:
@@ -101,8 +111,9 @@ def _check_same_prompt_ids(folder: Path, tokenizer: TextTokenizer, problems: lis
     for problem in problems:
         messages = [{"role": "user", "content": problem.prompt}]
         ours = tokenizer.encode_chat(messages, thinking_budget=-1)
-        theirs = hf_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                  return_dict=True)["input_ids"]
+        encoded = hf_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                   return_dict=True)
+        theirs = encoded["input_ids"] if isinstance(encoded, transformers.BatchEncoding) else encoded
         if list(theirs) != ours:
             raise ValueError(f"prompt ids differ for problem {problem.id!r}: thinkrl {ours} vs transformers {theirs}")
         longest = max(longest, len(ours))
@@ -143,7 +154,7 @@ class ThinkrlStepper:
             compile_pointwise(model)
         self.engine = LLMEngine(engine_model, _NoStopTokenizer(self.tokenizer), num_slots=recipe.sampling.num_slots,
                                 max_seq_len=max_prompt + args.max_new_tokens, seed=args.seed)
-        self.steps: list[dict[str, float]] = []
+        self.steps: list[StepRow] = []
 
     def __call__(self) -> None:
         """Rollout → score → advantages → update → push weights, appending seconds and token counts to ``steps``."""
@@ -185,7 +196,7 @@ def _trl_config(args: argparse.Namespace, output_dir: str) -> Any:
 
 
 def bench_trl(folder: Path, problems: list[Problem], args: argparse.Namespace,
-              after_step: Callable[[], None] | None = None) -> list[dict[str, float]]:
+              after_step: Callable[[], None] | None = None) -> list[StepRow]:
     """Time ``1 + args.steps`` optimizer steps of TRL's ``GRPOTrainer`` (the first is the warm-up).
 
     ``after_step`` runs (untimed) after each TRL step, so the two sides can alternate and see the
@@ -202,7 +213,7 @@ def bench_trl(folder: Path, problems: list[Problem], args: argparse.Namespace,
     step_correct: list[float] = []
 
     def rule_reward(prompts: list, completions: list, completion_ids: list[list[int]], problem_index: list[int],
-                    **kwargs: Any) -> list[float]:
+                    **kwargs: Any) -> list[float | None]:  # TRL's reward-function type (None: not scored)
         correct = [_is_correct(tokenizer, problems[i], ids) for i, ids in zip(problem_index, completion_ids,
                                                                                strict=True)]
         step_tokens.append(sum(map(len, completion_ids)))
@@ -235,7 +246,7 @@ def _trl_step_timer(trainer: Any, after_step: Callable[[], None] | None) -> Any:
 
     class StepTimer(TrainerCallback):
         def __init__(self) -> None:
-            self.steps: list[dict[str, float]] = []
+            self.steps: list[StepRow] = []
             self.start = self.generation = 0.0
 
         def on_step_begin(self, *a: Any, **k: Any) -> None:
@@ -260,9 +271,10 @@ def _trl_step_timer(trainer: Any, after_step: Callable[[], None] | None) -> Any:
     return timer
 
 
-def _summarise(steps: list[dict[str, float]]) -> dict:
+def _summarise(steps: list[StepRow]) -> dict:
     """Medians of the timed steps (seconds), tokens per step, and the raw per-step totals."""
-    keys = ("total", "generation", "update", "push") if "push" in steps[0] else ("total", "generation", "update")
+    keys: tuple[Literal["total", "generation", "update", "push"], ...] = ("total", "generation", "update")
+    keys += ("push",) if "push" in steps[0] else ()
     median = {key: statistics.median(s[key] for s in steps) for key in keys}
     return {
         "seconds_per_step": round(median["total"], 3), "generation_s": round(median["generation"], 3),
@@ -318,7 +330,7 @@ def main() -> None:
     print(json.dumps(record))
 
 
-def _update_fraction(peak_module: Any, peak: Any, ours: list[dict], theirs: list[dict] | None,
+def _update_fraction(peak_module: Any, peak: Any, ours: list[StepRow], theirs: list[StepRow] | None,
                      model: str = "demo") -> dict:
     """The training update's model FLOP/s over the measured matmul peak: every prompt + response token of the
     step's sequences, forward + backward (3x forward), each attending to its causal prefix (mean context
@@ -339,8 +351,8 @@ def _update_fraction(peak_module: Any, peak: Any, ours: list[dict], theirs: list
     return out
 
 
-def _report(args: argparse.Namespace, num_params: int, max_prompt: int, ours: list[dict[str, float]],
-            theirs: list[dict[str, float]] | None, load_before: tuple[float, float, float]) -> dict:
+def _report(args: argparse.Namespace, num_params: int, max_prompt: int, ours: list[StepRow],
+            theirs: list[StepRow] | None, load_before: tuple[float, float, float]) -> dict:
     """The JSON record: per-side medians, the speed-up (ratio of medians and median of paired ratios), settings."""
     import transformers
 

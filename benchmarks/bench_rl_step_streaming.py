@@ -125,7 +125,7 @@ def run_trl(folder: Path, recipe: RLRecipe, args: argparse.Namespace, round_inde
     tokens: list[int] = []
 
     def rule_reward(prompts: list, completions: list, completion_ids: list[list[int]], problem_index: list[int],
-                    **kwargs: Any) -> list[float]:
+                    **kwargs: Any) -> list[float | None]:  # TRL's reward-function type (None: not scored)
         tokens.append(sum(map(len, completion_ids)))
         return [1.0 if RL_STEP._is_correct(tokenizer, problems[i], ids) else -1.0
                 for i, ids in zip(problem_index, completion_ids, strict=True)]

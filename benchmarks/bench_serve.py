@@ -40,11 +40,11 @@ import torch
 import bench_generate  # a sibling: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
 from _cli import check_at_least
 from thinkrl.engine import LLMEngine, Request, SamplingParams
-from thinkrl.model import build_model, save_pretrained
+from thinkrl.model import CausalLM, ModelConfig, build_model, save_pretrained
 from thinkrl.tokenizer import load_tokenizer
 
 
-def _demo_config() -> Any:
+def _demo_config() -> ModelConfig:
     return bench_generate.MODELS["demo"]
 
 
@@ -58,7 +58,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model_dir: Path, port: int, num_slots: int, max_seq_len: int, threads: int | None) -> Any:
+def start_server(model_dir: Path, port: int, num_slots: int, max_seq_len: int,
+                 threads: int | None) -> subprocess.Popen[str]:
     """``thinkrl serve`` in a subprocess; returns it once ``/health`` answers ok."""
     env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     cmd = [sys.executable, "-c", "import sys; from thinkrl.cli import main; sys.exit(main())", "serve",
@@ -68,6 +69,7 @@ def start_server(model_dir: Path, port: int, num_slots: int, max_seq_len: int, t
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            assert proc.stderr is not None  # stderr=PIPE
             raise RuntimeError(f"thinkrl serve exited: {proc.stderr.read()[-2000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
@@ -137,7 +139,7 @@ def summarize(results: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
             "tokens_per_s": round(sum(r["tokens"] for r in ok) / elapsed, 1)}
 
 
-def engine_direct(model: Any, clients: int, new_tokens: int, num_slots: int, max_seq_len: int) -> dict[str, Any]:
+def engine_direct(model: CausalLM, clients: int, new_tokens: int, num_slots: int, max_seq_len: int) -> dict[str, Any]:
     """The peer: the same requests through the engine in-process (no HTTP)."""
     tok = load_tokenizer("builtin")
     engine = LLMEngine(model, tok, num_slots=num_slots, max_seq_len=max_seq_len)

@@ -42,11 +42,12 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 import torch
 
 from _cli import check_at_least  # siblings: benchmarks/ is on sys.path
+from _model_shapes import TiedModelShape
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.model import ModelConfig, build_model
 from thinkrl.records import Trajectory
@@ -58,7 +59,7 @@ from thinkrl.train.config import RLRecipe, validate_recipe
 from thinkrl.train.rl_loop import rl_step
 from thinkrl.train.rl_setup import build_run
 
-MICRO = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+MICRO: TiedModelShape = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
          "num_key_value_heads": 2, "tie_word_embeddings": True}
 
 
@@ -221,7 +222,19 @@ def calibrate_engine(slots: int, short: int, repeats: int = 3) -> dict[str, floa
     return {"step_fixed_s": costs[4] - 4 * per_seq, "step_per_seq_s": per_seq}
 
 
-def summarize(totals: dict[str, float], slots: int) -> dict[str, float]:
+class ModeSummary(TypedDict):
+    samples_per_s: float
+    trainer_idle_frac: float
+    decode_occupancy: float | None
+    dropped_stale_groups: float
+    sampled_len_mean: float
+    wall_s: float
+    samples: float
+    engine_steps: float
+    train_per_token_s: float
+
+
+def summarize(totals: dict[str, float], slots: int) -> ModeSummary:
     return {
         "samples_per_s": totals["samples"] / totals["wall_s"],
         "trainer_idle_frac": totals["idle_s"] / totals["wall_s"],

@@ -117,7 +117,8 @@ def simulate_sync(costs: Costs, work: Workload, steps: int, seed: int = 0) -> di
 
 def _rollout_time(costs: Costs, work: Workload, lengths: list[int]) -> float:
     """Continuous batching of ``lengths`` on the pool's slots: time until the last one finishes."""
-    queue, running, t, step, ctx = list(lengths), [], 0.0, 0, 0  # running: heap of (finish step, length)
+    running: list[tuple[int, int]] = []  # heap of (finish step, length)
+    queue, t, step, ctx = list(lengths), 0.0, 0, 0
     while queue or running:
         while queue and len(running) < work.slots:
             length = queue.pop()
@@ -285,11 +286,10 @@ def _best(gpus: int, steps: int, eta: int, sync: dict, rule: str, enforce: bool 
     for share in (0.5, 0.625, 0.75, 0.875):
         costs, w = cluster_setup(gpus, int(gpus * share) // 8 * 8)
         for wait in (True, False) if enforce else (False,):
-            r = simulate_streaming(costs, w, steps, eta, wait_for_due=wait, admit=rule, enforce=enforce)
-            r.update(rollout_share=share, wait_for_due=wait, admit=rule,
-                     ratio=r["samples_per_s"] / sync["samples_per_s"])
-            if best is None or r["ratio"] > best["ratio"]:
-                best = r
+            stats = simulate_streaming(costs, w, steps, eta, wait_for_due=wait, admit=rule, enforce=enforce)
+            ratio = stats["samples_per_s"] / sync["samples_per_s"]
+            if best is None or ratio > best["ratio"]:
+                best = {**stats, "rollout_share": share, "wait_for_due": wait, "admit": rule, "ratio": ratio}
     assert best is not None
     return best
 

@@ -39,12 +39,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 import _memory_meters as meters  # siblings: benchmarks/ is on sys.path
 from _cli import load_report
+
+if TYPE_CHECKING:
+    from thinkrl.model import CausalLM
+    from thinkrl.train.batching import PackedBatch
+    from thinkrl.tune.layout import Recompute
+    from thinkrl.tune.profile import MachineProfile
 
 SEQ = {"prompt_len": 128, "response_len": 384}
 MODELS = {
@@ -60,7 +68,7 @@ MODELS = {
                   num_key_value_heads=2, head_dim=64, vocab_size=16384),
 }
 # name: (model, ranks, micro_batch_tokens, recompute)
-CONFIGS = {
+CONFIGS: dict[str, tuple[str, int, int, Recompute]] = {
     "m4-mb512": ("m4", 1, 512, "none"),
     "m4-mb2048": ("m4", 1, 2048, "none"),
     "m4-mb4096": ("m4", 1, 4096, "none"),
@@ -81,7 +89,8 @@ def _hf_config(model: str) -> dict:
 
 
 # ---------------------------------------------------------------- child: one configuration, one process
-def _build(model_name: str, mb_tokens: int, recompute: str, ranks: int):
+def _build(model_name: str, mb_tokens: int, recompute: str,
+           ranks: int) -> tuple[CausalLM, list[PackedBatch], torch.optim.Optimizer]:
     from thinkrl.model import ModelConfig, build_model
     from thinkrl.records import Trajectory
     from thinkrl.train.batching import pack_trajectories
@@ -110,7 +119,7 @@ def _build(model_name: str, mb_tokens: int, recompute: str, ranks: int):
     return model, batches, optimizer
 
 
-def _step(model, batches, optimizer) -> None:
+def _step(model: CausalLM, batches: list[PackedBatch], optimizer: torch.optim.Optimizer) -> None:
     from thinkrl.train.common import forward_responses
 
     for batch in batches:
@@ -122,10 +131,10 @@ def _step(model, batches, optimizer) -> None:
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-PROFILE = None  # a thinkrl.tune.profile.MachineProfile given by --profile: rows also get the profile-based time
+PROFILE: MachineProfile | None = None  # given by --profile: rows also get the profile-based time
 
 
-def load_profiles(paths: str):
+def load_profiles(paths: str) -> MachineProfile:
     """One MachineProfile from comma-separated profile files (curves of the later files added where new)."""
     from thinkrl.tune.profile import load_profile
 
@@ -213,7 +222,8 @@ def matmul_gflops(n: int = 1024, repeats: int = 5, clock: str = "wall") -> float
     return 2 * n**3 * repeats / (CLOCKS[clock]() - start) / 1e9
 
 
-def predict(name: str, gflops: float, comm_gbps: float | None, mfu: float = 1.0, profile=None) -> tuple[dict, dict]:
+def predict(name: str, gflops: float, comm_gbps: float | None, mfu: float = 1.0,
+            profile: MachineProfile | None = None) -> tuple[dict, dict]:
     from thinkrl.tune import ClusterSpec, ParallelLayout, WorkloadSpec, estimate_memory, estimate_time
     from thinkrl.tune.shapes import ModelShape, read_hf_config
 
@@ -254,7 +264,8 @@ def profile_columns(timing: dict | None, step_s: float) -> dict:
             "profile_time": timing}
 
 
-def calibrate(rows: list[dict], reference: str = "m4-mb2048", predict_row=None) -> None:
+def calibrate(rows: list[dict], reference: str = "m4-mb2048",
+              predict_row: Callable[..., tuple[dict, dict]] | None = None) -> None:
     """Fit one effective mfu on the reference row (its measured time minus the model's non-compute part), then
     predict every row's time with it: this tests how step time scales across configurations, which is what
     ranking needs, separately from the absolute CPU efficiency. ``predict_row``: the benchmark's ``predict``
@@ -343,7 +354,8 @@ def main() -> None:
         timed = _spawn(name, "time", args.clock)
         rss = timed if args.time_only else _spawn(name, "rss", args.clock)
         alloc = timed if args.time_only else _spawn(name, "alloc", args.clock)
-        comm = min((r.get("allgather_gbps") for r in timed if "allgather_gbps" in r), default=None)
+        gbps: list[float] = [r["allgather_gbps"] for r in timed if "allgather_gbps" in r]
+        comm = min(gbps, default=None)
         rows.append(_compare(name, max(r["peak_bytes"] for r in alloc), max(r["peak_bytes"] for r in rss),
                              max(r["step_s"] for r in timed), comm, min(r["matmul_gflops"] for r in timed)))
         if args.out:  # after every row, so a long run that stops keeps what it measured

@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -42,8 +43,13 @@ import _memory_meters as meters  # siblings: benchmarks/ is on sys.path
 import bench_tune_memory as base  # the sibling benchmark (model, batches, step)
 from _cli import load_report
 
+if TYPE_CHECKING:
+    from thinkrl.tune import WorkloadSpec
+    from thinkrl.tune.layout import Recompute
+    from thinkrl.tune.profile import MachineProfile
+
 # name: (model, tp, fsdp, micro_batch_tokens, recompute)
-CONFIGS = {
+CONFIGS: dict[str, tuple[str, int, int, int, Recompute]] = {
     "m4-mb2048-fsdp2": ("m4", 1, 2, 2048, "none"),
     "m4-mb2048-tp2": ("m4", 2, 1, 2048, "none"),
     "m4-mb4096-tp2": ("m4", 2, 1, 4096, "none"),
@@ -104,7 +110,7 @@ def _spawn(name: str, meter: str, clock: str) -> list[dict]:
 
 
 def predict(name: str, gflops: float, comm_gbps: float, mfu: float = 1.0,
-            assume: dict | None = None, profile=None) -> tuple[dict, dict]:
+            assume: dict | None = None, profile: MachineProfile | None = None) -> tuple[dict, dict]:
     """The tuner's memory and time of configuration ``name`` (per rank), for `bench_tune_memory.predict`'s
     workload with the layout's tp and fsdp, on thinkrl train (``assume``: TrainerSpec fields to set instead)."""
     from thinkrl.tune import ClusterSpec, ParallelLayout, TrainerSpec, estimate_memory, estimate_time
@@ -128,7 +134,7 @@ def predict_without_sp(name: str) -> float:
     return predict(name, 1.0, 1.0)[0]["train_peak"]
 
 
-def base_workload(name: str):
+def base_workload(name: str) -> WorkloadSpec:
     from thinkrl.tune import WorkloadSpec
 
     _, _, fsdp, mb_tokens, _ = CONFIGS[name]

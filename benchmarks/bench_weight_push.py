@@ -20,18 +20,20 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
 from _cli import check_at_least, check_device, check_names  # siblings: benchmarks/ is on sys.path
+from _model_shapes import SizedModelShape
 from thinkrl.engine import LLMEngine
 from thinkrl.engine.loop import EngineLoop
 from thinkrl.engine.weights import named_weights
-from thinkrl.model import ModelConfig, build_model
+from thinkrl.model import CausalLM, ModelConfig, build_model
 from thinkrl.rollout.process import start_engine_process
 from thinkrl.tokenizer import load_tokenizer
 
-SIZES = {  # Seed-OSS architecture; "demo" is the model `make demo` trains
+SIZES: dict[str, SizedModelShape] = {  # Seed-OSS architecture; "demo" is the model `make demo` trains
     "demo": dict(vocab_size=512, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
                  num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True),
     "12m": dict(vocab_size=512, hidden_size=384, intermediate_size=1152, num_hidden_layers=7,
@@ -54,7 +56,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _median_ms(fn, repeats: int, device: torch.device) -> float:
+def _median_ms(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -66,7 +68,7 @@ def _median_ms(fn, repeats: int, device: torch.device) -> float:
     return 1000 * statistics.median(times)
 
 
-def _process_ms(trainer: torch.nn.Module, weights: list, repeats: int, device: torch.device) -> float:
+def _process_ms(trainer: CausalLM, weights: list, repeats: int, device: torch.device) -> float:
     """Median push into an engine in a rollout process (spawned here, stopped after)."""
     # The built-in tokenizer crosses to the child as data (a stub class defined in a script would not unpickle).
     client = start_engine_process(trainer, load_tokenizer("builtin"), num_slots=4, max_seq_len=64, seed=0,

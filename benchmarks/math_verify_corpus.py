@@ -61,7 +61,9 @@ def _triples(func: ast.FunctionDef) -> list[tuple[str, str, int]]:
             names = [n.strip() for n in ast.literal_eval(deco.args[0]).split(",")]
             if names[:2] != ["gold", "pred"] or len(names) != 3:
                 return []
-            return [tuple(ast.literal_eval(row)) for row in deco.args[1].elts]  # type: ignore[misc]
+            rows = deco.args[1]
+            assert isinstance(rows, ast.List | ast.Tuple), "parametrize rows: a list or tuple literal"
+            return [tuple(ast.literal_eval(row)) for row in rows.elts]
     return []
 
 

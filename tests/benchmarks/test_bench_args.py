@@ -26,6 +26,7 @@ CASES = [
     ("bench_generate", ["--transformers-setups", "dynamic,compiled"],
      "--transformers-setups: unknown 'compiled'; known: dynamic, static-compile"),
     ("bench_rl_step", ["--group-size", "1"], "--group-size must be at least 2, got 1"),
+    ("bench_budget_overhead", ["--budget", "-1"], "--budget must be at least 0, got -1"),
     ("bench_serve", ["--clients", "0"], "--clients must be at least 1, got 0"),
     ("bench_weight_push", ["--sizes", "demo,1b"], "--sizes: unknown '1b'"),
     ("bench_streaming_sim", ["--gpus", "0"], "--gpus must be at least 1, got 0"),

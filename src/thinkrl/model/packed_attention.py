@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from thinkrl.model.length_groups import length_groups
 
-ATTENTION_CALL_COST = 64 * 64 * 4
+ATTENTION_CALL_COST: float = 64 * 64 * 4
 """What one more padded SDPA call costs, in (rows x T^2) units of score work: about four 64-token sequences' worth.
 Causal SDPA forward + backward with the micro policy's heads (4 query, 2 KV, 16 wide) on the 2-core CPU box: 71 us
 for one 8-token sequence, then ~0.012 us per score unit, so a call is worth 5.7K-18K units (docs/model.md). A
