@@ -166,7 +166,7 @@ def run_mode(recipe: RLRecipe, steps: int, short: int, warmup: int = 1) -> dict[
     """``steps`` measured RL steps after ``warmup`` unmeasured ones; the mode's totals."""
     run = build_run(recipe)
     run.engine = LengthDrivenClient(run.engine, short)
-    loop = run.engine.inner  # EngineLoop (thread placement: counts its steps) or RolloutProcess (does not)
+    loop = run.engine.inner  # EngineLoop (counts its steps) or RolloutProcess (has the count of the last push)
     driver = build_driver(run.engine, run.tokenizer, run.source, recipe.rollout, recipe.sampling, recipe.reward,
                           seed=recipe.trainer.seed)
     totals = {"wall_s": 0.0, "idle_s": 0.0, "samples": 0, "generated_tokens": 0, "engine_steps": 0,
@@ -239,7 +239,7 @@ def summarize(totals: dict[str, float], slots: int) -> ModeSummary:
         "samples_per_s": totals["samples"] / totals["wall_s"],
         "trainer_idle_frac": totals["idle_s"] / totals["wall_s"],
         "decode_occupancy": (totals["generated_tokens"] / (totals["engine_steps"] * slots)
-                             if totals["engine_steps"] else None),  # None: the engine ran in another process
+                             if totals["engine_steps"] else None),
         "dropped_stale_groups": totals["dropped_stale"],
         "sampled_len_mean": totals["finished_tokens"] / max(1, totals["sampled"]),  # finished responses
         "wall_s": totals["wall_s"], "samples": totals["samples"], "engine_steps": totals["engine_steps"],

@@ -136,6 +136,22 @@ def test_a_push_changes_the_outputs_and_every_token_records_its_version(client, 
     assert all(t.token_versions == [version] * len(t.response_ids) for t in after)
 
 
+def test_each_push_reports_the_engine_steps_the_child_ran(client, thread_loop, model):
+    """Two requests of 5 and 9 tokens (no stop token) take 9 engine steps: a prefill step gives each its first token,
+    then one decode step per further token of the longer one. Both placements count them the same."""
+    def run(engine: RolloutProcess | EngineLoop, tag: str) -> int:
+        weights = _perturbed(model, 0.01)
+        engine.update_weights(weights, engine.version + 1)
+        before = engine.num_steps
+        engine.generate([Request(TOK.encode("Hi"), SamplingParams(max_new_tokens=n, temperature=1.0, seed=n,
+                                                                  stop_token_ids=()), request_id=f"{tag}-{n}")
+                         for n in (5, 9)])
+        engine.update_weights(weights, engine.version + 1)
+        return engine.num_steps - before
+
+    assert run(client, "steps-p") == run(thread_loop, "steps-t") == 9
+
+
 def test_events_stream_and_an_interrupt_delivers_the_partial_trajectory(client):
     long = SamplingParams(max_new_tokens=MAX_LEN - 8, temperature=1.0, seed=3, stop_token_ids=())
     request = Request([5, 6, 7], long, request_id="stream-me")

@@ -70,6 +70,8 @@ class RolloutProcess(BlockingClient):
     Attributes:
         error: why the child can no longer serve (it died or its engine failed), or None.
         pid: the child's process id.
+        num_steps: the child engine's steps as of the last acknowledged weight push (0 before any): what
+            `EngineLoop.num_steps` counts in the thread placement, reported at push boundaries.
     """
 
     def __init__(self, process: Any, commands: Any, events: Any, buffers: dict[str, torch.Tensor],
@@ -80,6 +82,7 @@ class RolloutProcess(BlockingClient):
         self.push_timeout_s = push_timeout_s  # a push's timeout when the caller gives none: a stuck child ends it
         self.error: BaseException | None = None
         self._version = 0
+        self.num_steps = 0
         self._router = Router()
         self._send_lock = threading.Lock()
         self._push_lock = threading.Lock()  # one push at a time: the child reads the buffer until it acknowledges
@@ -284,6 +287,7 @@ class RolloutProcess(BlockingClient):
         elif isinstance(message, PushDone):
             if message.error is None:
                 self._version = max(self._version, message.version)  # before the caller wakes up
+                self.num_steps = max(self.num_steps, message.engine_steps)
             self._router.push_done(message)
         elif isinstance(message, SubmitFailed):
             self._router.fail_submit(message.submit_id, message.error.to_exception())

@@ -129,7 +129,7 @@ def _handle(message: object, loop: EngineLoop, tokenizer: Any, buffers: dict[str
         except Exception as error:  # a bad push fails the caller, not the engine (nothing was copied)
             sender.send(PushDone(message.push_id, error=RemoteError.of(error)))
         else:
-            sender.send(PushDone(message.push_id, count, message.version))
+            sender.send(PushDone(message.push_id, count, message.version, engine_steps=loop.num_steps))
     else:
         raise TypeError(f"rollout process: unknown command {type(message).__name__}")
 

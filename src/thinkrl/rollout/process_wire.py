@@ -311,6 +311,7 @@ class PushDone:
     count: int = 0
     version: int = 0
     error: RemoteError | None = None
+    engine_steps: int = 0  # the child's engine steps so far (`EngineLoop.num_steps`), for benchmarks
 
 
 @dataclass(frozen=True)
