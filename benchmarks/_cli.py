@@ -1,15 +1,25 @@
 """Argument checks shared by the benchmarks: a bad value is one `parser.error` line (exit status 2), never a
-traceback from deep inside a run."""
+traceback from deep inside a run; and `progress`, the line a long benchmark prints on stderr after each part (its
+JSON result stays alone on stdout)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+_START = time.perf_counter()
+
+
+def progress(bench: str, message: str) -> None:
+    """``thinkrl bench <bench> [<seconds since start>s] <message>`` on stderr, flushed (a run takes minutes)."""
+    print(f"thinkrl bench {bench} [{time.perf_counter() - _START:.0f}s] {message}", file=sys.stderr, flush=True)
 
 
 def check_at_least(parser: argparse.ArgumentParser, args: argparse.Namespace, **least: int) -> None:

@@ -40,7 +40,7 @@ import torch
 
 import bench_rl_step  # siblings: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
 import bench_streaming
-from _cli import check_at_least
+from _cli import check_at_least, progress
 from thinkrl.rl import ALGORITHM_PRESETS
 from thinkrl.rollout import load_problems
 from thinkrl.tokenizer import load_tokenizer
@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                                                 STREAMING.warmup_steps(eta, args.warmup))
                 for key, value in totals.items():
                     sums[side][key] = sums[side].get(key, 0) + value
+                progress("rl-step-streaming", f"round {r + 1}/{args.rounds} {side}: "
+                                              f"{totals['samples'] / totals['wall_s']:.1f} samples/s")
     results = {side: summarize(t) for side, t in sums.items()}
     record = {
         "bench": "rl-step-streaming", "results": results,

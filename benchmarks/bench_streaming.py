@@ -14,7 +14,7 @@ per sample from its seed, and a partial response's continuation keeps its sample
 Figures per mode: trained samples/s (kept samples over the measured steps' wall time), trainer idle fraction (time
 the step waited for its batch / step time; in sync the whole rollout is idle time for the trainer), decode batch
 occupancy (tokens generated / (engine steps x slots)), stale groups dropped, mean trained response length. Prints
-one JSON line; ratios are streaming / sync.
+one JSON line; ratios are streaming / sync. A progress line goes to stderr as each mode of each round ends.
 
     thinkrl bench streaming [--steps 6] [--rounds 2] [--warmup N] [--short-len 16] [--modes sync,...]
         [--placements thread,process] [--out FILE]
@@ -46,7 +46,7 @@ from typing import Any, NamedTuple, TypedDict
 
 import torch
 
-from _cli import check_at_least  # siblings: benchmarks/ is on sys.path
+from _cli import check_at_least, progress  # siblings: benchmarks/ is on sys.path
 from _model_shapes import TiedModelShape
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.model import ModelConfig, build_model
@@ -288,6 +288,8 @@ def main() -> None:
                     sums[name][key] = sums[name].get(key, 0) + value
                 per_round[name].append(totals["samples"] / totals["wall_s"])
                 loads.append(os.getloadavg()[0])
+                progress("streaming", f"round {r + 1}/{args.rounds} {name}: {per_round[name][-1]:.1f} samples/s, "
+                                      f"trainer idle {totals['idle_s'] / totals['wall_s']:.2f}")
     results = {name: summarize(t, args.slots * MODES[names[name][0]].slot_factor) for name, t in sums.items()}
     syncs = {n: r["samples_per_s"] for n, r in results.items() if MODES[names[n][0]].mode == "sync"}
     best_sync = max(syncs, key=syncs.__getitem__)
