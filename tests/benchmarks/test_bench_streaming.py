@@ -24,9 +24,10 @@ def test_a_tiny_run_measures_each_mode_after_its_pipeline_fill(tmp_path: Path) -
     ratio = record["results"]["stream_eta1"]["samples_per_s"] / record["results"]["sync"]["samples_per_s"]
     assert abs(record["ratio_samples_per_s"]["stream_eta1"] - ratio) < 1e-12
     # Progress: one stderr line per mode and round as each ends; stdout holds the JSON line alone.
-    lines = [line.split("] ", 1)[1] for line in done.stderr.splitlines() if line.startswith("thinkrl bench streaming [")]
-    assert [line.split(":")[0] for line in lines] == [f"round 1/1 {mode}" for mode in ("sync", "stream_eta1",
-                                                                                       "stream_eta2")]
+    prefix = "thinkrl bench streaming ["
+    lines = [line.split("] ", 1)[1] for line in done.stderr.splitlines() if line.startswith(prefix)]
+    modes = ("sync", "stream_eta1", "stream_eta2")
+    assert [line.split(":")[0] for line in lines] == [f"round 1/1 {mode}" for mode in modes]
     assert json.loads(done.stdout) == record
 
 
