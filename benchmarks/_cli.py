@@ -5,6 +5,7 @@ JSON result stays alone on stdout)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -12,14 +13,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import torch
-
+# torch is imported by the checks that need it: a benchmark without torch (sandbox) keeps a small parent process
 _START = time.perf_counter()
 
 
 def progress(bench: str, message: str) -> None:
     """``thinkrl bench <bench> [<seconds since start>s] <message>`` on stderr, flushed (a run takes minutes)."""
     print(f"thinkrl bench {bench} [{time.perf_counter() - _START:.0f}s] {message}", file=sys.stderr, flush=True)
+
+
+def stdout_to_stderr() -> contextlib.redirect_stdout[Any]:
+    """A ``with`` block whose prints (a library's: TRL prints its final metrics) go to stderr, so that stdout holds
+    the benchmark's JSON line alone."""
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def check_at_least(parser: argparse.ArgumentParser, args: argparse.Namespace, **least: int) -> None:
@@ -40,6 +46,8 @@ def check_names(parser: argparse.ArgumentParser, flag: str, names: Iterable[str]
 
 def check_device(parser: argparse.ArgumentParser, value: str) -> None:
     """``value`` names a torch device (cpu, cuda, cuda:1 ...)."""
+    import torch
+
     try:
         torch.device(value)
     except RuntimeError:
@@ -48,6 +56,8 @@ def check_device(parser: argparse.ArgumentParser, value: str) -> None:
 
 def check_dtype(parser: argparse.ArgumentParser, value: str | None) -> None:
     """``value`` (when given) names a torch floating dtype (float32, bfloat16 ...)."""
+    import torch
+
     if value is not None and not isinstance(getattr(torch, value, None), torch.dtype):
         parser.error(f"--dtype {value!r} is not a torch dtype (e.g. float32, bfloat16)")
 

@@ -9,7 +9,8 @@ tools inline would stop every sequence for each call (8 episodes x 3 calls x 200
 tools run in the rollout's thread pool while the engine keeps stepping, so the ratio stays near 1.
 
 The model: ``--model DIR`` (e.g. a cold-start SFT of recipes/agents/tool_sft.yaml), or by default a tiny model
-fitted here in seconds to one calculator transcript (it reproduces the calls greedily). Prints one JSON line.
+fitted here in seconds to one calculator transcript (it reproduces the calls greedily). Prints one JSON line; a
+progress line goes to stderr as each run (instant or slow tools) ends.
 
     thinkrl bench agent-overlap [--tool-ms 200] [--episodes 8] [--plain 8] [--plain-tokens 256] [--model DIR]
 """
@@ -26,6 +27,7 @@ from dataclasses import replace
 
 import torch
 
+from _cli import progress  # siblings: benchmarks/ is on sys.path
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.engine.loop import EngineLoop
 from thinkrl.model import CausalLM, ModelConfig, build_model, load_pretrained
@@ -119,9 +121,11 @@ def main() -> None:
     tok = load_tokenizer(args.model or "builtin")
     model = load_pretrained(args.model).eval() if args.model else fitted_model(tok, env, problem)
     runs: dict[str, list[dict]] = {"instant": [], "slow": []}
-    for _ in range(args.repeats):  # interleaved, so a change of machine load hits both settings alike
-        runs["instant"].append(run_once(model, tok, env, problem, args, 0.0))
-        runs["slow"].append(run_once(model, tok, env, problem, args, args.tool_ms / 1000))
+    for r in range(args.repeats):  # interleaved, so a change of machine load hits both settings alike
+        for setting, delay_s in (("instant", 0.0), ("slow", args.tool_ms / 1000)):
+            runs[setting].append(run_once(model, tok, env, problem, args, delay_s))
+            progress("agent-overlap", f"repeat {r + 1}/{args.repeats} {setting} tools ({1000 * delay_s:g} ms): "
+                                      f"{runs[setting][-1]['plain_tokens_per_s']:.1f} plain tokens/s")
 
     def median_rate(rows: list[dict]) -> float:
         return sorted(r["plain_tokens_per_s"] for r in rows)[len(rows) // 2]

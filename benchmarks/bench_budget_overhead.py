@@ -21,7 +21,7 @@ Tokens/s are reported as the best and the median of ``--repeats`` interleaved ru
 ``outputs_identical`` is false when the batch composition changes the unbudgeted rows' numerics (bf16 on
 GPU: a step that feeds forced tokens runs eagerly, not from the CUDA graph).
 
-Prints one JSON line.
+Prints one JSON line; a progress line goes to stderr as each run (a configuration in a repeat) ends.
 
     thinkrl bench budget-overhead [--device cpu] [--prompts 64] [--new-tokens 384] [--budget 256]
 """
@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 import bench_generate  # a sibling: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
-from _cli import check_at_least
+from _cli import check_at_least, progress
 from thinkrl.engine import LLMEngine, Request, SamplingParams, make_budget_controller
 from thinkrl.model import CausalLM, ModelConfig, build_model
 from thinkrl.tokenizer import TextTokenizer, load_tokenizer
@@ -131,9 +131,12 @@ def bench_long_tail(model: CausalLM, tok: TextTokenizer, device: str, repeats: i
         return tokens / (time.perf_counter() - start), latency, {i: outputs[i] for i in plain_ids}, tokens / cpu
 
     runs: dict[bool, list[tuple[float, float, dict[int, list[int]], float]]] = {False: [], True: []}
-    for _ in range(repeats):
+    for r in range(repeats):
         for mixed in (False, True):
             runs[mixed].append(run(mixed))
+            progress("budget-overhead", f"repeat {r + 1}/{repeats} long tail, "
+                                        f"{'half budgeted' if mixed else 'no budgets'}: {runs[mixed][-1][0]:.1f} "
+                                        f"tokens/s, unbudgeted mean latency {runs[mixed][-1][1]:.3f} s")
     best = {mixed: (max(r[0] for r in rs), min(r[1] for r in rs), max(r[3] for r in rs))
             for mixed, rs in runs.items()}
     return {"num_requests": num_requests, "slots": slots,
@@ -208,9 +211,11 @@ def main() -> None:
 
     run("plain")  # untimed warm-up (first-call allocations)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
-    for _ in range(args.repeats):  # interleaved, so a load change on the machine hits every configuration
-        for name in configs:
+    for r in range(args.repeats):  # interleaved, so a load change on the machine hits every configuration
+        for name, (_, watch, key) in configs.items():
             runs[name].append(run(name))
+            progress("budget-overhead", f"repeat {r + 1}/{args.repeats} {name}: {runs[name][-1][key]:.1f} tokens/s"
+                                        + (" (the unbudgeted half)" if watch else ""))
     plain, budgeted, beside_plain, beside_budgeted = (_stats(runs[name], configs[name][2]) for name in configs)
     identical = all(a["outputs"] == b["outputs"] for a, b in zip(runs["beside_plain"], runs["beside_budgeted"],
                                                                    strict=True))

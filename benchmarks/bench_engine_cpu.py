@@ -9,7 +9,8 @@
   padded to the longest row; and the prefill attention through SDPA (the engine's) against the batched ``baddbmm``
   of the decode path (`batched_attention`, what prefills used before).
 
-Prints one JSON line. Example: ``OMP_NUM_THREADS=1 thinkrl bench engine-cpu --model micro``.
+Prints one JSON line; a progress line goes to stderr as each engine's decode steps and each other part end.
+Example: ``OMP_NUM_THREADS=1 thinkrl bench engine-cpu --model micro``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from _cli import check_at_least
+from _cli import check_at_least, progress
 from _model_shapes import TiedModelShape
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.model import ModelConfig, build_model
@@ -127,13 +128,22 @@ def main() -> None:
                                     ("compiled", None, True)):
         engine = _engine(args.model, packed, compiled=compiled)
         decode[label] = {str(rows): round(decode_step_ms(engine, rows), 3) for rows in (4, 13, 32)}
+        progress("engine-cpu", f"decode step {label}: " + ", ".join(f"{rows} rows {ms} ms"
+                                                                   for rows, ms in decode[label].items()))
     engine = _engine(args.model, None)
+    linear = linear_costs(args.repeats)
+    faster = sum(r["packed_us"] < r["f_linear_us"] for r in linear)
+    progress("engine-cpu", f"linear: packed faster than F.linear in {faster}/{len(linear)} (rows, shape) cases")
+    prefill = {"grouped": round(prefill_ms(engine, True, args.repeats), 2),
+               "one_forward": round(prefill_ms(engine, False, args.repeats), 2)}
+    progress("engine-cpu", f"prefill 31 short + 1 long: grouped {prefill['grouped']} ms, "
+                           f"one forward {prefill['one_forward']} ms")
+    attention = [attention_ms(32, n, args.repeats) for n in (64, 128, 286)]
+    progress("engine-cpu", "prefill attention, 32 rows, sdpa / baddbmm: " + ", ".join(
+        f"length {a['length']} {a['sdpa_ms']} / {a['baddbmm_ms']} ms" for a in attention))
     result = {
-        "benchmark": "engine-cpu", "model": args.model, "linear": linear_costs(args.repeats),
-        "decode_step_ms": decode,
-        "prefill_31_short_1_long_ms": {"grouped": round(prefill_ms(engine, True, args.repeats), 2),
-                                       "one_forward": round(prefill_ms(engine, False, args.repeats), 2)},
-        "prefill_attention": [attention_ms(32, n, args.repeats) for n in (64, 128, 286)],
+        "benchmark": "engine-cpu", "model": args.model, "linear": linear, "decode_step_ms": decode,
+        "prefill_31_short_1_long_ms": prefill, "prefill_attention": attention,
         "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }

