@@ -93,9 +93,8 @@ class _PackedLinear(_PackedGroup):
     may be passed by name) and never None (F.linear under autograd or ``torch.compile``)."""
 
     def __call__(self, input: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling() or self.needs_autograd(input):
-            return F.linear(input, self.linears[0].weight, self.linears[0].bias)
-        return torch.ops.mkldnn._linear_pointwise(input, self._fresh_packed(), self.bias, "none", [], "")
+        out = super().__call__(input)
+        return F.linear(input, self.linears[0].weight, self.linears[0].bias) if out is None else out
 
 
 FUSED_GROUPS = {"fused_qkv": ("q_proj", "k_proj", "v_proj"), "fused_gate_up": ("gate_proj", "up_proj")}

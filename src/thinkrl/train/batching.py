@@ -14,12 +14,13 @@ data-parallel ranks).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypedDict, overload
+from typing import Any, TypedDict, overload
 
 import torch
 from torch import Tensor
@@ -113,22 +114,9 @@ class PackedBatch:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> PackedBatch:
         """A copy with every tensor on ``device``."""
-
-        def move(value: Tensor) -> Tensor:
-            return value.to(device, non_blocking=non_blocking)
-
-        def maybe(value: Tensor | None) -> Tensor | None:
-            return None if value is None else value.to(device, non_blocking=non_blocking)
-
-        return PackedBatch(
-            input_ids=move(self.input_ids), position_ids=move(self.position_ids), cu_seqlens=move(self.cu_seqlens),
-            max_seqlen=self.max_seqlen, response_index=move(self.response_index),
-            response_ids=move(self.response_ids), response_mask=move(self.response_mask),
-            response_lengths=move(self.response_lengths), old_logprobs=move(self.old_logprobs),
-            advantages=move(self.advantages), rewards=move(self.rewards), is_correct=move(self.is_correct),
-            returns=maybe(self.returns), old_values=maybe(self.old_values), ref_logprobs=maybe(self.ref_logprobs),
-            behaviour_logprobs=maybe(self.behaviour_logprobs), token_versions=maybe(self.token_versions),
-        )
+        moved: dict[str, Any] = {f.name: value.to(device, non_blocking=non_blocking) for f in dataclasses.fields(self)
+                                 if isinstance(value := getattr(self, f.name), Tensor)}
+        return dataclasses.replace(self, **moved)
 
     def select(self, indices: Sequence[int]) -> PackedBatch:
         """A batch of the sequences at ``indices`` (in that order), repacked; R shrinks to fit them."""
