@@ -17,11 +17,13 @@ engine ends with an error for that request only.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -56,6 +58,11 @@ DEFAULT_COMPLETION_TOKENS = 16
 
 MIN_REQUEST_BYTES = 1 << 20
 """The smallest default body limit (1 MiB); the default grows with the context (64 bytes per token)."""
+
+CLIENT_CLOSED_REQUEST = 499
+"""nginx's status for a request whose client went away (only logged: nobody reads it)."""
+
+_T = TypeVar("_T")
 
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none"})
 
@@ -172,7 +179,7 @@ def create_app(engine: LLMEngine, tokenizer: TextTokenizer, *, model_name: str,
         return ModelList(data=[ModelCard(id=ctx.model_name, max_model_len=ctx.max_seq_len)])
 
     @app.post("/v1/completions", response_model=None)
-    async def completions(body: CompletionRequest) -> Any:
+    async def completions(body: CompletionRequest, request: Request) -> Any:
         _check_model(ctx, body.model)
         body.check()
         response_id = f"cmpl-{uuid.uuid4().hex}"
@@ -184,10 +191,13 @@ def create_app(engine: LLMEngine, tokenizer: TextTokenizer, *, model_name: str,
                                     vocab_size=ctx.vocab_size)
         if body.stream:
             return _sse(completion_events(ctx, response_id, choices, body.include_usage))
-        return completion_response(ctx, response_id, choices, await complete(ctx, choices))
+        results = await _unless_disconnected(request, complete(ctx, choices))
+        if results is None:
+            return _client_gone()
+        return completion_response(ctx, response_id, choices, results)
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(body: ChatCompletionRequest) -> Any:
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         _check_model(ctx, body.model)
         body.check()
         plan = await run_in_threadpool(render_chat, ctx, body)
@@ -198,7 +208,10 @@ def create_app(engine: LLMEngine, tokenizer: TextTokenizer, *, model_name: str,
                                controller=lambda: ctx.make_controller(plan.budget, plan.thinking_open))
         if body.stream:
             return _sse(chat_events(ctx, rid, plan, choices, body.include_usage))
-        return chat_response(ctx, rid, plan, choices, await complete(ctx, choices))
+        results = await _unless_disconnected(request, complete(ctx, choices))
+        if results is None:
+            return _client_gone()
+        return chat_response(ctx, rid, plan, choices, results)
 
     return app
 
@@ -218,21 +231,54 @@ def _prompt_ids(ctx: ServeContext, prompt: str | list[int]) -> list[int]:
     return list(prompt)
 
 
+async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, _T]) -> _T | None:
+    """``await work``, or None when the client disconnects first (``work`` is then cancelled).
+
+    Why: uvicorn does not cancel a handler whose client went away, so a non-streamed request would keep its
+    engine slots until its last token; cancelling ``complete`` aborts its engine requests (`stream_events`).
+    """
+    task, gone = asyncio.ensure_future(work), asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when this handler is cancelled itself (server shutdown)
+        gone.cancel()
+        task.cancel()  # no-op once done
+    if not task.cancelled() and task.done():
+        return task.result()  # the result, or the request's own error (a 4xx/5xx body)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task  # let its cleanup (the engine aborts) run
+    return None
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has closed the connection (the body was read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _client_gone() -> JSONResponse:
+    return _error(CLIENT_CLOSED_REQUEST, "the client closed the connection before the response was ready")
+
+
 def _sse(events: AsyncIterator[str]) -> StreamingResponse:
     return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
-    return JSONResponse(ErrorResponse.of(message, error_type(status), param), status_code=status)
+def _error(status: int, message: str, param: str | None = None,
+           headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(ErrorResponse.of(message, error_type(status), param), status_code=status, headers=headers)
 
 
-def _validation_error(error: RequestValidationError) -> JSONResponse:
+def _validation_error(error: RequestValidationError, content_type: str | None = None) -> JSONResponse:
     """A 400 naming the first invalid field (or what is wrong with the body as a whole)."""
     first: dict[str, Any] = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
     kind = first.get("type")
     if kind == "json_invalid":
         reason = (first.get("ctx") or {}).get("error", first.get("msg"))
         return _error(400, f"the request body is not valid JSON: {reason}")
+    if isinstance(first.get("input"), bytes):  # FastAPI reads JSON only when the Content-Type says so
+        return _error(400, "the request body must be JSON, sent with the header 'Content-Type: application/json' "
+                           f"(the request's Content-Type is {content_type or 'missing'})")
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
     # Union members add their type name to the location (prompt.str, prompt.list[int]...).
     param = ".".join(p for p in loc if p not in _TYPE_TAGS and "[" not in p and "-" not in p) or None
@@ -247,7 +293,7 @@ def _validation_error(error: RequestValidationError) -> JSONResponse:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, error: RequestValidationError) -> JSONResponse:
-        return _validation_error(error)
+        return _validation_error(error, request.headers.get("content-type"))
 
     @app.exception_handler(RequestError)
     async def on_request_error(request: Request, error: RequestError) -> JSONResponse:
@@ -265,7 +311,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def on_http_error(request: Request, error: HTTPException) -> JSONResponse:
         if error.status_code == 400:  # FastAPI could not decode the body (bad UTF-8, nesting too deep, huge ints)
             return _error(400, f"the request body is not valid JSON: {error.detail}")
-        return _error(error.status_code, str(error.detail))
+        return _error(error.status_code, str(error.detail), headers=error.headers)  # 405 keeps its Allow header
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, error: Exception) -> JSONResponse:

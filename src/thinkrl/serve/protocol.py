@@ -16,9 +16,18 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 MAX_CHOICES = 64
 """Largest ``n`` accepted per request."""
@@ -69,9 +78,20 @@ def _no_nan(value: float) -> float:
 
 class _Strict(BaseModel):
     """No unknown fields, and no type coercion: ``"2"`` or ``true`` is not an integer, ``"no"`` not a boolean (an
-    integer is still a valid float)."""
+    integer is still a valid float). ``null`` in an optional field is the same as leaving it out."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        # OpenAI's schema types optional fields as "X or null" and SDKs send null for "not given"
+        # ("temperature": null); refusing it would break them. Required fields and unknown keys keep their null,
+        # so those are still refused by name.
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {k: v for k, v in data.items() if v is not None or k not in fields or fields[k].is_required()}
 
 
 class StreamOptions(_Strict):
@@ -177,8 +197,28 @@ class CompletionRequest(SamplingFields):
 class TextPart(_Strict):
     """A ``{"type": "text", "text": ...}`` content part (the only kind thinkrl reads)."""
 
-    type: Literal["text"]
+    type: str
     text: str
+
+    @field_validator("type")
+    @classmethod
+    def _check_type(cls, value: str) -> str:
+        if value != "text":
+            raise ValueError(f"content parts of type {value!r} are not supported; only 'text' parts are")
+        return value
+
+
+def _content_kind(value: Any) -> str | None:
+    return "str" if isinstance(value, str) else "list[TextPart]" if isinstance(value, list) else None
+
+
+# Chosen by the JSON type, so a list of parts with a bad part is reported inside that part
+# ("messages.0.content.0.type: ...") instead of as "Input should be a valid string".
+MessageContent = Annotated[
+    Annotated[str, Tag("str")] | Annotated[list[TextPart], Tag("list[TextPart]")],
+    Discriminator(_content_kind, custom_error_type="content_type",
+                  custom_error_message="content must be a string or a list of text parts"),
+]
 
 
 class FunctionCall(_Strict):
@@ -211,7 +251,7 @@ class ChatMessage(_Strict):
     """One message of a conversation (roles system, developer, user, assistant, tool)."""
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: MessageContent | None = None
     reasoning_content: str | None = None
     name: str | None = None
     tool_call_id: str | None = None
