@@ -183,3 +183,99 @@ def test_wrong_method_names_the_allowed_one(served: Any) -> None:
     response = httpx.get(f"{served.url}/chat/completions")
     assert response.status_code == 405 and response.headers.get("allow") == "POST"  # RFC 9110: 405 has Allow
     assert response.json()["error"]["message"] == "Method Not Allowed"
+
+
+def _error_of(response: httpx.Response) -> tuple[int, str, str | None]:
+    error = response.json()["error"]
+    return response.status_code, error["message"], error["param"]
+
+
+def test_a_tool_choice_object_without_function_names_it(served: Any) -> None:
+    body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 2, "tools": TOOLS, "tool_choice": {"type": "function"}}
+    status, message, param = _error_of(httpx.post(f"{served.url}/chat/completions", json=body, timeout=60))
+    # Old code: "tool_choice: Input should be 'none', 'auto' or 'required'" (the string branch's error)
+    assert (status, message, param) == (400, "tool_choice.function is required", "tool_choice.function")
+    for choice, want in [("sometimes", "tool_choice: Input should be 'none', 'auto' or 'required'"),
+                         (5, "tool_choice: tool_choice must be 'none', 'auto', 'required' or "
+                             "{\"type\": \"function\", \"function\": {\"name\": ...}}")]:
+        status, message, param = _error_of(httpx.post(f"{served.url}/chat/completions", timeout=60,
+                                                      json={**body, "tool_choice": choice}))
+        assert (status, message, param) == (400, want, "tool_choice")
+
+
+BAD_PARAMETERS = [
+    ({"properties": 5}, "properties must be an object"),
+    ({"type": "object", "properties": {"x": 5}}, "properties.x must be an object"),
+    ({"type": "object", "properties": {"x": {"type": "string"}}, "required": "x"}, "required must be an array"),
+    ({"type": "object", "properties": {"x": {"description": 3}}}, "properties.x.description must be a string"),
+    ([1, 2], "Input should be a valid dictionary"),
+]
+PERMISSIVE_PARAMETERS = {"type": "object", "properties": {"x": {"type": ["string", "null"], "enum": ["a", None]},
+                                                          "y": {}}, "required": ["x"], "additionalProperties": False,
+                         "$defs": {"z": {"type": "integer"}}, "description": 7}
+
+
+def test_tool_parameters_are_checked_at_validation(served: Any) -> None:
+    def post(parameters: Any) -> httpx.Response:
+        tools = [{"type": "function", "function": {"name": "calc", "parameters": parameters}}]
+        body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 2, "tools": tools}
+        return httpx.post(f"{served.url}/chat/completions", json=body, timeout=60)
+
+    for parameters, words in BAD_PARAMETERS:
+        status, message, param = _error_of(post(parameters))
+        # Old code: 400 "messages could not be rendered with the chat template: ..." with param "messages"
+        assert status == 400 and param == "tools.0.function.parameters" and words in message, message
+    assert post(PERMISSIVE_PARAMETERS).status_code == 200  # other keywords, in any shape, pass as given
+
+
+@pytest.mark.parametrize("path", ["/health", "/v1/models"])
+def test_get_routes_answer_head(served: Any, path: str) -> None:
+    base = served.url.removesuffix("/v1")
+    response = httpx.head(f"{base}{path}", timeout=60)
+    assert response.status_code == 200 and response.content == b""  # old code: 405
+    assert response.headers["content-type"] == "application/json"
+    for method in ("GET", "HEAD"):  # POST routes still refuse both, naming POST
+        for route in ("/v1/completions", "/v1/chat/completions"):
+            refused = httpx.request(method, f"{base}{route}", timeout=60)
+            assert refused.status_code == 405 and refused.headers.get("allow") == "POST", (method, route)
+    refused = httpx.put(f"{base}{path}", timeout=60)
+    assert refused.status_code == 405 and refused.headers.get("allow") == "GET, HEAD"
+
+
+@pytest.mark.parametrize("extra", [{"thinking_budget": 2**80}, {"thinking_budget": 2**31},
+                                   {"chat_template_kwargs": {"thinking_budget": 2**80}}])
+def test_thinking_budget_is_bounded(served: Any, extra: dict[str, Any]) -> None:
+    body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 2, **extra}
+    status, message, param = _error_of(httpx.post(f"{served.url}/chat/completions", json=body, timeout=60))
+    assert status == 400 and param == next(iter(extra)), message  # old code: 200, 2**80 written into the prompt
+    assert "thinking_budget" in message and "2147483647" in message, message
+    at_bound = {**body, "thinking_budget": 2**31 - 1, "chat_template_kwargs": {"thinking_budget": 2**31 - 1}}
+    assert httpx.post(f"{served.url}/chat/completions", json=at_bound, timeout=60).status_code == 200
+
+
+@pytest.mark.parametrize("echo", [0, 0.0, "", "false"])
+def test_echo_is_a_strict_boolean(served: Any, echo: Any) -> None:
+    body = {"model": "tiny", "prompt": [5, 6], "max_tokens": 2, "echo": echo}
+    status, message, param = _error_of(httpx.post(f"{served.url}/completions", json=body, timeout=60))
+    assert (status, message, param) == (400, "echo: Input should be a valid boolean", "echo")  # old code: 0 was 200
+
+
+def test_echo_true_is_refused_and_false_accepted(served: Any) -> None:
+    body = {"model": "tiny", "prompt": [5, 6], "max_tokens": 2}
+    status, message, param = _error_of(httpx.post(f"{served.url}/completions", json={**body, "echo": True}))
+    assert (status, param) == (400, "echo") and "echo is not supported" in message, message
+    assert httpx.post(f"{served.url}/completions", json={**body, "echo": False}, timeout=60).status_code == 200
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize(("route", "field"), [("chat/completions", "temperature"), ("chat/completions", "top_p"),
+                                              ("completions", "presence_penalty"),
+                                              ("completions", "frequency_penalty")])
+def test_non_finite_floats_say_so(served: Any, route: str, field: str, value: str) -> None:
+    body = {"model": "tiny", "max_tokens": 2, field: "VALUE",
+            **({"messages": MESSAGES} if route.startswith("chat") else {"prompt": [5]})}
+    raw = json.dumps(body).replace('"VALUE"', value)  # the raw JSON tokens, which Python's json reads
+    response = httpx.post(f"{served.url}/{route}", content=raw, headers={"Content-Type": "application/json"},
+                          timeout=60)
+    status, message, param = _error_of(response)  # old code: "temperature: ... less than or equal to 100"
+    assert (status, message, param) == (400, f"{field}: Input should be a finite number", field)

@@ -1,6 +1,6 @@
 """The FastAPI app of `thinkrl serve`: OpenAI-compatible completions and chat over one `LLMEngine`.
 
-Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/completions``,
+Routes: ``GET /health``, ``GET /v1/models`` (both also answer ``HEAD``), ``POST /v1/completions``,
 ``POST /v1/chat/completions`` (both streamed as server-sent events with
 ``"stream": true``). The engine runs in an `EngineLoop` thread started and
 stopped with the app's lifespan; handlers only render prompts, submit requests
@@ -30,6 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from thinkrl.engine.budget import make_budget_controller
@@ -64,7 +65,8 @@ CLIENT_CLOSED_REQUEST = 499
 
 _T = TypeVar("_T")
 
-_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none"})
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "object"})
+"""Union tags pydantic adds to error locations (``tool_choice.object.function``); left out of ``param``."""
 
 
 def error_type(status: int) -> str:
@@ -178,6 +180,9 @@ def create_app(engine: LLMEngine, tokenizer: TextTokenizer, *, model_name: str,
     async def models() -> ModelList:
         return ModelList(data=[ModelCard(id=ctx.model_name, max_model_len=ctx.max_seq_len)])
 
+    for path, endpoint in (("/health", health), ("/v1/models", models)):  # HEAD: the GET's status, headers, no body
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Any:
         _check_model(ctx, body.model)
@@ -290,6 +295,15 @@ def _validation_error(error: RequestValidationError, content_type: str | None = 
     return _error(400, message, param)
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the routes of ``request``'s path answer (GET and HEAD are separate routes)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -311,7 +325,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def on_http_error(request: Request, error: HTTPException) -> JSONResponse:
         if error.status_code == 400:  # FastAPI could not decode the body (bad UTF-8, nesting too deep, huge ints)
             return _error(400, f"the request body is not valid JSON: {error.detail}")
-        return _error(error.status_code, str(error.detail), headers=error.headers)  # 405 keeps its Allow header
+        headers = error.headers
+        if error.status_code == 405:  # Allow: every method of the path (Starlette names only the first route's)
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+        return _error(error.status_code, str(error.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, error: Exception) -> JSONResponse:

@@ -1,33 +1,27 @@
-"""Pydantic models of the requests `thinkrl serve` accepts (responses: `serve.responses`).
+"""Pydantic models of the requests `thinkrl serve` accepts (tool fields: `serve.tool_protocol`; responses:
+`serve.responses`).
 
 Requests forbid unknown fields, so a typo (``max_token``) is a 400 naming the field
 instead of being silently ignored, and they are strictly typed (``"logprobs": false`` on a
-completions request is a 400, not ``logprobs=0``). Every field is bounded here, at the edge, so no
-value can fail later inside the engine (a seed beyond 64 bits, a ``top_k`` beyond
-int64...). Parameters thinkrl does not implement (penalties, ``logit_bias``, ``echo``)
-are either absent (400 "extra inputs are not permitted") or accepted only at their
-neutral value. Extensions, as in vLLM: ``top_k`` (-1 or 0 disables), ``ignore_eos`` and, on chat
-requests, ``thinking_budget`` (-1 unlimited, 0 answer at once, N tokens) and
-``chat_template_kwargs`` (``{"thinking_budget": N}``, ``{"enable_thinking": false}``, other
-template variables).
+completions request is a 400, not ``logprobs=0``; ``"echo": 0`` is not false; floats are finite, so
+``"temperature": NaN`` is "Input should be a finite number"). Every field is bounded here, at the edge, so no
+value can fail later inside the engine (a seed beyond 64 bits, a ``top_k`` or ``thinking_budget`` beyond
+int32...). Parameters thinkrl does not implement (penalties, ``logit_bias``, ``echo``) are either absent
+(400 "extra inputs are not permitted") or accepted only at their neutral value. Extensions, as in vLLM:
+``top_k`` (-1 or 0 disables), ``ignore_eos`` and, on chat requests, ``thinking_budget`` (-1 unlimited,
+0 answer at once, N tokens) and ``chat_template_kwargs`` (``{"thinking_budget": N}``,
+``{"enable_thinking": false}``, other template variables).
 """
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
+
+from thinkrl.serve.strict import RequestError as RequestError
+from thinkrl.serve.strict import StrictModel
+from thinkrl.serve.tool_protocol import MessageToolCall, NamedToolChoice, ToolChoice, ToolDefinition
 
 MAX_CHOICES = 64
 """Largest ``n`` accepted per request."""
@@ -47,60 +41,22 @@ MAX_SEED = 2**63 - 1
 MAX_TOP_K = 2**31 - 1
 """Largest ``top_k`` (values past the vocabulary keep every token)."""
 
+MAX_THINKING_BUDGET = 2**31 - 1
+"""Largest ``thinking_budget`` (as ``top_k``: int32); it is written into the prompt, so it is bounded too."""
+
 MIN_TEMPERATURE = 1e-5
 """Temperatures below this are greedy (as in vLLM): dividing logits by less overflows float32."""
 
 RESERVED_TEMPLATE_VARIABLES = frozenset({"messages", "tools", "add_generation_prompt"})
 """Template variables the server sets itself; ``chat_template_kwargs`` may not override them."""
 
-_TOOL_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-
-
-class RequestError(ValueError):
-    """A request the server refuses; becomes an OpenAI error body.
-
-    Args:
-        message: what is wrong and what is allowed.
-        param: the request field at fault.
-        status: HTTP status (400 bad request, 404 unknown model, 413 too large, 503 engine down).
-    """
-
-    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
-        super().__init__(message)
-        self.param, self.status = param, status
-
-
-def _no_nan(value: float) -> float:
-    if value != value:  # NaN compares unequal to itself
-        raise ValueError("NaN is not allowed")
-    return value
-
-
-class _Strict(BaseModel):
-    """No unknown fields, and no type coercion: ``"2"`` or ``true`` is not an integer, ``"no"`` not a boolean (an
-    integer is still a valid float). ``null`` in an optional field is the same as leaving it out."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _null_is_absent(cls, data: Any) -> Any:
-        # OpenAI's schema types optional fields as "X or null" and SDKs send null for "not given"
-        # ("temperature": null); refusing it would break them. Required fields and unknown keys keep their null,
-        # so those are still refused by name.
-        if not isinstance(data, dict):
-            return data
-        fields = cls.model_fields
-        return {k: v for k, v in data.items() if v is not None or k not in fields or fields[k].is_required()}
-
-
-class StreamOptions(_Strict):
+class StreamOptions(StrictModel):
     """``stream_options``: ``include_usage`` adds a last chunk with the token usage."""
 
     include_usage: bool = False
 
 
-class SamplingFields(_Strict):
+class SamplingFields(StrictModel):
     """Fields shared by completion and chat requests."""
 
     model: str
@@ -135,11 +91,6 @@ class SamplingFields(_Strict):
             raise ValueError("penalties are not supported by thinkrl; only 0 is accepted")
         return value
 
-    @field_validator("temperature", "top_p")
-    @classmethod
-    def _check_number(cls, value: float) -> float:
-        return _no_nan(value)
-
     @property
     def stop_strings(self) -> tuple[str, ...]:
         """``stop`` as a tuple (empty when unset)."""
@@ -162,7 +113,14 @@ class CompletionRequest(SamplingFields):
     prompt: str | list[int] | list[str] | list[list[int]]
     logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS,
                                  description="k: the sampled token's log-prob and the k most likely tokens'")
-    echo: Literal[False] = False
+    echo: bool = Field(default=False, description="not supported: only false is accepted")
+
+    @field_validator("echo")
+    @classmethod
+    def _check_echo(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("echo is not supported by thinkrl; only false is accepted")
+        return value
 
     @field_validator("prompt")
     @classmethod
@@ -194,7 +152,7 @@ class CompletionRequest(SamplingFields):
         return self.logprobs
 
 
-class TextPart(_Strict):
+class TextPart(StrictModel):
     """A ``{"type": "text", "text": ...}`` content part (the only kind thinkrl reads)."""
 
     type: str
@@ -221,33 +179,7 @@ MessageContent = Annotated[
 ]
 
 
-class FunctionCall(_Strict):
-    """``{"name", "arguments"}`` of an assistant's tool call; ``arguments`` is a JSON object as a string."""
-
-    name: str = Field(pattern=_TOOL_NAME.pattern)
-    arguments: str
-
-    @field_validator("arguments")
-    @classmethod
-    def _check_arguments(cls, value: str) -> str:
-        try:
-            decoded = json.loads(value) if value.strip() else {}
-        except (json.JSONDecodeError, RecursionError) as error:
-            raise ValueError(f"arguments must be a JSON object as a string: {error}") from None
-        if not isinstance(decoded, dict):
-            raise ValueError(f"arguments must be a JSON object, got {type(decoded).__name__}")
-        return value
-
-
-class MessageToolCall(_Strict):
-    """One ``tool_calls`` entry of an assistant message in the history."""
-
-    id: str
-    type: Literal["function"] = "function"
-    function: FunctionCall
-
-
-class ChatMessage(_Strict):
+class ChatMessage(StrictModel):
     """One message of a conversation (roles system, developer, user, assistant, tool)."""
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
@@ -283,33 +215,6 @@ class ChatMessage(_Strict):
         return message
 
 
-class FunctionDefinition(_Strict):
-    """A function the model may call: its name, description and JSON-schema parameters."""
-
-    name: str = Field(pattern=_TOOL_NAME.pattern)
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-
-
-class ToolDefinition(_Strict):
-    """One entry of ``tools``."""
-
-    type: Literal["function"]
-    function: FunctionDefinition
-
-
-class NamedFunction(_Strict):
-    name: str
-
-
-class NamedToolChoice(_Strict):
-    """``tool_choice`` naming one function: the model must call it."""
-
-    type: Literal["function"]
-    function: NamedFunction
-
-
 class ChatCompletionRequest(SamplingFields):
     """``POST /v1/chat/completions``, with the extensions ``thinking_budget`` and ``chat_template_kwargs``."""
 
@@ -317,10 +222,11 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
-    thinking_budget: int | None = Field(default=None, ge=-1, description="-1 unlimited, 0 answer at once, N tokens")
+    thinking_budget: int | None = Field(default=None, ge=-1, le=MAX_THINKING_BUDGET,
+                                       description="-1 unlimited, 0 answer at once, N tokens")
     chat_template_kwargs: dict[str, Any] | None = None
     tools: list[ToolDefinition] | None = None
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
 
     @field_validator("top_logprobs")
@@ -339,8 +245,9 @@ class ChatCompletionRequest(SamplingFields):
         if reserved:
             raise ValueError(f"{reserved[0]!r} is set by the server and cannot be a template variable")
         budget = value.get("thinking_budget")
-        if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < -1):
-            raise ValueError(f"thinking_budget must be an integer >= -1, got {budget!r}")
+        if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool)
+                                   or not -1 <= budget <= MAX_THINKING_BUDGET):
+            raise ValueError(f"thinking_budget must be an integer in [-1, {MAX_THINKING_BUDGET}], got {budget!r}")
         if "enable_thinking" in value and not isinstance(value["enable_thinking"], bool):
             raise ValueError(f"enable_thinking must be true or false, got {value['enable_thinking']!r}")
         return value
