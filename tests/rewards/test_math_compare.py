@@ -96,7 +96,8 @@ def test_parser_rejects_what_it_does_not_know(text: str) -> None:
         parse_value(text)
 
 
-@pytest.mark.parametrize("text", [r"9^{9^{9^9}}", "1000000!", r"2^{2^{30}}", r"\binom{10^6}{500000}", "10^{200000}"])
+@pytest.mark.parametrize("text", [r"9^{9^{9^9}}", "1000000!", r"2^{2^{30}}", r"\binom{10^6}{500000}", "10^{200000}",
+                                  r"(10^{5000})!"])  # n over 4,300 digits: the message must not print n
 def test_size_guards(text: str) -> None:
     with pytest.raises(TooLarge):
         parse_value(text)
@@ -108,5 +109,6 @@ def test_score_answer_reasons() -> None:
     assert (verdict.correct, verdict.reason, verdict.extracted) == (False, "wrong: value", "3")
     assert score_answer("I give up", "4").reason == "wrong: no answer"
     assert score_answer(r"\boxed{9^{9^{9^9}}}", "4").reason == "wrong: too large"
+    assert score_answer(r"\boxed{(10^{5000})!}", "4").reason == "wrong: too large"  # was "wrong: error"
     assert score_answer("\\boxed{" + "1+" * 5000 + "1}", "4").reason == "wrong: too large"
     assert score_answer(r"\boxed{\text{no idea}}", r"\text{no idea}").reason == "correct"

@@ -21,6 +21,15 @@ def test_division_by_zero_equals_nothing() -> None:
     assert _correct(r"\boxed{3:4}", "0.75")  # a ratio with a non-zero part is still a number
 
 
+@pytest.mark.parametrize(("response", "reference"), [
+    (r"\boxed{.}", ""), (r"\boxed{\}}", ""), (r"\boxed{\\}", " "), (r"\boxed{\text{}}", ""), (r"\boxed{\,}", r"\quad"),
+    (r"\boxed{\}}", r"\text{}"),
+])
+def test_empty_text_equals_nothing(response: str, reference: str) -> None:
+    # an empty reference (a dataset row without its answer) must not reward punctuation-only answers
+    assert score_answer(response, reference).reason == WRONG_VALUE
+
+
 @pytest.mark.parametrize("text", [
     "I don't know the answer. It was fun, see section 3",
     "asdkj aslkdj qwe 7",

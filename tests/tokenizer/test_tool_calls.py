@@ -69,6 +69,23 @@ def test_coercion_keeps_strings_that_do_not_fit_the_schema() -> None:
     assert coerce_arguments(call, TOOLS).arguments == {"expr": "12", "digits": "two", "exact": "1", "scale": 3,
                                                        "other": "5"}
     assert coerce_arguments(call, []).arguments == call.arguments
+    huge = ToolCall("calc", {"digits": "9" * 5000})  # past Python's int-to-str limit: json.loads raises ValueError
+    assert coerce_arguments(huge, TOOLS).arguments == huge.arguments
+    # JSON has no NaN or Infinity (Python's json reads them): a tool never gets a non-finite number
+    for text in ("NaN", "Infinity", "-Infinity", "1e999"):
+        assert coerce_arguments(ToolCall("calc", {"scale": text}), TOOLS).arguments == {"scale": text}
+    assert coerce_arguments(ToolCall("calc", {"tags": "[1, NaN]"}), TOOLS).arguments == {"tags": "[1, NaN]"}
+    assert coerce_arguments(ToolCall("calc", {"scale": "-2.5e3"}), TOOLS).arguments == {"scale": -2500.0}
+
+
+def test_seed_oss_names_and_keys_stop_at_a_tag() -> None:
+    # a name or key never holds "<": an unclosed tag is skipped, so degenerate repeats parse in linear time
+    [call] = parse_tool_call("<function=a<function=calc>\n<parameter=x<parameter=expr>1</parameter>\n</function>")
+    assert (call.name, call.arguments, call.error) == ("calc", {"expr": "1"}, None)
+    [call] = parse_tool_call("<function=" * 100_000)  # minutes before (quadratic)
+    assert call.error == "tool call has no complete <function=NAME> tag"
+    [call] = parse_tool_call("<function=calc>" + "<parameter=" * 100_000)
+    assert (call.name, call.arguments, call.error) == ("calc", {}, None)
 
 
 @pytest.mark.parametrize(("raw", "reason"), [
@@ -78,6 +95,8 @@ def test_coercion_keeps_strings_that_do_not_fit_the_schema() -> None:
     ('{"name": "calc", "arguments": "{oops"}', "arguments are not valid JSON"),
     ("<function=calc", "no complete <function=NAME> tag"),
     ("[" * 100_000, "not valid JSON"),
+    ("9" * 5000, "not valid JSON"),  # json.loads raises a plain ValueError past Python's 4,300-digit int limit
+    ('{"name": "calc", "arguments": "{\\"digits\\": ' + "9" * 5000 + '}"}', "arguments are not valid JSON"),
 ])
 def test_malformed_calls_are_error_results(raw: str, reason: str) -> None:
     [call] = parse_tool_call(raw)

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 from thinkrl.rewards.sandbox import CodeTests, SandboxLimits, SandboxPool, TestReport, run_tests
 
-_FENCE = re.compile(r"```[ \t]*([\w+.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+_FENCE = "```"
+_FENCE_TAG = re.compile(r"[ \t]*([\w+.-]*)")
 PYTHON_TAGS = ("python", "py", "python3")
 
 
@@ -23,12 +24,34 @@ def extract_code(text: str) -> str:
     untagged fenced block, else the whole text. An unclosed final fence runs to the end of the text."""
     if not isinstance(text, str):
         raise TypeError(f"text must be str, got {type(text).__name__}")
-    blocks = [(m.group(1).lower(), m.group(2)) for m in _FENCE.finditer(text)]
+    blocks = _fenced_blocks(text)
     for tags in (PYTHON_TAGS, ("",)):
         chosen = [body for tag, body in blocks if tag in tags]
         if chosen:
             return chosen[-1].strip("\n") + "\n"
     return text
+
+
+def _fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """``(tag, body)`` of each fenced block: a fence, its tag and the rest of its line, then the body up to the next
+    fence (or the end of the text).
+
+    A scan with `str.find`, linear in the text: the equivalent regex (a fence, ``[^\\n]*\\n``, a lazy body) scans
+    to the end from every fence of a last line without a newline, so a completion of 40,000 backticks-only fences
+    took 10 s (quadratic).
+    """
+    blocks = []
+    position = 0
+    while (start := text.find(_FENCE, position)) != -1:
+        line_end = text.find("\n", start + len(_FENCE))
+        if line_end == -1:  # no line ends after this fence, so no later fence opens a block either
+            break
+        tag = _FENCE_TAG.match(text, start + len(_FENCE), line_end)
+        end = text.find(_FENCE, line_end + 1)
+        end = len(text) if end == -1 else end
+        blocks.append((tag.group(1).lower() if tag else "", text[line_end + 1:end]))
+        position = end + len(_FENCE)
+    return blocks
 
 
 def reward_from_report(report: TestReport, partial: bool = False) -> tuple[float, str]:

@@ -16,6 +16,7 @@ read comes back as a `ToolCall` with ``error`` set (the typed parse-error result
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,8 +25,10 @@ from typing import Any
 from thinkrl.registry import Registry
 from thinkrl.tokenizer.budget import ThinkTags
 
-_FUNCTION = re.compile(r"<function=([^>\n]+)>(.*?)(?:</function>|$)", re.DOTALL)
-_PARAMETER = re.compile(r"<parameter=([^>\n]+)>(.*?)(?:</parameter>|$)", re.DOTALL)
+# Names and keys stop at "<" too: else a match attempt at each "<function=" of a text with no ">" scans to the end of
+# the line, quadratic in a long degenerate call (10,000 repeats took 6 s); no tool name or key has a "<".
+_FUNCTION = re.compile(r"<function=([^<>\n]+)>(.*?)(?:</function>|$)", re.DOTALL)
+_PARAMETER = re.compile(r"<parameter=([^<>\n]+)>(.*?)(?:</parameter>|$)", re.DOTALL)
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "integer": (int,), "number": (int, float), "boolean": (bool,), "array": (list,), "object": (dict,),
     "null": (type(None),),
@@ -162,7 +165,7 @@ def parse_tool_call(raw: str) -> list[ToolCall]:
         return calls or [ToolCall(name="", raw=raw, error="tool call has no complete <function=NAME> tag")]
     try:
         decoded = json.loads(body)
-    except (json.JSONDecodeError, RecursionError) as error:
+    except (ValueError, RecursionError) as error:  # ValueError, not JSONDecodeError: also an int over 4,300 digits
         return [ToolCall(name="", raw=raw, error=f"tool call is not valid JSON: {error}")]
     return [_json_tool_call(item, raw) for item in (decoded if isinstance(decoded, list) else [decoded])]
 
@@ -174,7 +177,7 @@ def _json_tool_call(item: Any, raw: str) -> ToolCall:
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments) if arguments.strip() else {}
-        except (json.JSONDecodeError, RecursionError) as error:
+        except (ValueError, RecursionError) as error:
             return ToolCall(name=item["name"], raw=raw, error=f"arguments are not valid JSON: {error}")
     if not isinstance(arguments, dict):
         return ToolCall(name=item["name"], raw=raw, error=f"arguments must be an object, got {arguments!r}")
@@ -189,6 +192,17 @@ def _schema_properties(tools: Sequence[Mapping[str, Any]], name: str) -> Mapping
             properties = parameters.get("properties") if isinstance(parameters, Mapping) else None
             return properties if isinstance(properties, Mapping) else {}
     return {}
+
+
+def _not_json(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} overflows a float")
+    return value
 
 
 def coerce_arguments(call: ToolCall, tools: Sequence[Mapping[str, Any]]) -> ToolCall:
@@ -206,9 +220,9 @@ def coerce_arguments(call: ToolCall, tools: Sequence[Mapping[str, Any]]) -> Tool
         declared = spec.get("type") if isinstance(spec, Mapping) else None
         allowed = _JSON_TYPES.get(declared) if isinstance(declared, str) else None
         if isinstance(value, str) and allowed is not None:
-            try:
-                decoded = json.loads(value)
-            except (json.JSONDecodeError, RecursionError):
+            try:  # strict JSON: "NaN", "Infinity" or "1e999" stay text, not a non-finite float for the tool
+                decoded = json.loads(value, parse_constant=_not_json, parse_float=_finite_float)
+            except (ValueError, RecursionError):
                 decoded = value
             if isinstance(decoded, allowed) and not (bool not in allowed and isinstance(decoded, bool)):
                 value = decoded

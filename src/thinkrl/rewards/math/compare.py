@@ -349,7 +349,9 @@ def values_equal(a: Value, b: Value, rel_tol: float = 1e-6) -> bool:
     if isinstance(b, SetUnion) and isinstance(a, Bracket) and len(b.parts) == 1:
         b = b.parts[0]
     if isinstance(a, Text) or isinstance(b, Text):
-        return isinstance(a, Text) and isinstance(b, Text) and a.text == b.text
+        # an empty key (an empty reference, `\text{}`, `.`, `\}`) says nothing: it equals nothing, or an empty
+        # reference would score any punctuation-only answer correct
+        return isinstance(a, Text) and isinstance(b, Text) and a.text == b.text and a.text != ""
     if isinstance(a, Relation) and isinstance(b, Relation):
         return relations_equal(_assigned(a), _assigned(b))
     if isinstance(a, Bracket) and isinstance(b, Bracket):

@@ -120,7 +120,8 @@ def factorial(n: sympy.Expr) -> sympy.Expr:
     if not isinstance(n, sympy.Integer) or n < 0:
         raise NotMath("factorial of a non-integer")
     if n > MAX_FACTORIAL:
-        raise TooLarge(f"{n}! is too large")
+        # no f"{n}" here: printing an integer over 4,300 digits raises ValueError (Python's int-to-str limit)
+        raise TooLarge(f"factorial of a number over {MAX_FACTORIAL} is too large")
     return sympy.factorial(n)
 
 
