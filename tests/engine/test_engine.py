@@ -149,6 +149,20 @@ def test_prompt_too_long_is_rejected(model, tokenizer):
         engine.add_request(Request(list(range(3, 12))))
     with pytest.raises(ValueError, match="top_p"):
         SamplingParams(top_p=0.0)
+    with pytest.raises(ValueError, match="empty string"):  # "" is in every text: it would stop after one token
+        SamplingParams(stop_strings=("end", ""))
+
+
+@pytest.mark.parametrize("bad_id", [-1, 512, 10**6])
+def test_a_prompt_token_outside_the_vocabulary_is_refused_and_the_engine_goes_on(model, tokenizer, bad_id):
+    # before: the request was queued, its prefill raised IndexError inside step() for the whole batch, and the
+    # engine stayed broken (the bad request kept its slot)
+    engine = LLMEngine(model, tokenizer, num_slots=2, max_seq_len=32)
+    params = SamplingParams(max_new_tokens=4, temperature=0, stop_token_ids=())
+    with pytest.raises(ValueError, match=f"prompt token id {bad_id} is outside the model's vocabulary \\[0, 512\\)"):
+        engine.add_request(Request([5, bad_id, 7], params, request_id="bad"))
+    [out] = engine.generate([Request([5, 6, 7], params, request_id="good")])
+    assert out.finish_reason == "length" and len(out.response_ids) == 4 and not engine.has_unfinished()
 
 
 def test_sampling_distribution_matches_softmax():

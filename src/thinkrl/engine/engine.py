@@ -103,7 +103,13 @@ class LLMEngine:
 
     # ---- public API -------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
-        """Queue a request; it starts as soon as a slot is free."""
+        """Queue a request; it starts as soon as a slot is free. Raises ValueError for a prompt token outside the
+        model's vocabulary (it would fail the whole step, every other request with it)."""
+        vocab = self.model.config.vocab_size
+        outside = next((t for t in request.prompt_ids if not 0 <= t < vocab), None)
+        if outside is not None:
+            raise ValueError(f"request {request.request_id}: prompt token id {outside} is outside the model's "
+                             f"vocabulary [0, {vocab})")
         needed = len(request.prompt_ids) + request.params.max_new_tokens
         if needed > self.scheduler.max_seq_len:
             logger.debug("request %s may hit max_seq_len (%d > %d)", request.request_id, needed,

@@ -52,6 +52,8 @@ class SamplingParams:
             raise ValueError(f"seed_offset must be >= 0, got {self.seed_offset}")
         if self.top_logprobs < 0:
             raise ValueError(f"top_logprobs must be >= 0, got {self.top_logprobs}")
+        if any(not stop for stop in self.stop_strings):  # "" is in every text: it would end after one token
+            raise ValueError("stop_strings must not contain an empty string")
 
 
 class SequenceController(Protocol):
