@@ -222,3 +222,142 @@ def test_a_rollout_longer_than_the_model_context_is_refused_before_allocating(mo
     proc = thinkrl("train", str(RECIPES / "tiny_dapo.yaml"), f"model.path={model_dir}",
                    "sampling.max_new_tokens=100000000", cwd=tmp_path)
     assert "beyond the model's context of 4096 tokens; lower sampling.max_new_tokens" in refused(proc, "train")
+
+
+# ---- a hostile-user pass: damaged config.json values, refused runs that wrote files, text files of the wrong kind
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("hidden_size", "abc", "hidden_size must be int, got 'abc'"),
+    ("num_key_value_heads", 0, "num_key_value_heads must be positive, got 0"),  # was a ZeroDivisionError
+    ("rms_norm_eps", "x", "rms_norm_eps must be float, got 'x'"),
+    ("rope_parameters", [1], "rope_parameters must be a mapping or null, got [1]"),
+    ("rope_scaling", {"rope_type": "linear"}, "rope_scaling of type 'linear' needs the numbers factor"),
+])
+def test_a_config_json_value_of_the_wrong_kind_is_named(model_dir: Path, tmp_path: Path, key: str, value: object,
+                                                        message: str) -> None:
+    import json
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes((model_dir / "model.safetensors").read_bytes())
+    config = json.loads((model_dir / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, key: value}))
+    line = refused(thinkrl("generate", "--model", str(folder), "--prompt", "hi", cwd=tmp_path), "generate")
+    assert f"{folder / 'config.json'}: {message}" in line
+
+
+def test_a_config_json_that_is_not_text_or_a_model_file_path_is_named(model_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_bytes(b"\xff\xfe")
+    line = refused(thinkrl("generate", "--model", str(tmp_path), "--prompt", "hi", cwd=tmp_path), "generate")
+    assert f"{tmp_path / 'config.json'} is not UTF-8 text" in line
+    line = refused(thinkrl("generate", "--model", str(model_dir / "config.json"), "--prompt", "hi", cwd=tmp_path),
+                   "generate")
+    assert f"model {model_dir / 'config.json'} is a file; give the folder" in line
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.init.num_key_value_heads=0", "model.init: num_key_value_heads must be positive, got 0"),
+    ("model.init.vocab_size=abc", "model.init: vocab_size must be int, got 'abc'"),
+    ("model.init.architectures=7", "model.init: architectures must be a list of architecture names, got 7"),
+    ("trainer.steps=1", "optim.warmup_steps (20) must be <= trainer.steps (1)"),
+])
+def test_a_recipe_the_run_cannot_build_is_refused_before_any_folder(tmp_path: Path, override: str,
+                                                                    message: str) -> None:
+    line = refused(thinkrl("sft", str(RECIPES / "tiny_sft.yaml"), override, cwd=tmp_path), "sft")
+    assert f"invalid recipe {RECIPES / 'tiny_sft.yaml'}: " in line and message in line
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("command", ["sft", "train"])
+def test_a_refused_run_keeps_the_recipe_of_the_run_before(model_dir: Path, tmp_path: Path, command: str) -> None:
+    # the data file is read after the model is built: the run folder, and an earlier run's recipe.yaml in it, stay
+    out = tmp_path / "earlier"
+    out.mkdir()
+    (out / "recipe.yaml").write_text("name: earlier\n")
+    recipe = RECIPES / ("tiny_sft.yaml" if command == "sft" else "tiny_dapo.yaml")
+    model = [] if command == "sft" else [f"model.path={model_dir}"]
+    missing = tmp_path / "missing.jsonl"
+    for folder in (out, tmp_path / "fresh"):
+        proc = thinkrl(command, str(recipe), *model, f"data.train_file={missing}", f"trainer.output_dir={folder}",
+                       cwd=tmp_path)
+        assert str(missing) in refused(proc, command)
+    assert (out / "recipe.yaml").read_text() == "name: earlier\n"
+    assert not (tmp_path / "fresh").exists()
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished two-step SFT run of a tiny model, with a checkpoint each step."""
+    folder = tmp_path_factory.mktemp("sft-run")
+    recipe = folder / "sft.yaml"
+    recipe.write_text("name: s\nmodel:\n  init: {hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, "
+                      "num_attention_heads: 2, num_key_value_heads: 1}\n  device: cpu\n"
+                      "data: {task: arithmetic, num_train: 16, num_test: 4}\n"
+                      f"trainer: {{steps: 2, micro_batch_tokens: 1024, save_every: 1, output_dir: {folder / 'run'}}}\n")
+    proc = thinkrl("sft", str(recipe), cwd=folder)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return folder
+
+
+def test_export_to_a_file_leaves_the_file(sft_run: Path, tmp_path: Path) -> None:
+    target = tmp_path / "config.json"  # e.g. `thinkrl export CKPT model/config.json` for `model/`
+    target.write_text("{}")
+    proc = thinkrl("export", str(sft_run / "run" / "checkpoints"), str(target), cwd=tmp_path)
+    assert f"{target} is a file, not a folder: not replacing it" in refused(proc, "export")
+    assert target.read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    ("latest", "checkpoints/latest is corrupted: not text naming a step-XXXXXXXX folder"),
+    ("trainer_state.json", "checkpoints/step-00000002/trainer_state.json is missing"),
+])
+def test_resume_from_a_damaged_checkpoint_names_the_file(sft_run: Path, tmp_path: Path, damage: str,
+                                                         message: str) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(sft_run / "run", run)
+    recipe_before = (run / "recipe.yaml").read_text()
+    if damage == "latest":
+        (run / "checkpoints" / "latest").write_bytes(b"\xff\n")
+    else:
+        (run / "checkpoints" / "step-00000002" / "trainer_state.json").unlink()
+    proc = thinkrl("sft", str(sft_run / "sft.yaml"), f"trainer.output_dir={run}", "trainer.steps=4", "epochs=2",
+                   "--resume", cwd=tmp_path)
+    assert message in refused(proc, "sft")
+    assert (run / "recipe.yaml").read_text() == recipe_before
+
+
+@pytest.mark.parametrize("kind", ["folder", "not utf-8"])
+@pytest.mark.parametrize(("command", "what"), [
+    (["sft", "{}"], "recipe file"),
+    (["ablate", "{}"], "grid file"),
+    (["learn", "--config", "{}", "--stage", "report"], "learning config"),
+    (["train", str(RECIPES / "tiny_dapo.yaml"), "--layout", "{}"], "layout file"),
+])
+def test_a_yaml_file_of_the_wrong_kind_is_named(tmp_path: Path, kind: str, command: list[str], what: str) -> None:
+    path = tmp_path / "given.yaml"
+    if kind == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(b"name: x\n\xff\n")
+    line = refused(thinkrl(*[str(path) if word == "{}" else word for word in command], cwd=tmp_path), command[0])
+    expected = "is a folder, not a file" if kind == "folder" else "is not UTF-8 text"
+    assert f"{what} {path} {expected}" in line
+
+
+def test_eval_names_bad_budgets_and_a_folder_given_as_data(model_dir: Path, tmp_path: Path) -> None:
+    proc = thinkrl("eval", "--model", str(model_dir), "--task", "arithmetic", "--n", "2", "--budgets", "0,x",
+                   cwd=tmp_path)
+    assert "--budgets must be comma-separated integers (-1 unlimited, 0, or a token count), got '0,x'" in refused(
+        proc, "eval")
+    proc = thinkrl("eval", "--model", str(model_dir), "--data", str(tmp_path), cwd=tmp_path)
+    assert f"benchmark file {tmp_path} is a folder, not a file" in refused(proc, "eval")
+
+
+def test_ablate_refuses_two_grids_of_one_name(tmp_path: Path) -> None:
+    grid = RECIPES / "ablations" / "dapo_grid.yaml"
+    proc = thinkrl("ablate", str(grid), str(grid), "--seeds", "0", cwd=tmp_path)
+    assert "grid names must be distinct (each names its results folder); given twice: dapo" in refused(proc, "ablate")
+    assert not (tmp_path / "runs").exists()

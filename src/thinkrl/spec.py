@@ -6,6 +6,7 @@ the recipe classes in `thinkrl.train.config` combine them.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -25,6 +26,20 @@ def describe_errors(err: ValidationError) -> str:
     """``field.path: problem`` for each error of ``err``, joined by "; " (one line, for the command line)."""
     return "; ".join(f"{'.'.join(map(str, item['loc'])) or 'value'}: {item['msg'].removeprefix('Value error, ')}"
                      for item in err.errors())
+
+
+def read_text_file(path: str | Path, what: str) -> str:
+    """The UTF-8 text of the file ``path``; a missing path, a folder or bytes that are not UTF-8 are one-line errors
+    naming ``what`` and the path (FileNotFoundError, IsADirectoryError, ValueError)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder, not a file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:  # (its own message names no file)
+        raise ValueError(f"{what} {path} is not UTF-8 text: {err.reason} at byte {err.start}") from None
 
 
 def read_yaml(text: str, what: str) -> Any:

@@ -63,6 +63,8 @@ def load_benchmark(spec: BenchmarkSpec) -> list[Problem]:
     if spec.data:
         if spec.data_format not in FORMATS:
             raise ValueError(f"data format must be one of {', '.join(FORMATS)}, got {spec.data_format!r}")
+        if Path(spec.data).is_dir():
+            raise IsADirectoryError(f"benchmark file {spec.data} is a folder, not a file")
         if not Path(spec.data).is_file():
             raise FileNotFoundError(f"benchmark file {spec.data} does not exist")
         fmt = detect_format(spec.data) if spec.data_format == "auto" else spec.data_format

@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
     if args.sample_seed < 0:
         raise ValueError(f"--sample-seed must be >= 0, got {args.sample_seed}")
+    budgets = _parse_budgets(args.budgets) if args.budgets else [args.thinking_budget]  # before any loading
     spec = BenchmarkSpec(data=args.data, data_format=args.data_format, task=None if args.data else args.task,
                          n=args.n, seed=args.seed, difficulty=list(args.difficulty))
     problems = load_benchmark(spec)
@@ -80,7 +81,6 @@ def run(args: argparse.Namespace) -> int:
     model_dir = Path(args.model)  # the built-in tokenizer when the folder has none (as `thinkrl serve`)
     tokenizer = load_tokenizer(model_dir if (model_dir / "tokenizer.json").exists() else "builtin")
     model = load_pretrained(args.model, device=args.device)
-    budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else [args.thinking_budget]
     max_prompt = max(len(tokenizer.encode_chat([{"role": "user", "content": p.prompt}], thinking_budget=b))
                      for p in problems for b in budgets)
     engine = LLMEngine(model, tokenizer, num_slots=args.num_slots, compile_decode=args.compile_decode,
@@ -100,10 +100,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_budgets(text: str) -> list[int]:
+    """``--budgets 0,16,-1`` as ints; ValueError naming the flag (not int()'s bare "invalid literal")."""
+    try:
+        return [int(item) for item in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--budgets must be comma-separated integers (-1 unlimited, 0, or a token count), got "
+                         f"{text!r}") from None
+
+
 def _run_sweep(args: argparse.Namespace, engine: LLMEngine, tokenizer: TextTokenizer, problems: list[Problem]) -> int:
     from thinkrl.eval.budget_sweep import plot_budget_curves, points_table, sweep_budgets
 
-    budgets = [int(b) for b in args.budgets.split(",")]
+    budgets = _parse_budgets(args.budgets)
     kwargs = dict(samples=args.samples, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                   seed=args.sample_seed, top_p=args.top_p)
     free = sweep_budgets(engine, tokenizer, problems, budgets, enforce=False, **kwargs)
@@ -131,7 +140,7 @@ def _run_harness(args: argparse.Namespace, spec: BenchmarkSpec, problems: list[P
         raise ValueError("--base-url needs --out DIR (where samples.jsonl and the report go)")
     settings = SampleSettings(samples=args.samples, temperature=args.temperature, top_p=args.top_p,
                               max_tokens=args.max_new_tokens, seed=args.sample_seed)
-    budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else [args.thinking_budget]
+    budgets = _parse_budgets(args.budgets) if args.budgets else [args.thinking_budget]
     sampler: Sampler
     if make_local is None:
         endpoint = EndpointSpec(args.base_url, args.model, api_key=args.api_key, concurrency=args.concurrency,

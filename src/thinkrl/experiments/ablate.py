@@ -42,7 +42,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from thinkrl.experiments.workers import executor
-from thinkrl.spec import describe_errors, read_yaml
+from thinkrl.spec import describe_errors, read_text_file, read_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -88,10 +88,8 @@ class AblationGrid(BaseModel):
 def load_grid(path: str | Path) -> AblationGrid:
     """Read a grid file; ``sft`` and ``rl`` become paths relative to the working directory."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"grid file {path} does not exist")
     try:
-        grid = AblationGrid.model_validate(read_yaml(path.read_text(encoding="utf-8"), f"grid {path}"))
+        grid = AblationGrid.model_validate(read_yaml(read_text_file(path, "grid file"), f"grid {path}"))
     except ValidationError as err:
         raise ValueError(f"invalid grid {path}: {describe_errors(err)}") from None
     if grid.reference is not None and grid.reference not in [v.name for v in grid.variants]:
@@ -231,6 +229,10 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ValueError(f"--workers ({args.workers}) must be >= 1")
     grids = [load_grid(path) for path in args.grids]
+    names = [grid.name for grid in grids]
+    if len(set(names)) != len(names):  # their cells would share one folder: one grid's results read as the other's
+        twice = ", ".join(sorted({name for name in names if names.count(name) > 1}))
+        raise ValueError(f"grid names must be distinct (each names its results folder); given twice: {twice}")
     from thinkrl.experiments.learning import parse_seeds
 
     seeds = parse_seeds(args.seeds)

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from thinkrl.spec import describe_errors, read_yaml
+from thinkrl.spec import describe_errors, read_text_file, read_yaml
 from thinkrl.train.specs import OptimSpec
 
 
@@ -114,9 +114,7 @@ def load_learning_config(path: str | Path | None = None,
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"learning config {path} does not exist")
-        raw = read_yaml(path.read_text(encoding="utf-8"), f"learning config {path}") or {}
+        raw = read_yaml(read_text_file(path, "learning config"), f"learning config {path}") or {}
         if not isinstance(raw, dict):
             raise ValueError(f"learning config {path} must be a YAML mapping of settings, got {type(raw).__name__}")
     for item in overrides or []:

@@ -47,6 +47,14 @@ _QK_NORM = ("Qwen3ForCausalLM", "Qwen3MoeForCausalLM")
 ROPE_TYPES = ("default", "linear", "llama3")
 
 
+_POSITIVE = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+             "num_key_value_heads", "head_dim", "max_position_embeddings", "rope_theta")
+_ROPE_KEYS = {"linear": ("factor",),
+              "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
+_KINDS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
+                                       "dict": (dict,), "list": (list,)}
+
+
 @dataclass
 class ModelConfig:
     """Hyper-parameters of a decoder, named as in Hugging Face configs."""
@@ -83,6 +91,11 @@ class ModelConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # unknown HF keys, written back unchanged
 
     def __post_init__(self) -> None:
+        _check_field_types(self)  # a config.json value of the wrong type fails here, naming its key
+        for name in _POSITIVE:  # (before the divisions below: a zero head count is no ZeroDivisionError)
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
         if self.architecture in _QK_NORM:
             self.qk_norm = True  # part of the architecture, not a free switch (config.json has no key for it)
         if self.architecture not in SUPPORTED_ARCHITECTURES:
@@ -103,11 +116,12 @@ class ModelConfig:
             )
         if self.head_dim % 2:
             raise ValueError(f"head_dim ({self.head_dim}) must be even for rotary embeddings")
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.rope_scaling is not None and self.rope_type not in ROPE_TYPES:
             raise ValueError(f"rope_scaling type {self.rope_type!r} is not supported; supported: {ROPE_TYPES}")
+        scaling = self.rope_scaling or {}
+        missing = [key for key in _ROPE_KEYS.get(self.rope_type, ()) if not _is_number(scaling.get(key))]
+        if missing:
+            raise ValueError(f"rope_scaling of type {self.rope_type!r} needs the numbers {', '.join(missing)}")
         if self.num_experts:
             if not 0 < self.num_experts_per_tok <= self.num_experts:
                 raise ValueError(
@@ -137,6 +151,9 @@ class ModelConfig:
         """Build from the contents of a HF ``config.json`` (either the v4 or v5 rope layout)."""
         raw = dict(raw)
         archs = raw.pop("architectures", None) or []
+        archs = [archs] if isinstance(archs, str) else archs  # (a bare name, as a recipe's model.init may give)
+        if not isinstance(archs, list):
+            raise ValueError(f"architectures must be a list of architecture names, got {archs!r}")
         if not archs:
             raise ValueError("config.json has no 'architectures' entry; cannot tell which decoder to build")
         arch = archs[0]
@@ -146,6 +163,9 @@ class ModelConfig:
             )
         # transformers >= 5 nests rope settings in rope_parameters; older files use rope_theta/rope_scaling.
         rope_params = raw.pop("rope_parameters", None)
+        for key, value in (("rope_parameters", rope_params), ("rope_scaling", raw.get("rope_scaling"))):
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"{key} must be a mapping or null, got {value!r}")
         if rope_params:
             raw.setdefault("rope_theta", rope_params.get("rope_theta", 10000.0))
             if rope_params.get("rope_type", "default") != "default":
@@ -231,6 +251,26 @@ class ModelConfig:
         return self.num_hidden_layers * per_layer + embed + c
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_field_types(config: ModelConfig) -> None:
+    """ValueError naming the first field whose value is not of its annotated type (``int | None`` allows None,
+    ``float`` allows an int, ``bool`` is no int), instead of a failure deep in the model's construction."""
+    for spec in fields(config):
+        value = getattr(config, spec.name)
+        options = [option.strip().split("[")[0] for option in str(spec.type).split("|")]
+        if value is None and "None" in options:
+            continue
+        kinds = tuple(kind for option in options for kind in _KINDS.get(option, ()))
+        if kinds and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+            raise ValueError(f"{spec.name} must be {' or '.join(o for o in options if o != 'None')}"
+                             f"{' or null' if 'None' in options else ''}, got {value!r}")
+        if isinstance(value, list) and not all(isinstance(item, int) and not isinstance(item, bool) for item in value):
+            raise ValueError(f"{spec.name} must be a list of integers, got {value!r}")
+
+
 def _read_qwen3_moe_keys(raw: dict[str, Any], kwargs: dict[str, Any]) -> None:
     """Qwen3-MoE keys of a ``config.json`` into ``kwargs``; layouts thinkrl does not build are errors."""
     local = raw.pop("num_local_experts", None)
@@ -258,6 +298,8 @@ def read_config_json(path: str | Path) -> tuple[Path, dict[str, Any]]:
         raise FileNotFoundError(f"no model config at {path}") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from None
+    except UnicodeDecodeError as err:  # (a ValueError whose message would not name the file)
+        raise ValueError(f"{path} is not UTF-8 text (a HF config.json): {err.reason} at byte {err.start}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path} must hold a JSON object (a HF config.json)")
     return path, raw

@@ -66,10 +66,11 @@ def _weight_files(path: Path) -> dict[str, Path]:
     index = path / "model.safetensors.index.json"
     if index.exists():
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as err:
-            raise ValueError(f"{index} is not a valid safetensors index: {err}") from None
-        return {name: path / fname for name, fname in weight_map.items()}
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            return {str(name): path / fname for name, fname in weight_map.items()}
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
+            # (a weight_map that is not a mapping of file names, too)
+            raise ValueError(f"{index} is not a valid safetensors index: {type(err).__name__}: {err}") from None
     single = path / "model.safetensors"
     if single.exists():
         with _open_weights(single) as f:
@@ -96,6 +97,8 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu",
     Raises ValueError naming the file and tensor on missing, unexpected or mis-shaped tensors.
     """
     path = Path(path)
+    if path.is_file():  # (`--model DIR/config.json`: name what is wrong, not a missing folder)
+        raise NotADirectoryError(f"model {path} is a file; give the folder that holds config.json and the weights")
     if not path.is_dir():
         raise FileNotFoundError(f"model folder {path} does not exist")
     config = ModelConfig.from_file(path)

@@ -267,7 +267,10 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     pointer = Path(root) / LATEST_FILE
     if not pointer.is_file():
         return None
-    name = pointer.read_text(encoding="utf-8").strip()
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:  # (its message would not name the file)
+        raise ValueError(f"{pointer} is corrupted: not text naming a step-XXXXXXXX folder") from None
     if not _STEP_DIR.match(name):
         raise ValueError(f"{pointer} names {name!r}, which is not a step-XXXXXXXX folder")
     path = Path(root) / name
@@ -294,6 +297,8 @@ def load_checkpoint(root_or_step_dir: str | Path, verify_crc: bool = True) -> Ch
             raise FileNotFoundError(f"no checkpoint at {path}: it has neither {STATE_FILE} nor a '{LATEST_FILE}' file")
         path = found
     state_file = path / STATE_FILE
+    if not state_file.is_file():  # `latest` names a folder that lost its record (the last file a save writes)
+        raise FileNotFoundError(f"checkpoint file {state_file} is missing")
     try:
         record = json.loads(state_file.read_text(encoding="utf-8"))
         step, trainer_state, rng = int(record["step"]), record["trainer_state"], record["rng"]

@@ -236,9 +236,9 @@ def _copy_tokenizer_files(tokenizer: TextTokenizer, folder: Path) -> None:
 
 
 def prepare_run(recipe: Any, data_parallel: DataParallel | None = None) -> tuple[Path, TextTokenizer, CausalLM]:
-    """What every training recipe does first: create the output folder (``trainer.output_dir`` or
-    ``runs/<name>``), save the resolved recipe there (rank 0 only), seed everything, build the tokenizer and the
-    model (the same seed on every rank, so every rank starts from the same weights).
+    """What every training recipe does first: seed everything, build the tokenizer and the model (the same seed on
+    every rank, so every rank starts from the same weights). The output folder (``trainer.output_dir`` or
+    ``runs/<name>``) is not touched yet: `write_run_recipe` creates it once the run's inputs are checked.
 
     Returns (output folder, tokenizer, model).
     """
@@ -250,14 +250,20 @@ def prepare_run(recipe: Any, data_parallel: DataParallel | None = None) -> tuple
         raise ValueError("trainer.offload_optimizer needs FSDP2: launch with torchrun (python -m torch.distributed.run "
                          "--nproc-per-node N -m thinkrl ...; N = 1 works)")
     out = Path(recipe.trainer.output_dir or f"runs/{recipe.name}")
-    if data_parallel is None or data_parallel.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_resolved(recipe, out / "recipe.yaml")
     seed_everything(recipe.trainer.seed)
     tokenizer = build_tokenizer(recipe.tokenizer)
     model = build_policy(recipe.model, tokenizer, seed=recipe.trainer.seed)
     model.activation_checkpointing = recipe.trainer.activation_checkpointing
     return out, tokenizer, model
+
+
+def write_run_recipe(recipe: Any, out: Path, data_parallel: DataParallel | None = None) -> None:
+    """Create the output folder and save the resolved recipe there (rank 0 only). Called once the model, the data and
+    a resumed checkpoint loaded: input refused before then leaves no folder, and never overwrites the recipe.yaml of
+    an earlier run in the same folder."""
+    if data_parallel is None or data_parallel.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_resolved(recipe, out / "recipe.yaml")
 
 
 def clipped_step(optimizer: torch.optim.Optimizer, parameters: Any, grad_clip: float | None,

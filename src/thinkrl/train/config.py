@@ -35,7 +35,7 @@ from thinkrl.rollout.specs import (
     RolloutSpec,
     SamplingSpec,
 )
-from thinkrl.spec import Section, read_yaml
+from thinkrl.spec import Section, read_text_file, read_yaml
 from thinkrl.train.specs import AlgorithmSpec, CriticSpec, ModelSpec, OptimSpec, TokenizerSpec, TrainerSpec
 
 __all__ = ["MOVED_KEYS", "AlgorithmSpec", "CriticSpec", "CurriculumSpec", "DataSpec", "ModelSpec",
@@ -86,6 +86,14 @@ class _Recipe(Section):
     def _default_output_dir(self) -> _Recipe:
         if self.trainer.output_dir is None:
             self.trainer.output_dir = str(Path("runs") / self.name)
+        return self
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> _Recipe:
+        # (the schedule refuses it too, but only after the model and the data are built)
+        if self.optim.warmup_steps > self.trainer.steps:
+            raise ValueError(f"optim.warmup_steps ({self.optim.warmup_steps}) must be <= trainer.steps "
+                             f"({self.trainer.steps})")
         return self
 
     @model_validator(mode="after")
@@ -311,9 +319,7 @@ def load_recipe(
     override or any invalid key/value (the message lists ``section.key: problem`` lines).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"recipe file {path} does not exist")
-    raw = read_yaml(path.read_text(encoding="utf-8"), f"recipe {path}")
+    raw = read_yaml(read_text_file(path, "recipe file"), f"recipe {path}")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

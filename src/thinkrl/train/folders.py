@@ -55,6 +55,8 @@ def replace_folder(folder: Path, write: Callable[[Path], object]) -> Path:
     only then does it take the name (an existing folder is renamed to ``.NAME.old`` first, then removed). A crash or
     an error leaves the previous folder or none, never a half-written one; the next write clears what is left."""
     tmp, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
+    if folder.exists() and not folder.is_dir():  # a file there would be renamed away and lost, not replaced
+        raise NotADirectoryError(f"{folder} is a file, not a folder: not replacing it; give a new or empty folder")
     folder.parent.mkdir(parents=True, exist_ok=True)
     recover_swap(folder, old)  # a previous write killed midway
     shutil.rmtree(tmp, ignore_errors=True)

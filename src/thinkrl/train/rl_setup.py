@@ -33,7 +33,7 @@ from thinkrl.rollout.stream_state import StreamState, split_state
 from thinkrl.tasks import Problem
 from thinkrl.tokenizer import TextTokenizer
 from thinkrl.train.actor import Actor
-from thinkrl.train.common import drop_metrics_after, prepare_run
+from thinkrl.train.common import drop_metrics_after, prepare_run, write_run_recipe
 from thinkrl.train.config import RLRecipe
 from thinkrl.train.critic import Critic, make_critic
 from thinkrl.train.dcp import Trained, broadcast_resume_step, load_sharded
@@ -137,6 +137,7 @@ def build_run(recipe: RLRecipe, data_parallel: DataParallel | None = None) -> RL
             run.source = build_prompt_source(recipe.data, run.train_problems, exclude_ids=exclude)
         if trainer.resume and broadcast_resume_step(out / "checkpoints", dp):
             _resume(run, recipe, exclude)
+        write_run_recipe(recipe, out, dp)
     except BaseException:
         if engine is not None:
             engine.stop()

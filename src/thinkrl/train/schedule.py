@@ -57,6 +57,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, spec: OptimSpec, total_ste
 
     Its ``state_dict()`` round-trips through `torch.save` / ``torch.load(weights_only=True)``.
     """
+    if total_steps >= 1 and spec.warmup_steps > total_steps:  # (SFT: fewer steps than trainer.steps, epochs cap)
+        raise ValueError(f"optim.warmup_steps ({spec.warmup_steps}) exceeds the run's {total_steps} optimizer steps; "
+                         "lower it (or raise trainer.steps / epochs)")
     lr_lambda(0, spec.warmup_steps, total_steps, spec.schedule, spec.min_lr_ratio)  # validate now
     multiplier = functools.partial(
         lr_lambda,

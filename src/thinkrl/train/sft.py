@@ -33,6 +33,7 @@ from thinkrl.train.common import (
     prepare_run,
     rank_metrics,
     save_policy,
+    write_run_recipe,
 )
 from thinkrl.train.config import SFTRecipe
 from thinkrl.train.dcp import Trained, broadcast_resume_step, load_sharded, save_sharded
@@ -115,6 +116,7 @@ def _run_sft(recipe: SFTRecipe, dp: DataParallel | None) -> Path:
         if dp is None or dp.is_main:
             drop_metrics_after(out, step)
         logger.info("resumed SFT at step %d (epoch %d)", step, epoch)
+    write_run_recipe(recipe, out, dp)
     logger.info("SFT: %d examples, %.2fM parameters, %d steps", len(examples),
                 sum(p.numel() for p in model.parameters()) / 1e6, total)
     model.train()

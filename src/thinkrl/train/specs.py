@@ -36,6 +36,17 @@ class ModelSpec(Section):
             raise ValueError("set exactly one of 'path' (a Hugging Face folder) or 'init' (config fields)")
         return self
 
+    @field_validator("init")
+    @classmethod
+    def _buildable_init(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A config the model can be built from (checked now, before any run folder is written; the vocabulary
+        size defaults to the tokenizer's when the model is built)."""
+        if value is not None:
+            from thinkrl.model.config import ModelConfig
+
+            ModelConfig.from_hf_dict({"architectures": ["SeedOssForCausalLM"], **value})
+        return value
+
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:

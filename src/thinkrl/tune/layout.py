@@ -14,7 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from thinkrl.spec import read_yaml
+from thinkrl.spec import read_text_file, read_yaml
 
 Recompute = Literal["none", "full"]
 Offload = Literal["none", "optimizer", "full"]
@@ -77,11 +77,7 @@ def save_layout(layout: ParallelLayout, path: str | Path, header: str = "") -> P
 def load_layout(path: str | Path) -> ParallelLayout:
     """Read a layout YAML written by `save_layout` (or by hand); ValueError names the file and the bad keys."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ValueError(f"no layout file at {path}") from None
-    raw = read_yaml(text, str(path))
+    raw = read_yaml(read_text_file(path, "layout file"), str(path))  # (a folder or non-UTF-8 bytes: one line too)
     if not isinstance(raw, dict):
         raise ValueError(f"{path} must hold a mapping of layout keys ({', '.join(ParallelLayout.model_fields)})")
     try:
