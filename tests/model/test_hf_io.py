@@ -81,6 +81,18 @@ def test_config_validation_names_values():
         ModelConfig(rope_scaling={"rope_type": "yarn", "factor": 2.0})
 
 
+@pytest.mark.parametrize("kv", ["absent", None])
+def test_a_config_without_key_value_heads_has_one_per_query_head_as_in_transformers(kv):
+    # older Llama config.json files have no num_key_value_heads; thinkrl's own default (2) would build another model
+    transformers = pytest.importorskip("transformers", reason="the reference is transformers' LlamaConfig")
+    raw = {**TINY.to_hf_dict(), "architectures": ["LlamaForCausalLM"], "num_attention_heads": 4}
+    raw.pop("num_key_value_heads")
+    if kv is None:
+        raw["num_key_value_heads"] = None
+    reference = transformers.LlamaConfig(**{k: v for k, v in raw.items() if k != "architectures"})
+    assert ModelConfig.from_hf_dict(raw).num_key_value_heads == reference.num_key_value_heads == 4
+
+
 def test_rope_v4_and_v5_layouts_agree():
     v4 = {**TINY.to_hf_dict(), "rope_theta": 1e6, "rope_scaling": {"type": "linear", "factor": 4.0}}
     v5 = {**TINY.to_hf_dict(), "rope_parameters": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1e6}}

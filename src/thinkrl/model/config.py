@@ -172,6 +172,9 @@ class ModelConfig:
                 raw["rope_scaling"] = {k: v for k, v in rope_params.items() if k != "rope_theta"}
         known = {f.name for f in fields(cls)} - {"architecture", "extra"}
         kwargs: dict[str, Any] = {k: raw.pop(k) for k in list(raw) if k in known}
+        if kwargs.get("num_key_value_heads") is None and "num_attention_heads" in kwargs:
+            # transformers' rule: no key-value head count means one per query head (older Llama configs have none)
+            kwargs["num_key_value_heads"] = kwargs["num_attention_heads"]
         if kwargs.get("rope_scaling") and kwargs["rope_scaling"].get("rope_type", "default") == "default" and (
             kwargs["rope_scaling"].get("type", "default") == "default"
         ):
