@@ -361,3 +361,15 @@ def test_ablate_refuses_two_grids_of_one_name(tmp_path: Path) -> None:
     proc = thinkrl("ablate", str(grid), str(grid), "--seeds", "0", cwd=tmp_path)
     assert "grid names must be distinct (each names its results folder); given twice: dapo" in refused(proc, "ablate")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name", ["../outside", "", ".", "a/b"])
+@pytest.mark.parametrize("command", ["demo", "ablate", "learn"])
+def test_a_run_name_that_is_not_one_folder_under_runs_is_refused(tmp_path: Path, command: str, name: str) -> None:
+    # runs/<name> was joined as given: "../outside" wrote beside runs/, "" and "." into runs/ itself
+    work = tmp_path / "work"
+    work.mkdir()
+    inputs = {"demo": [], "ablate": [str(RECIPES / "ablations" / "dapo_grid.yaml")], "learn": []}[command]
+    proc = thinkrl(command, *inputs, "--name", name, cwd=work)
+    assert f"--name must name one folder under runs/ (no '/', not '.' or '..'), got {name!r}" in refused(proc, command)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["work"]

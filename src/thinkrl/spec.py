@@ -42,6 +42,14 @@ def read_text_file(path: str | Path, what: str) -> str:
         raise ValueError(f"{what} {path} is not UTF-8 text: {err.reason} at byte {err.start}") from None
 
 
+def run_name(text: str) -> str:
+    """A ``--name`` that names one folder under ``runs/``: not empty, no path separator, not ``.`` or ``..`` (else
+    ``runs/<name>`` is ``runs/`` itself or a folder outside it). Returns ``text``; ValueError otherwise."""
+    if not text or text in (".", "..") or "/" in text or "\\" in text:
+        raise ValueError(f"--name must name one folder under runs/ (no '/', not '.' or '..'), got {text!r}")
+    return text
+
+
 def read_yaml(text: str, what: str) -> Any:
     """``yaml.safe_load(text)``; a syntax error is a one-line ValueError naming ``what`` and where it is."""
     try:

@@ -42,7 +42,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from thinkrl.experiments.workers import executor
-from thinkrl.spec import describe_errors, read_text_file, read_yaml
+from thinkrl.spec import describe_errors, read_text_file, read_yaml, run_name
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
     if len(sft_recipes) != 1:
         raise ValueError(f"every grid must share one SFT recipe (one cold-start model per seed), got "
                          f"{sorted(sft_recipes)}")
-    root = Path("runs") / args.name
+    root = Path("runs") / run_name(args.name)
     sft_folders = {seed: str(root / "sft" / f"seed-{seed}") for seed in seeds}
     check_recipes(build_cells(grids, seeds, {s: f + "/final" for s, f in sft_folders.items()}, root,
                               args.rl_override, args.keep_models))

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from thinkrl.spec import run_name
+
 if TYPE_CHECKING:
     from thinkrl.train.config import RLRecipe, SFTRecipe
 
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from thinkrl.experiments.learning import parse_seeds
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root = Path("runs") / args.name
+    root = Path("runs") / run_name(args.name)
     # every recipe and override is checked before the first SFT run starts
     recipes = {seed: load_recipes(args, seed, root / f"seed-{seed}") for seed in parse_seeds(args.seeds)}
     rows = []

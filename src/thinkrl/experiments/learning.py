@@ -51,6 +51,7 @@ from thinkrl.experiments.learning_compute import ComputeLedger, FlopModel
 from thinkrl.experiments.learning_config import LearningConfig, check_run_settings, load_learning_config
 from thinkrl.experiments.learning_data import Splits, make_splits, trace_examples
 from thinkrl.model import CausalLM, load_pretrained
+from thinkrl.spec import run_name
 from thinkrl.tokenizer import load_tokenizer
 from thinkrl.train.common import build_policy, save_policy, seed_everything
 from thinkrl.train.specs import ModelSpec
@@ -91,12 +92,13 @@ def parse_seeds(text: str) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     seeds = parse_seeds(args.seeds)  # before anything touches the run folder
+    root = Path("runs") / run_name(args.name)
     for flag, lr in (("--lr", args.lr), ("--rl-lr", args.rl_lr)):
         if lr is not None and not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"{flag} must be a positive learning rate, got {lr}")
     config, recipe = load_learning_config(args.config, args.overrides)
-    check_run_settings(Path("runs") / args.name, config, recipe)
-    protocol = Protocol(config, recipe, Path("runs") / args.name)
+    check_run_settings(root, config, recipe)
+    protocol = Protocol(config, recipe, root)
     if args.stage in ("cold", "all"):
         for seed in seeds:
             protocol.cold_start(seed)

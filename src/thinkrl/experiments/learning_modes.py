@@ -23,6 +23,7 @@ from thinkrl.experiments.learning_arms import SampleSettings, sample_responses
 from thinkrl.experiments.learning_config import check_run_settings, load_learning_config
 from thinkrl.model import load_pretrained
 from thinkrl.records import Trajectory
+from thinkrl.spec import run_name
 from thinkrl.tokenizer import ThinkTags, parse_completion
 
 MODES_SEED = 777
@@ -85,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="JSON file to write")
     args = parser.parse_args(argv)
     config, recipe = load_learning_config(args.config)
-    root = Path("runs") / args.name
+    root = Path("runs") / run_name(args.name)
     check_run_settings(root, config, recipe)  # the splits below are the run's only if its settings are these
     protocol, settings, rows = Protocol(config, recipe, root), SampleSettings(max_new_tokens=config.max_new_tokens), []
     tokenizer = protocol.tokenizer
