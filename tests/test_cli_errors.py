@@ -373,3 +373,25 @@ def test_a_run_name_that_is_not_one_folder_under_runs_is_refused(tmp_path: Path,
     proc = thinkrl(command, *inputs, "--name", name, cwd=work)
     assert f"--name must name one folder under runs/ (no '/', not '.' or '..'), got {name!r}" in refused(proc, command)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["work"]
+
+
+def test_sft_names_the_problem_whose_ground_truth_it_cannot_trace(tmp_path: Path) -> None:
+    # before: "ground truth has no 'expression' field: {}", naming neither the problem nor the data
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"task": "arithmetic", "id": "p7", "prompt": "2+3", "ground_truth": {}, "difficulty": {}}\n')
+    proc = thinkrl("sft", str(RECIPES / "tiny_sft.yaml"), f"data.train_file={data}",
+                   f"trainer.output_dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert "data: problem 'p7' of task 'arithmetic': ground truth has no 'expression' field" in refused(proc, "sft")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["sft", "train"])
+def test_an_empty_data_file_is_named(model_dir: Path, tmp_path: Path, command: str) -> None:
+    # before: "no training problems" (train) or a run over nothing, naming no file
+    data = tmp_path / "empty.jsonl"
+    data.write_text("\n")
+    recipe = RECIPES / ("tiny_sft.yaml" if command == "sft" else "tiny_dapo.yaml")
+    model = [] if command == "sft" else [f"model.path={model_dir}"]
+    proc = thinkrl(command, str(recipe), *model, f"data.train_file={data}", f"trainer.output_dir={tmp_path / 'run'}",
+                   cwd=tmp_path)
+    assert f"data.train_file {data} holds no problems" in refused(proc, command)

@@ -118,6 +118,15 @@ def test_malformed_lines_name_file_line_and_field(tmp_path: Path, line: str, mes
     assert f"{path}:line 3:" in str(error.value)
 
 
+def test_a_line_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    # before: UnicodeDecodeError's own message, naming neither the file nor the line
+    good = json.dumps(generate_dataset("arithmetic", 1, seed=0, split="train")[0].to_dict())
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(f"{good}\n".encode() + b'{"prompt": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=f"{path}:line 2: not UTF-8 text \\(invalid continuation byte at byte 15\\)"):
+        read_jsonl(path)
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return run_thinkrl("data", *args, timeout=60)
 
@@ -175,3 +184,6 @@ def test_cli_stdout_and_list() -> None:
 def test_cli_errors_are_clear(args: list[str], message: str) -> None:
     result = run_cli(*args)
     assert result.returncode == 2 and message in result.stderr and result.stdout == ""
+    # one line, prefixed as every command's errors are
+    [line] = result.stderr.splitlines()
+    assert line.startswith("thinkrl data: error: ") and line.endswith(" (--traceback for details)")

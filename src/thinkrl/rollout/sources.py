@@ -258,7 +258,10 @@ def load_problems(spec: DataSpec, split: str) -> list[Problem]:
     """The train or test problems: from ``train_file``/``test_file`` when set, else generated (disjoint splits)."""
     path = spec.train_file if split == "train" else spec.test_file
     if path is not None:
-        return read_jsonl(path)
+        problems = read_jsonl(path)
+        if not problems:  # (else a run fails later with "no training problems", naming no file)
+            raise ValueError(f"data.{split}_file {path} holds no problems")
+        return problems
     n = spec.num_train if split == "train" else spec.num_test
     seed = spec.seed if split == "train" else spec.seed + 1_000_003
     return generate_dataset(spec.task, n, seed, split, spec.difficulty)

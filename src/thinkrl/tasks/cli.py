@@ -66,17 +66,14 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         print(describe_tasks())
         return 0
-    if not args.task:
-        print("error: give a task name or --list", file=sys.stderr)
-        return 2
+    if not args.task:  # (raised, as every bad input: `thinkrl data: error: ...`, exit status 2)
+        raise ValueError("give a task name or --list")
     try:
         task = get_task(args.task)
-        difficulty = parse_difficulty(task, args.difficulty)
-        problems = generate_dataset(task, args.n, args.seed, args.split, difficulty, args.test_percent)
-    except (KeyError, ValueError) as error:
-        message = error.args[0] if isinstance(error, KeyError) else str(error)
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    except KeyError as error:
+        raise ValueError(error.args[0]) from None
+    difficulty = parse_difficulty(task, args.difficulty)
+    problems = generate_dataset(task, args.n, args.seed, args.split, difficulty, args.test_percent)
     if args.out == "-":
         write_jsonl(problems, sys.stdout)
     else:

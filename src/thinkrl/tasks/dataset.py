@@ -119,13 +119,17 @@ def jsonl_objects(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(where, object)`` for each non-blank line of a JSONL file, ``where`` being ``"<path>:line <n>"``.
 
     Raises:
-        ValueError: a line is not valid JSON or not a JSON object (the message names file and line).
+        ValueError: a line is not UTF-8, not valid JSON or not a JSON object (the message names file and line).
     """
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:  # bytes, decoded line by line: a bad byte is named with its line
+        for number, raw in enumerate(handle, start=1):
+            where = f"{path}:line {number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{where}: not UTF-8 text ({error.reason} at byte {error.start})") from None
             if not line.strip():
                 continue
-            where = f"{path}:line {number}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:

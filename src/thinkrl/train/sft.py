@@ -57,7 +57,10 @@ def build_sft_examples(recipe: SFTRecipe, tokenizer: TextTokenizer) -> list[tupl
     rng = random.Random(recipe.data.seed)
     examples = []
     for problem in load_problems(recipe.data, "train"):
-        trace = task.write_trace(problem, rng, noise=recipe.trace_noise)
+        try:
+            trace = task.write_trace(problem, rng, noise=recipe.trace_noise)
+        except ValueError as error:  # a data file's ground truth the task cannot trace: name the problem
+            raise ValueError(f"data: problem {problem.id!r} of task {problem.task!r}: {error}") from None
         budget = rng.choice(recipe.thinking_budgets) if len(recipe.thinking_budgets) > 1 else recipe.thinking_budgets[0]
         thinking = fit_thinking_to_budget(tokenizer, trace.thinking, budget, reflect=recipe.budget_reflections,
                                           reflect_interval=recipe.reflect_interval)
