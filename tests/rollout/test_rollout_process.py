@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine_faults import failing_copy
 from thinkrl.engine import EngineError, LLMEngine, Request, SamplingParams, make_budget_controller
 from thinkrl.engine.loop import EngineLoop
 from thinkrl.model import ModelConfig, build_model
@@ -206,11 +207,12 @@ def test_a_push_the_child_cannot_acknowledge_times_out_and_the_next_push_waits_f
 
 
 def test_an_engine_failure_in_the_child_reaches_the_parent_with_its_traceback(model):
-    client = start_engine_process(model, TOK, num_slots=SLOTS, max_seq_len=MAX_LEN, seed=SEED)
+    # (a prompt token past the embedding used to be the trigger; the engine now refuses such a request alone)
+    client = start_engine_process(failing_copy(model), TOK, num_slots=SLOTS, max_seq_len=MAX_LEN, seed=SEED)
     try:
-        with pytest.raises(EngineError, match="IndexError") as failed:  # a token id past the embedding
-            client.generate([Request([5, CFG.vocab_size + 10], SamplingParams(max_new_tokens=4))])
-        assert "traceback in the rollout process" in str(failed.value) and "embedding" in str(failed.value)
+        with pytest.raises(EngineError, match="IndexError") as failed:
+            client.generate([Request([5, 6], SamplingParams(max_new_tokens=4))])
+        assert "traceback in the rollout process" in str(failed.value) and "forward_cached" in str(failed.value)
         assert _wait_until(lambda: not client.is_running, 30)
         with pytest.raises(EngineError, match="IndexError"):
             client.update_weights(_perturbed(model, 0.1), 1)
