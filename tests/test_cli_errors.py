@@ -329,6 +329,20 @@ def test_resume_from_a_damaged_checkpoint_names_the_file(sft_run: Path, tmp_path
     assert (run / "recipe.yaml").read_text() == recipe_before
 
 
+def test_a_fresh_run_into_a_folder_with_checkpoints_is_refused_and_they_stay(sft_run: Path, tmp_path: Path) -> None:
+    # before: the fresh run overwrote the earlier run's step folders of the same numbers, repointed `latest` and
+    # pruned the rest (keep_last), without a word
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(sft_run / "run", run)
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    proc = thinkrl("sft", str(sft_run / "sft.yaml"), f"trainer.output_dir={run}", cwd=tmp_path)
+    assert (f"{run / 'checkpoints'} holds an earlier run's checkpoints: pass --resume to continue that run"
+            in refused(proc, "sft"))
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 @pytest.mark.parametrize("kind", ["folder", "not utf-8"])
 @pytest.mark.parametrize(("command", "what"), [
     (["sft", "{}"], "recipe file"),

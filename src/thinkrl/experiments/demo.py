@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -43,7 +44,11 @@ def run(args: argparse.Namespace) -> int:
     recipes = {seed: load_recipes(args, seed, root / f"seed-{seed}") for seed in parse_seeds(args.seeds)}
     rows = []
     for seed, (sft, rl) in recipes.items():
-        rows.append(run_seed(seed, root / f"seed-{seed}", sft, rl, args.eval_samples))
+        folder = root / f"seed-{seed}"
+        if folder.exists():  # the demo's own folder: a re-run replaces it (training refuses old checkpoints)
+            logger.info("replacing the earlier demo run in %s", folder)
+            shutil.rmtree(folder)
+        rows.append(run_seed(seed, folder, sft, rl, args.eval_samples))
         print(json.dumps(rows[-1]))
     if len(rows) > 1:
         write_summary(rows, root / "summary.md", args)

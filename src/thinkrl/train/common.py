@@ -19,6 +19,7 @@ from thinkrl.tokenizer import BUILTIN_DIR, TextTokenizer, load_tokenizer
 from thinkrl.tokenizer.budget import reflection_interval, reflection_text
 from thinkrl.train.batching import PackedBatch
 from thinkrl.train.config import save_resolved
+from thinkrl.train.dcp import broadcast_resume_step
 from thinkrl.train.folders import replace_folder
 from thinkrl.train.metrics import METRICS_FILE, MetricsLogger
 from thinkrl.train.specs import ModelSpec, TokenizerSpec
@@ -250,6 +251,10 @@ def prepare_run(recipe: Any, data_parallel: DataParallel | None = None) -> tuple
         raise ValueError("trainer.offload_optimizer needs FSDP2: launch with torchrun (python -m torch.distributed.run "
                          "--nproc-per-node N -m thinkrl ...; N = 1 works)")
     out = Path(recipe.trainer.output_dir or f"runs/{recipe.name}")
+    if not recipe.trainer.resume and broadcast_resume_step(out / "checkpoints", data_parallel):
+        # a fresh run there would overwrite the earlier run's step folders and prune the rest (keep_last)
+        raise ValueError(f"{out / 'checkpoints'} holds an earlier run's checkpoints: pass --resume to continue that "
+                         "run, or set trainer.output_dir to another folder (or remove that one)")
     seed_everything(recipe.trainer.seed)
     tokenizer = build_tokenizer(recipe.tokenizer)
     model = build_policy(recipe.model, tokenizer, seed=recipe.trainer.seed)
