@@ -67,7 +67,9 @@ def test_json_output_and_layout_file(tmp_path):
     (["--model", "seed-oss-36b", "--gpus", "12"], "num_gpus (12) must be a multiple of gpus_per_node (8)"),
     (["--model", "seed-oss-36b", "--tp", "two"], "--tp takes integers like 1,2,4, got 'two'"),
     (["--model", "seed-oss-36b", "--precision", "fp8"], "workload.precision: Input should be 'bf16' or 'fp32'"),
-    (["--model", "no/such/config.json"], "no model config at no/such/config.json"),
+    (["--model", "no/such/config.json"], "--model no/such/config.json: neither a built-in model "
+                                         "(moe-200b-a20b, seed-oss-36b) nor a config.json"),
+    (["--model", "seed-oss-63b"], "--model seed-oss-63b: neither a built-in model (moe-200b-a20b, seed-oss-36b)"),
     (["--model", "seed-oss-36b", "--cluster", "tpu"], "unknown --cluster 'tpu'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, fragment, capsys):

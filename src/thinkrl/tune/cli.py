@@ -107,7 +107,12 @@ def _parse_lists(args: argparse.Namespace) -> dict[str, list]:
 
 def _model_path(name: str) -> Path:
     builtin = CONFIG_DIR / f"{name.replace('-', '_')}.json"
-    return builtin if builtin.exists() and not Path(name).exists() else Path(name)
+    if builtin.exists() and not Path(name).exists():
+        return builtin
+    if not Path(name).exists():  # (else "no model config at NAME", which names no alternative)
+        raise FileNotFoundError(f"--model {name}: neither a built-in model ({', '.join(builtin_models())}) nor a "
+                                "config.json or a folder holding one")
+    return Path(name)
 
 
 def build_inputs(args: argparse.Namespace,
