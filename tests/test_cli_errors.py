@@ -4,6 +4,7 @@ non-finite recipe numbers, bad flags of serve, tune, eval, train, demo, ablate, 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -314,8 +315,6 @@ def test_export_to_a_file_leaves_the_file(sft_run: Path, tmp_path: Path) -> None
 ])
 def test_resume_from_a_damaged_checkpoint_names_the_file(sft_run: Path, tmp_path: Path, damage: str,
                                                          message: str) -> None:
-    import shutil
-
     run = tmp_path / "run"
     shutil.copytree(sft_run / "run", run)
     recipe_before = (run / "recipe.yaml").read_text()
@@ -332,8 +331,6 @@ def test_resume_from_a_damaged_checkpoint_names_the_file(sft_run: Path, tmp_path
 def test_a_fresh_run_into_a_folder_with_checkpoints_is_refused_and_they_stay(sft_run: Path, tmp_path: Path) -> None:
     # before: the fresh run overwrote the earlier run's step folders of the same numbers, repointed `latest` and
     # pruned the rest (keep_last), without a word
-    import shutil
-
     run = tmp_path / "run"
     shutil.copytree(sft_run / "run", run)
     before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
@@ -409,3 +406,13 @@ def test_an_empty_data_file_is_named(model_dir: Path, tmp_path: Path, command: s
     proc = thinkrl(command, str(recipe), *model, f"data.train_file={data}", f"trainer.output_dir={tmp_path / 'run'}",
                    cwd=tmp_path)
     assert f"data.train_file {data} holds no problems" in refused(proc, command)
+
+
+def test_learn_report_without_results_says_which_stage_to_run(tmp_path: Path) -> None:
+    # before: a raw "[Errno 2] No such file or directory: 'runs/s/seed-0/test/cold.json'", after creating --docs
+    shutil.copytree(RECIPES, tmp_path / "recipes")
+    proc = thinkrl("learn", "--config", "recipes/learning/search.yaml", "--name", "s", "--stage", "report",
+                   "--seeds", "0", "--docs", str(tmp_path / "docs"), cwd=tmp_path)
+    assert ("no test result runs/s/seed-0/test/cold.json (4 missing): run the protocol's final stage for these seeds "
+            "first" in refused(proc, "learn"))
+    assert not (tmp_path / "docs").exists()

@@ -146,6 +146,11 @@ def plot_curves(curves: dict[int, list[dict]], rl_logs: dict[int, list[dict]], o
 def write_raw(root: Path, docs: Path, seeds: list[int], name: str = "learning") -> list[Path]:
     """Copy the small per-seed records into ``docs/raw`` (``<name>_s<seed>_<model>.json``, ``<name>_sweep.json``):
     test results, compute, logs, the curve, the sweep."""
+    missing = [root / f"seed-{seed}" / "test" / f"{model}.json" for seed in seeds for model in MODELS
+               if not (root / f"seed-{seed}" / "test" / f"{model}.json").is_file()]
+    if missing:  # before any file of the report is written
+        raise FileNotFoundError(f"no test result {missing[0]} ({len(missing)} missing): run the protocol's final "
+                                "stage for these seeds first (thinkrl learn ... --stage final)")
     raw = docs / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     written = []
