@@ -97,6 +97,10 @@ def test_seed_oss_names_and_keys_stop_at_a_tag() -> None:
     ("[" * 100_000, "not valid JSON"),
     ("9" * 5000, "not valid JSON"),  # json.loads raises a plain ValueError past Python's 4,300-digit int limit
     ('{"name": "calc", "arguments": "{\\"digits\\": ' + "9" * 5000 + '}"}', "arguments are not valid JSON"),
+    # JSON has no NaN or Infinity (Python's json reads them): nested too, a tool never gets a non-finite number
+    ('{"name": "calc", "arguments": {"tags": [1, NaN]}}', "not valid JSON"),
+    ('{"name": "calc", "arguments": {"opts": {"k": -Infinity}}}', "not valid JSON"),
+    ('{"name": "calc", "arguments": "{\\"scale\\": 1e999}"}', "arguments are not valid JSON"),
 ])
 def test_malformed_calls_are_error_results(raw: str, reason: str) -> None:
     [call] = parse_tool_call(raw)

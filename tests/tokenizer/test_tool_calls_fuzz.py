@@ -24,7 +24,8 @@ PIECES = [
 TEXT = st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=4)), max_size=30).map("".join)
 TYPES = ["integer", "number", "boolean", "array", "object", "null", "string"]
 TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"properties": {t: {"type": t} for t in TYPES}}}}]
-JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+FINITE = st.floats(allow_nan=False, allow_infinity=False)  # JSON has no NaN or Infinity, and the parsers refuse them
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | FINITE | st.text(),
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
                            max_leaves=8)
 

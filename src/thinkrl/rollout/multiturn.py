@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 import queue
+import re
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -208,6 +209,7 @@ class MultiTurnRunner:
         self.enforce_budget, self.max_workers = enforce_budget, max_workers
         self.stop_ids, self.stop_strings = tool_stop(tokenizer)
         self.tags = tokenizer.think_tags
+        self._marks = _control_marks(tokenizer)
 
     def run(self, items: Sequence[EpisodeRequest]) -> list[Episode]:
         """Run every episode to its end; episodes in the order of ``items``.
@@ -312,9 +314,7 @@ class MultiTurnRunner:
             raise results
         episode = state.episode
         self._record(episode, state.calls, results)
-        suffix = tool_turn_suffix(self.tokenizer, [r.output for r in results],
-                                  thinking_budget=state.item.thinking_budget)
-        ids = self.tokenizer.encode(suffix)
+        ids, suffix = self._tool_turn([r.output for r in results], state.item.thinking_budget)
         if len(state.response) + len(ids) >= self.limits.max_total_tokens:
             episode.limit = "max_total_tokens"
             episode.trajectory.finish_reason = "length"
@@ -323,6 +323,33 @@ class MultiTurnRunner:
         state.extend(ids, [0.0] * len(ids), [False] * len(ids), [version] * len(ids))
         state.thinking_open = self.tags.ends_inside_thinking(suffix)
         return True
+
+    def _tool_turn(self, outputs: list[str], budget: int) -> tuple[list[int], str]:
+        """The tool turn's ids and its template text. A control-token string in an output (``<seed:eos>``, a
+        thinking or tool-call tag) is encoded as plain text pieces: a tool result (untrusted text, e.g. what a
+        program printed) cannot end its turn, inject a fake turn or open a thinking block for the next turn."""
+        suffix = tool_turn_suffix(self.tokenizer, outputs, thinking_budget=budget)
+        if not any(self._marks.search(output) for output in outputs):
+            return self.tokenizer.encode(suffix), suffix
+        frame = tool_turn_suffix(self.tokenizer, [f"\x00{i}\x00" for i in range(len(outputs))],
+                                 thinking_budget=budget)
+        pieces = re.split("\x00(\\d+)\x00", frame)  # template, output index, template, ...
+        if len(pieces) != 2 * len(outputs) + 1:  # a template that rewrites tool contents: its own rendering
+            return self.tokenizer.encode(suffix), frame
+        ids: list[int] = []
+        for k, piece in enumerate(pieces):
+            ids += self._plain(outputs[int(piece)]) if k % 2 else self.tokenizer.encode(piece)
+        return ids, frame
+
+    def _plain(self, text: str) -> list[int]:
+        """Ids of ``text`` with every control-token string split so that it encodes as ordinary pieces."""
+        ids: list[int] = []
+        start = 0
+        for match in self._marks.finditer(text):
+            ids += self.tokenizer.encode(text[start:match.start()]) + self.tokenizer.encode(match[0][0])
+            ids += self._plain(match[0][1:])
+            start = match.end()
+        return ids + self.tokenizer.encode(text[start:])
 
     def close_episode(self, state: EpisodeState) -> Episode:
         """The finished `Episode` of ``state``: its trajectory holds every turn's and tool turn's tokens."""
@@ -336,6 +363,16 @@ class MultiTurnRunner:
         if episode.limit:
             logger.debug("episode %s ended by limit %s", state.item.request_id, episode.limit)
         return episode
+
+
+def _control_marks(tokenizer: TextTokenizer) -> re.Pattern[str]:
+    """Matches the strings `TextTokenizer.encode` turns into control tokens (the vocabulary's added tokens) and the
+    thinking / tool-call tags (plain text in some vocabularies), longest first."""
+    tags = tokenizer.think_tags
+    marks = {token.content for token in tokenizer.backend.get_added_tokens_decoder().values()}
+    marks |= {tags.open, tags.close, tags.reflect_open, tags.reflect_close, tags.tool_open, tags.tool_close}
+    marks = {mark for mark in marks if len(mark) > 1}
+    return re.compile("|".join(re.escape(m) for m in sorted(marks, key=len, reverse=True)) or "(?!)")
 
 
 def _index_of(error: BaseException) -> int:

@@ -15,13 +15,15 @@ them and users add their own::
 Built in: ``calculator`` (exact arithmetic on the safe expression parser `thinkrl.tasks.expr`: no eval) and
 ``python`` (runs a program in the sandbox of `thinkrl.rewards.sandbox` and returns its output).
 
-Model output never raises here: `Tool.run` turns unknown arguments, wrong types, missing ones and anything the
-function raises into an error observation (`ToolResult` with ``ok`` False) the model reads as its tool turn.
+Model output never raises here: `Tool.run` turns unknown arguments, wrong types (a non-finite number too), missing
+ones and anything the function raises into an error observation (`ToolResult` with ``ok`` False) the model reads
+as its tool turn.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -96,6 +98,8 @@ class Tool:
             allowed = _PY_TYPE_OF.get(properties[key].get("type", ""))
             if allowed and (not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool))):
                 return f"argument {key} of {self.name} must be {properties[key]['type']}, got {value!r}"[:300]
+            if isinstance(value, float) and not math.isfinite(value):  # JSON calls may write NaN / Infinity
+                return f"argument {key} of {self.name} must be a finite number, got {value!r}"
         return None
 
     def run(self, arguments: Mapping[str, Any]) -> ToolResult:

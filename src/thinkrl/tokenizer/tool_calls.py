@@ -164,7 +164,7 @@ def parse_tool_call(raw: str) -> list[ToolCall]:
             calls.append(ToolCall(name=match[1].strip(), arguments=arguments, raw=raw))
         return calls or [ToolCall(name="", raw=raw, error="tool call has no complete <function=NAME> tag")]
     try:
-        decoded = json.loads(body)
+        decoded = _strict_json(body)
     except (ValueError, RecursionError) as error:  # ValueError, not JSONDecodeError: also an int over 4,300 digits
         return [ToolCall(name="", raw=raw, error=f"tool call is not valid JSON: {error}")]
     return [_json_tool_call(item, raw) for item in (decoded if isinstance(decoded, list) else [decoded])]
@@ -176,7 +176,7 @@ def _json_tool_call(item: Any, raw: str) -> ToolCall:
     arguments = item.get("arguments", item.get("parameters", {}))
     if isinstance(arguments, str):
         try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
+            arguments = _strict_json(arguments) if arguments.strip() else {}
         except (ValueError, RecursionError) as error:
             return ToolCall(name=item["name"], raw=raw, error=f"arguments are not valid JSON: {error}")
     if not isinstance(arguments, dict):
@@ -192,6 +192,12 @@ def _schema_properties(tools: Sequence[Mapping[str, Any]], name: str) -> Mapping
             properties = parameters.get("properties") if isinstance(parameters, Mapping) else None
             return properties if isinstance(properties, Mapping) else {}
     return {}
+
+
+def _strict_json(text: str) -> Any:
+    """``json.loads`` without what JSON has not: NaN, Infinity and floats that overflow are a ValueError, so a
+    model's call never hands a tool a non-finite number (Python's json reads them by default)."""
+    return json.loads(text, parse_constant=_not_json, parse_float=_finite_float)
 
 
 def _not_json(name: str) -> float:
@@ -221,7 +227,7 @@ def coerce_arguments(call: ToolCall, tools: Sequence[Mapping[str, Any]]) -> Tool
         allowed = _JSON_TYPES.get(declared) if isinstance(declared, str) else None
         if isinstance(value, str) and allowed is not None:
             try:  # strict JSON: "NaN", "Infinity" or "1e999" stay text, not a non-finite float for the tool
-                decoded = json.loads(value, parse_constant=_not_json, parse_float=_finite_float)
+                decoded = _strict_json(value)
             except (ValueError, RecursionError):
                 decoded = value
             if isinstance(decoded, allowed) and not (bool not in allowed and isinstance(decoded, bool)):
