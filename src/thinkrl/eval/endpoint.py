@@ -4,9 +4,10 @@ Each sample is one ``POST {base_url}/chat/completions`` with the problem's user 
 temperature / top_p / max_tokens and, for a finite budget, ``chat_template_kwargs: {"thinking_budget": N}``
 (vLLM's convention, which ``thinkrl serve`` also reads). At most ``concurrency`` requests are in flight
 (an asyncio semaphore over one `httpx.AsyncClient`). A 429, a 5xx, a timeout or a connection error is retried
-``max_retries`` times with exponential backoff (``backoff_s * 2**attempt``, at most ``max_backoff_s``); another
-status, or a retryable one that persists, stops the run with an `EndpointError` naming the URL and the answer.
-Records already written stay, so ``--resume`` continues where it stopped.
+``max_retries`` times with exponential backoff (``backoff_s * 2**attempt``, or the answer's ``Retry-After`` when
+longer, at most ``max_backoff_s``); another status, a reply that is not a chat completion, or a retryable failure
+that persists stops the run with an `EndpointError` naming the URL and the answer. Records already written stay,
+so ``--resume`` continues where it stopped.
 
 The message's ``reasoning_content`` and ``content`` are judged by `thinkrl.eval.samplers.judge_message` (the same
 verifiers as local sampling), in one worker thread so that the event loop keeps sending requests meanwhile.
@@ -15,7 +16,10 @@ verifiers as local sampling), in one worker thread so that the event loop keeps 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
+import math
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,7 +32,12 @@ from thinkrl.eval.samplers import MAX_ANSWER_CHARS, OnDone, SampleSettings, judg
 
 logger = logging.getLogger(__name__)
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_TOKEN_COUNT = 2**53
+
+
+def is_retryable(status: int) -> bool:
+    """429 and every 5xx (proxies and CDNs answer 520-529 for a busy or unreachable origin) are worth a retry."""
+    return status == 429 or 500 <= status <= 599
 
 
 class EndpointError(ValueError):
@@ -46,7 +55,7 @@ class EndpointSpec:
         concurrency: requests in flight at once.
         max_retries: retries of one request after a retryable failure (0: no retry).
         backoff_s / max_backoff_s: the first wait and the cap of the exponential backoff.
-        timeout_s: per-request timeout (connect, read, write).
+        timeout_s: per-request timeout: the whole request, from connecting to the last byte of the answer.
     """
 
     base_url: str
@@ -95,7 +104,10 @@ class EndpointSampler:
         headers = {"Authorization": f"Bearer {self.spec.api_key}"} if self.spec.api_key else {}
         limit = asyncio.Semaphore(self.spec.concurrency)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-judge") as judges:
-            async with httpx.AsyncClient(timeout=self.spec.timeout_s, headers=headers) as client:
+            # httpx pools at most 100 connections by default, which would cap --concurrency silently (and queue
+            # the rest into pool timeouts): size the pool to the concurrency
+            pool = httpx.Limits(max_connections=self.spec.concurrency, max_keepalive_connections=self.spec.concurrency)
+            async with httpx.AsyncClient(timeout=self.spec.timeout_s, headers=headers, limits=pool) as client:
                 try:
                     async with asyncio.TaskGroup() as group:
                         for job in jobs:
@@ -105,56 +117,135 @@ class EndpointSampler:
 
     async def _job(self, client: httpx.AsyncClient, limit: asyncio.Semaphore, judges: ThreadPoolExecutor,
                    job: Job, on_done: OnDone) -> None:
-        messages = await asyncio.gather(*(self._sample(client, limit, job, j) for j in range(self.settings.samples)))
+        replies = await asyncio.gather(*(self._sample(client, limit, job, j) for j in range(self.settings.samples)))
+        # every sample is in (and paid for): when another request fails for good and the run is cancelled, still
+        # judge and record this problem rather than lose it while it waits for the (slower) judge thread
+        recorded = asyncio.ensure_future(self._record(judges, job, replies, on_done))
+        try:
+            await asyncio.shield(recorded)
+        except asyncio.CancelledError:
+            await recorded
+            raise
+
+    async def _record(self, judges: ThreadPoolExecutor, job: Job, replies: list[ChatReply], on_done: OnDone) -> None:
         loop = asyncio.get_running_loop()
-        samples = [await loop.run_in_executor(judges, self._judge, job, j, message)
-                   for j, message in enumerate(messages)]
+        samples = [await loop.run_in_executor(judges, self._judge, job, j, reply) for j, reply in enumerate(replies)]
         on_done(ProblemResult(problem_id=job.problem.id, task=job.problem.task, thinking_budget=job.thinking_budget,
                               samples=samples))
 
-    def _judge(self, job: Job, j: int, response: dict[str, Any]) -> SampleResult:
-        choice = response["choices"][0]
-        message, finish = choice.get("message") or {}, str(choice.get("finish_reason"))
-        reasoning, content = message.get("reasoning_content"), message.get("content")
-        score = judge_message(job.problem, reasoning, content, finished=finish in ("stop", "tool_calls"))
-        usage = response.get("usage") or {}
-        details = usage.get("completion_tokens_details") or {}
+    def _judge(self, job: Job, j: int, reply: ChatReply) -> SampleResult:
+        score = judge_message(job.problem, reply.reasoning, reply.content,
+                              finished=reply.finish_reason in ("stop", "tool_calls"))
         return SampleResult(index=j, seed=self.settings.seed_of(job, j), correct=score.correct, reason=score.reason,
-                            finish_reason=finish, response_tokens=int(usage.get("completion_tokens") or 0),
-                            thinking_tokens=int(details.get("reasoning_tokens") or 0),
-                            answer=score.answer[:MAX_ANSWER_CHARS])
+                            finish_reason=reply.finish_reason, response_tokens=reply.response_tokens,
+                            thinking_tokens=reply.thinking_tokens, answer=score.answer[:MAX_ANSWER_CHARS])
 
-    async def _sample(self, client: httpx.AsyncClient, limit: asyncio.Semaphore, job: Job, j: int) -> dict[str, Any]:
+    async def _sample(self, client: httpx.AsyncClient, limit: asyncio.Semaphore, job: Job, j: int) -> ChatReply:
         body = chat_body(self.spec, self.settings, job, j)
         async with limit:
-            return await post_with_retries(client, self.spec, body)
+            return parse_reply(self.spec, await post_with_retries(client, self.spec, body))
 
 
-async def post_with_retries(client: httpx.AsyncClient, spec: EndpointSpec, body: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ChatReply:
+    """What is judged and recorded of one chat completion (its first choice)."""
+
+    reasoning: str | None
+    content: str | None
+    finish_reason: str
+    response_tokens: int
+    thinking_tokens: int
+
+
+def parse_reply(spec: EndpointSpec, data: Any) -> ChatReply:
+    """The first choice of a decoded answer. The endpoint is untrusted: a reply of another shape is an
+    `EndpointError` naming what is wrong, not an AttributeError in the judge thread."""
+    def bad(what: str, value: Any) -> EndpointError:
+        return EndpointError(f"endpoint {spec.url} returned a malformed chat completion: {what}, got "
+                             f"{str(value)[:200]}")
+
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices:
+        raise bad("no choices", data)
+    choice = choices[0]
+    if not isinstance(choice, dict):
+        raise bad("choices[0] is not an object", choice)
+    message = choice.get("message") or {}
+    if not isinstance(message, dict):
+        raise bad("choices[0].message is not an object", message)
+    reasoning, content = message.get("reasoning_content"), message.get("content")
+    if not isinstance(reasoning, str | None) or not isinstance(content, str | None):
+        raise bad("message content / reasoning_content is not a string or null", message)
+    usage = data.get("usage") or {}
+    details = (usage.get("completion_tokens_details") or {}) if isinstance(usage, dict) else {}
+    if not isinstance(usage, dict) or not isinstance(details, dict):
+        raise bad("usage is not an object", usage)
+    response_tokens, thinking_tokens = _count(usage, "completion_tokens"), _count(details, "reasoning_tokens")
+    if response_tokens is None or thinking_tokens is None:
+        raise bad("usage token counts are not counts", usage)
+    return ChatReply(reasoning=reasoning, content=content, finish_reason=str(choice.get("finish_reason")),
+                     response_tokens=response_tokens, thinking_tokens=thinking_tokens)
+
+
+def _count(fields: dict[str, Any], name: str) -> int | None:
+    """``fields[name]`` as a token count (absent or null: 0); None when it is no count (text, negative, inf, or too
+    big for the report's float means)."""
+    value = fields.get(name)
+    if value is None:
+        return 0
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_COUNT
+    return value if ok else None
+
+
+async def post_with_retries(client: httpx.AsyncClient, spec: EndpointSpec, body: dict[str, Any]) -> Any:
     """The decoded JSON answer to ``body``, retrying 429 / 5xx / transport errors with exponential backoff."""
-    failure = ""
+    failure, retry_after = "", 0.0
     for attempt in range(spec.max_retries + 1):
         if attempt:
-            wait = min(spec.max_backoff_s, spec.backoff_s * 2 ** (attempt - 1))
+            wait = min(spec.max_backoff_s, max(spec.backoff_s * 2 ** (attempt - 1), retry_after))
             logger.warning("%s: %s; retry %d/%d in %.1f s", spec.url, failure, attempt, spec.max_retries, wait)
             await asyncio.sleep(wait)
+            retry_after = 0.0
         try:
-            response = await client.post(spec.url, json=body)
+            # httpx's timeout bounds each read, so a server that trickles bytes would never time out: bound it all
+            async with asyncio.timeout(spec.timeout_s):
+                response = await client.post(spec.url, json=body)
         except httpx.TransportError as error:
             failure = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             continue
-        if response.status_code in RETRY_STATUSES:
+        except TimeoutError:
+            failure = f"no complete answer within {spec.timeout_s:g} s"
+            continue
+        if is_retryable(response.status_code):
             failure = f"status {response.status_code}: {_error_text(response)}"
+            retry_after = _retry_after(response)
             continue
         if response.status_code != 200:
-            raise EndpointError(f"endpoint {spec.url} answered {response.status_code}: {_error_text(response)}")
+            where = response.headers.get("location")
+            moved = f" (a redirect to {where}, not followed)" if where and response.is_redirect else ""
+            raise EndpointError(f"endpoint {spec.url} answered {response.status_code}{moved}: "
+                                f"{_error_text(response)}")
         try:
             data = response.json()
-            data["choices"][0]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise EndpointError(f"endpoint {spec.url} returned no chat choice: {response.text[:200]!r}") from None
+        except (ValueError, RecursionError):  # (RecursionError: a hostile "[[[[..." nested past the parser's depth)
+            raise EndpointError(f"endpoint {spec.url} returned no JSON: {response.text[:200]!r}") from None
         return data
     raise EndpointError(f"endpoint {spec.url} failed after {spec.max_retries + 1} attempts ({failure})")
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """The seconds a ``Retry-After`` header asks to wait (delta-seconds or an HTTP date); 0 when absent or bad."""
+    value = response.headers.get("retry-after", "").strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -127,7 +127,9 @@ def read_results(path: str | Path) -> list[ProblemResult]:
     path = Path(path)
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").split("\n")
+    # bytes, not text: a write cut off by a kill may end inside a multi-byte character, and is dropped like any
+    # other cut line instead of failing to decode the whole file
+    lines = path.read_bytes().split(b"\n")
     results = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -146,12 +148,22 @@ def read_results(path: str | Path) -> list[ProblemResult]:
 
 
 def drop_incomplete_tail(path: Path) -> None:
-    """Cut an unterminated last line (a write cut off by a kill) so the next append starts on a new line."""
+    """End the file on a newline so the next append starts a line of its own: an unterminated last line that is
+    a whole record (only its newline was lost; `read_results` counts it) gets its newline, any other is cut."""
     if not path.exists():
         return
     data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    if not data or data.endswith(b"\n"):
+        return
+    start = data.rfind(b"\n") + 1
+    with open(path, "r+b") as handle:  # in place: rewriting the whole file could lose all of it to a second kill
+        try:
+            ProblemResult.model_validate_json(data[start:])
+        except ValidationError:
+            handle.truncate(start)
+        else:
+            handle.seek(len(data))
+            handle.write(b"\n")
 
 
 def append_result(handle: TextIO, result: ProblemResult) -> None:
