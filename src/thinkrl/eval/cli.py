@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -152,7 +153,8 @@ def _run_harness(args: argparse.Namespace, spec: BenchmarkSpec, problems: list[P
     try:
         report = run_eval(sampler, problems, config, args.out, resume=args.resume, progress=not args.no_progress)
     except KeyboardInterrupt:
-        print(f"interrupted; finished problems are kept in {Path(args.out) / 'samples.jsonl'}: rerun with --resume")
+        print(f"thinkrl eval: interrupted; finished problems are kept in {Path(args.out) / 'samples.jsonl'}: rerun "
+              "with --resume", file=sys.stderr)  # (stdout is the report's)
         return 130
     print(markdown_table(report))
     print(f"report: {Path(args.out) / 'report.md'}")
