@@ -150,33 +150,21 @@ class ToolCallSorter:
         """The API calls among ``parsed`` (malformed ones are kept back for the content)."""
         out = []
         for call in parsed:
-            arguments = self._arguments(call) if call.ok else None
-            if arguments is None or (self.calls and not self.plan.parallel_tool_calls):
-                if arguments is None:
-                    logger.info("tool call not read (%s); left in the content", call.error or "NaN in arguments")
+            if not call.ok or (self.calls and not self.plan.parallel_tool_calls):
+                if not call.ok:
+                    logger.info("tool call not read (%s); left in the content", call.error)
                     closed = "cut off" not in (call.error or "")
                     text = self.tags.tool_open + call.raw + (self.tags.tool_close if closed else "")
                     if text not in self.unread:  # a JSON list with several bad items is one block
                         self.unread.append(text)
                 continue
-            self.calls.append(ToolCallOut(id=_call_id(), function=FunctionCallOut(name=call.name,
+            # strict JSON: the parsers never produce NaN or Infinity (`tool_calls._strict_json`), so nor does this
+            typed = coerce_arguments(call, self.plan.tools)
+            arguments = json.dumps(typed.arguments, ensure_ascii=False, allow_nan=False)
+            self.calls.append(ToolCallOut(id=_call_id(), function=FunctionCallOut(name=typed.name,
                                                                                    arguments=arguments)))
             out.append(self.calls[-1])
         return out
-
-    def _arguments(self, call: ToolCall) -> str | None:
-        """The arguments as a strict JSON object string: typed by the tool's schema, else as written; None when
-        neither is valid JSON.
-
-        Why: ``json`` reads and writes NaN and Infinity, which JSON has not; a parameter ``NaN`` typed as a
-        number (or a JSON call holding it) would give clients ``arguments`` they cannot parse.
-        """
-        for arguments in (coerce_arguments(call, self.plan.tools).arguments, call.arguments):
-            try:
-                return json.dumps(arguments, ensure_ascii=False, allow_nan=False)
-            except ValueError:
-                continue
-        return None
 
     def leftover(self, content: str) -> str:
         """Text of unread calls, appended at the end of ``content`` (on a new line)."""
