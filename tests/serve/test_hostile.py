@@ -16,14 +16,15 @@ from typing import Any
 import httpx
 import pytest
 
+from scripted_controller import Script
 from thinkrl.engine import LLMEngine
 from thinkrl.model import load_pretrained
 from thinkrl.serve.app import create_app
-from thinkrl.tokenizer import TextTokenizer, load_tokenizer
+from thinkrl.tokenizer import load_tokenizer
 
 TOK = load_tokenizer("builtin")
 MESSAGES = [{"role": "user", "content": "What is 2 + 3?"}]
-BLOCK_BUDGET, NAN_CALL_BUDGET = 9, 11  # thinking budgets that select the test controllers below
+BLOCK_BUDGET, NAN_CALL_BUDGET = 9, 11  # thinking budgets that select the test controllers (below, and `Script`)
 NAN_CALL = ("<seed:tool_call>\n<function=calc>\n<parameter=x>NaN</parameter>\n<parameter=y>1e999</parameter>\n"
             "</function>\n</seed:tool_call>")
 TOOLS = [{"type": "function", "function": {"name": "calc", "parameters": {"type": "object", "properties": {
@@ -46,22 +47,6 @@ class BlockingController:
         return []
 
 
-class ScriptedController:
-    """Replaces the first sampled token with ``text`` and an end of turn: the response is exactly ``text``."""
-
-    def __init__(self, tokenizer: TextTokenizer, text: str) -> None:
-        self.ids = tokenizer.encode(text) + list(tokenizer.stop_token_ids)[:1]
-
-    def banned_tokens(self, response_ids: list[int]) -> list[int]:
-        return []
-
-    def forced_tokens(self, response_ids: list[int]) -> list[int]:
-        return []
-
-    def replacement_tokens(self, response_ids: list[int], token: int) -> list[int]:
-        return self.ids if not response_ids else []
-
-
 @pytest.fixture(scope="module")
 def scripted(served: Any, serve_app: Any) -> Iterator[tuple[str, Any, threading.Event, threading.Event]]:
     """A server whose thinking budgets 9 and 11 get the controllers above; yields (url, app, entered, gate)."""
@@ -70,7 +55,7 @@ def scripted(served: Any, serve_app: Any) -> Iterator[tuple[str, Any, threading.
     def factory(budget: int, thinking_open: bool) -> Any:
         if budget == BLOCK_BUDGET:
             return BlockingController(entered, gate)
-        return ScriptedController(TOK, NAN_CALL) if budget == NAN_CALL_BUDGET else None
+        return Script(TOK.encode(NAN_CALL) + list(TOK.stop_token_ids)[:1]) if budget == NAN_CALL_BUDGET else None
 
     engine = LLMEngine(load_pretrained(served.model_dir), TOK, num_slots=4, max_seq_len=1024)
     app = create_app(engine, TOK, model_name="tiny", make_controller=factory)

@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 
+from scripted_controller import Script
 from thinkrl.engine import LLMEngine
 from thinkrl.model import load_pretrained
 from thinkrl.serve.app import create_app
@@ -28,22 +29,6 @@ TOOLS = [{"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"expr": {"type": "string"}, "digits": {"type": "integer"}},
                    "required": ["expr"]}}}]
 MESSAGES = [{"role": "user", "content": "What is 2 + 3?"}]
-
-
-class Script:
-    """Says ``text`` (then the end-of-turn token) instead of the first sampled token."""
-
-    def __init__(self, ids: list[int]) -> None:
-        self.ids = ids
-
-    def banned_tokens(self, response_ids: list[int]) -> list[int]:
-        return []
-
-    def forced_tokens(self, response_ids: list[int]) -> list[int]:
-        return []
-
-    def replacement_tokens(self, response_ids: list[int], token: int) -> list[int]:
-        return self.ids if not response_ids else []
 
 
 class Scripted:
