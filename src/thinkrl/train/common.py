@@ -22,7 +22,7 @@ from thinkrl.train.config import save_resolved
 from thinkrl.train.dcp import broadcast_resume_step
 from thinkrl.train.folders import replace_folder
 from thinkrl.train.metrics import METRICS_FILE, MetricsLogger
-from thinkrl.train.specs import ModelSpec, TokenizerSpec
+from thinkrl.train.specs import DEFAULT_ARCHITECTURE, ModelSpec, TokenizerSpec
 
 if TYPE_CHECKING:  # torch.distributed is imported only where a run is sharded
     from thinkrl.train.distributed import DataParallel
@@ -37,12 +37,10 @@ def build_policy(spec: ModelSpec, tokenizer: TextTokenizer, seed: int) -> Causal
     device = resolve_device(spec.device)
     if spec.path is not None:
         return load_pretrained(spec.path, device=device, dtype=spec.dtype)
-    init: dict[str, Any] = {"architectures": ["SeedOssForCausalLM"], "vocab_size": tokenizer.vocab_size,
+    init: dict[str, Any] = {"architectures": [DEFAULT_ARCHITECTURE], "vocab_size": tokenizer.vocab_size,
                             "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                             "pad_token_id": tokenizer.pad_token_id}
-    init.update(spec.init or {})
-    if isinstance(init.get("architectures"), str):
-        init["architectures"] = [init["architectures"]]
+    init.update(spec.init or {})  # (a bare architecture name is read as a list by `ModelConfig.from_hf_dict`)
     if init["vocab_size"] < tokenizer.vocab_size:
         raise ValueError(f"model.init.vocab_size ({init['vocab_size']}) is smaller than the tokenizer's "
                          f"vocabulary ({tokenizer.vocab_size})")

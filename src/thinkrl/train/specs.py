@@ -16,6 +16,8 @@ from thinkrl.spec import Section, registered
 
 LossAggMode = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
 KLKind = Literal["k1", "k2", "k3"]
+DEFAULT_ARCHITECTURE = "SeedOssForCausalLM"
+"""What ``model.init`` builds when it names no ``architectures``."""
 
 
 class ModelSpec(Section):
@@ -44,7 +46,7 @@ class ModelSpec(Section):
         if value is not None:
             from thinkrl.model.config import ModelConfig
 
-            ModelConfig.from_hf_dict({"architectures": ["SeedOssForCausalLM"], **value})
+            ModelConfig.from_hf_dict({"architectures": [DEFAULT_ARCHITECTURE], **value})
         return value
 
     @field_validator("device")
