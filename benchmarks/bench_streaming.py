@@ -17,7 +17,13 @@ occupancy (tokens generated / (engine steps x slots)), stale groups dropped, mea
 one JSON line; ratios are streaming / sync. A progress line goes to stderr as each mode of each round ends.
 
     thinkrl bench streaming [--steps 6] [--rounds 2] [--warmup N] [--short-len 16] [--modes sync,...]
-        [--placements thread,process] [--out FILE]
+        [--placements thread,process] [--device cpu] [--no-bound] [--out FILE]
+
+``bound`` (after the runs; ``--no-bound`` skips it): for each streaming mode, the samples/s its engine would allow
+if every step cost what the same engine's step costs alone with as many rows in flight (no trainer, driver or pipe
+beside it), over the best sync: what no change outside the engine step can exceed (benchmarks/_streaming_bound.py).
+``--device cuda`` runs the policy and engines on a GPU (the engine replays CUDA graphs;
+benchmarks/device/gpu_streaming.sh).
 
 Each mode and round starts a fresh run; by default its first eta + 1 steps (sync: 1) are not measured, so the
 figures are those of a full pipeline, as in a long RL run (``--warmup 1``: the previous, fill-included measure).
@@ -42,12 +48,14 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, NamedTuple, TypedDict
 
 import torch
 
 from _cli import check_at_least, progress  # siblings: benchmarks/ is on sys.path
 from _model_shapes import TiedModelShape
+from _streaming_bound import Bound, Isolated, build_engine, engine_bound, interpolate, isolated_step
 from thinkrl.engine import LLMEngine, Request, SamplingParams
 from thinkrl.model import ModelConfig, build_model
 from thinkrl.records import Trajectory
@@ -96,6 +104,7 @@ MODES = {
     "stream_eta2_admit8_2xslots": Mode("streaming", 2, admit_batch=8, slot_factor=2),
     # the engine's decode step compiled (sampling.compile_decode; compiled when each mode's engine starts)
     "sync_compiled": Mode("sync", 0, compile_decode=True),
+    "stream_eta1_compiled": Mode("streaming", 1, compile_decode=True),
     "stream_eta2_compiled": Mode("streaming", 2, compile_decode=True),
     "stream_eta2_2xslots_compiled": Mode("streaming", 2, slot_factor=2, compile_decode=True),
 }
@@ -138,9 +147,9 @@ class LengthDrivenClient:
 
 
 def _recipe(out: str, mode: Mode, short: int, slots: int, prompts: int, group: int,
-            placement: str = "thread") -> RLRecipe:
+            placement: str = "thread", device: str = "cpu") -> RLRecipe:
     return validate_recipe({
-        "name": f"bench-{mode.mode}-{mode.eta}", "model": {"init": MICRO, "device": "cpu"},
+        "name": f"bench-{mode.mode}-{mode.eta}", "model": {"init": MICRO, "device": device},
         "data": {"task": "arithmetic", "num_train": 400, "num_test": 0, "seed": 0},
         "sampling": {"max_new_tokens": 8 * short, "num_slots": slots * mode.slot_factor,
                      "admit_batch": mode.admit_batch, "compile_decode": mode.compile_decode},
@@ -195,12 +204,12 @@ def run_mode(recipe: RLRecipe, steps: int, short: int, warmup: int = 1) -> dict[
     return totals
 
 
-def calibrate_engine(slots: int, short: int, repeats: int = 3) -> dict[str, float]:
+def calibrate_engine(slots: int, short: int, repeats: int = 3, device: str = "cpu") -> dict[str, float]:
     """Per decode step cost of the engine alone (no trainer beside it), fitted as ``fixed + per_seq x running``
     from steps with 4 and ``slots`` sequences, best of ``repeats`` (for `bench_streaming_sim`'s CPU validation)."""
     tokenizer = load_tokenizer("builtin")
     model = build_model(ModelConfig(vocab_size=tokenizer.vocab_size, **MICRO), seed=0).eval()
-    engine = LLMEngine(model, tokenizer, num_slots=slots, max_seq_len=16 * short)
+    engine = LLMEngine(model.to(device), tokenizer, num_slots=slots, max_seq_len=16 * short)
     costs = {}
     for n in (4, slots):
         best = float("inf")
@@ -232,6 +241,7 @@ class ModeSummary(TypedDict):
     samples: float
     engine_steps: float
     train_per_token_s: float
+    train_s_per_batch: float
 
 
 def summarize(totals: dict[str, float], slots: int) -> ModeSummary:
@@ -244,7 +254,53 @@ def summarize(totals: dict[str, float], slots: int) -> ModeSummary:
         "sampled_len_mean": totals["finished_tokens"] / max(1, totals["sampled"]),  # finished responses
         "wall_s": totals["wall_s"], "samples": totals["samples"], "engine_steps": totals["engine_steps"],
         "train_per_token_s": totals["train_s"] / max(1.0, totals["finished_tokens"]),
+        "train_s_per_batch": totals["train_s"] / totals["steps"],
     }
+
+
+def engine_bounds(names: dict[str, tuple[str, str]], results: dict[str, ModeSummary], best_sync: str,
+                  args: argparse.Namespace) -> dict[str, Any]:
+    """Each streaming mode's `engine_bound` (benchmarks/_streaming_bound.py) and sync's load on the same engine
+    alone: the engine's step measured by itself (no trainer, driver or pipe) at the mode's mean rows in flight."""
+    batch = args.prompts * args.group
+    engines: dict[tuple[bool, int], LLMEngine] = {}
+    measured: dict[tuple[bool, int, int], Isolated] = {}
+
+    def alone(compiled: bool, slots: int, rows: int) -> Isolated:
+        if (compiled, slots) not in engines:
+            engines[compiled, slots] = build_engine(MICRO, slots, 16 * args.short_len, compiled, args.device)
+        if (compiled, slots, rows) not in measured:
+            measured[compiled, slots, rows] = isolated_step(engines[compiled, slots], rows, batch, args.group,
+                                                            partial(draw_length, short=args.short_len))
+        return measured[compiled, slots, rows]
+
+    bounds: dict[str, Bound] = {}
+    sync_alone: dict[str, Isolated] = {}
+    ideal_sync = 0.0  # samples/s of the best sync if its steps cost what they cost alone (+ its training)
+    for name, (m, _) in names.items():
+        mode, row = MODES[m], results[name]
+        if mode.mode == "sync":
+            sync_alone[name] = alone(mode.compile_decode, args.slots * mode.slot_factor, 0)
+            sync_s = steps_per_batch(row, batch) * sync_alone[name]["ms_per_step"] / 1e3 + row["train_s_per_batch"]
+            ideal_sync = max(ideal_sync, batch / sync_s)
+    for name, (m, _) in names.items():
+        mode, row = MODES[m], results[name]
+        slots = args.slots * mode.slot_factor
+        rows = row["decode_occupancy"] * slots if row["decode_occupancy"] else 0.0
+        if mode.mode == "sync" or not rows:  # (no engine steps counted)
+            continue
+        loads = [alone(mode.compile_decode, slots, max(1, round(rows) - 2)),
+                 alone(mode.compile_decode, slots, round(rows) + 1)]
+        bounds[name] = engine_bound(steps_per_batch(row, batch), rows, interpolate(loads, rows), batch,
+                                    results[best_sync]["samples_per_s"], ideal_sync)
+        progress("streaming", f"bound {name}: {bounds[name]['ratio_bound_vs_best_sync']:.2f}x the best sync, "
+                              f"{bounds[name]['ratio_ideal']:.2f}x the ideal sync")
+    return {"modes": bounds, "sync_load_alone": sync_alone, "ideal_sync_samples_per_s": ideal_sync,
+            "loads_alone": [{"compiled": c, "slots": s, "target_rows": r, **v} for (c, s, r), v in measured.items()]}
+
+
+def steps_per_batch(row: ModeSummary, batch: int) -> float:
+    return row["engine_steps"] / (row["samples"] / batch)
 
 
 def main() -> None:
@@ -260,6 +316,9 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also write the JSON here")
     parser.add_argument("--modes", default=DEFAULT_MODES, help=f"comma list of {', '.join(MODES)}")
     parser.add_argument("--placements", default="thread", help="comma list of thread, process (engine placement)")
+    parser.add_argument("--device", default="cpu", help="the policy's and engines' device (cuda: the engine "
+                                                         "replays CUDA graphs; _compiled modes are then eager)")
+    parser.add_argument("--no-bound", action="store_true", help="skip the engine-alone bound (a few s per mode)")
     args = parser.parse_args()
     modes, placements = args.modes.split(","), args.placements.split(",")
     unknown = [m for m in modes if m not in MODES] + [p for p in placements if p not in ("thread", "process")]
@@ -279,10 +338,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         calibrations = []
         for r in range(args.rounds):
-            calibrations.append(calibrate_engine(args.slots, args.short_len))  # each round: the load changes
+            # each round: the load changes
+            calibrations.append(calibrate_engine(args.slots, args.short_len, device=args.device))
             for name, (m, placement) in names.items():
                 recipe = _recipe(os.path.join(tmp, f"{m}-{placement}-{r}"), MODES[m], args.short_len, args.slots,
-                                 args.prompts, args.group, placement)
+                                 args.prompts, args.group, placement, args.device)
                 totals = run_mode(recipe, args.steps, args.short_len, warmup_steps(MODES[m].eta, args.warmup))
                 for key, value in totals.items():
                     sums[name][key] = sums[name].get(key, 0) + value
@@ -295,6 +355,7 @@ def main() -> None:
     best_sync = max(syncs, key=syncs.__getitem__)
     calibration = {**min(calibrations, key=lambda c: c["step_fixed_s"] + c["step_per_seq_s"] * args.slots),
                    "train_per_token_s": results[best_sync]["train_per_token_s"], "rounds": calibrations}
+    bound = None if args.no_bound else engine_bounds(names, results, best_sync, args)
     sync_of = {n: "sync" if names[n][1] == "thread" else f"sync@{names[n][1]}" for n in names}
     same = {n: syncs[sync_of[n]] for n in names}
     line = json.dumps({
@@ -313,6 +374,8 @@ def main() -> None:
                                                                               strict=True))
                                    for n in names if n not in syncs},
         "samples_per_s_per_round": per_round,
+        # what the engine alone allows each streaming mode (benchmarks/_streaming_bound.py)
+        "bound": bound, "device": args.device,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch threads {torch.get_num_threads()}",
         "load_average": os.getloadavg(), "load_1min_after_each_mode": loads,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

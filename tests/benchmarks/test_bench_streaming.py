@@ -23,11 +23,23 @@ def test_a_tiny_run_measures_each_mode_after_its_pipeline_fill(tmp_path: Path) -
     assert set(record["ratio_samples_per_s"]) == {"stream_eta1", "stream_eta2"}
     ratio = record["results"]["stream_eta1"]["samples_per_s"] / record["results"]["sync"]["samples_per_s"]
     assert abs(record["ratio_samples_per_s"]["stream_eta1"] - ratio) < 1e-12
-    # Progress: one stderr line per mode and round as each ends; stdout holds the JSON line alone.
+    # The engine-alone bound: each streaming mode priced at its own steps per batch, over sync priced the same way
+    bound, sync = record["bound"], record["results"]["sync"]
+    assert set(bound["modes"]) == {"stream_eta1", "stream_eta2"}
+    sync_ms = bound["sync_load_alone"]["sync"]["ms_per_step"]
+    ideal = 4 / (sync["engine_steps"] / (sync["samples"] / 4) * sync_ms / 1e3 + sync["train_s_per_batch"])
+    assert abs(bound["ideal_sync_samples_per_s"] - ideal) < 1e-9 * ideal
+    for mode, figures in bound["modes"].items():
+        steps = record["results"][mode]["engine_steps"] / (record["results"][mode]["samples"] / 4)
+        assert abs(figures["steps_per_batch"] - steps) < 1e-9
+        assert abs(figures["samples_per_s_bound"] - 4 / (steps * figures["isolated_ms_per_step"] / 1e3)) < 1e-6
+        assert abs(figures["ratio_ideal"] - figures["samples_per_s_bound"] / ideal) < 1e-9
+    # Progress: one stderr line per mode and round as each ends, then one per bound; stdout holds the JSON alone.
     prefix = "thinkrl bench streaming ["
     lines = [line.split("] ", 1)[1] for line in done.stderr.splitlines() if line.startswith(prefix)]
     modes = ("sync", "stream_eta1", "stream_eta2")
-    assert [line.split(":")[0] for line in lines] == [f"round 1/1 {mode}" for mode in modes]
+    assert [line.split(":")[0] for line in lines] == [f"round 1/1 {mode}" for mode in modes] + [
+        "bound stream_eta1", "bound stream_eta2"]
     assert json.loads(done.stdout) == record
 
 

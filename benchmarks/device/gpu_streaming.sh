@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Issue #14's throughput target on a GPU, as one device call after gpu_checks.sh (docs/results/streaming.md, "On a
+# GPU"): on this 2-core CPU a decode step's cost grows with its rows, which bounds streaming below 2x the sync
+# (the `bound` section of `bench streaming`); on a GPU a step of a small model costs about the same at 6 rows or
+# 13. Same workload as the CPU runs; the engine replays CUDA graphs, so the _compiled modes are not needed.
+#   here:  bash benchmarks/device/fetch_wheels.sh
+#   there: bash benchmarks/device/gpu_streaming.sh      (device call with carry [".whl"], timeout_s 420)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/thinkrl-gpu-streaming}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "gpu_streaming: no wheels in .whl/ (run benchmarks/device/fetch_wheels.sh here and carry .whl)"; exit 1; }
+export PYTHONPATH="$PWD/src:$PWD/benchmarks:/tmp/site" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+{ nvidia-smi -L; python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"; date -u; } \
+    > "$OUT/machine.txt" 2>&1
+cat "$OUT/machine.txt"
+timeout 380 python3 benchmarks/bench_streaming.py --device cuda --short-len 32 --steps 20 --rounds 2 \
+    --placements thread,process --modes sync,stream_eta1,stream_eta2,stream_eta2_2xslots \
+    --out "$OUT/streaming_gpu.json" > "$OUT/streaming_gpu.out" 2> "$OUT/streaming_gpu.err"
+status=$?
+grep -v Warning "$OUT/streaming_gpu.err" | tail -n 30
+python3 -c "import json; r = json.load(open('$OUT/streaming_gpu.json')); print(json.dumps({k: r[k] for k in
+('best_sync', 'ratio_vs_best_sync', 'ratio_median_of_rounds')}, indent=1))" 2>/dev/null
+exit $status
