@@ -91,6 +91,8 @@ def build_engine(shape: TiedModelShape, slots: int, max_seq_len: int, compile_de
 def interpolate(points: list[Isolated], rows: float) -> float:
     """ms per step at ``rows`` on the line through the two measured loads (``points``, distinct mean rows)."""
     (a, b) = sorted(points, key=lambda p: p["rows"])[:2]
+    if b["rows"] - a["rows"] < 1e-6:  # two loads that kept the same rows (tiny runs): no line, their mean
+        return (a["ms_per_step"] + b["ms_per_step"]) / 2
     slope = (b["ms_per_step"] - a["ms_per_step"]) / (b["rows"] - a["rows"])
     return a["ms_per_step"] + slope * (rows - a["rows"])
 

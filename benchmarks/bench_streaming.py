@@ -316,8 +316,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also write the JSON here")
     parser.add_argument("--modes", default=DEFAULT_MODES, help=f"comma list of {', '.join(MODES)}")
     parser.add_argument("--placements", default="thread", help="comma list of thread, process (engine placement)")
-    parser.add_argument("--device", default="cpu", help="the policy's and engines' device (cuda: the engine "
-                                                         "replays CUDA graphs; _compiled modes are then eager)")
+    parser.add_argument("--device", default="cpu", help="the policy's and engines' device, cpu or cuda[:N] "
+                                                         "(on cuda engines replay CUDA graphs: _compiled adds nothing)")
     parser.add_argument("--no-bound", action="store_true", help="skip the engine-alone bound (a few s per mode)")
     args = parser.parse_args()
     modes, placements = args.modes.split(","), args.placements.split(",")
@@ -330,6 +330,8 @@ def main() -> None:
     if unknown or "sync" not in modes:
         parser.error(f"unknown modes or placements {unknown} (sync is always needed)" if unknown else
                      "--modes must include sync (the baseline)")
+    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
+        parser.error(f"--device must be cpu, or cuda[:N] on a machine with CUDA, got {args.device!r}")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     names = {(m if p == "thread" else f"{m}@{p}"): (m, p) for p in placements for m in modes}
     sums: dict[str, dict[str, float]] = {n: {} for n in names}

@@ -46,3 +46,8 @@ def test_a_tiny_run_measures_each_mode_after_its_pipeline_fill(tmp_path: Path) -
 def test_too_few_slots_is_a_clear_error() -> None:
     done = run_thinkrl("bench", "streaming", "--slots", "4", timeout=120)
     assert done.returncode == 2 and "--slots must be at least 5" in done.stderr
+
+
+def test_an_unusable_device_is_a_clear_error() -> None:
+    done = run_thinkrl("bench", "streaming", "--device", "gpu", timeout=120)
+    assert done.returncode == 2 and "--device must be cpu, or cuda[:N]" in done.stderr

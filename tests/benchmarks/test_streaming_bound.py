@@ -24,6 +24,8 @@ def test_interpolate_between_two_loads() -> None:
     points = [{"rows": 14.0, "ms_per_step": 1.4}, {"rows": 10.0, "ms_per_step": 1.0}]
     assert interpolate(points, 12.0) == pytest.approx(1.2)  # type: ignore[arg-type]
     assert interpolate(points, 15.0) == pytest.approx(1.5)  # type: ignore[arg-type]
+    same = [{"rows": 4.0, "ms_per_step": 1.0}, {"rows": 4.0, "ms_per_step": 1.2}]
+    assert interpolate(same, 5.0) == pytest.approx(1.1)  # type: ignore[arg-type]
 
 
 def test_sync_load_samples_whole_batches() -> None:
