@@ -3,7 +3,8 @@
 File formats (``--data-format auto`` tells them apart by the first record):
 
 - ``problems``: JSONL written by ``thinkrl data`` / `thinkrl.tasks.dataset.write_jsonl` (fields task, id, prompt,
-  ground_truth, difficulty): any built-in task, judged by its own verifier.
+  ground_truth, difficulty): any built-in task, judged by its own verifier. Every ground truth is shown to that
+  verifier at load time (`check_ground_truths`), so a file it cannot read fails before sampling, naming the line.
 - ``math``: JSONL or Parquet rows with ``problem`` and ``answer`` (`thinkrl.tasks.external.load_math_dataset`),
   judged by the math verifier.
 - ``code``: APPS/TACO, LiveCodeBench or HumanEval rows (`thinkrl.tasks.external.load_code_dataset`), judged by
@@ -12,17 +13,21 @@ File formats (``--data-format auto`` tells them apart by the first record):
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from thinkrl.rewards.external import code_tests
+from thinkrl.rewards.external import code_tests, task_for
 from thinkrl.tasks import Problem, get_task
 from thinkrl.tasks.cli import parse_difficulty
-from thinkrl.tasks.dataset import generate_dataset, read_jsonl
+from thinkrl.tasks.dataset import generate_dataset, jsonl_objects, read_jsonl
 from thinkrl.tasks.external import load_code_dataset, load_math_dataset, read_rows
 
 FORMATS = ("auto", "problems", "math", "code")
 CODE_FIELDS = ("input_output", "public_test_cases", "entry_point")
+PROBE_ANSWER = "0"
+"""The answer `check_ground_truths` has each verifier judge: a verifier reads the ground truth it needs for any
+answer (and raises ValueError naming a missing or mistyped field), whatever the answer's verdict."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,25 @@ def detect_format(path: str | Path) -> str:
     raise ValueError(f"benchmark file {path} holds no problems")
 
 
+def check_ground_truths(path: str | Path, problems: list[Problem]) -> None:
+    """ValueError naming the file, line and problem when a task's verifier cannot read a ground truth of
+    ``problems`` (read from the JSONL ``path``), as SFT names a ground truth its task cannot trace.
+
+    The check is the verifier's own: each problem's task judges `PROBE_ANSWER` (a ``code`` problem builds its
+    tests, as `load_code_dataset` does, instead of running a program). Fields only a solution trace needs may be
+    missing: evaluation writes no traces.
+    """
+    for index, problem in enumerate(problems):
+        try:
+            if problem.task == "code":
+                code_tests(problem.ground_truth)
+            else:
+                task_for(problem.task).verify(problem, PROBE_ANSWER)
+        except (ValueError, TypeError) as error:
+            where = next(itertools.islice(jsonl_objects(path), index, None))[0]  # (read_jsonl skips blank lines)
+            raise ValueError(f"{where}: problem {problem.id!r} of task {problem.task!r}: {error}") from None
+
+
 def load_benchmark(spec: BenchmarkSpec) -> list[Problem]:
     """The problems of ``spec``; ValueError for an empty benchmark or two problems with one id."""
     if spec.data:
@@ -70,6 +94,7 @@ def load_benchmark(spec: BenchmarkSpec) -> list[Problem]:
         fmt = detect_format(spec.data) if spec.data_format == "auto" else spec.data_format
         if fmt == "problems":
             problems = read_jsonl(spec.data)
+            check_ground_truths(spec.data, problems)
         elif fmt == "math":
             problems = load_math_dataset(spec.data)
         else:

@@ -15,14 +15,19 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from thinkrl.engine import LLMEngine
     from thinkrl.eval.benchmark import BenchmarkSpec
+    from thinkrl.eval.endpoint import EndpointSpec
     from thinkrl.eval.samplers import Sampler, SampleSettings
     from thinkrl.tasks import Problem
     from thinkrl.tokenizer import TextTokenizer
+
+ENDPOINT_FLAGS = {"concurrency": "concurrency", "retries": "max_retries", "timeout": "timeout_s"}
+"""Flags that only an endpoint uses (argparse dest -> `EndpointSpec` field). They default to None, so that one given
+for a local model is refused rather than ignored; not given, the field keeps `EndpointSpec`'s default."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", default=None, help="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1")
     parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"), help="bearer token for --base-url "
                         "(default: $OPENAI_API_KEY)")
-    parser.add_argument("--concurrency", type=int, default=8, help="endpoint requests in flight")
-    parser.add_argument("--retries", type=int, default=4, help="retries of a request after 429/5xx/connection errors")
+    parser.add_argument("--concurrency", type=int, default=None, help="endpoint requests in flight (default 8)")
+    parser.add_argument("--retries", type=int, default=None, help="retries of a request after 429/5xx/connection "
+                        "errors (default 4)")
+    parser.add_argument("--timeout", default=None, help="seconds one endpoint request may take, from connecting to "
+                        "the last byte of the answer (default 600)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out, skipping finished problems")
     parser.add_argument("--data-format", default="auto", choices=["auto", "problems", "math", "code"])
     parser.add_argument("--top-p", type=float, default=1.0)
@@ -74,11 +82,15 @@ def run(args: argparse.Namespace) -> int:
     if args.sample_seed < 0:
         raise ValueError(f"--sample-seed must be >= 0, got {args.sample_seed}")
     budgets = _parse_budgets(args.budgets) if args.budgets else [args.thinking_budget]  # before any loading
+    endpoint = _endpoint_spec(args)
     spec = BenchmarkSpec(data=args.data, data_format=args.data_format, task=None if args.data else args.task,
                          n=args.n, seed=args.seed, difficulty=list(args.difficulty))
     problems = load_benchmark(spec)
-    if args.base_url:
-        return _run_harness(args, spec, problems, None)
+    if endpoint is not None:
+        from thinkrl.eval.endpoint import EndpointSampler
+
+        return _run_harness(args, spec, problems, lambda settings: EndpointSampler(endpoint, settings),
+                            f"endpoint:{args.base_url}#{args.model}")
     model_dir = Path(args.model)  # the built-in tokenizer when the folder has none (as `thinkrl serve`)
     tokenizer = load_tokenizer(model_dir if (model_dir / "tokenizer.json").exists() else "builtin")
     model = load_pretrained(args.model, device=args.device)
@@ -93,12 +105,43 @@ def run(args: argparse.Namespace) -> int:
 
         chunk = max(1, args.num_slots // max(1, args.samples))
         return _run_harness(args, spec, problems, lambda settings: LocalSampler(engine, tokenizer, settings,
-                                                                                 chunk=chunk))
+                                                                                 chunk=chunk),
+                            f"model:{Path(args.model).resolve()}")
     result = evaluate(engine, tokenizer, problems, samples=args.samples, temperature=args.temperature,
                       max_new_tokens=args.max_new_tokens, thinking_budget=args.thinking_budget,
                       seed=args.sample_seed, top_p=args.top_p)
     print(json.dumps(result.to_dict()))
     return 0
+
+
+def _endpoint_spec(args: argparse.Namespace) -> EndpointSpec | None:
+    """The `EndpointSpec` of ``--base-url`` with the `ENDPOINT_FLAGS` given (None without an endpoint); ValueError
+    for such a flag given without ``--base-url``, where it would be silently ignored, or for a bad ``--timeout``."""
+    given = {dest: getattr(args, dest) for dest in ENDPOINT_FLAGS if getattr(args, dest) is not None}
+    if not args.base_url:
+        if given:
+            flags = ", ".join(f"--{dest}" for dest in given)
+            verb = "applies" if len(given) == 1 else "apply"
+            raise ValueError(f"{flags} {verb} only with --base-url (requests to an endpoint); a local --model "
+                             "samples in this process")
+        return None
+    from thinkrl.eval.endpoint import EndpointSpec
+
+    if "timeout" in given:
+        given["timeout"] = _parse_timeout(given["timeout"])
+    fields: dict[str, Any] = {ENDPOINT_FLAGS[dest]: value for dest, value in given.items()}
+    return EndpointSpec(args.base_url, args.model, api_key=args.api_key, **fields)
+
+
+def _parse_timeout(text: str) -> float:
+    """``--timeout`` as seconds, finite and > 0; ValueError naming the flag (also for text that is no number)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"--timeout must be a number of seconds > 0, got {text!r}")
+    return seconds
 
 
 def _parse_budgets(text: str) -> list[int]:
@@ -130,9 +173,9 @@ def _run_sweep(args: argparse.Namespace, engine: LLMEngine, tokenizer: TextToken
 
 
 def _run_harness(args: argparse.Namespace, spec: BenchmarkSpec, problems: list[Problem],
-                 make_local: Callable[[SampleSettings], Sampler] | None) -> int:
-    """The resumable harness (`thinkrl.eval.harness.run_eval`) against the endpoint or ``make_local(settings)``."""
-    from thinkrl.eval.endpoint import EndpointSampler, EndpointSpec
+                 make_sampler: Callable[[SampleSettings], Sampler], source: str) -> int:
+    """The resumable harness (`thinkrl.eval.harness.run_eval`) with ``make_sampler(settings)`` (the endpoint's or
+    the local model's), whose run config names ``source``."""
     from thinkrl.eval.harness import run_config, run_eval
     from thinkrl.eval.report import markdown_table
     from thinkrl.eval.samplers import SampleSettings
@@ -142,13 +185,7 @@ def _run_harness(args: argparse.Namespace, spec: BenchmarkSpec, problems: list[P
     settings = SampleSettings(samples=args.samples, temperature=args.temperature, top_p=args.top_p,
                               max_tokens=args.max_new_tokens, seed=args.sample_seed)
     budgets = _parse_budgets(args.budgets) if args.budgets else [args.thinking_budget]
-    sampler: Sampler
-    if make_local is None:
-        endpoint = EndpointSpec(args.base_url, args.model, api_key=args.api_key, concurrency=args.concurrency,
-                                max_retries=args.retries)
-        sampler, source = EndpointSampler(endpoint, settings), f"endpoint:{args.base_url}#{args.model}"
-    else:
-        sampler, source = make_local(settings), f"model:{Path(args.model).resolve()}"
+    sampler = make_sampler(settings)
     config = run_config(source, spec, problems, settings, budgets)
     try:
         report = run_eval(sampler, problems, config, args.out, resume=args.resume, progress=not args.no_progress)

@@ -6,8 +6,10 @@ temperature / top_p / max_tokens and, for a finite budget, ``chat_template_kwarg
 (an asyncio semaphore over one `httpx.AsyncClient`). A 429, a 5xx, a timeout or a connection error is retried
 ``max_retries`` times with exponential backoff (``backoff_s * 2**attempt``, or the answer's ``Retry-After`` when
 longer, at most ``max_backoff_s``); another status, a reply that is not a chat completion, or a retryable failure
-that persists stops the run with an `EndpointError` naming the URL and the answer. Records already written stay,
-so ``--resume`` continues where it stopped.
+that persists stops the run with an `EndpointError` naming the URL and the answer. So does, without a retry, an
+answer whose body is over ``max_reply_bytes`` (`MAX_REPLY_BYTES`, 64 MiB; counted as it is read, after decoding):
+the body is streamed and never held past that. A choice without a ``finish_reason`` is a malformed reply, not a
+truncated one. Records already written stay, so ``--resume`` continues where it stopped.
 
 The message's ``reasoning_content`` and ``content`` are judged by `thinkrl.eval.samplers.judge_message` (the same
 verifiers as local sampling), in one worker thread so that the event loop keeps sending requests meanwhile.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import math
 import time
@@ -33,6 +36,9 @@ from thinkrl.eval.samplers import MAX_ANSWER_CHARS, OnDone, SampleSettings, judg
 logger = logging.getLogger(__name__)
 
 MAX_TOKEN_COUNT = 2**53
+MAX_REPLY_BYTES = 64 * 2**20
+"""The default `EndpointSpec.max_reply_bytes`: a chat completion is kilobytes; a larger body is refused as it is read
+rather than held in memory (a broken or hostile endpoint could send gigabytes)."""
 
 
 def is_retryable(status: int) -> bool:
@@ -56,6 +62,7 @@ class EndpointSpec:
         max_retries: retries of one request after a retryable failure (0: no retry).
         backoff_s / max_backoff_s: the first wait and the cap of the exponential backoff.
         timeout_s: per-request timeout: the whole request, from connecting to the last byte of the answer.
+        max_reply_bytes: the most bytes of one answer's body (decoded) that are read; a larger one stops the run.
     """
 
     base_url: str
@@ -66,13 +73,16 @@ class EndpointSpec:
     backoff_s: float = 0.5
     max_backoff_s: float = 30.0
     timeout_s: float = 600.0
+    max_reply_bytes: int = MAX_REPLY_BYTES
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
-        if self.concurrency < 1 or self.max_retries < 0 or self.backoff_s < 0 or self.timeout_s <= 0:
+        if self.concurrency < 1 or self.max_retries < 0 or self.backoff_s < 0 or not 0 < self.timeout_s < math.inf:
             raise ValueError(f"concurrency ({self.concurrency}) must be >= 1, max_retries ({self.max_retries}) and "
-                             f"backoff_s ({self.backoff_s}) >= 0, timeout_s ({self.timeout_s}) > 0")
+                             f"backoff_s ({self.backoff_s}) >= 0, timeout_s ({self.timeout_s}) finite and > 0")
+        if self.max_reply_bytes < 1:
+            raise ValueError(f"max_reply_bytes must be >= 1, got {self.max_reply_bytes}")
 
     @property
     def url(self) -> str:
@@ -173,6 +183,9 @@ def parse_reply(spec: EndpointSpec, data: Any) -> ChatReply:
     message = choice.get("message") or {}
     if not isinstance(message, dict):
         raise bad("choices[0].message is not an object", message)
+    finish_reason = choice.get("finish_reason")
+    if not isinstance(finish_reason, str) or not finish_reason:  # (not "truncated": nothing says it was cut off)
+        raise bad("choices[0].finish_reason is missing or not a string", choice)
     reasoning, content = message.get("reasoning_content"), message.get("content")
     if not isinstance(reasoning, str | None) or not isinstance(content, str | None):
         raise bad("message content / reasoning_content is not a string or null", message)
@@ -183,7 +196,7 @@ def parse_reply(spec: EndpointSpec, data: Any) -> ChatReply:
     response_tokens, thinking_tokens = _count(usage, "completion_tokens"), _count(details, "reasoning_tokens")
     if response_tokens is None or thinking_tokens is None:
         raise bad("usage token counts are not counts", usage)
-    return ChatReply(reasoning=reasoning, content=content, finish_reason=str(choice.get("finish_reason")),
+    return ChatReply(reasoning=reasoning, content=content, finish_reason=finish_reason,
                      response_tokens=response_tokens, thinking_tokens=thinking_tokens)
 
 
@@ -211,33 +224,67 @@ async def post_with_retries(client: httpx.AsyncClient, spec: EndpointSpec, body:
         try:
             # httpx's timeout bounds each read, so a server that trickles bytes would never time out: bound it all
             async with asyncio.timeout(spec.timeout_s):
-                response = await client.post(spec.url, json=body)
+                answer = await _send(client, spec, body)
         except httpx.TransportError as error:
             failure = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             continue
         except TimeoutError:
             failure = f"no complete answer within {spec.timeout_s:g} s"
             continue
-        if is_retryable(response.status_code):
-            failure = f"status {response.status_code}: {_error_text(response)}"
-            retry_after = _retry_after(response)
+        if is_retryable(answer.status):
+            failure = f"status {answer.status}: {_error_text(answer)}"
+            retry_after = _retry_after(answer.headers)
             continue
-        if response.status_code != 200:
-            where = response.headers.get("location")
-            moved = f" (a redirect to {where}, not followed)" if where and response.is_redirect else ""
-            raise EndpointError(f"endpoint {spec.url} answered {response.status_code}{moved}: "
-                                f"{_error_text(response)}")
+        if answer.status != 200:
+            where = answer.headers.get("location")
+            moved = f" (a redirect to {where}, not followed)" if where and answer.is_redirect else ""
+            raise EndpointError(f"endpoint {spec.url} answered {answer.status}{moved}: {_error_text(answer)}")
         try:
-            data = response.json()
+            return json.loads(answer.body)
         except (ValueError, RecursionError):  # (RecursionError: a hostile "[[[[..." nested past the parser's depth)
-            raise EndpointError(f"endpoint {spec.url} returned no JSON: {response.text[:200]!r}") from None
-        return data
+            raise EndpointError(f"endpoint {spec.url} returned no JSON: {answer.text[:200]!r}") from None
     raise EndpointError(f"endpoint {spec.url} failed after {spec.max_retries + 1} attempts ({failure})")
 
 
-def _retry_after(response: httpx.Response) -> float:
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP answer, its body read in full (at most `EndpointSpec.max_reply_bytes`, decoded)."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    is_redirect: bool
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+async def _send(client: httpx.AsyncClient, spec: EndpointSpec, body: dict[str, Any]) -> Answer:
+    """POST ``body``, streaming the answer; an `EndpointError` (not retried: the endpoint would send it again) as
+    soon as its body is announced (Content-Length) or read (after decoding, so a compressed one counts at its
+    decoded size) to be larger than ``spec.max_reply_bytes``."""
+    async with client.stream("POST", spec.url, json=body) as response:
+        declared = response.headers.get("content-length", "").strip()
+        if declared.isdigit() and int(declared) > spec.max_reply_bytes:
+            raise _too_large(spec)
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > spec.max_reply_bytes:
+                raise _too_large(spec)
+            chunks.append(chunk)
+        return Answer(response.status_code, response.headers, b"".join(chunks), response.is_redirect)
+
+
+def _too_large(spec: EndpointSpec) -> EndpointError:
+    return EndpointError(f"endpoint {spec.url} sent a reply larger than {spec.max_reply_bytes} bytes, the limit of "
+                         f"one reply (max_reply_bytes; default {MAX_REPLY_BYTES // 2**20} MiB); not retried")
+
+
+def _retry_after(headers: httpx.Headers) -> float:
     """The seconds a ``Retry-After`` header asks to wait (delta-seconds or an HTTP date); 0 when absent or bad."""
-    value = response.headers.get("retry-after", "").strip()
+    value = headers.get("retry-after", "").strip()
     try:
         return max(0.0, float(value))
     except ValueError:
@@ -248,12 +295,12 @@ def _retry_after(response: httpx.Response) -> float:
         return 0.0
 
 
-def _error_text(response: httpx.Response) -> str:
-    """The OpenAI error message of ``response`` if it has one, else the start of its body."""
+def _error_text(answer: Answer) -> str:
+    """The OpenAI error message of ``answer`` if it has one, else the start of its body."""
     try:
-        return str(response.json()["error"]["message"])[:300]
-    except (ValueError, KeyError, TypeError):
-        return response.text[:300]
+        return str(json.loads(answer.body)["error"]["message"])[:300]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return answer.text[:300]
 
 
 def _first(errors: BaseExceptionGroup) -> BaseException:
