@@ -309,6 +309,15 @@ def test_export_to_a_file_leaves_the_file(sft_run: Path, tmp_path: Path) -> None
     assert target.read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc and /sys")
+@pytest.mark.parametrize("out", ["/proc/x", "/sys/x"])  # folders where nobody, root included, creates an entry
+def test_export_where_no_folder_can_be_made_names_the_destination(sft_run: Path, tmp_path: Path, out: str) -> None:
+    proc = thinkrl("export", str(sft_run / "run" / "checkpoints"), out, cwd=tmp_path)
+    line = refused(proc, "export")
+    assert f"cannot write {out}: cannot create a folder in {Path(out).parent}" in line
+    assert ".tmp" not in line  # not the temporary folder the export writes first
+
+
 @pytest.mark.parametrize(("damage", "message"), [
     ("latest", "checkpoints/latest is corrupted: not text naming a step-XXXXXXXX folder"),
     ("trainer_state.json", "checkpoints/step-00000002/trainer_state.json is missing"),

@@ -105,11 +105,13 @@ def test_run_tool_calls_never_raises_and_keeps_the_order() -> None:
     tools = {"lookup": function_tool(lookup)}
     calls = [ToolCall("lookup", {"key": "a"}), ToolCall("", error="cut off"), ToolCall("nope", {}),
              ToolCall("lookup", {"key": "boom"}), ToolCall("lookup", {"key": "b"})]
-    results = run_tool_calls(calls, tools, AgentLimits(max_calls_per_turn=4, max_tool_output_chars=5))
+    results = run_tool_calls(calls, tools, AgentLimits(max_calls_per_turn=4))
     assert [r.ok for r in results] == [True, False, False, False, False]
-    assert results[0].output == "a:3:T"  # cut to max_tool_output_chars
     assert "malformed" in results[1].error and "unknown tool 'nope'" in results[2].error
     assert "at most 4 tool calls" in results[4].error
+    cut = run_tool_calls(calls, tools, AgentLimits(max_calls_per_turn=4, max_tool_output_chars=5))
+    assert [r.output for r in cut] == ["a:3:T"] + ["error"] * 4  # cut to max_tool_output_chars, errors too
+    assert [r.error for r in cut] == [None, "malfo", "unkno", "Runti", "at mo"]
 
 
 def test_a_tool_past_its_timeout_gives_a_timeout_observation() -> None:
@@ -124,6 +126,31 @@ def test_a_tool_past_its_timeout_gives_a_timeout_observation() -> None:
                              AgentLimits(tool_timeout_s=0.2))
     release.set()
     assert not results[0].ok and "timeout" in results[0].error
+
+
+def test_errors_are_cut_like_outputs_and_quote_model_text_briefly() -> None:
+    """Model-written text quoted in an error (a 1 MB tool name, argument names, a value) is cut short, so the error
+    still says what is allowed; and a call's error, like its output, holds at most ``max_tool_output_chars``."""
+    def shout(key: str) -> str:
+        """Raise a long error."""
+        raise ToolError("no " * 500_000)
+
+    tools = {"lookup": function_tool(lookup), "shout": function_tool(shout)}
+    megabyte = "x" * 1_000_000
+    calls = [ToolCall(megabyte, {}), ToolCall("lookup", {megabyte: 1}),
+             ToolCall("lookup", {f"k{i}": 1 for i in range(100_000)}), ToolCall("lookup", {"key": [megabyte]}),
+             ToolCall("shout", {"key": "a"}), ToolCall("", error="cut off " + megabyte)]
+    limits = AgentLimits(max_calls_per_turn=len(calls), max_tool_output_chars=2000)
+    results = run_tool_calls(calls, tools, limits)
+    for result in results:
+        assert not result.ok and result.error is not None
+        assert len(result.output) <= limits.max_tool_output_chars and len(result.error) <= limits.max_tool_output_chars
+    unknown_tool, long_argument, many_arguments, long_value = (r.output for r in results[:4])
+    assert unknown_tool.startswith("error: unknown tool 'xxx") and unknown_tool.endswith("available: lookup, shout")
+    assert "(999902 more characters)" in unknown_tool  # of the repr, quotes included and unknown_tool.count("x") <= 200
+    assert long_argument.endswith("allowed: key, limit, exact") and long_argument.count("x") <= 200
+    assert many_arguments.startswith("error: unknown argument(s) k0, k1") and many_arguments.endswith("exact")
+    assert "must be string, got ['xxx" in long_value and "more characters" in long_value
 
 
 def test_environment_registry_and_options() -> None:

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from thinkrl.engine import Request, SamplingParams, TokenEvent
 from thinkrl.engine.budget import ThinkingBudgetController, budget_vocab
 from thinkrl.records import Trajectory
-from thinkrl.rollout.tools import Tool, ToolResult
+from thinkrl.rollout.tools import Tool, ToolResult, clip
 from thinkrl.tokenizer import TextTokenizer
 from thinkrl.tokenizer.tool_calls import ToolCall, read_tool_calls, tool_stop, tool_turn_suffix
 
@@ -60,7 +60,8 @@ class AgentLimits:
         max_total_tokens: response tokens of the whole episode (sampled and tool tokens); a turn or a tool
             result that would pass it ends the episode ("max_total_tokens").
         tool_timeout_s: wall-clock seconds of one tool call; past it the model sees a timeout error.
-        max_tool_output_chars: a tool's output is cut to this many characters.
+        max_tool_output_chars: a call's output (an ``error: ...`` observation too) and its error text are cut to this
+            many characters.
         max_calls_per_turn: calls run per turn (the rest get an error observation).
     """
 
@@ -171,10 +172,10 @@ def run_tool_calls(calls: Sequence[ToolCall], tools: dict[str, Tool], limits: Ag
         elif not call.ok:
             results.append(ToolResult.failure(f"malformed tool call: {call.error}"))
         elif call.name not in tools:
-            results.append(ToolResult.failure(f"unknown tool {call.name!r}; available: {', '.join(tools)}"))
+            results.append(ToolResult.failure(f"unknown tool {clip(repr(call.name))}; available: {', '.join(tools)}"))
         else:
             results.append(_run_with_timeout(tools[call.name], call.arguments, limits.tool_timeout_s))
-    return [ToolResult(r.output[: limits.max_tool_output_chars], r.ok, r.error) for r in results]
+    return [result.cut(limits.max_tool_output_chars) for result in results]
 
 
 def _run_with_timeout(tool: Tool, arguments: dict[str, Any], timeout_s: float) -> ToolResult:

@@ -17,7 +17,9 @@ Built in: ``calculator`` (exact arithmetic on the safe expression parser `thinkr
 
 Model output never raises here: `Tool.run` turns unknown arguments, wrong types (a non-finite number too), missing
 ones and anything the function raises into an error observation (`ToolResult` with ``ok`` False) the model reads
-as its tool turn.
+as its tool turn. Model-written text quoted in an error (a tool or argument name, a value) is cut to
+`MAX_QUOTED_CHARS` (`clip`), so a 1 MB name cannot push the rest of the error (what is allowed) out of the
+observation; the rollout then cuts a call's output and error alike to ``max_tool_output_chars`` (`ToolResult.cut`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,16 @@ _JSON_TYPE_OF: dict[Any, str] = {str: "string", int: "integer", float: "number",
                                  dict: "object"}
 _PY_TYPE_OF: dict[str, tuple[type, ...]] = {"string": (str,), "integer": (int,), "number": (int, float),
                                             "boolean": (bool,), "array": (list,), "object": (dict,)}
+
+MAX_QUOTED_CHARS = 100
+"""Most characters of model-written text (a tool or argument name, an argument's value) quoted in an error."""
+
+
+def clip(text: str, max_chars: int = MAX_QUOTED_CHARS) -> str:
+    """``text`` when it has at most ``max_chars`` characters, else its first ``max_chars`` and how many were cut."""
+    if len(text) <= max_chars:
+        return text
+    return f"{text[:max_chars]}... ({len(text) - max_chars} more characters)"
 
 
 class ToolError(Exception):
@@ -60,7 +72,13 @@ class ToolResult:
 
     @classmethod
     def failure(cls, error: str) -> ToolResult:
+        """A failed call: the model reads ``error: <error>``."""
         return cls(f"error: {error}", ok=False, error=error)
+
+    def cut(self, max_chars: int) -> ToolResult:
+        """This result with its output and its error cut to ``max_chars`` characters each."""
+        error = None if self.error is None else self.error[:max_chars]
+        return ToolResult(self.output[:max_chars], self.ok, error)
 
 
 @dataclass(frozen=True)
@@ -90,14 +108,14 @@ class Tool:
         properties = self.parameters.get("properties", {})
         unknown = sorted(set(arguments) - set(properties))
         if unknown:
-            return f"unknown argument(s) {', '.join(unknown)} for {self.name}; allowed: {', '.join(properties)}"
+            return f"unknown argument(s) {clip(', '.join(unknown))} for {self.name}; allowed: {', '.join(properties)}"
         missing = [k for k in self.parameters.get("required", []) if k not in arguments]
         if missing:
             return f"missing argument(s) {', '.join(missing)} for {self.name}"
         for key, value in arguments.items():
             allowed = _PY_TYPE_OF.get(properties[key].get("type", ""))
             if allowed and (not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool))):
-                return f"argument {key} of {self.name} must be {properties[key]['type']}, got {value!r}"[:300]
+                return f"argument {key} of {self.name} must be {properties[key]['type']}, got {clip(repr(value))}"
             if isinstance(value, float) and not math.isfinite(value):  # JSON calls may write NaN / Infinity
                 return f"argument {key} of {self.name} must be a finite number, got {value!r}"
         return None

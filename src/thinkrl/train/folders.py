@@ -50,17 +50,36 @@ def recover_swap(final: Path, old: Path) -> None:
         os.replace(old, final)
 
 
+def _make_temporary(folder: Path, tmp: Path, old: Path) -> None:
+    """Create ``folder``'s parents and the empty ``tmp`` beside it (after recovering an interrupted swap).
+
+    Raises:
+        PermissionError: no folder can be made there (a read-only or special file system such as /proc, a parent
+            the user may not write); the message names ``folder``, the path asked for, not ``tmp``.
+    """
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        recover_swap(folder, old)  # a previous write killed midway
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as error:
+        raise PermissionError(f"cannot write {folder}: cannot create a folder in {folder.parent} "
+                              f"({error.strerror or error})") from error
+
+
 def replace_folder(folder: Path, write: Callable[[Path], object]) -> Path:
     """Write ``folder`` as a whole: ``write(tmp)`` fills a fresh sibling ``.NAME.tmp``, its files are fsynced, and
     only then does it take the name (an existing folder is renamed to ``.NAME.old`` first, then removed). A crash or
-    an error leaves the previous folder or none, never a half-written one; the next write clears what is left."""
+    an error leaves the previous folder or none, never a half-written one; the next write clears what is left.
+
+    Raises:
+        NotADirectoryError: ``folder`` is a file.
+        PermissionError: no folder can be made where ``folder`` goes (its message names ``folder``).
+    """
     tmp, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
     if folder.exists() and not folder.is_dir():  # a file there would be renamed away and lost, not replaced
         raise NotADirectoryError(f"{folder} is a file, not a folder: not replacing it; give a new or empty folder")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    recover_swap(folder, old)  # a previous write killed midway
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    _make_temporary(folder, tmp, old)
     try:
         write(tmp)
         fsync_tree(tmp)

@@ -32,6 +32,8 @@ _UNICODE_RE = re.compile("|".join(map(re.escape, _UNICODE)))
 
 _WRAPPERS = ("text", "textbf", "textit", "textrm", "textnormal", "mathrm", "mathbf", "mathit", "mathsf",
              "mbox", "operatorname", "boldsymbol", "bm", "mathnormal", "hbox")
+_WRAPPER_RE = re.compile(r"\\(" + "|".join(_WRAPPERS) + r")\s*\{")
+_UNIT_POWER_RE = re.compile(r"\s*\^\s*\{?[23]\}?")  # the ^2 / ^3 after a wrapped unit
 
 _UNITS = (
     "cm", "mm", "km", "m", "meter", "meters", "metre", "metres", "centimeter", "centimeters", "centimetre",
@@ -56,11 +58,14 @@ _SPACING_RE = re.compile(
     r"thickspace|enspace|negthinspace|hfill)(?![A-Za-z])|\\q?quad"  # "\quadx_2" (sloppy) is spacing too
     r"|\\[,;:! ]|~"
 )
+# The spaces before a degree or percent sign go with it. "(?<!\s)" starts that match only where a run of spaces starts:
+# tried inside the run too, "\s*" would rescan the rest of the run from each of its positions (quadratic time on a
+# long run, such as the one 8,000 "$" become). The match is the same: one at a run's start covers the whole run.
 _DEGREE_RE = re.compile(
-    r"\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|\^\s*\{\s*\\degree\s*\}|"
+    r"(?<!\s)\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|\^\s*\{\s*\\degree\s*\}|"
     r"(?<![A-Za-z\\])degrees?(?![A-Za-z]))"
 )
-_PERCENT_RE = re.compile(r"\s*(?:\\?%|(?<![A-Za-z\\])percent(?:age)?(?![A-Za-z]))")
+_PERCENT_RE = re.compile(r"(?<!\s)\s*(?:\\?%|(?<![A-Za-z\\])percent(?:age)?(?![A-Za-z]))")
 _THOUSANDS_RE = re.compile(r"-?[1-9]\d{0,2}(?:(?:,|\{,\}| )\d{3})+(?:\.\d+)?")  # 0,111 is a decimal comma
 # "12 apples", "5 square units": words after a final number (unambiguous, so matching stays linear)
 _TRAILING_WORDS_RE = re.compile(r"(.*\d\}?)\s+[a-z]+(?:\s+[a-z]+){0,2}")
@@ -71,11 +76,10 @@ _DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 
 def _unwrap(text: str) -> str:
     r"""Replace ``\text{...}``-like wrappers by their content; drop wrapped units (and a following ^2/^3)."""
-    pattern = re.compile(r"\\(" + "|".join(_WRAPPERS) + r")\s*\{")
     out: list[str] = []
     pos = 0
     while True:
-        match = pattern.search(text, pos)
+        match = _WRAPPER_RE.search(text, pos)
         if match is None:
             out.append(text[pos:])
             return "".join(out)
@@ -86,8 +90,8 @@ def _unwrap(text: str) -> str:
             i += 1
         content = text[match.end():i - 1] if depth == 0 else text[match.end():]
         if content.strip().lower().replace("\\", "") in _UNIT_SET:
-            tail = re.match(r"\s*\^\s*\{?[23]\}?", text[i:])
-            i += tail.end() if tail else 0
+            tail = _UNIT_POWER_RE.match(text, i)  # at i, not on text[i:]: no copy of the rest per unit
+            i = tail.end() if tail else i
             content = " "
         out.append(content)
         pos = i
