@@ -4,7 +4,8 @@
 # (the `bound` section of `bench streaming`); on a GPU a step of a small model costs about the same at 6 rows or
 # 13. Same workload as the CPU runs; the engine replays CUDA graphs, so the _compiled modes are not needed.
 #   here:  bash benchmarks/device/fetch_wheels.sh
-#   there: bash benchmarks/device/gpu_streaming.sh      (device call with carry [".whl"], timeout_s 420)
+#   there: bash benchmarks/device/gpu_streaming.sh      (device call with carry [".whl"], timeout_s 300; after
+#          gpu_checks.sh on the same warm machine when status says >= 300 s of device time are left)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/thinkrl-gpu-streaming}
@@ -15,7 +16,7 @@ export PYTHONPATH="$PWD/src:$PWD/benchmarks:/tmp/site" PYTHONUNBUFFERED=1 OMP_NU
 { nvidia-smi -L; python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"; date -u; } \
     > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
-timeout 380 python3 benchmarks/bench_streaming.py --device cuda --short-len 32 --steps 20 --rounds 2 \
+timeout 270 python3 benchmarks/bench_streaming.py --device cuda --short-len 32 --steps 20 --rounds 1 \
     --placements thread,process --modes sync,stream_eta1,stream_eta2,stream_eta2_2xslots \
     --out "$OUT/streaming_gpu.json" > "$OUT/streaming_gpu.out" 2> "$OUT/streaming_gpu.err"
 status=$?
