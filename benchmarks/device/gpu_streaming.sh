@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue #14's throughput target on a GPU, as one device call after gpu_checks.sh (docs/results/streaming.md, "On a
-# GPU"): on this 2-core CPU a decode step's cost grows with its rows, which bounds streaming below 2x the sync
+# Issue #14's throughput target on a GPU, as one device call after gpu_checks.sh (docs/results/streaming.md, twelfth
+# pass): on this 2-core CPU a decode step's cost grows with its rows, which bounds streaming below 2x the sync
 # (the `bound` section of `bench streaming`); on a GPU a step of a small model costs about the same at 6 rows or
 # 13. Same workload as the CPU runs; the engine replays CUDA graphs, so the _compiled modes are not needed.
 #   here:  bash benchmarks/device/fetch_wheels.sh
