@@ -55,15 +55,22 @@ class ParsedCompletion:
 
 
 def _strip_stop(text: str, stop_strings: Iterable[str]) -> str:
-    stops = tuple(s for s in stop_strings if s)
-    changed = True
-    while changed:
-        changed = False
-        stripped = text.rstrip()
+    """``text`` without the stop strings (and the whitespace before each) that end it, however many; where two end
+    it ("</s>" and "s>"), the longer is cut. Walks an end index back instead of slicing per stop: linear on a reply
+    of thousands of stop strings (model output)."""
+    stops = tuple(sorted({s for s in stop_strings if s}, key=len))  # the last match below is the longest
+    end = len(text)
+    while True:
+        stripped = end
+        while stripped and text[stripped - 1].isspace():  # (what str.rstrip strips)
+            stripped -= 1
+        cut = None
         for stop in stops:
-            if stripped.endswith(stop):
-                text, changed = stripped[: -len(stop)], True
-    return text
+            if text.endswith(stop, 0, stripped):
+                cut = stripped - len(stop)
+        if cut is None:
+            return text[:end]
+        end = cut
 
 
 def _split_thinking(text: str, tags: ThinkTags, thinking_open: bool) -> tuple[str, str, bool]:
