@@ -86,6 +86,15 @@ def test_a_bad_line_in_the_middle_is_an_error_naming_it(tmp_path: Path) -> None:
         run_eval(NeverCalled(), problems, config, out, resume=True)
 
 
+def test_a_unit_recorded_twice_is_refused_before_sampling(tmp_path: Path) -> None:
+    problems, config, out = constructed_run(tmp_path)
+    lines = (out / "samples.jsonl").read_text().splitlines(keepends=True)
+    (out / "samples.jsonl").write_text("".join(lines[:2] + lines[:1]))  # 3 units left to sample, one record twice
+    first = json.loads(lines[0])["problem_id"]
+    with pytest.raises(ValueError, match=rf"records problem {first} \(budget -1\) twice"):
+        run_eval(NeverCalled(), problems, config, out, resume=True)  # (NeverCalled: sampling would fail the test)
+
+
 def test_resume_refuses_other_settings_and_a_fresh_run_refuses_a_used_folder(tmp_path: Path) -> None:
     problems, config, out = constructed_run(tmp_path)
     run_eval(NeverCalled(), problems, config, out, resume=True)

@@ -71,13 +71,19 @@ def prepare_out(out: Path, config: RunConfig, resume: bool) -> list[ProblemResul
 
 
 def pending_jobs(problems: list[Problem], budgets: Sequence[int], done: list[ProblemResult]) -> list[Job]:
-    """Jobs of every (problem, budget) unit without a record; a record of an unknown problem is a ValueError."""
+    """Jobs of every (problem, budget) unit without a record; a record of an unknown problem, or two records of one
+    unit, is a ValueError (before anything is sampled: the report could not be built after)."""
     ids = {p.id for p in problems}
     stray = sorted({r.problem_id for r in done} - ids)
     if stray:
         raise ValueError(f"{len(stray)} finished problem(s) are not in the benchmark (e.g. {stray[0]}); "
                          "was the benchmark file changed?")
-    finished = {r.key for r in done}
+    finished: set[tuple[str, int]] = set()
+    for record in done:
+        if record.key in finished:
+            raise ValueError(f"{SAMPLES_FILE} records problem {record.problem_id} (budget {record.thinking_budget}) "
+                             "twice; was it written by two runs at once? Remove one of the two lines to resume")
+        finished.add(record.key)
     return [Job(i, p, b) for b in budgets for i, p in enumerate(problems) if (p.id, b) not in finished]
 
 
