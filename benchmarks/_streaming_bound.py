@@ -1,15 +1,16 @@
 """What the engine alone allows streaming on this machine: the ``bound`` section of `bench streaming`.
 
 At staleness eta a streaming run trains one batch every P = S x c seconds once its engine is the bottleneck: S
-engine steps per batch, set by latency (the longest response must be sampled within eta + 1 batch periods, less
-the training time, so S does not fall when the engine gets more rows), each step costing c with the run's mean
-rows in flight. Whatever the driver, the pipe and the trainer beside the engine add, a step cannot cost less than
-the same engine's step run alone with as many rows in flight and the same admissions (groups of G as requests
-end, long-tail lengths): c >= c_alone. So samples/s <= batch / (S x c_alone), a bound that uses only the run's own
-S and rows and one measurement of the engine by itself; its ratio to the best sync says how far any change outside
-the engine step could take streaming on this machine. The ideal sync prices sync's steps the same way (its steps
-per batch at the engine-alone cost of sync's load, plus its measured training time), so ``ratio_ideal`` compares
-the two with the same engine measurement.
+engine steps per batch, set by latency (the longest response must be sampled within eta + 1 batch periods, less the
+training time, so S does not fall when the engine gets more rows), each step costing c with the run's mean rows in
+flight. Whatever the driver, the pipe and the trainer beside the engine add, a step cannot cost less than the same
+engine's step run alone with as many rows in flight and the same admissions (groups of G as requests end, long-tail
+lengths): c >= c_alone. So samples/s <= batch / (S x c_alone) (slightly generous to streaming: with cheaper steps
+the training time would span more of them, adding a few steps a batch), a bound that uses only the run's own S and
+rows and one measurement of the engine by itself; its ratio to the best sync says how far any change outside the
+engine step could take streaming on this machine. The ideal sync prices sync's steps the same way (its steps per
+batch at the engine-alone cost of sync's load, plus its measured training time), so ``ratio_ideal`` compares the two
+with the same engine measurement.
 
 `isolated_step` measures c_alone (and, with ``rows=0``, sync's load: a whole batch submitted when the engine is
 empty); `engine_bound` turns a mode's figures into the bound.
