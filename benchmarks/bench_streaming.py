@@ -30,7 +30,9 @@ figures are those of a full pipeline, as in a long RL run (``--warmup 1``: the p
 
 ``--placements``: where the engine runs (``rollout.placement``); with ``process`` the engine has its own process
 (and core) and the trainer's process keeps the streaming driver. Each mode runs in each placement; ratios are over
-the sync mode of the same placement and over the best sync of the run (any sync mode, ``sync_admit8`` too).
+the sync of the same placement and engine (``sync_compiled`` for a ``_compiled`` mode when the run has it), over the
+best sync of the run (any sync mode, ``sync_admit8`` too), and the median over rounds of each round's ratio to that
+round's best sync (``ratio_median_of_rounds_vs_best_sync``: robust to the load drifting between rounds).
 ``--modes`` also offers the driver's admission rule ``slots`` (``_slots``) beside the default ``batch``, the
 engine's admission batching ``sampling.admit_batch: 8`` (``_admit8``) beside the default 1 (docs/streaming.md), and
 twice ``--slots`` engine slots (``_2xslots``; ``sync_2xslots`` shows that sync gains nothing from them), and the
@@ -299,6 +301,14 @@ def engine_bounds(names: dict[str, tuple[str, str]], results: dict[str, ModeSumm
             "loads_alone": [{"compiled": c, "slots": s, "target_rows": r, **v} for (c, s, r), v in measured.items()]}
 
 
+def same_engine_sync(name: str, names: dict[str, tuple[str, str]]) -> str:
+    """The sync mode a mode's ratio is over: the same placement, compiled when the mode is and the run has one."""
+    placement = names[name][1]
+    suffix = "" if placement == "thread" else f"@{placement}"
+    compiled = f"sync_compiled{suffix}"
+    return compiled if MODES[names[name][0]].compile_decode and compiled in names else f"sync{suffix}"
+
+
 def steps_per_batch(row: ModeSummary, batch: int) -> float:
     return row["engine_steps"] / (row["samples"] / batch)
 
@@ -358,8 +368,9 @@ def main() -> None:
     calibration = {**min(calibrations, key=lambda c: c["step_fixed_s"] + c["step_per_seq_s"] * args.slots),
                    "train_per_token_s": results[best_sync]["train_per_token_s"], "rounds": calibrations}
     bound = None if args.no_bound else engine_bounds(names, results, best_sync, args)
-    sync_of = {n: "sync" if names[n][1] == "thread" else f"sync@{names[n][1]}" for n in names}
+    sync_of = {n: same_engine_sync(n, names) for n in names}
     same = {n: syncs[sync_of[n]] for n in names}
+    best_of_round = [max(per_round[n][r] for n in syncs) for r in range(args.rounds)]
     line = json.dumps({
         "bench": "streaming", "workload": {"short_len": args.short_len, "long_max": 8 * args.short_len,
                                            "long_share": 0.1, "slots": args.slots, "prompts_per_step": args.prompts,
@@ -367,7 +378,8 @@ def main() -> None:
         "steps_per_mode": args.steps * args.rounds, "rounds": args.rounds, "results": results,
         "warmup_steps": {n: warmup_steps(MODES[m].eta, args.warmup) for n, (m, _) in names.items()},
         "calibration": calibration, "best_sync": best_sync,
-        # each streaming mode over the sync mode of its own placement, and over the best sync of the run
+        # each streaming mode over the sync of its own placement and engine (compiled or not; the eager sync when the
+        # run has no compiled one), and over the best sync of the run
         "ratio_samples_per_s": {n: r["samples_per_s"] / same[n] for n, r in results.items() if n not in syncs},
         "ratio_vs_best_sync": {n: r["samples_per_s"] / syncs[best_sync] for n, r in results.items()
                                if n not in syncs},
@@ -375,6 +387,9 @@ def main() -> None:
         "ratio_median_of_rounds": {n: statistics.median(a / b for a, b in zip(per_round[n], per_round[sync_of[n]],
                                                                               strict=True))
                                    for n in names if n not in syncs},
+        "ratio_median_of_rounds_vs_best_sync": {n: statistics.median(a / b for a, b in zip(per_round[n], best_of_round,
+                                                                                           strict=True))
+                                                for n in names if n not in syncs},
         "samples_per_s_per_round": per_round,
         # what the engine alone allows each streaming mode (benchmarks/_streaming_bound.py)
         "bound": bound, "device": args.device,

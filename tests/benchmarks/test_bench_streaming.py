@@ -23,6 +23,9 @@ def test_a_tiny_run_measures_each_mode_after_its_pipeline_fill(tmp_path: Path) -
     assert set(record["ratio_samples_per_s"]) == {"stream_eta1", "stream_eta2"}
     ratio = record["results"]["stream_eta1"]["samples_per_s"] / record["results"]["sync"]["samples_per_s"]
     assert abs(record["ratio_samples_per_s"]["stream_eta1"] - ratio) < 1e-12
+    # one round: each round's ratio over that round's best sync is the run's ratio over the best sync
+    for mode in ("stream_eta1", "stream_eta2"):
+        assert abs(record["ratio_median_of_rounds_vs_best_sync"][mode] - record["ratio_vs_best_sync"][mode]) < 1e-9
     # The engine-alone bound: each streaming mode priced at its own steps per batch, over sync priced the same way
     bound, sync = record["bound"], record["results"]["sync"]
     assert set(bound["modes"]) == {"stream_eta1", "stream_eta2"}
@@ -51,3 +54,15 @@ def test_too_few_slots_is_a_clear_error() -> None:
 def test_an_unusable_device_is_a_clear_error() -> None:
     done = run_thinkrl("bench", "streaming", "--device", "gpu", timeout=120)
     assert done.returncode == 2 and "--device must be cpu, or cuda[:N]" in done.stderr
+
+
+def test_each_mode_is_compared_with_the_sync_of_its_engine_and_placement() -> None:
+    from bench_streaming import same_engine_sync
+
+    names = {"sync": ("sync", "thread"), "sync_compiled": ("sync_compiled", "thread"),
+             "stream_eta2": ("stream_eta2", "thread"), "stream_eta2_compiled": ("stream_eta2_compiled", "thread"),
+             "sync@process": ("sync", "process"),
+             "stream_eta2_compiled@process": ("stream_eta2_compiled", "process")}
+    assert same_engine_sync("stream_eta2", names) == "sync"
+    assert same_engine_sync("stream_eta2_compiled", names) == "sync_compiled"
+    assert same_engine_sync("stream_eta2_compiled@process", names) == "sync@process"  # no compiled sync there
