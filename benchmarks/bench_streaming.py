@@ -1,10 +1,11 @@
 """Synchronous vs streaming rollout on a long-tail workload, side by side in one run.
 
 The RL step is the real one (`thinkrl.train.rl_loop.rl_step`: rollout → advantages → decoupled-PPO update → weight
-push) on a micro policy. Five modes run the same workload, interleaved over ``--rounds`` so load from other jobs on
-the machine falls on all of them alike: ``sync``; ``streaming`` with eta = 1 and eta = 2, each with the default
-``rollout.wait_for_due: true`` (the trainer waits for a group that only this batch may still train) and with
-``false`` (``_drop``: such groups are dropped and their prompts sampled again).
+push) on a micro policy. By default six modes run the same workload, interleaved over ``--rounds`` so load from
+other jobs on the machine falls on all of them alike: ``sync`` and ``streaming`` at eta = 1 and eta = 2, each with the
+eager engine and with the compiled decode step (``_compiled``; sync's best setup on a CPU), all with the default
+``rollout.wait_for_due: true`` (the trainer waits for a group that only this batch may still train); ``_drop``
+modes set it false (such groups are dropped and their prompts sampled again).
 
 Workload (long tail, EOS honoured): a micro policy does not produce long-tail lengths by itself, so each response's
 length limit (``max_new_tokens``) is drawn from a documented distribution: 90% uniform in [L/2, L], 10% uniform in
@@ -110,7 +111,7 @@ MODES = {
     "stream_eta2_compiled": Mode("streaming", 2, compile_decode=True),
     "stream_eta2_2xslots_compiled": Mode("streaming", 2, slot_factor=2, compile_decode=True),
 }
-DEFAULT_MODES = "sync,stream_eta1,stream_eta2,stream_eta1_drop,stream_eta2_drop"
+DEFAULT_MODES = "sync,sync_compiled,stream_eta1,stream_eta2,stream_eta1_compiled,stream_eta2_compiled"
 
 
 def draw_length(seed: int | None, short: int) -> int:
