@@ -9,15 +9,14 @@ import asyncio
 import gzip
 import json
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from fake_endpoint import Handler, fake_endpoint
 from thinkrl.cli import main
 from thinkrl.eval import endpoint
 from thinkrl.eval.endpoint import EndpointError, EndpointSampler, EndpointSpec, post_with_retries
@@ -35,61 +34,8 @@ def reply(content: str = "\\boxed{5}", finish_reason: str | None = "stop") -> di
     return {"choices": [choice], "usage": {"completion_tokens": 3}}
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: FakeServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def head(self, status: int = 200, **headers: str) -> None:
-        self.send_response(status)
-        for name, value in {"Content-Type": "application/json", **headers}.items():
-            self.send_header(name.replace("_", "-"), value)
-        self.end_headers()
-
-    def send(self, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.head(Content_Length=str(len(data)))
-        self.wfile.write(data)
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        with self.server.lock:
-            n, self.server.count = self.server.count, self.server.count + 1
-        self.server.behave(self, n)
-
-
-class FakeServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, behave: Callable[[Handler, int], None]) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.behave, self.lock, self.count = behave, threading.Lock(), 0
-
-    def handle_error(self, request: Any, client_address: Any) -> None:  # a client that hung up is expected here
-        pass
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-
-@contextmanager
-def fake_endpoint(behave: Callable[[Handler, int], None]) -> Iterator[FakeServer]:
-    server = FakeServer(behave)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
-
-
 def good(h: Handler, n: int) -> None:
-    h.send(reply())
+    h.send(200, reply())
 
 
 def problem_line(problem_id: str, task: str, ground_truth: dict[str, Any]) -> str:
@@ -253,7 +199,7 @@ def test_a_reply_declared_larger_than_the_limit_stops_the_run_and_keeps_the_reco
     def behave(h: Handler, n: int) -> None:  # two problems answered, then a reply announced past the limit
         if n < 4:
             return good(h, n)
-        h.head(Content_Length=str(limit + 1))
+        h.head(200, {"Content-Length": str(limit + 1)})
         h.wfile.write(b"{" + b" " * 65536)
         h.close_connection = True
 
@@ -267,7 +213,7 @@ def test_a_reply_declared_larger_than_the_limit_stops_the_run_and_keeps_the_reco
 
 
 def _chunked(h: Handler, size: int) -> None:
-    h.head(Transfer_Encoding="chunked")
+    h.head(200, {"Transfer-Encoding": "chunked"})
     for _ in range(0, size, 1000):
         h.wfile.write(b"3e8\r\n" + b" " * 1000 + b"\r\n")
     h.wfile.write(b"0\r\n\r\n")
@@ -275,7 +221,7 @@ def _chunked(h: Handler, size: int) -> None:
 
 def _gzipped(h: Handler, size: int) -> None:
     data = gzip.compress(json.dumps(reply()).encode() + b" " * size)  # small on the wire, large once decoded
-    h.head(Content_Length=str(len(data)), Content_Encoding="gzip")
+    h.head(200, {"Content-Length": str(len(data)), "Content-Encoding": "gzip"})
     h.wfile.write(data)
 
 
@@ -297,7 +243,7 @@ def test_a_choice_without_a_finish_reason_is_malformed(bench: Path, tmp_path: Pa
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     # before: judged "truncated" (wrong) without a word
     def behave(h: Handler, n: int) -> None:  # two problems answered, then a choice without its finish reason
-        h.send(reply() if n < 4 else reply(finish_reason=finish_reason))
+        h.send(200, reply() if n < 4 else reply(finish_reason=finish_reason))
 
     with fake_endpoint(behave) as server:
         assert status(endpoint_args(server.url, bench, tmp_path / "run", "--concurrency", "1")) == 2

@@ -15,15 +15,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from fake_endpoint import Handler, fake_endpoint
 from thinkrl.cli import main
 from thinkrl.eval import endpoint
 from thinkrl.eval.endpoint import EndpointError, EndpointSpec, post_with_retries
@@ -36,62 +35,6 @@ def reply(content: str | None = "r\u00e9ponse \u2192 \\boxed{4}", tokens: int = 
     return {"id": "x", "object": "chat.completion", "model": "fake",
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
             "usage": {"prompt_tokens": 3, "completion_tokens": tokens, "total_tokens": tokens + 3}}
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: FakeServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def send(self, status: int, payload: bytes | dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        with self.server.lock:
-            n, self.server.count = self.server.count, self.server.count + 1
-        self.server.behave(self, n)
-
-
-Behave = Callable[[Handler, int], None]
-
-
-class FakeServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256  # (over a hundred clients connect at once)
-
-    def __init__(self, behave: Behave) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.behave, self.lock, self.count = behave, threading.Lock(), 0
-
-    def handle_error(self, request: Any, client_address: Any) -> None:  # a client that hung up is expected here
-        pass
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-
-@contextmanager
-def fake_endpoint(behave: Behave) -> Iterator[FakeServer]:
-    server = FakeServer(behave)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 def good(h: Handler, n: int) -> None:
