@@ -10,13 +10,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/thinkrl-gpu-checks}
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { echo "gpu_checks: no wheels in .whl/ (run benchmarks/device/fetch_wheels.sh here and carry .whl)"; exit 1; }
-export PYTHONPATH="$PWD/src:$PWD/benchmarks:/tmp/site" PYTHONUNBUFFERED=1
-{ nvidia-smi -L; python3 -c "import sys, torch, transformers; print(sys.version.split()[0], torch.__version__,
-transformers.__version__, torch.cuda.get_device_name())"; date -u; } > "$OUT/machine.txt" 2>&1
-cat "$OUT/machine.txt"
+source benchmarks/device/_setup.sh
 status=0
 # only the modules with gpu tests: collecting the rest would import packages the image lacks (ray, openai)
 timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider $(grep -rl "pytest.mark.gpu" tests) \

@@ -9,13 +9,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/thinkrl-gpu-streaming}
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { echo "gpu_streaming: no wheels in .whl/ (run benchmarks/device/fetch_wheels.sh here and carry .whl)"; exit 1; }
-export PYTHONPATH="$PWD/src:$PWD/benchmarks:/tmp/site" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
-{ nvidia-smi -L; python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"; date -u; } \
-    > "$OUT/machine.txt" 2>&1
-cat "$OUT/machine.txt"
+source benchmarks/device/_setup.sh
+export OMP_NUM_THREADS=1
 timeout 270 python3 benchmarks/bench_streaming.py --device cuda --short-len 32 --steps 20 --rounds 1 \
     --placements thread,process --modes sync,stream_eta1,stream_eta2,stream_eta2_2xslots \
     --out "$OUT/streaming_gpu.json" > "$OUT/streaming_gpu.out" 2> "$OUT/streaming_gpu.err"
