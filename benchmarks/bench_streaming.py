@@ -60,12 +60,10 @@ from _cli import check_at_least, progress  # siblings: benchmarks/ is on sys.pat
 from _model_shapes import TiedModelShape
 from _streaming_bound import Bound, Isolated, build_engine, engine_bound, interpolate, isolated_step
 from thinkrl.engine import LLMEngine, Request, SamplingParams
-from thinkrl.model import ModelConfig, build_model
 from thinkrl.records import Trajectory
 from thinkrl.rl import ALGORITHM_PRESETS
 from thinkrl.rollout import build_driver
 from thinkrl.rollout.partial import ContinuedController
-from thinkrl.tokenizer import load_tokenizer
 from thinkrl.train.config import RLRecipe, validate_recipe
 from thinkrl.train.rl_loop import rl_step
 from thinkrl.train.rl_setup import build_run
@@ -210,9 +208,7 @@ def run_mode(recipe: RLRecipe, steps: int, short: int, warmup: int = 1) -> dict[
 def calibrate_engine(slots: int, short: int, repeats: int = 3, device: str = "cpu") -> dict[str, float]:
     """Per decode step cost of the engine alone (no trainer beside it), fitted as ``fixed + per_seq x running``
     from steps with 4 and ``slots`` sequences, best of ``repeats`` (for `bench_streaming_sim`'s CPU validation)."""
-    tokenizer = load_tokenizer("builtin")
-    model = build_model(ModelConfig(vocab_size=tokenizer.vocab_size, **MICRO), seed=0).eval()
-    engine = LLMEngine(model.to(device), tokenizer, num_slots=slots, max_seq_len=16 * short)
+    engine = build_engine(MICRO, slots, 16 * short, compile_decode=False, device=device)
     costs = {}
     for n in (4, slots):
         best = float("inf")
